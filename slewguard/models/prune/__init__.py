@@ -1,0 +1,1 @@
+"""Cascaded multi-granularity pruning: importance, surgery, recovery, cascade, SIA check."""

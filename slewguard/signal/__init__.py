@@ -1,0 +1,1 @@
+"""Vibration windows to features to text: kinematics, simulate, features, textify, datasets."""
