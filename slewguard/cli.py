@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "slewguard.demo",
     "slewguard.signal.cli",
     "slewguard.models.cli",
+    "slewguard.models.prune.cli",
     "slewguard.service.cli",
 )
 
