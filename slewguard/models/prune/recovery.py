@@ -1,0 +1,123 @@
+"""LoRA recovery after a pruning stage: adapters on the attention projections, merged back.
+
+The paper recovers with LoRA rank 4, alpha 16 on the attention projections only, trained on the
+task's own training split; the classifier head trains with them (``modules_to_save``). The adapters
+are merged into the weights afterwards, so what comes back is a plain transformers model with the
+same shapes as before: the next pruning stage and the exporter never see a peft module.
+
+Example:
+    >>> model = recover(model, train_batches, epochs=10)          # doctest: +SKIP
+    >>> any("lora" in name for name, _ in model.named_parameters())  # doctest: +SKIP
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from slewguard.models.train import Batch, fit
+
+# Per family: the attention projections LoRA adapts (suffixes of module names) and the classifier
+# head that trains in full. A new architecture is a new entry here.
+ATTENTION_TARGETS: dict[str, tuple[str, ...]] = {
+    "bert": ("attention.self.query", "attention.self.key", "attention.self.value",
+             "attention.output.dense"),
+    "gpt2": ("attn.c_attn", "attn.c_proj"),
+    "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
+    "qwen2": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
+}
+FFN_TARGETS: dict[str, tuple[str, ...]] = {
+    "bert": ("intermediate.dense", "output.dense"),
+    "gpt2": ("mlp.c_fc", "mlp.c_proj"),
+    "llama": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    "qwen2": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+}
+HEAD_MODULES: dict[str, tuple[str, ...]] = {
+    "bert": ("classifier",),
+    "gpt2": ("score",),
+    "llama": ("score",),
+    "qwen2": ("score",),
+}
+TARGETS = ("attention", "attention+ffn")
+
+
+def lora_target_modules(model: torch.nn.Module, target: str = "attention") -> list[str]:
+    """The module-name suffixes LoRA adapts for ``model``'s family, only those present in the model.
+
+    A layer whose attention was removed entirely simply has no matching modules.
+
+    Example:
+        >>> lora_target_modules(bert_model)                          # doctest: +SKIP
+        ['attention.self.query', 'attention.self.key', 'attention.self.value', ...]
+    """
+    family = getattr(model.config, "model_type", None)
+    if family not in ATTENTION_TARGETS:
+        raise ValueError(f"model_type={family!r} has no LoRA recovery targets; supported: "
+                         f"{sorted(ATTENTION_TARGETS)}")
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r} is not one of {TARGETS}")
+    wanted = ATTENTION_TARGETS[family] + (FFN_TARGETS[family] if target == "attention+ffn" else ())
+    names = [name for name, module in model.named_modules() if _is_linear(module)]
+    present = [suffix for suffix in wanted if any(n.endswith("." + suffix) for n in names)]
+    if not present:
+        raise ValueError(f"model has none of the LoRA target modules {wanted}: nothing to adapt")
+    return present
+
+
+def recover(
+    model: torch.nn.Module,
+    batches: Sequence[Batch],
+    epochs: int,
+    lr: float = 5e-4,
+    rank: int = 4,
+    alpha: int = 16,
+    target: str = "attention",
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    *,
+    seed: int = 0,
+    show_progress: bool = True,
+    history: list[dict[str, float]] | None = None,
+) -> torch.nn.Module:
+    """Train LoRA adapters (+ the classifier head) on ``batches``, merge, return the plain model.
+
+    ``history`` (a list) receives ``fit``'s per-epoch records when given. ``epochs=0`` returns the
+    model untouched (useful for "no recovery" baselines).
+
+    Example:
+        >>> model = recover(model, batches, epochs=10, rank=4, alpha=16)   # doctest: +SKIP
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if epochs < 0:
+        raise ValueError(f"epochs={epochs} must be >= 0 (0 skips recovery)")
+    if rank < 1:
+        raise ValueError(f"rank={rank} must be >= 1")
+    if epochs == 0:
+        return model
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=lora_target_modules(model, target),
+        modules_to_save=list(HEAD_MODULES[model.config.model_type]),
+        fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores weights (in, out)
+        bias="none",
+    )
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, config)
+    records = fit(peft_model, batches, epochs=epochs, lr=lr, evaluate=evaluate,
+                  description="LoRA recovery", show_progress=show_progress, seed=seed)
+    if history is not None:
+        history.extend(records)
+    merged = peft_model.merge_and_unload()
+    for name, param in merged.named_parameters():  # peft froze the body; give back what it had
+        param.requires_grad_(trainable.get(name, True))
+    merged.eval()
+    return merged
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
