@@ -1,0 +1,56 @@
+"""Fixtures that start real services (own ports, own tmp dirs) and stop them by PID."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.service import services
+
+needs_mosquitto = pytest.mark.skipif(services.MOSQUITTO is None,
+                                     reason="mosquitto binary not installed (apt: mosquitto)")
+needs_prometheus = pytest.mark.skipif(services.PROMETHEUS is None or services.PROMTOOL is None,
+                                      reason="prometheus/promtool not installed (apt: prometheus)")
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A fresh mosquitto on a free port, no persistence, anonymous allowed."""
+    if services.MOSQUITTO is None:
+        pytest.skip("mosquitto binary not installed (apt: mosquitto)")
+    broker = services.start_mosquitto(tmp_path / "mosquitto")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path):
+    """Start brokers with options (persistence, extra config lines); all stopped at the end."""
+    if services.MOSQUITTO is None:
+        pytest.skip("mosquitto binary not installed (apt: mosquitto)")
+    started: list[services.Mosquitto] = []
+
+    def start(name: str = "mosquitto", **options) -> services.Mosquitto:
+        broker = services.start_mosquitto(tmp_path / name, **options)
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in reversed(started):
+        broker.stop()
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path):
+    """Start a Prometheus scraping the given targets; stopped at the end."""
+    if services.PROMETHEUS is None:
+        pytest.skip("prometheus not installed (apt: prometheus)")
+    started: list[services.Prometheus] = []
+
+    def start(targets: list[str]) -> services.Prometheus:
+        prom = services.start_prometheus(tmp_path / "prometheus", targets)
+        started.append(prom)
+        return prom
+
+    yield start
+    for prom in started:
+        prom.stop()

@@ -1,0 +1,163 @@
+"""Real Mosquitto and Prometheus processes for tests: free ports, tmp dirs, stopped by PID.
+
+Never the broker on 1883: every test gets its own, so it can stop, restart and reconfigure it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                           if Path("/usr/sbin/mosquitto").exists() else None)
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout_s: float = 15.0,
+              proc: subprocess.Popen | None = None) -> None:
+    """Poll until ``host:port`` accepts a connection; raise with a hint when it never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@dataclass
+class Mosquitto:
+    """One mosquitto process; ``restart()`` keeps port and persistence directory."""
+
+    directory: Path
+    port: int
+    persistence: bool = False
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "mosquitto.log"
+
+    def write_conf(self) -> None:
+        lines = [f"listener {self.port} 127.0.0.1", "log_dest stderr", "log_type error",
+                 "log_type warning", "log_type notice"]
+        if self.persistence:
+            lines += ["persistence true", f"persistence_location {self.directory}/",
+                      "autosave_interval 1"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else mosquitto drops to a user that cannot read tmp files
+        if not any(line.startswith(("allow_anonymous", "password_file")) for line in self.extra):
+            lines.append("allow_anonymous true")
+        self.conf.write_text("\n".join(lines + self.extra) + "\n")
+
+    def start(self) -> Mosquitto:
+        self.write_conf()
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto saves its persistence file on the way out."""
+        _stop(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def start_mosquitto(directory: Path, *, persistence: bool = False,
+                    extra: list[str] | None = None, port: int | None = None) -> Mosquitto:
+    """Start mosquitto on a free 127.0.0.1 port with its config, log and data in ``directory``.
+
+    ``extra`` adds config lines, e.g. ``["max_inflight_messages 4"]`` or a password_file.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    return Mosquitto(directory, port or free_port(), persistence, list(extra or [])).start()
+
+
+@dataclass
+class Prometheus:
+    """One Prometheus process scraping ``targets`` every second."""
+
+    directory: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, promql: str) -> list[dict]:
+        """Instant query through the HTTP API; returns ``data.result``."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, promql: str, timeout_s: float = 30.0) -> list[dict]:
+        """Poll ``query`` until it returns a non-empty result."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if result:
+                return result
+            time.sleep(0.5)
+        raise TimeoutError(f"{promql!r} stayed empty for {timeout_s} s; see {self.directory}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def start_prometheus(directory: Path, targets: list[str]) -> Prometheus:
+    """Start Prometheus (1 s scrape interval) on a free port, scraping ``host:port`` targets."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "slewguard", "static_configs": [{"targets": targets}]}],
+    }))
+    port = free_port()
+    with (directory / "prometheus.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+             f"--storage.tsdb.path={directory / 'data'}"], stdout=log, stderr=log)
+    wait_port(port, proc=proc, timeout_s=30)
+    return Prometheus(directory, port, proc)
