@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -22,6 +23,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from slewguard import __version__
+from slewguard.signal.kinematics import presets
 
 FAULT_CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element", "cage", "combined")
 CWRU_CLASSES = {"Normal": "healthy", "IR": "inner_race", "OR": "outer_race", "B": "rolling_element"}
@@ -356,3 +361,236 @@ def _track(items: list, description: str, progress: bool) -> Iterable:
     from rich.progress import track
 
     return track(items, description=description, transient=True)
+
+
+# --- simulated ---------------------------------------------------------------------------------
+
+
+class SimulatedDatasetSpec(BaseModel):
+    """A reproducible simulated data set: per window, class x bearing x speed x SNR x severity.
+
+    Example:
+        >>> SimulatedDatasetSpec(classes=("healthy", "outer_race"), rpm_min=2, rpm_max=4).rpm_max
+        4.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    classes: tuple[str, ...] = Field(FAULT_CLASSES[:4], description=f"subset of {FAULT_CLASSES}")
+    windows_per_class: int = Field(40, ge=2, description="windows per class, train + test")
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="share of each class in test")
+    bearings: tuple[str, ...] = Field(("slew-4pc-1000",), description="bearing presets, drawn")
+    rpm_min: float = Field(1.0, gt=0, description="lowest mean |shaft speed| in rpm")
+    rpm_max: float = Field(12.0, gt=0, description="highest mean |shaft speed| in rpm")
+    snr_db_min: float = Field(0.0, ge=-40, le=100, description="lowest SNR in dB")
+    snr_db_max: float = Field(12.0, ge=-40, le=100, description="highest SNR in dB")
+    severity_min: float = Field(0.5, gt=0, le=100, description="lowest impact amplitude scale")
+    severity_max: float = Field(1.0, gt=0, le=100, description="highest impact amplitude scale")
+    speed_profiles: tuple[str, ...] = Field(SPEED_PROFILES, description=f"from {SPEED_PROFILES}")
+    sample_rate_hz: float = Field(5000.0, description="sample rate in Hz")
+    window_seconds: float = Field(30.0, gt=0, description="window length in seconds")
+    seed: int = Field(0, ge=0, description="one seed for the whole set")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulatedDatasetSpec:
+        for name in ("rpm", "snr_db", "severity"):
+            lo, hi = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if lo > hi:
+                raise ValueError(f"{name}_min={lo} > {name}_max={hi}: swap them")
+        for name, allowed in (("classes", FAULT_CLASSES), ("speed_profiles", SPEED_PROFILES),
+                              ("bearings", tuple(presets()))):
+            values = getattr(self, name)
+            bad = [v for v in values if v not in allowed] or len(set(values)) != len(values)
+            if not values or bad:
+                raise ValueError(f"{name}={values}: give distinct values from {allowed}")
+        from slewguard.signal.simulate import SimulationSpec
+
+        for fault in self.classes:  # the slowest case must still be simulable
+            for bearing in self.bearings:
+                SimulationSpec(fault=fault, bearing=bearing, rpm=self.rpm_min,
+                               sample_rate_hz=self.sample_rate_hz, snr_db=self.snr_db_min,
+                               window_seconds=self.window_seconds, severity=self.severity_min)
+        return self
+
+    @property
+    def n_test(self) -> int:
+        """Test windows per class: at least one on each side."""
+        n = self.windows_per_class
+        return min(n - 1, max(1, int(round(self.test_fraction * n))))
+
+
+def _draw_jobs(spec: SimulatedDatasetSpec) -> list[dict]:
+    """Every window's parameters and seed; seeds are unique across the whole set."""
+    rng = np.random.default_rng(spec.seed)
+    total = len(spec.classes) * spec.windows_per_class
+    seeds = rng.choice(2**31 - 1, size=total, replace=False)
+    jobs = []
+    for i, (fault, k) in enumerate((c, k) for c in spec.classes
+                                   for k in range(spec.windows_per_class)):
+        jobs.append({
+            "side": "test" if k < spec.n_test else "train", "fault": fault,
+            "seed": int(seeds[i]), "bearing": spec.bearings[rng.integers(len(spec.bearings))],
+            "rpm": rng.uniform(spec.rpm_min, spec.rpm_max),
+            "snr_db": rng.uniform(spec.snr_db_min, spec.snr_db_max),
+            "severity": rng.uniform(spec.severity_min, spec.severity_max),
+            "speed_profile": spec.speed_profiles[rng.integers(len(spec.speed_profiles))],
+        })
+    return jobs
+
+
+def _simulated_side(spec: SimulatedDatasetSpec, jobs: list[dict], sims: list) -> WindowSet:
+    traces = [s.rpm_trace[0] if s.rpm_trace is not None else None for s in sims]
+    rpm = np.array([s.rpm[0] for s in sims])
+    if all(t is None for t in traces):
+        rpm_trace = None
+    else:  # constant-speed windows get a flat trace so the batch has one
+        rpm_trace = np.stack([np.full(spec_n, r, np.float32) if t is None else t
+                              for t, r, spec_n in zip(traces, rpm, [len(sims[0].windows[0])]
+                                                      * len(sims), strict=True)])
+    column = lambda key: np.array([j[key] for j in jobs])  # noqa: E731
+    mixed = len(spec.bearings) > 1
+    meta = {k: column(k) for k in ("seed", "snr_db", "severity", "speed_profile")}
+    if mixed:
+        meta["bearing"] = column("bearing")
+    return WindowSet(
+        windows=np.concatenate([s.windows for s in sims]), labels=column("fault"), rpm=rpm,
+        sample_rate_hz=spec.sample_rate_hz, bearing="mixed" if mixed else spec.bearings[0],
+        recording=np.array([f"sim-{j['seed']}" for j in jobs]), rpm_trace=rpm_trace, meta=meta,
+    )
+
+
+def simulate_dataset(spec: SimulatedDatasetSpec, progress: bool = True) -> Split:
+    """Simulate a train/test split; the same spec gives identical arrays.
+
+    Example:
+        >>> split = simulate_dataset(SimulatedDatasetSpec(windows_per_class=8), progress=False)
+        >>> split.test.counts()["healthy"]
+        2
+    """
+    from slewguard.signal.simulate import SimulationSpec, simulate
+
+    jobs = _draw_jobs(spec)
+    sims = []
+    for job in _track(jobs, "simulating windows", progress):
+        params = {k: v for k, v in job.items() if k not in ("side", "seed")}
+        sim_spec = SimulationSpec(**params, sample_rate_hz=spec.sample_rate_hz,
+                                  window_seconds=spec.window_seconds)
+        sims.append(simulate(sim_spec, n_windows=1, seed=job["seed"]))
+    sides = {}
+    for side in ("train", "test"):
+        pick = [i for i, j in enumerate(jobs) if j["side"] == side]
+        sides[side] = _simulated_side(spec, [jobs[i] for i in pick], [sims[i] for i in pick])
+    note = (f"Simulated slewing-bearing windows: {', '.join(spec.classes)}; "
+            f"{', '.join(spec.bearings)}; {spec.rpm_min:g}-{spec.rpm_max:g} rpm; SNR "
+            f"{spec.snr_db_min:g}-{spec.snr_db_max:g} dB; train/test windows have disjoint seeds.")
+    provenance = {"source": "simulated", "spec": spec.model_dump(mode="json"),
+                  "slewguard_version": __version__}
+    return Split(train=sides["train"], test=sides["test"], name="simulated", note=note,
+                 provenance=provenance)
+
+
+# --- on disk -----------------------------------------------------------------------------------
+
+_COLUMNS = ("windows", "labels", "rpm", "recording", "load_hp", "fault_size_in", "start_s")
+
+
+def write(split: Split, path: Path) -> None:
+    """Write a split as ``<path>/{train,test}.npz`` plus ``manifest.json`` (written last).
+
+    Example:
+        >>> write(load_cwru(protocol="faults-3class"), Path("out/cwru-3"))
+    """
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / "manifest.json").is_file():
+        raise ValueError(f"{path} is not empty and holds no slewguard dataset: give a new one")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "manifest.json").unlink(missing_ok=True)  # none while the arrays are half written
+    sides = {}
+    for side in ("train", "test"):
+        ws: WindowSet = getattr(split, side)
+        arrays = {name: getattr(ws, name) for name in _COLUMNS}
+        arrays |= {f"meta__{k}": v for k, v in ws.meta.items()}
+        if ws.rpm_trace is not None:
+            arrays["rpm_trace"] = ws.rpm_trace
+        np.savez(path / f"{side}.npz", **arrays)
+        sides[side] = {"file": f"{side}.npz", "sha256": _sha256(path / f"{side}.npz"),
+                       "n_windows": len(ws), "window_samples": ws.windows.shape[1],
+                       "sample_rate_hz": ws.sample_rate_hz, "bearing": ws.bearing,
+                       "counts": ws.counts()}
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "name": split.name,
+                "note": split.note, "provenance": split.provenance, "sides": sides,
+                "written_by": f"slewguard {__version__}"}
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(path: Path) -> dict:
+    """The checked ``manifest.json`` of a data set directory (format and version)."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise DatasetMissingError(
+            f"{path} holds no manifest.json: make a data set with `slewguard dataset simulate "
+            "--out DIR` or `slewguard dataset cwru --out DIR`")
+    manifest = json.loads((path / "manifest.json").read_text())
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path / 'manifest.json'}: format {manifest.get('format')!r} version "
+            f"{manifest.get('format_version')!r}, this slewguard reads {FORMAT_NAME!r} version "
+            f"{FORMAT_VERSION}: regenerate the data set with `slewguard dataset ...`")
+    return manifest
+
+
+def read(path: Path, verify: bool = True) -> Split:
+    """Read a split written by ``write`` (CWRU or simulated alike); checks format and sha256.
+
+    Example:
+        >>> read(Path("out/cwru-3")).name
+        'cwru-faults-3class'
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    sides = {}
+    for side, info in manifest["sides"].items():
+        file = path / info["file"]
+        if verify and _sha256(file) != info["sha256"]:
+            raise ValueError(f"{file} does not match its sha256 in manifest.json: write it again")
+        with np.load(file, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = {k.removeprefix("meta__"): arrays.pop(k) for k in list(arrays) if "__" in k}
+        sides[side] = WindowSet(**arrays, meta=meta, sample_rate_hz=info["sample_rate_hz"],
+                                bearing=info["bearing"])
+    return Split(train=sides["train"], test=sides["test"], name=manifest["name"],
+                 note=manifest["note"], provenance=manifest["provenance"])
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(file).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- to text -----------------------------------------------------------------------------------
+
+
+def to_texts(ws: WindowSet, progress: bool = True, batch_size: int = 64) -> list[str]:
+    """One feature text per window (features.extract + textify), batched per bearing.
+
+    Example:
+        >>> to_texts(read(Path("out/cwru-3")).test, progress=False)[0][:40]
+    """
+    from slewguard.signal.features import extract
+    from slewguard.signal.kinematics import preset
+    from slewguard.signal.textify import textify_table
+
+    texts: list[str | None] = [None] * len(ws)
+    bearings = ws.bearings()
+    groups = [np.flatnonzero(bearings == name) for name in np.unique(bearings)]
+    batches = [idx[i:i + batch_size] for idx in groups for i in range(0, len(idx), batch_size)]
+    for idx in _track(batches, "features -> text", progress):
+        trace = None if ws.rpm_trace is None else ws.rpm_trace[idx]
+        table = extract(ws.windows[idx], ws.sample_rate_hz, preset(str(bearings[idx[0]])),
+                        rpm=ws.rpm[idx], rpm_trace=trace)
+        for i, text in zip(idx, textify_table(table), strict=True):
+            texts[i] = text
+    return texts
