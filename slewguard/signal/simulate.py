@@ -1,0 +1,505 @@
+"""Physically based vibration windows of a slewing bearing, healthy or with a localised fault.
+
+The fault model (McFadden & Smith 1984; Antoni & Randall 2003), per window:
+
+    x(t) = sum_i A_i q(t_i) h(t - t_i) + g(t) + n(t)
+
+- t_i: the rolling elements pass the defect whenever the integrated shaft angle times the line's
+  order (BPFI, BPFO, 2 x BSF or FTF, from kinematics) crosses a whole number, in either direction,
+  so impacts follow any speed profile, reversal included; each t_i carries a random slip jitter
+  of ``impacts.slip_jitter`` of the local impact period (not accumulated).
+- A_i = severity x (1 + spread x N(0, 1)); severity 0 gives no impulses at all.
+- q: load-zone modulation, 1 - depth (1 - cos(angle)) / 2 with the angle of the shaft (inner race:
+  the defect turns with the shaft) or of the cage (rolling element: the element rides the cage);
+  1 for the outer race (stationary defect in the load zone) and the cage.
+- h: decaying structural resonances sum_k g_k sin(2 pi fn_k t) exp(-zeta 2 pi fn_k t), peak 1.
+- g: gear mesh (ring_teeth x shaft rate, harmonics, amplitude-modulated at shaft rate, which puts
+  sidebands at mesh +- fr) plus shaft harmonics; all scale with |speed| and vanish at standstill.
+- n: white Gaussian noise at ``snr_db`` relative to each window's clean power (impulses + g).
+
+"combined" is inner race + outer race (both trains, same severity). Amplitudes are in units of
+the peak of one severity-1 impact. Every window draws from its own child of ``SeedSequence(seed)``,
+so window i is the same whatever ``n_windows`` is, and the noise has its own stream: the same
+seed with ``snr_db=None`` gives the exact clean signal.
+
+Example:
+    >>> spec = SimulationSpec(fault="outer_race", rpm=6.0, window_seconds=10.0)
+    >>> sim = simulate(spec, n_windows=2, seed=1)
+    >>> sim.windows.shape, sim.windows.dtype.name
+    ((2, 50000), 'float32')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from scipy.signal import oaconvolve
+
+from slewguard.signal.kinematics import BearingGeometry, preset
+
+FAULT_CLASSES: tuple[str, ...] = (
+    "healthy",
+    "inner_race",
+    "outer_race",
+    "rolling_element",
+    "cage",
+    "combined",
+)
+# Impulse trains per class, by kinematics line name.
+FAULT_TRAINS: dict[str, tuple[str, ...]] = {
+    "healthy": (),
+    "inner_race": ("bpfi_hz",),
+    "outer_race": ("bpfo_hz",),
+    "rolling_element": ("bsf2_hz",),
+    "cage": ("ftf_hz",),
+    "combined": ("bpfi_hz", "bpfo_hz"),
+}
+# Which rotation carries a line's defect through the load zone (None: no modulation).
+LOAD_ZONE_CARRIER = {"bpfi_hz": "shaft_hz", "bsf2_hz": "ftf_hz", "bpfo_hz": None, "ftf_hz": None}
+MIN_IMPACTS = 3
+SAMPLE_RATE_RANGE_HZ = (1_000.0, 50_000.0)
+DEFAULT_RESONANCE_FRACTIONS = (0.12, 0.21, 0.32)  # x sample rate: well inside Nyquist at any rate
+DEFAULT_RESONANCE_GAINS = (1.0, 0.7, 0.5)
+ANTI_ALIAS_FRACTION = 0.45  # sinusoids above this x sample rate are removed, like a sensor's filter
+# Stop-start cycle: ramp up, run, ramp down, stand still (fractions of the period).
+STOP_START_PHASE = (0.0, 0.15, 0.60, 0.75, 1.0)
+STOP_START_LEVEL = (0.0, 1.0, 1.0, 0.0, 0.0)
+STOP_START_MEAN = 0.6  # mean of that cycle: peak speed = rpm / 0.6
+CHUNK_SAMPLES = 1 << 22  # windows are simulated in chunks of about this many samples (memory)
+# Layout of the uniform draws each window makes up front.
+N_UNIFORM, U_PROFILE, U_MESH, U_SIDEBAND, U_SHAFT, U_START, U_LOAD = 16, 0, 1, 6, 7, 12, 14
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ImpactSpec(_Spec):
+    """How the impacts of a localised defect scatter."""
+
+    slip_jitter: float = Field(0.015, ge=0, le=0.2, description="timing jitter std, x period")
+    slip_fraction: float = Field(
+        0.0, ge=0, lt=0.1, description="mean slip: every line sits this fraction below kinematics"
+    )
+    amplitude_spread: float = Field(0.1, ge=0, le=1, description="impact amplitude std, relative")
+    load_zone_depth: float = Field(
+        0.8, ge=0, le=1, description="load-zone modulation depth (0: none, 1: impacts vanish)"
+    )
+
+
+class ResonanceSpec(_Spec):
+    """Structural resonances every impact rings."""
+
+    frequencies_hz: tuple[float, ...] | None = Field(
+        None, min_length=1, description="None: 0.12, 0.21 and 0.32 x sample_rate_hz"
+    )
+    gains: tuple[float, ...] | None = Field(
+        None, description="relative gain per resonance; None: 1.0, 0.7, 0.5, ..."
+    )
+    damping_ratio: float = Field(0.05, gt=0, lt=1, description="zeta of every resonance")
+
+
+class GearSpec(_Spec):
+    """Deterministic background: ring-gear mesh and shaft harmonics."""
+
+    ring_teeth: int = Field(120, ge=1, description="mesh frequency = ring_teeth x shaft rate")
+    mesh_amplitude: float = Field(0.3, ge=0, description="first mesh harmonic, x impact peak")
+    mesh_harmonics: int = Field(3, ge=1, le=5, description="mesh harmonics k, amplitude / k")
+    sideband_depth: float = Field(0.3, ge=0, le=1, description="AM depth at shaft rate")
+    shaft_amplitude: float = Field(0.2, ge=0, description="shaft 1x amplitude, x impact peak")
+    shaft_harmonics: int = Field(3, ge=1, le=5, description="shaft harmonics k, amplitude / k")
+
+
+class SimulationSpec(_Spec):
+    """Everything that defines a simulated window; invalid combinations raise ValueError.
+
+    Example:
+        >>> SimulationSpec(fault="inner_race", rpm=2.0, window_seconds=20.0).n_samples
+        100000
+    """
+
+    fault: str = Field("healthy", description=f"one of {FAULT_CLASSES}")
+    bearing: str = Field("slew-4pc-1000", description="bearing preset name (kinematics.presets)")
+    rpm: float = Field(6.0, description="mean |shaft speed| in rpm")
+    sample_rate_hz: float = Field(5000.0, description="1 kHz to 50 kHz")
+    window_seconds: float = Field(30.0, gt=0, description="window length in seconds")
+    snr_db: float | None = Field(
+        10.0, ge=-40, le=100, description="clean power / noise power in dB; None: no noise"
+    )
+    severity: float = Field(1.0, ge=0, le=100, description="impact amplitude scale; 0: none")
+    speed_profile: Literal["constant", "oscillating", "stop_start"] = "constant"
+    speed_period_seconds: float = Field(
+        10.0, gt=0, description="period of the oscillating or stop-start speed cycle"
+    )
+    impacts: ImpactSpec = ImpactSpec()
+    resonance: ResonanceSpec = ResonanceSpec()
+    gear: GearSpec = GearSpec()
+
+    @field_validator("fault")
+    @classmethod
+    def _known_fault(cls, v: str) -> str:
+        if v not in FAULT_CLASSES:
+            raise ValueError(
+                f"fault={v!r} is not a known fault class: choose one of {FAULT_CLASSES}"
+            )
+        return v
+
+    @field_validator("bearing")
+    @classmethod
+    def _known_bearing(cls, v: str) -> str:
+        try:
+            preset(v)
+        except ValueError as exc:
+            raise ValueError(f"bearing={v!r}: {exc}") from None
+        return v
+
+    @field_validator("rpm")
+    @classmethod
+    def _positive_rpm(cls, v: float) -> float:
+        if not 0 < v <= 6000:
+            raise ValueError(f"rpm={v} must be in (0, 6000]: give the mean |shaft speed| in rpm")
+        return v
+
+    @field_validator("sample_rate_hz")
+    @classmethod
+    def _sample_rate_in_range(cls, v: float) -> float:
+        lo, hi = SAMPLE_RATE_RANGE_HZ
+        if not lo <= v <= hi:
+            raise ValueError(f"sample_rate_hz={v} must be in [{lo:g}, {hi:g}] Hz (1 to 50 kHz)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulationSpec:
+        self._check_resonances()
+        self._check_window()
+        if self.snr_db is not None and self._clean_may_be_zero():
+            raise ValueError(
+                f"snr_db={self.snr_db} has no clean signal to refer to (fault={self.fault!r}, "
+                f"severity={self.severity}, gear amplitudes 0): set gear.mesh_amplitude or "
+                "gear.shaft_amplitude > 0, or snr_db=None"
+            )
+        return self
+
+    def _check_resonances(self) -> None:
+        nyquist = self.sample_rate_hz / 2
+        for f in self.resonances_hz():
+            if not 0 < f < nyquist:
+                raise ValueError(
+                    f"resonance.frequencies_hz contains {f} Hz, outside (0, {nyquist:g}) Hz (the "
+                    f"Nyquist band at sample_rate_hz={self.sample_rate_hz:g}): lower it or raise "
+                    "the sample rate"
+                )
+        gains = self.resonance.gains
+        if gains is not None and len(gains) != len(self.resonances_hz()):
+            raise ValueError(
+                f"resonance.gains={gains} needs one gain per resonance "
+                f"({len(self.resonances_hz())} resonances)"
+            )
+
+    def _check_window(self) -> None:
+        orders = self.geometry().orders().as_dict()
+        for line in FAULT_TRAINS[self.fault]:
+            line_hz = orders[line] * self.rpm / 60 * (1 - self.impacts.slip_fraction)
+            if self.window_seconds * line_hz < MIN_IMPACTS:
+                raise ValueError(
+                    f"window_seconds={self.window_seconds} holds only "
+                    f"{self.window_seconds * line_hz:.2f} impacts of {line[:-3]} "
+                    f"({line_hz:.4g} Hz at rpm={self.rpm}) for fault={self.fault!r}: use "
+                    f"window_seconds >= {MIN_IMPACTS / line_hz:.1f} or a higher rpm"
+                )
+
+    def _clean_may_be_zero(self) -> bool:
+        no_impacts = not FAULT_TRAINS[self.fault] or self.severity == 0
+        return no_impacts and self.gear.mesh_amplitude == 0 and self.gear.shaft_amplitude == 0
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per window."""
+        return round(self.window_seconds * self.sample_rate_hz)
+
+    def geometry(self) -> BearingGeometry:
+        """The bearing preset's geometry."""
+        return preset(self.bearing)
+
+    def resonances_hz(self) -> tuple[float, ...]:
+        """Resonance frequencies in Hz, defaults resolved against the sample rate."""
+        given = self.resonance.frequencies_hz
+        return given or tuple(f * self.sample_rate_hz for f in DEFAULT_RESONANCE_FRACTIONS)
+
+    def peak_rpm(self) -> float:
+        """Highest |shaft speed| the speed profile reaches, in rpm."""
+        scale = {"constant": 1.0, "oscillating": math.pi / 2, "stop_start": 1 / STOP_START_MEAN}
+        return self.rpm * scale[self.speed_profile]
+
+
+@dataclass
+class Simulated:
+    """A batch of simulated windows.
+
+    windows: (B, N) float32; rpm: (B,) float64 mean |rpm| per window; rpm_trace: (B, N) float32
+    signed shaft speed in rpm, or None for constant speed.
+    """
+
+    windows: np.ndarray
+    rpm: np.ndarray
+    rpm_trace: np.ndarray | None
+    spec: SimulationSpec
+
+
+def speed_trace(spec: SimulationSpec, t: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Signed shaft speed in rpm, (C, N), for times ``t`` (N,) s and cycle offsets (C,) in [0, 1).
+
+    The oscillating profile is a sine through zero (reversal); stop-start ramps between standstill
+    and ``peak_rpm()``. Both are scaled so the mean |speed| over whole cycles is ``spec.rpm``.
+
+    Example:
+        >>> spec = SimulationSpec(speed_profile="oscillating", speed_period_seconds=4.0)
+        >>> trace = speed_trace(spec, np.linspace(0, 4, 4001), np.zeros(1))
+        >>> round(float(np.abs(trace).mean()), 2), bool(trace.min() < 0 < trace.max())
+        (6.0, True)
+    """
+    cycles = t[None, :] / spec.speed_period_seconds + offsets[:, None]  # (C, N)
+    if spec.speed_profile == "constant":
+        return np.full(cycles.shape, spec.rpm)
+    if spec.speed_profile == "oscillating":
+        return spec.peak_rpm() * np.sin(2 * np.pi * cycles)
+    return spec.peak_rpm() * np.interp(cycles % 1.0, STOP_START_PHASE, STOP_START_LEVEL)
+
+
+def shaft_revolutions(rpm_trace: np.ndarray, sample_rate_hz: float) -> np.ndarray:
+    """Integrated shaft angle in revolutions (float64, same shape as ``rpm_trace``).
+
+    Example:
+        >>> float(shaft_revolutions(np.full((1, 1000), 60.0), 1000.0)[0, -1])
+        1.0
+    """
+    return np.cumsum(rpm_trace, axis=-1, dtype=np.float64) / (60.0 * sample_rate_hz)
+
+
+def impact_samples(
+    revolutions: np.ndarray, order: float, start_phase: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(window, sample) of every impact: where ``order x revolutions`` crosses a whole number.
+
+    ``revolutions`` is (C, N) or (1, N) for a shared trace; ``start_phase`` (C,) in [0, 1).
+    Crossings count in both directions, so a reversal makes the element roll back over the defect.
+
+    Example:
+        >>> rev = np.arange(1000)[None, :] / 100.0  # 10 revolutions
+        >>> win, idx = impact_samples(rev, 2.0, np.zeros(1))
+        >>> len(idx), int(idx[0])
+        (19, 50)
+    """
+    count = np.floor(order * revolutions + start_phase[:, None])
+    win, idx = np.nonzero(np.diff(count, axis=-1))
+    return win, idx + 1
+
+
+def impulse_response(spec: SimulationSpec) -> np.ndarray:
+    """Sum of decaying resonances, peak |h| = 1, long enough to ring down to 1e-3 (float64).
+
+    Example:
+        >>> h = impulse_response(SimulationSpec())
+        >>> round(float(np.abs(h).max()), 6), len(h) < 500
+        (1.0, True)
+    """
+    freqs = np.asarray(spec.resonances_hz())
+    gains = np.asarray(spec.resonance.gains or DEFAULT_RESONANCE_GAINS[: len(freqs)], float)
+    if len(gains) < len(freqs):  # more resonances than default gains: the rest at the last gain
+        gains = np.pad(gains, (0, len(freqs) - len(gains)), mode="edge")
+    fs = spec.sample_rate_hz
+    decay = spec.resonance.damping_ratio * 2 * np.pi * freqs[:, None]  # (K, 1) 1/s
+    t = np.arange(math.ceil(math.log(1e3) / decay.min() * fs)) / fs
+    h = (gains[:, None] * np.sin(2 * np.pi * freqs[:, None] * t) * np.exp(-decay * t)).sum(0)
+    return h / np.abs(h).max()
+
+
+def load_modulation(
+    revolutions: np.ndarray, carrier_order: float | None, depth: float, phase: np.ndarray
+) -> np.ndarray:
+    """Load-zone factor q in [1 - depth, 1] at each impact's shaft position (revolutions).
+
+    ``carrier_order`` is the order of the rotation that carries the defect through the load zone
+    (1 for the shaft, the FTF order for the cage); None means a stationary defect: q = 1.
+
+    Example:
+        >>> load_modulation(np.array([0.0, 0.5]), 1.0, 0.8, np.zeros(2)).round(3).tolist()
+        [1.0, 0.2]
+    """
+    if carrier_order is None:
+        return np.ones_like(revolutions)
+    angle = 2 * np.pi * (carrier_order * revolutions + phase)
+    return 1.0 - depth * (1.0 - np.cos(angle)) / 2.0
+
+
+def impulse_train(
+    spec: SimulationSpec,
+    revolutions: np.ndarray,
+    rpm_trace: np.ndarray | None,
+    uniforms: np.ndarray,
+    rngs: list[np.random.Generator],
+) -> np.ndarray:
+    """Impact amplitudes A_i q(t_i) on the sample grid, (C, N) float64, before the resonances ring.
+
+    ``revolutions`` (C, N) or (1, N); ``rpm_trace`` (C, N) or None for constant speed;
+    ``uniforms`` (C, N_UNIFORM) per-window phases; ``rngs`` one generator per window.
+
+    Example:
+        >>> spec = SimulationSpec(fault="outer_race", severity=2.0, impacts={"amplitude_spread": 0})
+        >>> rev = np.arange(spec.n_samples)[None, :] * spec.rpm / 60 / spec.sample_rate_hz
+        >>> train = impulse_train(spec, rev, None, np.zeros((1, N_UNIFORM)),
+        ...                       [np.random.default_rng(0)])
+        >>> int(np.count_nonzero(train)), float(train.max())
+        (109, 2.0)
+    """
+    n_win, n = len(rngs), revolutions.shape[-1]
+    train = np.zeros((n_win, n))
+    if spec.severity == 0:
+        return train
+    orders = spec.geometry().orders().as_dict()
+    revolutions = np.broadcast_to(revolutions, (n_win, n))
+    imp = spec.impacts
+    for j, line in enumerate(FAULT_TRAINS[spec.fault]):
+        order = orders[line] * (1 - imp.slip_fraction)
+        win, idx = impact_samples(revolutions, order, uniforms[:, U_START + j])
+        carrier = LOAD_ZONE_CARRIER[line]
+        q = load_modulation(
+            revolutions[win, idx],
+            carrier and orders[carrier],
+            imp.load_zone_depth,
+            uniforms[win, U_LOAD + j],
+        )
+        speed = spec.rpm if rpm_trace is None else np.abs(rpm_trace[win, idx])
+        # Local impact period in samples, capped near standstill at twice the mean-speed period.
+        period = spec.sample_rate_hz * 60 / (order * np.maximum(speed, spec.rpm / 2))
+        jitter, spread = _normals_per_window(rngs, np.bincount(win, minlength=n_win))
+        idx = idx + np.rint(imp.slip_jitter * period * jitter).astype(np.int64)
+        amp = spec.severity * q * np.maximum(0.0, 1 + imp.amplitude_spread * spread)
+        keep = (idx >= 0) & (idx < n)
+        np.add.at(train, (win[keep], idx[keep]), amp[keep])
+    return train
+
+
+def _normals_per_window(
+    rngs: list[np.random.Generator], counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    # Each window draws its own impacts' normals, so window i never depends on the batch size.
+    z = np.concatenate(
+        [rng.standard_normal((2, k)) for rng, k in zip(rngs, counts, strict=True)], axis=1
+    )
+    return z[0], z[1]
+
+
+def background(
+    spec: SimulationSpec,
+    revolutions: np.ndarray,
+    speed_ratio: float | np.ndarray,
+    uniforms: np.ndarray,
+) -> np.ndarray:
+    """Gear mesh with shaft-rate sidebands plus shaft harmonics, (C, N) float64.
+
+    Components that would pass ``ANTI_ALIAS_FRACTION`` x sample rate at peak speed are left out.
+    ``speed_ratio`` is |rpm(t)| / spec.rpm (1.0 for constant speed).
+
+    Example:
+        >>> spec = SimulationSpec(gear={"shaft_amplitude": 0.0, "sideband_depth": 0.0})
+        >>> rev = np.arange(1000)[None, :] * spec.rpm / 60 / spec.sample_rate_hz
+        >>> background(spec, rev, 1.0, np.zeros((1, N_UNIFORM))).shape
+        (1, 1000)
+    """
+    gear, limit_hz = spec.gear, ANTI_ALIAS_FRACTION * spec.sample_rate_hz
+    peak_shaft_hz = spec.peak_rpm() / 60
+    angle = 2 * np.pi * revolutions  # (C or 1, N) rad
+    phase = 2 * np.pi * uniforms[:, :, None]  # (C, N_UNIFORM, 1)
+    out = np.zeros((len(uniforms), revolutions.shape[-1]))
+    mesh = np.zeros_like(out)
+    for k in range(1, gear.mesh_harmonics + 1):
+        if gear.mesh_amplitude == 0 or k * gear.ring_teeth * peak_shaft_hz >= limit_hz:
+            break
+        mesh_angle = k * gear.ring_teeth * angle + phase[:, U_MESH + k - 1]
+        mesh += gear.mesh_amplitude / k * np.cos(mesh_angle)
+    if gear.sideband_depth > 0 and mesh.any():
+        mesh *= 1 + gear.sideband_depth * np.cos(angle + phase[:, U_SIDEBAND])
+    out += mesh
+    for k in range(1, gear.shaft_harmonics + 1):
+        if gear.shaft_amplitude == 0 or k * peak_shaft_hz >= limit_hz:
+            break
+        out += gear.shaft_amplitude / k * np.cos(k * angle + phase[:, U_SHAFT + k - 1])
+    return out * speed_ratio
+
+
+def add_noise(
+    clean: np.ndarray, snr_db: float | None, rngs: list[np.random.Generator]
+) -> np.ndarray:
+    """``clean`` (C, N) plus white Gaussian noise at ``snr_db`` per window, as float32.
+
+    Example:
+        >>> x = add_noise(np.ones((1, 100_000)), 0.0, [np.random.default_rng(0)])
+        >>> round(float(np.var(x - 1)), 1)
+        1.0
+    """
+    out = clean.astype(np.float32)
+    if snr_db is None:
+        return out
+    noise_std = np.sqrt(np.mean(np.square(clean), axis=1) / 10 ** (snr_db / 10))
+    for row, rng, std in zip(out, rngs, noise_std, strict=True):
+        row += np.float32(std) * rng.standard_normal(row.size, dtype=np.float32)
+    return out
+
+
+def _clean_chunk(
+    spec: SimulationSpec, h: np.ndarray, rngs: list[np.random.Generator]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Noise-free windows (C, N) float64 and their rpm trace (None for constant speed)."""
+    n, fs = spec.n_samples, spec.sample_rate_hz
+    uniforms = np.stack([rng.random(N_UNIFORM) for rng in rngs])  # (C, N_UNIFORM)
+    t = np.arange(n) / fs
+    if spec.speed_profile == "constant":
+        trace, ratio = None, 1.0
+        revolutions = (spec.rpm / 60 * (t + 1 / fs))[None, :]
+    else:
+        trace = speed_trace(spec, t, uniforms[:, U_PROFILE])
+        revolutions = shaft_revolutions(trace, fs)
+        ratio = np.abs(trace) / spec.rpm
+    clean = background(spec, revolutions, ratio, uniforms)
+    train = impulse_train(spec, revolutions, trace, uniforms, rngs)
+    if train.any():
+        clean += oaconvolve(train, h[None, :], axes=1)[:, :n]
+    return clean, trace
+
+
+def simulate(spec: SimulationSpec, n_windows: int = 1, seed: int = 0) -> Simulated:
+    """Simulate ``n_windows`` windows of ``spec``; deterministic per ``seed``.
+
+    Example:
+        >>> spec = SimulationSpec(fault="inner_race", speed_profile="oscillating")
+        >>> sim = simulate(spec, n_windows=3, seed=7)
+        >>> sim.windows.shape, sim.rpm_trace.shape, sim.rpm.shape
+        ((3, 150000), (3, 150000), (3,))
+    """
+    if isinstance(n_windows, bool) or not isinstance(n_windows, int | np.integer) or n_windows < 1:
+        raise ValueError(f"n_windows={n_windows!r} must be a whole number >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a whole number >= 0")
+    n = spec.n_samples
+    windows = np.empty((n_windows, n), np.float32)
+    rpm = np.full(n_windows, spec.rpm)
+    trace = None if spec.speed_profile == "constant" else np.empty((n_windows, n), np.float32)
+    h = impulse_response(spec)
+    children = np.random.SeedSequence(int(seed)).spawn(n_windows)
+    step = max(1, CHUNK_SAMPLES // n)
+    for lo in range(0, n_windows, step):
+        streams = [child.spawn(2) for child in children[lo : lo + step]]
+        hi = lo + len(streams)
+        clean, chunk_trace = _clean_chunk(spec, h, [np.random.default_rng(s) for s, _ in streams])
+        windows[lo:hi] = add_noise(
+            clean, spec.snr_db, [np.random.default_rng(s) for _, s in streams]
+        )
+        if chunk_trace is not None:
+            trace[lo:hi] = chunk_trace
+            rpm[lo:hi] = np.abs(chunk_trace).mean(axis=1)
+    return Simulated(windows=windows, rpm=rpm, rpm_trace=trace, spec=spec)
