@@ -1,0 +1,214 @@
+"""The durable outbox: results wait here (SQLite, WAL) until every sink has them.
+
+The pipeline acknowledges an MQTT message only after ``put`` returned, so a result is either on
+disk or still on the broker. ``put`` is idempotent on ``Result.key()`` = (sensor, start_ns): a
+redelivered window replaces its earlier row (with a new id, so a forwarder holding the old id
+cannot mark the new version sent) and the sinks write it on the same timestamp again.
+
+Rows are ``pending`` -> ``sent`` (kept until space is needed) or ``set_aside`` (a sink refused it
+for good; kept for inspection). Quota policy when ``max_bytes`` would be exceeded, in order:
+1. delete sent rows, oldest first (free: they are in every sink);
+2. delete set-aside rows, oldest first (counted: ``dropped["set_aside"]``);
+3. ``when_full="reject"``: raise ``OutboxFullError`` - the caller stops acknowledging and the
+   broker keeps (and later redelivers) the windows: nothing is lost while the broker has room.
+   ``when_full="drop_oldest"``: delete the oldest pending rows (counted: ``dropped["pending"]``,
+   these results are lost) until the new ones fit.
+Size is measured as used pages (page_count - freelist_count) * page_size; deleted pages go to the
+freelist and are reused, so the file stops growing near the quota without a VACUUM.
+
+Example:
+    >>> import tempfile
+    >>> from slewguard.service.result import Result
+    >>> box = Outbox(Path(tempfile.mkdtemp()) / "o.sqlite3")
+    >>> r = Result("s", "a", "b", "x1", "m", "healthy", 1.0, {}, {}, 6.0, 0, 10, "t")
+    >>> box.put([r, r]); box.depth()
+    1
+    >>> [(i, got.sensor) for i, got in box.claim(10)]
+    [(2, 'x1')]
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from slewguard.service.result import Result
+
+PENDING, SENT, SET_ASIDE = 0, 1, 2
+WHEN_FULL = ("reject", "drop_oldest")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sensor TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_s REAL NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    UNIQUE (sensor, start_ns)
+);
+CREATE INDEX IF NOT EXISTS outbox_state_id ON outbox (state, id);
+"""
+
+
+class OutboxFullError(RuntimeError):
+    """The quota is reached and ``when_full="reject"``: do not acknowledge; retry later."""
+
+
+class Outbox:
+    """Thread-safe durable queue of results (one SQLite connection behind a lock).
+
+    Example:
+        >>> import tempfile
+        >>> Outbox(Path(tempfile.mkdtemp()) / "o.sqlite3", max_bytes=2**20).depth()
+        0
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int = 256 * 2**20, when_full: str = "reject",
+                 metrics: Any = None, clock: Callable[[], float] = time.time) -> None:
+        if when_full not in WHEN_FULL:
+            raise ValueError(f"when_full={when_full!r} must be one of {WHEN_FULL}")
+        if max_bytes < 64 * 1024:
+            raise ValueError(f"max_bytes={max_bytes} is too small for an SQLite outbox: give at "
+                             "least 65536 (1 MiB or more in practice)")
+        self.path, self.max_bytes, self.when_full = Path(path), max_bytes, when_full
+        self.metrics, self.clock = metrics, clock
+        self.dropped: Counter[str] = Counter()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL, not NORMAL: in WAL mode NORMAL survives a process crash but can lose the last
+        # commits on power loss, and an edge box loses power; we ack MQTT right after put(), so
+        # the commit must be on disk first. Cost: one fsync per put() batch, not per result.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA journal_size_limit=8388608")  # truncate the WAL back to 8 MiB
+        self._db.executescript(_SCHEMA)
+        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+
+    def put(self, results: Sequence[Result]) -> None:
+        """Store ``results`` durably (committed and fsynced before returning).
+
+        Raises ``OutboxFullError`` under the "reject" policy when they do not fit.
+        """
+        rows = [(r.sensor, r.start_ns, r.to_json()) for r in results]
+        if not rows:
+            return
+        need = sum(len(body) + len(sensor) + 64 for sensor, _, body in rows)
+        with self._lock:
+            self._make_room(need)
+            now = self.clock()
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO outbox (sensor, start_ns, body, created_s, state) "
+                    "VALUES (?, ?, ?, ?, 0)", [(s, t, b, now) for s, t, b in rows])
+        self._update_gauges()
+
+    def claim(self, limit: int) -> list[tuple[int, Result]]:
+        """The oldest ``limit`` pending results with their row ids (rows stay pending).
+
+        One forwarder drains the outbox; after a crash, unmarked rows are simply sent again.
+        """
+        if limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1")
+        with self._lock:
+            rows = self._db.execute("SELECT id, body FROM outbox WHERE state = 0 ORDER BY id "
+                                    "LIMIT ?", (limit,)).fetchall()
+        return [(row_id, Result.from_json(body)) for row_id, body in rows]
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        """Mark rows as delivered to every sink (ids of replaced rows match nothing)."""
+        self._set_state(ids, SENT, None)
+
+    def set_aside(self, row_id: int, reason: str) -> None:
+        """Take a row out of the queue because a sink refused it for good, keeping ``reason``."""
+        self._set_state([row_id], SET_ASIDE, reason)
+
+    def depth(self) -> int:
+        """Number of pending results."""
+        return self._scalar("SELECT COUNT(*) FROM outbox WHERE state = 0")
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds since the oldest pending result was stored, or None when none is pending."""
+        created = self._scalar("SELECT MIN(created_s) FROM outbox WHERE state = 0")
+        return None if created is None else max(0.0, self.clock() - created)
+
+    def size_bytes(self) -> int:
+        """Bytes in use by the database (the quota measure; excludes free pages)."""
+        with self._lock:
+            return self._used_bytes()
+
+    def set_aside_rows(self) -> list[tuple[int, str, Result]]:
+        """Every set-aside row as (id, reason, result), oldest first, for inspection."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, reason, body FROM outbox WHERE state = 2 "
+                                    "ORDER BY id").fetchall()
+        return [(i, reason, Result.from_json(body)) for i, reason, body in rows]
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the connection."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+
+    def _set_state(self, ids: Sequence[int], state: int, reason: str | None) -> None:
+        if not ids:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE outbox SET state = ?, reason = ? WHERE id = ? AND "
+                                 "state = 0", [(state, reason, i) for i in ids])
+        self._update_gauges()
+
+    def _scalar(self, sql: str) -> Any:
+        with self._lock:
+            return self._db.execute(sql).fetchone()[0]
+
+    def _used_bytes(self) -> int:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    def _make_room(self, need: int) -> None:
+        """Apply the quota policy (caller holds the lock) so ``need`` more bytes fit."""
+        steps = [(SENT, None), (SET_ASIDE, "set_aside")]
+        if self.when_full == "drop_oldest":
+            steps.append((PENDING, "pending"))
+        for state, counted in steps:
+            while self._used_bytes() + need > self.max_bytes:
+                with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    gone = self._db.execute(
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = ? "
+                        "ORDER BY id LIMIT 64)", (state,)).rowcount
+                if gone == 0:
+                    break
+                if counted:
+                    self._count_drop(counted, gone)
+        if self._used_bytes() + need > self.max_bytes:
+            raise OutboxFullError(
+                f"outbox {self.path} holds {self._used_bytes()} of max_bytes={self.max_bytes} in "
+                f"unsent results and cannot take {need} more bytes: the sinks are behind; raise "
+                "outbox.max_bytes or fix the sink (the broker keeps the windows meanwhile)")
+
+    def _count_drop(self, what: str, n: int) -> None:
+        self.dropped[what] += n
+        counter = getattr(self.metrics, "outbox_dropped_total", None)
+        if counter is not None:
+            counter.labels(reason=what).inc(n)
+
+    def _update_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        for name, value in (("outbox_depth", self.depth()),
+                            ("outbox_oldest_age_seconds", self.oldest_age_s() or 0.0),
+                            ("outbox_size_bytes", self.size_bytes())):
+            gauge = getattr(self.metrics, name, None)
+            if gauge is not None:
+                gauge.set(value)

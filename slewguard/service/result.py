@@ -1,0 +1,94 @@
+"""One diagnosis of one window: what the pipeline stores in the outbox and the sinks publish.
+
+``key()`` = (sensor, start_ns) identifies the window: a redelivered MQTT message produces the same
+key, so the outbox overwrites it and the time-series point lands on the same timestamp.
+Non-finite numbers (e.g. an envelope level without an rpm) travel as JSON ``null`` and come back
+as NaN, so ``to_json`` always emits strict JSON.
+
+Example:
+    >>> r = Result("site1", "crane3", "slew", "s1", "m1", "healthy", 0.9, {"healthy": 0.9},
+    ...            {"rms": 0.1}, 6.0, 7, 1_700_000_000_000_000_000, "plant/site1/crane3/slew/s1/x")
+    >>> Result.from_json(r.to_json()) == r
+    True
+    >>> diag_topic("plant", r)
+    'plant/site1/crane3/slew/s1/diag'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Result:
+    """A diagnosis: where it comes from, what the model said, and the features it saw."""
+
+    site: str
+    asset: str
+    bearing: str
+    sensor: str
+    model: str
+    predicted: str
+    confidence: float
+    probabilities: dict[str, float] = field(hash=False)
+    features: dict[str, float] = field(hash=False)
+    rpm: float
+    seq: int
+    start_ns: int
+    topic: str
+
+    def key(self) -> tuple[str, int]:
+        """Idempotency key: the sensor and the window's first-sample time in ns."""
+        return (self.sensor, self.start_ns)
+
+    def to_json(self) -> str:
+        """Strict JSON (non-finite floats become null); keys sorted so equal results match."""
+        doc = asdict(self)
+        doc["confidence"] = _finite_or_none(self.confidence)
+        doc["rpm"] = _finite_or_none(self.rpm)
+        doc["probabilities"] = {k: _finite_or_none(v) for k, v in self.probabilities.items()}
+        doc["features"] = {k: _finite_or_none(v) for k, v in self.features.items()}
+        return json.dumps(doc, sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Result:
+        """Inverse of ``to_json``; raises ValueError naming missing or unknown fields.
+
+        Example:
+            >>> Result.from_json(Result("a", "b", "c", "d", "m", "healthy", 1.0, {}, {}, 6.0, 0, 0,
+            ...                         "t").to_json()).sensor
+            'd'
+        """
+        doc = json.loads(text)
+        names = set(cls.__dataclass_fields__)
+        missing, unknown = sorted(names - set(doc)), sorted(set(doc) - names)
+        if missing or unknown:
+            raise ValueError(f"result JSON lacks fields {missing} / has unknown fields {unknown}: "
+                             "read only what Result.to_json() wrote")
+        doc["confidence"] = _nan_if_none(doc["confidence"])
+        doc["rpm"] = _nan_if_none(doc["rpm"])
+        doc["probabilities"] = {k: _nan_if_none(v) for k, v in doc["probabilities"].items()}
+        doc["features"] = {k: _nan_if_none(v) for k, v in doc["features"].items()}
+        return cls(**doc)
+
+
+def diag_topic(prefix: str, result: Result) -> str:
+    """The results topic ``<prefix>/<site>/<asset>/<bearing>/<sensor>/diag``.
+
+    Example:
+        >>> r = Result("a", "b", "c", "d", "m", "healthy", 1.0, {}, {}, 6.0, 0, 0, "t")
+        >>> diag_topic("plant", r) + "/state"
+        'plant/a/b/c/d/diag/state'
+    """
+    return f"{prefix}/{result.site}/{result.asset}/{result.bearing}/{result.sensor}/diag"
+
+
+def _finite_or_none(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
