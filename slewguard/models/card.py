@@ -1,0 +1,123 @@
+"""The model card: what a saved classifier is, what it was trained on, and how well it did.
+
+Written beside the weights as ``card.json`` (read back by ``slewguard.models.load``) and a short
+``README.md`` for people.
+
+Example:
+    >>> card = ModelCard(classes=["healthy", "outer_race"], template_version="t1",
+    ...                  family="tiny-bert", base_model="random init (bert config)")
+    >>> card.metrics.accuracy
+    {}
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slewguard import __version__
+
+CARD_FILE = "card.json"
+README_FILE = "README.md"
+
+
+class DataSource(BaseModel):
+    """One dataset directory the model was trained on."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="dataset directory as given on the command line")
+    name: str = Field("", description="Split.name (e.g. cwru faults-3class, simulated)")
+    note: str = Field("", description="Split.note: provenance and protocol")
+    n_train: int = Field(0, description="training windows")
+    n_test: int = Field(0, description="test windows")
+
+
+class Metrics(BaseModel):
+    """Accuracy per split (``train``, ``test``) and per class (recall) on the test side."""
+
+    model_config = ConfigDict(extra="forbid")
+    accuracy: dict[str, float] = Field(default_factory=dict, description="split -> accuracy 0..1")
+    per_class: dict[str, float] = Field(default_factory=dict, description="class -> test recall")
+    confusion: list[list[int]] = Field(
+        default_factory=list, description="test confusion matrix, rows true, columns predicted")
+    history: list[dict[str, float]] = Field(
+        default_factory=list, description="one record per epoch")
+
+
+class ModelCard(BaseModel):
+    """Everything needed to trust, reproduce and safely load a trained fault classifier."""
+
+    # Later stages (pruning, export) add their own sections: keep them rather than reject them.
+    model_config = ConfigDict(extra="allow")
+    classes: list[str] = Field(min_length=2, description="output index -> fault class")
+    template_version: str = Field(description="textify TEMPLATE_VERSION the inputs were written in")
+    family: str = Field(description="backbone family (minilm, gpt2, llama, tiny-bert, ...)")
+    base_model: str = Field(description="pretrained weights or 'random init' and their origin")
+    data: list[DataSource] = Field(default_factory=list, description="training data provenance")
+    metrics: Metrics = Field(default_factory=Metrics)
+    command: str = Field("", description="the exact command line that produced the model "
+                         "('' when trained through the Python API)")
+    seed: int = Field(0, description="random seed of initialisation and shuffling")
+    parameters: dict[str, int] = Field(default_factory=dict,
+                                       description="total / trainable parameter counts")
+    training: dict[str, str | int | float] = Field(
+        default_factory=dict, description="epochs, lr, batch size, device, dtype")
+    slewguard_version: str = Field(__version__, description="slewguard version that wrote it")
+    created_utc: str = Field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"),
+        description="when the card was written, ISO 8601 UTC")
+
+
+def write(card: ModelCard, path: Path) -> None:
+    """Write ``card.json`` and ``README.md`` into the directory ``path``.
+
+    Example:
+        >>> write(card, Path("out/model"))  # doctest: +SKIP
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
+    (path / README_FILE).write_text(readme(card))
+
+
+def read(path: Path) -> ModelCard:
+    """Read the card of the model directory ``path``; ValueError when missing or malformed.
+
+    Example:
+        >>> read(Path("out/model")).classes  # doctest: +SKIP
+        ['healthy', 'inner_race', 'outer_race', 'rolling_element']
+    """
+    file = Path(path) / CARD_FILE
+    if not file.is_file():
+        raise ValueError(f"path={str(path)!r} has no {CARD_FILE}: not a slewguard model directory; "
+                         "train one with `slewguard train` or pass the directory it wrote")
+    try:
+        return ModelCard.model_validate(json.loads(file.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ValueError(f"{file} is not a valid model card ({exc}); retrain or restore it") \
+            from exc
+
+
+def readme(card: ModelCard) -> str:
+    """A short markdown summary of ``card`` for people browsing the model directory."""
+    m = card.metrics
+    lines = [
+        f"# slewguard fault classifier ({card.family})", "",
+        f"- base model: {card.base_model}",
+        f"- classes: {', '.join(card.classes)}",
+        f"- textify template: {card.template_version}; slewguard {card.slewguard_version}",
+        f"- parameters: {card.parameters.get('total', 0):,}",
+        f"- seed: {card.seed}; created {card.created_utc}",
+        f"- command: `{card.command}`" if card.command else "- command: (Python API)",
+        "", "## Data", "",
+        *(f"- `{d.path}`: {d.name} ({d.n_train} train / {d.n_test} test windows) {d.note}"
+          for d in card.data),
+        "", "## Accuracy", "",
+        *(f"- {split}: {acc:.2%}" for split, acc in m.accuracy.items()),
+        *(f"- test recall {name}: {acc:.2%}" for name, acc in m.per_class.items()),
+        "", "Load with `slewguard.models.load(path)`; `card.json` holds the full record.", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,296 @@
+"""FaultClassifier: feature text in, fault-class probabilities out; training, saving, loading.
+
+Example:
+    >>> clf, history = train_classifier(["rms high"] * 8, ["outer_race"] * 8,  # doctest: +SKIP
+    ...                                 ["rms high"], ["outer_race"], family="tiny-bert")
+    >>> clf.predict(["rms high"])                                            # doctest: +SKIP
+    ['outer_race']
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from slewguard.models import backbones
+from slewguard.models import card as model_card
+from slewguard.models.train import Batch, fit
+
+EXPORT_MODULE = "slewguard.models.export"
+
+
+class FaultClassifier:
+    """A sequence-classification language model over textify texts.
+
+    Example:
+        >>> clf = load("out/model")                                # doctest: +SKIP
+        >>> clf.predict_proba(["rms 0.3 kurtosis 9"]).shape        # doctest: +SKIP
+        (1, 4)
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 classes: Sequence[str], template_version: str, card: dict | None = None,
+                 max_length: int = 256) -> None:
+        if model.config.num_labels != len(classes):
+            raise ValueError(f"classes={list(classes)} has {len(classes)} names but the model has "
+                             f"{model.config.num_labels} outputs; pass one name per output")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.classes = list(classes)
+        self.template_version = template_version
+        self.card = dict(card or {})
+        self.max_length = max_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: Sequence[str]) -> Batch:
+        """Tokenize ``texts`` into one padded batch on the model's device."""
+        if isinstance(texts, str):
+            raise ValueError("texts must be a list of strings, got one string; wrap it: [text]")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, float32 (B, C), rows sum to 1, columns in ``classes`` order.
+
+        Example:
+            >>> clf.predict_proba(["rms high", "rms low"]).sum(axis=1)  # doctest: +SKIP
+            array([1., 1.], dtype=float32)
+        """
+        self.model.eval()
+        out = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                logits = self.model(**self.encode(texts[start:start + batch_size])).logits
+                out[start:start + len(logits)] = logits.float().softmax(-1).cpu().numpy()
+        return out
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
+        """The most probable class name per text."""
+        return [self.classes[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+
+    def save(self, path: Path | str) -> None:
+        """Write weights (safetensors), tokenizer, ``card.json`` and ``README.md`` into ``path``.
+
+        Example:
+            >>> clf.save("out/model")  # doctest: +SKIP
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if importlib.util.find_spec(EXPORT_MODULE) is not None:
+            from slewguard.models import export  # pruned layers may differ in width
+
+            export.save_pruned(self.model, path)
+        else:
+            self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        card = model_card.ModelCard.model_validate(
+            {**self.card, "classes": self.classes, "template_version": self.template_version})
+        card.parameters.setdefault("total", count_parameters(self.model))
+        model_card.write(card, path)
+        self.card = card.model_dump()
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (shared tensors, e.g. tied embeddings, counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def current_template_version() -> str:
+    """The textify template version this slewguard writes."""
+    from slewguard.signal import textify
+
+    return textify.TEMPLATE_VERSION
+
+
+def load(path: Path | str, template_version: str | None = None,
+         device: str = "cpu") -> FaultClassifier:
+    """Load a classifier written by ``FaultClassifier.save`` (dense or pruned).
+
+    Refuses a directory without a card, a card whose textify template differs from
+    ``template_version`` (default: this slewguard's), and architectures slewguard cannot run.
+
+    Example:
+        >>> clf = load("out/model")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"path={str(path)!r} is not a directory; pass a model directory "
+                         "written by `slewguard train`")
+    card = model_card.read(path)
+    expected = current_template_version() if template_version is None else template_version
+    if card.template_version != expected:
+        raise ValueError(
+            f"model at {path} was trained on textify template {card.template_version!r}, this "
+            f"slewguard speaks {expected!r}: retrain it with `slewguard train`, or install "
+            f"slewguard version {card.slewguard_version} to use it")
+    check_architecture(path, card)
+    model = _load_weights(path).to(device).eval()
+    tokenizer = backbones.load_tokenizer(path)
+    return FaultClassifier(model, tokenizer, card.classes, card.template_version,
+                           card.model_dump(), max_length=int(card.training.get("max_length", 256)))
+
+
+def check_architecture(path: Path, card: model_card.ModelCard) -> None:
+    """ValueError unless the card's family and config.json's model_type are supported."""
+    backbones.check_family(card.family)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{path} has a card but no config.json: the weights are missing; "
+                         "save the model again")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in backbones.ARCHITECTURES:
+        raise ValueError(f"model at {path} is a {model_type!r} architecture; slewguard runs "
+                         f"{', '.join(backbones.ARCHITECTURES)}")
+
+
+def _load_weights(path: Path) -> PreTrainedModel:
+    if importlib.util.find_spec(EXPORT_MODULE) is not None:
+        from slewguard.models import export  # loads pruned models whose layers differ in width
+
+        return export.load_model(path)
+    return AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+
+
+class TrainSettings(BaseModel):
+    """How ``train_classifier`` builds and fine-tunes a backbone."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str = Field("tiny-bert", description="a backbones.SUPPORTED_FAMILIES name")
+    epochs: int = Field(3, ge=1, description="passes over the training texts")
+    lr: float = Field(5e-5, gt=0, description="AdamW peak learning rate (linear decay)")
+    batch_size: int = Field(16, ge=1, description="texts per optimiser step")
+    seed: int = Field(0, description="seed of head initialisation and shuffling")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where to train")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="weights dtype")
+    max_length: int = Field(256, ge=8, description="tokens per text after truncation")
+    source: str | None = Field(None, description="local model directory instead of the default")
+    show_progress: bool = Field(True, description="rich progress bar while training")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        backbones.check_family(family)
+        return family
+
+
+def class_order(labels: Sequence[str]) -> list[str]:
+    """Classes present in ``labels``, canonical fault order first, unknown names sorted after.
+
+    Example:
+        >>> class_order(["outer_race", "healthy", "outer_race"])
+        ['healthy', 'outer_race']
+    """
+    canonical = ("healthy", "inner_race", "outer_race", "rolling_element", "cage", "combined")
+    rank = {name: i for i, name in enumerate(canonical)}
+    return sorted(set(labels), key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def make_batches(clf: FaultClassifier, texts: Sequence[str], labels: Sequence[str],
+                 batch_size: int, seed: int) -> list[Batch]:
+    """Shuffle once with ``seed``, tokenize, and cut into padded batches with ``labels`` tensors."""
+    index = {name: i for i, name in enumerate(clf.classes)}
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in classes={clf.classes}; "
+                         "pass classes that cover every label")
+    order = np.random.default_rng(seed).permutation(len(texts))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = clf.encode([texts[i] for i in chunk])
+        batch["labels"] = torch.tensor([index[labels[i]] for i in chunk], device=clf.device)
+        batches.append(batch)
+    return batches
+
+
+def evaluate(clf: FaultClassifier, texts: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, per-class recall and confusion matrix (rows true, columns predicted).
+
+    Example:
+        >>> evaluate(clf, ["rms high"], ["outer_race"])["accuracy"]  # doctest: +SKIP
+        1.0
+    """
+    index = {name: i for i, name in enumerate(clf.classes)}
+    truth = np.array([index[name] for name in labels], dtype=int)
+    predicted = clf.predict_proba(texts).argmax(axis=1)
+    confusion = np.zeros((len(clf.classes), len(clf.classes)), dtype=int)
+    np.add.at(confusion, (truth, predicted), 1)
+    per_class = {name: float(confusion[i, i] / confusion[i].sum())
+                 for i, name in enumerate(clf.classes) if confusion[i].sum()}
+    accuracy = float(np.trace(confusion) / max(len(truth), 1))
+    return {"accuracy": accuracy, "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
+                     test_texts: Sequence[str], test_labels: Sequence[str],
+                     settings: TrainSettings | None = None, *, classes: Sequence[str] | None = None,
+                     vocabulary: Sequence[str] | None = None, template_version: str | None = None,
+                     **overrides) -> tuple[FaultClassifier, list[dict[str, float]]]:
+    """Fine-tune a ``settings.family`` backbone on texts; returns the classifier and its history.
+
+    ``overrides`` are TrainSettings fields (family=..., epochs=...). The history holds one record
+    per epoch with ``train_loss`` and ``test_accuracy``; the card records data-free metrics.
+
+    Example:
+        >>> clf, history = train_classifier(  # doctest: +SKIP
+        ...     texts, labels, test_texts, test_labels, family="minilm", epochs=3, lr=5e-5)
+    """
+    settings = (settings or TrainSettings()).model_copy(update=overrides)
+    settings = TrainSettings.model_validate(settings.model_dump())
+    if not len(test_texts):
+        raise ValueError("test_texts is empty: the test side measures every epoch; split off "
+                         "some texts for it")
+    if len(train_texts) != len(train_labels) or len(test_texts) != len(test_labels):
+        raise ValueError(f"texts and labels differ in length (train {len(train_texts)} vs "
+                         f"{len(train_labels)}, test {len(test_texts)} vs {len(test_labels)})")
+    classes = list(classes) if classes is not None else class_order([*train_labels, *test_labels])
+    torch.manual_seed(settings.seed)
+    backbone = backbones.build(
+        settings.family, len(classes), vocabulary=vocabulary,
+        source=Path(settings.source) if settings.source else None,
+        dtype=getattr(torch, settings.dtype))
+    backbone.model.to(settings.device)
+    version = current_template_version() if template_version is None else template_version
+    clf = FaultClassifier(backbone.model, backbone.tokenizer, classes, version,
+                          max_length=settings.max_length)
+    batches = make_batches(clf, train_texts, train_labels, settings.batch_size, settings.seed)
+
+    def on_epoch(_: torch.nn.Module) -> dict[str, float]:
+        return {"test_accuracy": evaluate(clf, test_texts, test_labels)["accuracy"]}
+
+    history = fit(clf.model, batches, settings.epochs, settings.lr, evaluate=on_epoch,
+                  description=f"train {settings.family}", show_progress=settings.show_progress,
+                  seed=settings.seed)
+    clf.card = _card(clf, backbone, settings, history, (train_texts, train_labels),
+                     (test_texts, test_labels)).model_dump()
+    return clf, history
+
+
+def _card(clf: FaultClassifier, backbone: backbones.Backbone, settings: TrainSettings,
+          history: list[dict[str, float]], train: tuple, test: tuple) -> model_card.ModelCard:
+    on_train, on_test = evaluate(clf, *train), evaluate(clf, *test)
+    trainable = sum(p.numel() for p in clf.model.parameters() if p.requires_grad)
+    return model_card.ModelCard(
+        classes=clf.classes, template_version=clf.template_version, family=settings.family,
+        base_model=backbone.base_model, seed=settings.seed,
+        parameters={"total": count_parameters(clf.model), "trainable": trainable},
+        training=settings.model_dump(exclude={"show_progress", "source"}, exclude_none=True),
+        metrics=model_card.Metrics(
+            accuracy={"train": on_train["accuracy"], "test": on_test["accuracy"]},
+            per_class=on_test["per_class"], confusion=on_test["confusion"], history=history))
