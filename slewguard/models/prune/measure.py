@@ -1,0 +1,106 @@
+"""Size of a (pruned) model: body parameters (the paper's count), totals, bytes on disk, peak RSS.
+
+The body is the stack of transformer layers (attention + FFN + their norms). Embeddings, the
+final norm, BERT's pooler and the classification head are excluded: they do not shrink with
+structural pruning (vocabulary trimming is reported separately through ``total_parameters``).
+
+Example:
+    >>> dense = body_parameters(model)                       # doctest: +SKIP
+    >>> surgeon_for(model).remove_layers(model, [1, 2])      # doctest: +SKIP
+    >>> compression_ratio(dense, model)                      # doctest: +SKIP
+    1.5
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from slewguard.models.prune.surgery import surgeon_for
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def body_parameters(model: nn.Module) -> int:
+    """Parameters in the transformer layers only.
+
+    Example:
+        >>> body_parameters(bert_model)   # doctest: +SKIP
+        21283584
+    """
+    return sum(p.numel() for p in surgeon_for(model).layers(model).parameters())
+
+
+def total_parameters(model: nn.Module) -> int:
+    """All parameters, tied ones counted once.
+
+    Example:
+        >>> total_parameters(model) >= body_parameters(model)   # doctest: +SKIP
+        True
+    """
+    return sum(p.numel() for p in model.parameters())
+
+
+def compression_ratio(dense_body: int, model: nn.Module) -> float:
+    """``dense_body / body_parameters(model)``: 2.0 means half the body is left.
+
+    Example:
+        >>> compression_ratio(body_parameters(model), model)   # doctest: +SKIP
+        1.0
+    """
+    if dense_body <= 0:
+        raise ValueError(f"dense_body={dense_body} must be > 0: pass body_parameters(dense_model)")
+    return dense_body / body_parameters(model)
+
+
+def weight_bytes(path: str | Path) -> int:
+    """Bytes of weight files: one file, or every weight file (safetensors, bin, pt, gguf) in a dir.
+
+    Example:
+        >>> weight_bytes("runs/pruned")   # doctest: +SKIP
+        9175040
+    """
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        raise ValueError(f"path={str(path)!r} does not exist: pass a weight file or a model dir")
+    return sum(f.stat().st_size for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES)
+
+
+_RSS_SCRIPT = """
+import json, resource, sys, torch
+import slewguard.models.export as export
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model = export.load_model(sys.argv[1]).eval()
+ids = torch.ones((int(sys.argv[2]), int(sys.argv[3])), dtype=torch.long)
+with torch.no_grad():
+    model(input_ids=ids, attention_mask=torch.ones_like(ids))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"import_rss_bytes": before * 1024, "peak_rss_bytes": after * 1024}))
+"""
+
+
+def peak_inference_rss(model_dir: str | Path, batch_size: int = 1, seq_len: int = 64,
+                       timeout_seconds: float = 600.0) -> dict[str, int]:
+    """Peak resident memory of a fresh process that loads ``model_dir`` and runs one forward pass.
+
+    Returns ``peak_rss_bytes`` and ``import_rss_bytes`` (the peak after importing torch and
+    slewguard, before loading): their difference is what the model costs. For benches, not tests.
+
+    Example:
+        >>> peak_inference_rss("runs/pruned")["peak_rss_bytes"]   # doctest: +SKIP
+        412340224
+    """
+    if not Path(model_dir).is_dir():
+        raise ValueError(f"model_dir={str(model_dir)!r} is not a directory: save the model first")
+    args = [sys.executable, "-c", _RSS_SCRIPT, str(model_dir), str(batch_size), str(seq_len)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_seconds,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {model_dir} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,0 +1,367 @@
+"""Structural surgery: remove layers, attention heads, KV groups and FFN channels in place.
+
+One ``Surgeon`` per architecture family, registered under its ``config.model_type`` in
+``SURGEONS``; a new family is a new class and one registry line. Every cut slices the
+weights of the affected projections (nothing is masked) and keeps ``model.config`` in sync:
+the dense reference widths stay in the usual fields (``num_attention_heads``,
+``num_key_value_heads``, ``intermediate_size``/``n_inner``) and the per-layer widths after
+pruning go to ``config.slewguard_layer_heads``, ``slewguard_layer_kv_heads`` and
+``slewguard_layer_intermediate`` so that ``slewguard.models.export`` can rebuild the model.
+
+Removing every head, KV group or FFN channel of a layer raises ValueError (the reshapes inside
+the attention and GPT-2's Conv1D use ``-1`` and fail on empty tensors): remove the layer instead.
+
+Example:
+    >>> surgeon = surgeon_for(model)                      # doctest: +SKIP
+    >>> surgeon.remove_layers(model, [2])                 # doctest: +SKIP
+    >>> surgeon.remove_heads(model, layer=0, heads=[1])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+Axis = Literal["out", "in"]
+
+
+def family_of(config: object) -> str:
+    """The surgery family of a config: its ``model_type``, or the base type of a saved pruned model.
+
+    Example:
+        >>> family_of(model.config)   # doctest: +SKIP
+        'bert'
+    """
+    return getattr(config, "slewguard_base_model_type", None) or config.model_type
+
+
+def slice_projection(module: nn.Module, index: torch.Tensor, axis: Axis) -> None:
+    """Keep only ``index`` output features (``axis="out"``) or input features (``"in"``), in place.
+
+    Works for ``nn.Linear`` (weight ``(out, in)``) and GPT-2's ``Conv1D`` (weight ``(in, out)``).
+    Unlike transformers' ``prune_linear_layer`` it keeps dtype, device and module identity (hooks,
+    wrappers) and does not allocate and initialise a new dense layer first.
+
+    Example:
+        >>> slice_projection(layer.mlp.up_proj, torch.tensor([0, 2]), "out")   # doctest: +SKIP
+    """
+    transposed = isinstance(module, Conv1D)
+    if not transposed and not isinstance(module, nn.Linear):
+        raise ValueError(f"module={type(module).__name__} is not nn.Linear or Conv1D: "
+                         "cannot slice it")
+    dim = {("out", False): 0, ("in", False): 1, ("out", True): 1, ("in", True): 0}[axis, transposed]
+    index = index.to(module.weight.device)
+    weight = module.weight.detach().index_select(dim, index).clone()
+    module.weight = nn.Parameter(weight, requires_grad=module.weight.requires_grad)
+    if axis == "out" and module.bias is not None:
+        bias = module.bias.detach().index_select(0, index).clone()
+        module.bias = nn.Parameter(bias, requires_grad=module.bias.requires_grad)
+    if transposed:
+        module.nx, module.nf = weight.shape
+    else:
+        module.out_features, module.in_features = weight.shape
+
+
+def _kept(total: int, removed: Sequence[int], what: str, layer: int) -> list[int]:
+    removed_set = {int(i) for i in removed}
+    bad = sorted(i for i in removed_set if not 0 <= i < total)
+    if bad or len(removed_set) != len(removed):
+        raise ValueError(f"{what}={list(removed)} in layer {layer}: indices must be unique and in "
+                         f"[0, {total}); pass indices of the current (already pruned) layer")
+    return [i for i in range(total) if i not in removed_set]
+
+
+def _rows(units: Sequence[int], size: int) -> torch.Tensor:
+    """Feature indices of whole units (heads) of ``size`` features each."""
+    units_t = torch.as_tensor(list(units), dtype=torch.long)
+    return (units_t[:, None] * size + torch.arange(size)[None, :]).reshape(-1)
+
+
+class Surgeon:
+    """Cuts for one architecture family; subclasses name the modules, the base does the rest."""
+
+    family: ClassVar[str] = ""
+    gqa: ClassVar[bool] = False
+
+    # --- family-specific accessors -------------------------------------------------------------
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
+        """Projections of a layer: q, k, v, o, ffn_in, ffn_out (+ ffn_gate), layer, attention."""
+        raise NotImplementedError
+
+    def head_dim(self, model: nn.Module, layer: int) -> int:
+        raise NotImplementedError
+
+    def attention_units(self, model: nn.Module, layer: int) -> int:
+        raise NotImplementedError
+
+    def kv_groups(self, model: nn.Module, layer: int) -> int:
+        return self.attention_units(model, layer)
+
+    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
+        raise NotImplementedError
+
+    def _slice_qkv(self, model: nn.Module, layer: int, q_rows: torch.Tensor,
+                   kv_rows: torch.Tensor) -> None:
+        mods = self.modules(model, layer)
+        slice_projection(mods["q"], q_rows, "out")
+        slice_projection(mods["k"], kv_rows, "out")
+        slice_projection(mods["v"], kv_rows, "out")
+
+    # --- generic operations ----------------------------------------------------------------------
+    def num_layers(self, model: nn.Module) -> int:
+        return len(self.layers(model))
+
+    def ffn_channels(self, model: nn.Module, layer: int) -> int:
+        return int(self.projections(model, layer)["ffn_out"].shape[1])
+
+    def projections(self, model: nn.Module, layer: int, attr: str = "weight"
+                    ) -> dict[str, torch.Tensor | None]:
+        """Weights (or ``attr="grad"``) in ``nn.Linear`` layout ``(out, in)`` as views.
+
+        Keys: q ``(heads*hd, E)``, k, v ``(kv*hd, E)``, o ``(E, heads*hd)``, ffn_in ``(I, E)``,
+        ffn_gate ``(I, E)`` or None, ffn_out ``(E, I)``.
+        """
+        if attr not in ("weight", "grad"):
+            raise ValueError(f"attr={attr!r} must be 'weight' or 'grad'")
+        mods = self.modules(model, layer)
+
+        def get(name: str) -> torch.Tensor | None:
+            if mods.get(name) is None:
+                return None
+            weight = mods[name].weight
+            tensor = weight if attr == "weight" else weight.grad
+            if tensor is None:
+                return None
+            return tensor.T if isinstance(mods[name], Conv1D) else tensor
+
+        return {name: get(name) for name in ("q", "k", "v", "o", "ffn_in", "ffn_gate", "ffn_out")}
+
+    def remove_layers(self, model: nn.Module, layers: Sequence[int]) -> None:
+        """Delete whole layers; renumbers ``layer_idx`` and updates config (layer_types too)."""
+        n = self.num_layers(model)
+        kept = _kept(n, layers, "layers", -1)
+        if not kept:
+            raise ValueError(f"layers={list(layers)} would remove all {n} layers: "
+                             "keep at least one")
+        stack = self.layers(model)
+        blocks = [stack[i] for i in kept]
+        del stack[:]
+        stack.extend(blocks)
+        for new_idx, block in enumerate(blocks):
+            for sub in block.modules():
+                if hasattr(sub, "layer_idx"):  # caches and attention index layers by it
+                    sub.layer_idx = new_idx
+        layer_types = getattr(model.config, "layer_types", None)
+        if isinstance(layer_types, list) and len(layer_types) == n:
+            model.config.layer_types = [layer_types[i] for i in kept]
+        self.sync_config(model)
+
+    def remove_heads(self, model: nn.Module, layer: int, heads: Sequence[int]) -> None:
+        """Remove query heads (MHA: heads with their k/v). GQA: every KV group keeps equal heads;
+        a group that loses all its heads goes with its k/v rows."""
+        n_heads, n_kv = self.attention_units(model, layer), self.kv_groups(model, layer)
+        kept = _kept(n_heads, heads, "heads", layer)
+        if not kept:
+            raise ValueError(f"heads={list(heads)} removes all {n_heads} heads of layer {layer}: "
+                             "remove the layer with remove_layers instead")
+        if not self.gqa:
+            self._cut_attention(model, layer, kept, kept)
+            return
+        per_group = n_heads // n_kv
+        groups = {g: [h for h in kept if h // per_group == g] for g in range(n_kv)}
+        groups = {g: hs for g, hs in groups.items() if hs}
+        sizes = {len(hs) for hs in groups.values()}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"heads={list(heads)} in GQA layer {layer} would leave unequal query heads per KV "
+                f"group ({ {g: len(hs) for g, hs in groups.items()} }): remove the same number of "
+                f"heads from every group of {per_group}, or whole groups with remove_kv_groups")
+        self._cut_attention(model, layer, [h for hs in groups.values() for h in hs], list(groups))
+
+    def remove_kv_groups(self, model: nn.Module, layer: int, groups: Sequence[int]) -> None:
+        """Remove KV groups with all their query heads (MHA: same as remove_heads)."""
+        if not self.gqa:
+            self.remove_heads(model, layer, groups)
+            return
+        n_heads, n_kv = self.attention_units(model, layer), self.kv_groups(model, layer)
+        kept = _kept(n_kv, groups, "groups", layer)
+        if not kept:
+            raise ValueError(f"groups={list(groups)} removes all {n_kv} KV groups of layer "
+                             f"{layer}: remove the layer with remove_layers instead")
+        per_group = n_heads // n_kv
+        heads = [g * per_group + i for g in kept for i in range(per_group)]
+        self._cut_attention(model, layer, heads, kept)
+
+    def _cut_attention(self, model: nn.Module, layer: int, heads: list[int], kv: list[int]) -> None:
+        hd = self.head_dim(model, layer)
+        q_rows, kv_rows = _rows(heads, hd), _rows(kv, hd)
+        self._slice_qkv(model, layer, q_rows, kv_rows)
+        slice_projection(self.modules(model, layer)["o"], q_rows, "in")
+        self._set_heads(model, layer, len(heads), len(kv))
+        self.sync_config(model)
+
+    def remove_ffn_channels(self, model: nn.Module, layer: int, channels: Sequence[int]) -> None:
+        """Remove FFN channels: ffn_in (and gate) rows with the matching ffn_out columns."""
+        kept = _kept(self.ffn_channels(model, layer), channels, "channels", layer)
+        if not kept:
+            raise ValueError(f"channels={len(channels)} indices remove every FFN channel of layer "
+                             f"{layer}: remove the layer with remove_layers instead")
+        index = torch.as_tensor(kept, dtype=torch.long)
+        mods = self.modules(model, layer)
+        for name in ("ffn_in", "ffn_gate"):
+            if mods.get(name) is not None:
+                slice_projection(mods[name], index, "out")
+        slice_projection(mods["ffn_out"], index, "in")
+        self._set_ffn(model, layer, len(kept))
+        self.sync_config(model)
+
+    def _set_ffn(self, model: nn.Module, layer: int, channels: int) -> None:
+        """Record the width on the FFN module where the family keeps it (default: nowhere)."""
+
+    def sync_config(self, model: nn.Module) -> None:
+        """Write the per-layer widths of the modules into ``model.config``."""
+        n = self.num_layers(model)
+        config = model.config
+        config.num_hidden_layers = n
+        config.slewguard_layer_heads = [self.attention_units(model, i) for i in range(n)]
+        config.slewguard_layer_kv_heads = [self.kv_groups(model, i) for i in range(n)]
+        config.slewguard_layer_intermediate = [self.ffn_channels(model, i) for i in range(n)]
+
+
+class BertSurgeon(Surgeon):
+    family = "bert"
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.base_model.encoder.layer
+
+    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
+        block = self.layers(model)[layer]
+        attn = block.attention.self
+        return {"q": attn.query, "k": attn.key, "v": attn.value, "o": block.attention.output.dense,
+                "ffn_in": block.intermediate.dense, "ffn_out": block.output.dense,
+                "layer": block, "attention": attn}
+
+    def head_dim(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].attention.self.attention_head_size
+
+    def attention_units(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].attention.self.num_attention_heads
+
+    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
+        attn = self.layers(model)[layer].attention.self
+        attn.num_attention_heads = n_heads
+        attn.all_head_size = n_heads * attn.attention_head_size
+
+
+class GPT2Surgeon(Surgeon):
+    family = "gpt2"
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.transformer.h
+
+    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
+        block = self.layers(model)[layer]
+        # q, k and v live in one fused Conv1D: output columns [q | k | v], each heads*hd wide
+        return {"q": block.attn.c_attn, "k": block.attn.c_attn, "v": block.attn.c_attn,
+                "o": block.attn.c_proj, "ffn_in": block.mlp.c_fc, "ffn_out": block.mlp.c_proj,
+                "layer": block, "attention": block.attn}
+
+    def projections(self, model: nn.Module, layer: int, attr: str = "weight"
+                    ) -> dict[str, torch.Tensor | None]:
+        views = super().projections(model, layer, attr)
+        fused = views["q"]
+        if fused is not None:
+            split = self.layers(model)[layer].attn.split_size
+            views["q"], views["k"], views["v"] = fused.split(split, dim=0)
+        return views
+
+    def head_dim(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].attn.head_dim
+
+    def attention_units(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].attn.num_heads
+
+    def _slice_qkv(self, model: nn.Module, layer: int, q_rows: torch.Tensor,
+                   kv_rows: torch.Tensor) -> None:
+        split = self.layers(model)[layer].attn.split_size
+        index = torch.cat([q_rows, kv_rows + split, kv_rows + 2 * split])
+        slice_projection(self.modules(model, layer)["q"], index, "out")
+
+    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
+        attn = self.layers(model)[layer].attn
+        attn.num_heads = n_heads
+        attn.split_size = n_heads * attn.head_dim
+
+    def remove_layers(self, model: nn.Module, layers: Sequence[int]) -> None:
+        if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+            raise ValueError("config.scale_attn_by_inverse_layer_idx=True scales attention by the "
+                             "layer index, so removing layers would change later layers after a "
+                             "reload: prune heads/channels only, or retrain with it off")
+        super().remove_layers(model, layers)
+
+
+class LlamaSurgeon(Surgeon):
+    """Llama-style decoders: GQA attention (q/k/v/o_proj) and a gated FFN (gate/up/down_proj)."""
+
+    family = "llama"
+    gqa = True
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.model.layers
+
+    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
+        block = self.layers(model)[layer]
+        attn, mlp = block.self_attn, block.mlp
+        return {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj, "o": attn.o_proj,
+                "ffn_in": mlp.up_proj, "ffn_gate": mlp.gate_proj, "ffn_out": mlp.down_proj,
+                "layer": block, "attention": attn}
+
+    def head_dim(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].self_attn.head_dim
+
+    def attention_units(self, model: nn.Module, layer: int) -> int:
+        attn = self.layers(model)[layer].self_attn
+        return attn.q_proj.out_features // attn.head_dim
+
+    def kv_groups(self, model: nn.Module, layer: int) -> int:
+        attn = self.layers(model)[layer].self_attn
+        return attn.k_proj.out_features // attn.head_dim
+
+    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
+        self.layers(model)[layer].self_attn.num_key_value_groups = n_heads // n_kv
+
+    def _set_ffn(self, model: nn.Module, layer: int, channels: int) -> None:
+        self.layers(model)[layer].mlp.intermediate_size = channels
+
+
+class Qwen2Surgeon(LlamaSurgeon):
+    """Qwen2: Llama layout with q/k/v biases (sliced with the rows) and per-layer layer_types."""
+
+    family = "qwen2"
+
+
+SURGEONS: dict[str, type[Surgeon]] = {
+    cls.family: cls for cls in (BertSurgeon, GPT2Surgeon, LlamaSurgeon, Qwen2Surgeon)
+}
+SUPPORTED_FAMILIES: tuple[str, ...] = tuple(SURGEONS)
+
+
+def surgeon_for(model: nn.Module) -> Surgeon:
+    """The surgeon for a model's family (``config.model_type``).
+
+    Example:
+        >>> surgeon_for(model).num_layers(model)   # doctest: +SKIP
+        6
+    """
+    family = family_of(model.config)
+    if family not in SURGEONS:
+        raise ValueError(f"model.config.model_type={family!r} has no surgeon; supported: "
+                         f"{', '.join(SUPPORTED_FAMILIES)} (register a Surgeon class in SURGEONS)")
+    return SURGEONS[family]()

@@ -1,0 +1,216 @@
+"""Surgery equals masking: a removed head/group/channel/layer gives the masked dense logits."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from slewguard.models.prune.measure import (
+    body_parameters,
+    compression_ratio,
+    total_parameters,
+    weight_bytes,
+)
+from slewguard.models.prune.surgery import SUPPORTED_FAMILIES, surgeon_for
+from tests.models.prune import (
+    FAMILIES,
+    batch,
+    logits,
+    mask_channels,
+    mask_heads,
+    mask_layer,
+    tiny_model,
+)
+
+ATOL = 1e-5
+
+
+def _pair(family: str):
+    dense = tiny_model(family)
+    return dense, copy.deepcopy(dense), batch()
+
+
+def _assert_close_and_changed(pruned, masked, reference):
+    assert torch.allclose(pruned, masked, atol=ATOL), (pruned - masked).abs().max()
+    assert (masked - reference).abs().max() > 1e-4, "masking had no effect: the test proves nothing"
+
+
+def test_registry_covers_the_four_families():
+    assert set(SUPPORTED_FAMILIES) == set(FAMILIES)
+
+
+def test_unsupported_family_names_the_model_type():
+    model = tiny_model("bert")
+    model.config.model_type = "t5"
+    with pytest.raises(ValueError, match="t5.*bert"):
+        surgeon_for(model)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remove_head_equals_masking(family):
+    dense, pruned, inputs = _pair(family)
+    reference = logits(dense, inputs)
+    surgeon = surgeon_for(pruned)
+    heads = [1] if family in ("bert", "gpt2") else [1, 3]  # GQA: one head from each of the 2 groups
+    surgeon.remove_heads(pruned, 1, heads)
+    mask_heads(dense, family, 1, heads)
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+    assert surgeon.attention_units(pruned, 1) == 4 - len(heads)
+    assert pruned.config.slewguard_layer_heads == [4, 4 - len(heads), 4]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_remove_kv_group_equals_masking_its_query_heads(family):
+    dense, pruned, inputs = _pair(family)
+    reference = logits(dense, inputs)
+    surgeon = surgeon_for(pruned)
+    surgeon.remove_kv_groups(pruned, 0, [1])
+    mask_heads(dense, family, 0, [2, 3])
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+    assert (surgeon.attention_units(pruned, 0), surgeon.kv_groups(pruned, 0)) == (2, 1)
+    assert pruned.config.slewguard_layer_kv_heads == [1, 2, 2]
+    assert pruned.model.layers[0].self_attn.num_key_value_groups == 2
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_gqa_removing_a_whole_groups_heads_drops_the_group(family):
+    dense, pruned, inputs = _pair(family)
+    surgeon_for(pruned).remove_heads(pruned, 2, [0, 1])
+    mask_heads(dense, family, 2, [0, 1])
+    assert torch.allclose(logits(pruned, inputs), logits(dense, inputs), atol=ATOL)
+    assert pruned.config.slewguard_layer_kv_heads == [2, 2, 1]
+
+
+def test_gqa_unequal_heads_per_group_is_refused():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="unequal query heads per KV group"):
+        surgeon_for(model).remove_heads(model, 0, [0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remove_ffn_channels_equals_masking(family):
+    dense, pruned, inputs = _pair(family)
+    reference = logits(dense, inputs)
+    channels = [0, 5, 9, 17, 30, 41, 50, 63]
+    surgeon_for(pruned).remove_ffn_channels(pruned, 2, channels)
+    mask_channels(dense, family, 2, channels)
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+    assert pruned.config.slewguard_layer_intermediate == [64, 64, 56]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remove_layer_equals_identity(family):
+    dense, pruned, inputs = _pair(family)
+    reference = logits(dense, inputs)
+    surgeon = surgeon_for(pruned)
+    surgeon.remove_layers(pruned, [1])
+    mask_layer(dense, family, 1)
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+    assert surgeon.num_layers(pruned) == pruned.config.num_hidden_layers == 2
+    layer_idx = [m.layer_idx for m in pruned.modules() if getattr(m, "layer_idx", None) is not None]
+    assert sorted(set(layer_idx)) == [0, 1]
+    if family == "qwen2":
+        assert len(pruned.config.layer_types) == 2
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_heterogeneous_cuts_in_every_layer_match_masking(family):
+    dense, pruned, inputs = _pair(family)
+    reference = logits(dense, inputs)
+    surgeon = surgeon_for(pruned)
+    gqa = family in ("llama", "qwen2")
+    surgeon.remove_layers(pruned, [0])
+    mask_layer(dense, family, 0)
+    # pruned layer 0 is dense layer 1, pruned layer 1 is dense layer 2
+    surgeon.remove_heads(pruned, 0, [0, 2] if gqa else [0, 2, 3])
+    mask_heads(dense, family, 1, [0, 2] if gqa else [0, 2, 3])
+    surgeon.remove_kv_groups(pruned, 1, [0])
+    mask_heads(dense, family, 2, [0, 1] if gqa else [0])
+    surgeon.remove_ffn_channels(pruned, 0, list(range(40)))
+    mask_channels(dense, family, 1, range(40))
+    surgeon.remove_ffn_channels(pruned, 1, [3])
+    mask_channels(dense, family, 2, [3])
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+    second = logits(pruned, batch(seed=1, rows=2, length=5))  # config stays consistent
+    assert second.shape == (2, 3) and torch.isfinite(second).all()
+    assert pruned.config.slewguard_layer_heads == ([2, 2] if gqa else [1, 3])
+    assert pruned.config.slewguard_layer_intermediate == [24, 63]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_removing_all_heads_or_channels_is_refused(family):
+    model = tiny_model(family)
+    surgeon = surgeon_for(model)
+    with pytest.raises(ValueError, match="remove the layer"):
+        surgeon.remove_heads(model, 0, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="remove the layer"):
+        surgeon.remove_ffn_channels(model, 0, list(range(64)))
+    if family in ("llama", "qwen2"):
+        with pytest.raises(ValueError, match="remove the layer"):
+            surgeon.remove_kv_groups(model, 0, [0, 1])
+    assert surgeon.attention_units(model, 0) == 4 and surgeon.ffn_channels(model, 0) == 64
+
+
+def test_bad_indices_name_the_parameter():
+    model = tiny_model("bert")
+    surgeon = surgeon_for(model)
+    with pytest.raises(ValueError, match=r"heads=\[4\]"):
+        surgeon.remove_heads(model, 0, [4])
+    with pytest.raises(ValueError, match="channels"):
+        surgeon.remove_ffn_channels(model, 0, [1, 1])
+    with pytest.raises(ValueError, match="keep at least one"):
+        surgeon.remove_layers(model, [0, 1, 2])
+
+
+def test_gpt2_layer_scaled_attention_refuses_layer_removal():
+    model = tiny_model("gpt2")
+    model.config.scale_attn_by_inverse_layer_idx = True
+    with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx"):
+        surgeon_for(model).remove_layers(model, [1])
+
+
+def test_projections_are_linear_layout_views_for_gpt2():
+    model = tiny_model("gpt2")
+    views = surgeon_for(model).projections(model, 0)
+    assert views["q"].shape == views["k"].shape == (32, 32)
+    assert views["o"].shape == (32, 32) and views["ffn_in"].shape == (64, 32)
+    assert views["ffn_gate"] is None
+    assert views["k"].data_ptr() == model.transformer.h[0].attn.c_attn.weight[:, 32].data_ptr()
+
+
+def test_bfloat16_dtype_and_grad_flags_survive_cuts():
+    model = tiny_model("llama").to(torch.bfloat16)
+    surgeon = surgeon_for(model)
+    surgeon.remove_ffn_channels(model, 0, [1, 2])
+    surgeon.remove_kv_groups(model, 0, [0])
+    mlp = model.model.layers[0].mlp
+    assert mlp.up_proj.weight.dtype == torch.bfloat16 and mlp.up_proj.weight.requires_grad
+    assert mlp.down_proj.in_features == 62
+
+
+def test_body_parameters_count_exactly_what_surgery_removes():
+    model = tiny_model("bert")
+    dense_body, dense_total = body_parameters(model), total_parameters(model)
+    layer = sum(p.numel() for p in model.bert.encoder.layer[0].parameters())
+    assert dense_body == 3 * layer
+    surgeon = surgeon_for(model)
+    surgeon.remove_heads(model, 0, [2])
+    head = 3 * (8 * 32 + 8) + 8 * 32  # q, k, v rows with biases + o columns
+    assert body_parameters(model) == dense_body - head
+    surgeon.remove_layers(model, [1])
+    assert body_parameters(model) == dense_body - head - layer
+    assert total_parameters(model) == dense_total - head - layer
+    assert compression_ratio(dense_body, model) == pytest.approx(3 * layer / (2 * layer - head))
+    with pytest.raises(ValueError, match="dense_body=0"):
+        compression_ratio(0, model)
+
+
+def test_weight_bytes_counts_weight_files_only(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "config.json").write_text("{}")
+    assert weight_bytes(tmp_path) == 1000
+    assert weight_bytes(tmp_path / "model.safetensors") == 1000
+    with pytest.raises(ValueError, match="does not exist"):
+        weight_bytes(tmp_path / "missing")
