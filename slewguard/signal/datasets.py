@@ -2,13 +2,8 @@
 
 A ``Split`` holds a train and a test ``WindowSet``. CWRU is split by recording *before*
 windowing, so no recording is on both sides (the one exception, Normal in "paper-4class", is a time
-split and the note says so). Simulated windows each have their own seed; train and test seeds are
-disjoint.
-
-Example:
-    >>> split = simulate_dataset(SimulatedDatasetSpec(windows_per_class=4), progress=False)
-    >>> write(split, Path("/tmp/sim")); read(Path("/tmp/sim")).train.counts()
-    {'healthy': 3, 'inner_race': 3, 'outer_race': 3, 'rolling_element': 3}
+split and the note says so). Every simulated window has its own seed; no seed is on both sides.
+``write``/``read``: one directory format for both (train.npz, test.npz, manifest.json).
 """
 
 from __future__ import annotations
@@ -33,18 +28,20 @@ CWRU_CLASSES = {"Normal": "healthy", "IR": "inner_race", "OR": "outer_race", "B"
 CWRU_FS_HZ = 12000.0
 CWRU_BEARING = "cwru-6205"
 PROTOCOLS = ("faults-3class", "paper-4class")
-FORMAT_NAME = "slewguard-dataset"
-FORMAT_VERSION = 1
+FORMAT_NAME, FORMAT_VERSION = "slewguard-dataset", 1
 SPEED_PROFILES = ("constant", "oscillating", "stop_start")
+NORMAL_TRAIN_FRACTION = 0.6  # paper-4class: the first 60% of the one Normal recording train
+# Per-window (B,) columns of a WindowSet besides windows, rpm_trace and meta.
+PER_WINDOW = ("labels", "rpm", "recording", "load_hp", "fault_size_in", "start_s")
 
 
 class DatasetMissingError(FileNotFoundError, ValueError):
-    """A dataset directory or file is missing (a ValueError too, so the CLI prints it cleanly)."""
+    """A data set directory or file is missing (a ValueError too: the CLI prints it cleanly)."""
 
 
 @dataclass
 class WindowSet:
-    """Equal-length windows with one label each. Per-window arrays all have length B.
+    """Equal-length windows with one label each; every per-window array has length B.
 
     ``bearing`` is a preset name, or "mixed" when windows come from several bearings (then
     ``meta["bearing"]`` names each window's preset; ``bearings()`` works in both cases).
@@ -57,7 +54,7 @@ class WindowSet:
     sample_rate_hz: float
     bearing: str
     recording: np.ndarray  # str (B,), source id
-    rpm_trace: np.ndarray | None = None  # float32 (B, N) or None
+    rpm_trace: np.ndarray | None = None  # float32 (B, N) signed rpm, or None
     load_hp: np.ndarray | None = None  # float64 (B,)
     fault_size_in: np.ndarray | None = None  # float64 (B,)
     start_s: np.ndarray | None = None  # float64 (B,), window start within its recording
@@ -68,51 +65,37 @@ class WindowSet:
         if self.windows.ndim != 2:
             raise ValueError(f"windows must be 2-D (B, N), got shape {self.windows.shape}")
         n = len(self.windows)
-        self.labels = np.asarray(self.labels, dtype=str)
-        self.recording = np.asarray(self.recording, dtype=str)
-        self.rpm = np.asarray(self.rpm, dtype=np.float64)
-        for name in ("load_hp", "fault_size_in", "start_s"):
+        for name in PER_WINDOW:
             value = getattr(self, name)
-            value = np.full(n, np.nan) if value is None else np.asarray(value, dtype=np.float64)
-            setattr(self, name, value)
+            kind = str if name in ("labels", "recording") else np.float64
+            setattr(self, name, np.full(n, np.nan) if value is None else np.asarray(value, kind))
         if self.rpm_trace is not None:
             self.rpm_trace = np.asarray(self.rpm_trace, dtype=np.float32)
             if self.rpm_trace.shape != self.windows.shape:
                 raise ValueError(f"rpm_trace shape {self.rpm_trace.shape} != {self.windows.shape}")
-        columns = {"labels": self.labels, "recording": self.recording, "rpm": self.rpm,
-                   "load_hp": self.load_hp, "fault_size_in": self.fault_size_in,
-                   "start_s": self.start_s, **{f"meta[{k}]": v for k, v in self.meta.items()}}
-        for name, value in columns.items():
-            if value.shape != (n,):
-                raise ValueError(f"{name} has shape {value.shape}, expected ({n},): one per window")
+        for name, value in {**{c: getattr(self, c) for c in PER_WINDOW}, **self.meta}.items():
+            if np.shape(value) != (n,):
+                raise ValueError(f"{name} has shape {np.shape(value)}, expected ({n},)")
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    @property
-    def window_seconds(self) -> float:
-        return self.windows.shape[1] / self.sample_rate_hz
-
     def bearings(self) -> np.ndarray:
         """The bearing preset of every window, shape (B,)."""
-        if "bearing" in self.meta:
-            return np.asarray(self.meta["bearing"], dtype=str)
-        return np.full(len(self), self.bearing)
+        return np.asarray(self.meta.get("bearing", np.full(len(self), self.bearing)), dtype=str)
 
     def counts(self) -> dict[str, int]:
         """Windows per class, classes in canonical order."""
         names, n = np.unique(self.labels, return_counts=True)
         found = dict(zip(names.tolist(), n.tolist(), strict=True))
-        return {c: found[c] for c in sorted(found, key=_class_rank)}
+        return {name: found[name] for name in sort_classes(found)}
 
     def subset(self, index: np.ndarray) -> WindowSet:
         """A new set with the windows picked by a boolean mask or integer index."""
-        pick = lambda a: None if a is None else a[index]  # noqa: E731
-        return replace(self, windows=self.windows[index], labels=self.labels[index],
-                       rpm=self.rpm[index], recording=self.recording[index],
-                       rpm_trace=pick(self.rpm_trace), load_hp=self.load_hp[index],
-                       fault_size_in=self.fault_size_in[index], start_s=self.start_s[index],
-                       meta={k: v[index] for k, v in self.meta.items()})
+        return replace(self, windows=self.windows[index],
+                       rpm_trace=None if self.rpm_trace is None else self.rpm_trace[index],
+                       meta={k: v[index] for k, v in self.meta.items()},
+                       **{c: getattr(self, c)[index] for c in PER_WINDOW})
 
 
 @dataclass
@@ -128,118 +111,86 @@ class Split:
     @property
     def classes(self) -> list[str]:
         """Every class on either side, in canonical order."""
-        found = set(self.train.labels.tolist()) | set(self.test.labels.tolist())
-        return sorted(found, key=_class_rank)
+        return sort_classes(set(self.train.labels.tolist()) | set(self.test.labels.tolist()))
 
 
-def _class_rank(name: str) -> tuple[int, str]:
-    return (FAULT_CLASSES.index(name) if name in FAULT_CLASSES else len(FAULT_CLASSES), name)
+def sort_classes(names: Iterable[str]) -> list[str]:
+    """Class names in FAULT_CLASSES order, unknown ones last (alphabetical)."""
+    rank = {c: i for i, c in enumerate(FAULT_CLASSES)}
+    return sorted(names, key=lambda c: (rank.get(c, len(rank)), c))
 
 
-def concat(sets: Iterable[WindowSet]) -> WindowSet:
-    """Stack window sets with the same sample rate, window length and bearing.
+def concat(sets: list[WindowSet]) -> WindowSet:
+    """Stack window sets of one sample rate and window length (meta: the keys all share).
 
     Example:
         >>> len(concat([ws, ws])) == 2 * len(ws)
         True
     """
-    sets = list(sets)
-    if not sets:
-        raise ValueError("concat needs at least one WindowSet")
     first = sets[0]
-    shape = lambda ws: (ws.sample_rate_hz, ws.windows.shape[1])  # noqa: E731
-    if any(shape(ws) != shape(first) for ws in sets):
+    if len({(ws.sample_rate_hz, ws.windows.shape[1]) for ws in sets}) > 1:
         raise ValueError("cannot concatenate window sets with different sample rates or lengths")
-    traces = [ws.rpm_trace for ws in sets]
-    if any(t is None for t in traces) and not all(t is None for t in traces):
-        traces = [np.broadcast_to(ws.rpm[:, None], ws.windows.shape) if t is None else t
-                  for ws, t in zip(sets, traces, strict=True)]
-    cat = lambda name: np.concatenate([getattr(ws, name) for ws in sets])  # noqa: E731
-    bearing = first.bearing if all(ws.bearing == first.bearing for ws in sets) else "mixed"
-    meta_keys = set.intersection(*(set(ws.meta) for ws in sets)) if sets else set()
-    meta = {k: np.concatenate([ws.meta[k] for ws in sets]) for k in sorted(meta_keys)}
-    if bearing == "mixed":
-        meta["bearing"] = np.concatenate([ws.bearings() for ws in sets])
+    traces = None
+    if any(ws.rpm_trace is not None for ws in sets):  # constant speed becomes a flat trace
+        traces = np.concatenate([np.broadcast_to(ws.rpm[:, None], ws.windows.shape)
+                                 if ws.rpm_trace is None else ws.rpm_trace for ws in sets])
+    bearing = first.bearing if len({ws.bearing for ws in sets}) == 1 else "mixed"
+    keys = set.intersection(*(set(ws.meta) for ws in sets)) | (
+        {"bearing"} if bearing == "mixed" else set())
     return WindowSet(
-        windows=cat("windows"), labels=cat("labels"), rpm=cat("rpm"),
-        sample_rate_hz=first.sample_rate_hz, bearing=bearing, recording=cat("recording"),
-        rpm_trace=None if traces[0] is None else np.concatenate(traces),
-        load_hp=cat("load_hp"), fault_size_in=cat("fault_size_in"), start_s=cat("start_s"),
-        meta=meta,
+        windows=np.concatenate([ws.windows for ws in sets]), bearing=bearing,
+        sample_rate_hz=first.sample_rate_hz, rpm_trace=traces,
+        meta={k: np.concatenate([ws.bearings() if k == "bearing" else ws.meta[k] for ws in sets])
+              for k in sorted(keys)},
+        **{c: np.concatenate([getattr(ws, c) for ws in sets]) for c in PER_WINDOW},
     )
 
 
-def frame(x: np.ndarray, window_samples: int, hop_samples: int | None = None) -> np.ndarray:
-    """Cut a 1-D signal into windows (B, window_samples); a short tail is dropped.
-
-    Example:
-        >>> frame(np.arange(10.0), 4, hop_samples=2).shape
-        (4, 4)
-    """
-    hop = window_samples if hop_samples is None else hop_samples
-    if window_samples < 1 or hop < 1:
-        raise ValueError(f"window_samples={window_samples} and hop={hop} must be >= 1 sample")
+def _frame(x: np.ndarray, window_samples: int, hop: int) -> np.ndarray:
+    """Float32 windows (B, window_samples) every ``hop`` samples; a short tail is dropped."""
     if len(x) < window_samples:
         return np.empty((0, window_samples), dtype=np.float32)
-    view = np.lib.stride_tricks.sliding_window_view(x, window_samples)[::hop]
+    view = np.lib.stride_tricks.sliding_window_view(x, window_samples)[::hop]  # (B, N) view
     return np.ascontiguousarray(view, dtype=np.float32)
 
 
-# --- CWRU --------------------------------------------------------------------------------------
+def _track(items: list, description: str, progress: bool) -> list:
+    if not progress:
+        return items
+    from rich.progress import track
+
+    return track(items, description=description, transient=True)
 
 
 def default_cwru_root() -> Path:
     """$SLEWGUARD_CWRU_DIR, else ``<repo>/../shared/data/cwru``."""
     env = os.environ.get("SLEWGUARD_CWRU_DIR")
-    if env:
-        return Path(env)
-    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cwru").resolve()
+    repo = Path(__file__).resolve().parents[2]
+    return Path(env) if env else (repo / ".." / "shared" / "data" / "cwru").resolve()
 
 
-def read_cwru_manifest(root: Path) -> list[dict]:
-    """The rows of ``MANIFEST.tsv`` with numeric columns converted.
-
-    Example:
-        >>> read_cwru_manifest(default_cwru_root())[0]["de_key"]
-        'X097_DE_time'
-    """
-    manifest = Path(root) / "MANIFEST.tsv"
+def _read_cwru_manifest(root: Path) -> list[dict]:
+    """The rows of ``<root>/MANIFEST.tsv``, numbers converted."""
     if not Path(root).is_dir():
         raise DatasetMissingError(
             f"CWRU directory {root} does not exist: put the 12 kHz drive-end .mat files and "
-            "MANIFEST.tsv there, or point SLEWGUARD_CWRU_DIR (or --root) at them"
-        )
+            "MANIFEST.tsv there, or point SLEWGUARD_CWRU_DIR (or --root) at them")
+    manifest = Path(root) / "MANIFEST.tsv"
     if not manifest.is_file():
         raise DatasetMissingError(f"{manifest} is missing: the CWRU directory needs MANIFEST.tsv")
     with manifest.open(newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     for row in rows:
-        for key in ("fault_size_in", "rpm", "fs_hz_actual"):
-            row[key] = float(row[key])
-        for key in ("load_hp", "n_samples", "cwru_file_no"):
-            row[key] = int(row[key])
+        row.update({k: float(row[k]) for k in ("fault_size_in", "rpm", "fs_hz_actual")})
+        row.update({k: int(row[k]) for k in ("load_hp", "n_samples", "cwru_file_no")})
     return rows
 
 
-def _check_files(root: Path, rows: list[dict], verify_sha256: bool) -> None:
-    missing = [r["file"] for r in rows if not (root / r["file"]).is_file()]
-    if missing:
-        raise DatasetMissingError(
-            f"{len(missing)} CWRU file(s) listed in {root / 'MANIFEST.tsv'} are missing: "
-            f"{', '.join(missing)}; copy them from the source named in the MANIFEST"
-        )
-    for r in rows if verify_sha256 else []:
-        digest = hashlib.sha256((root / r["file"]).read_bytes()).hexdigest()
-        if digest != r["sha256"]:
-            raise ValueError(f"{root / r['file']}: sha256 {digest} != MANIFEST {r['sha256']}: "
-                             "the file is corrupt or not the original; copy it again")
-
-
 def read_cwru_recording(root: Path, row: dict) -> tuple[np.ndarray, float]:
-    """The drive-end signal of one MANIFEST row at 12 kHz (decimated if recorded faster), and rpm.
+    """One MANIFEST row's drive-end signal at 12 kHz (decimated if recorded faster) and its rpm.
 
-    Keys are picked by file number (``X<no>_DE_time``), so a file that carries another
-    recording's variables too (the original 99.mat does) still gives the right one.
+    Variables are picked by file number (``X<no>_DE_time``, ``X<no>RPM``), so a file that also
+    carries another recording's variables (the original 99.mat does) still gives the right one.
 
     Example:
         >>> x, rpm = read_cwru_recording(root, row)   # row["file"] == "12k_DE_Normal_0.mat"
@@ -249,121 +200,102 @@ def read_cwru_recording(root: Path, row: dict) -> tuple[np.ndarray, float]:
     from scipy.io import loadmat
     from scipy.signal import decimate
 
-    path = Path(root) / row["file"]
-    no = row["cwru_file_no"]
-    if not re.fullmatch(rf"X0*{no}_DE_time", row["de_key"]):
-        raise ValueError(f"{path}: de_key {row['de_key']!r} does not match file number {no}")
+    path, key = Path(root) / row["file"], row["de_key"]
+    if not re.fullmatch(rf"X0*{row['cwru_file_no']}_DE_time", key):
+        raise ValueError(f"{path}: de_key {key!r} is not file number {row['cwru_file_no']}")
     data = loadmat(path)
-    if row["de_key"] not in data:
+    if key not in data:
         found = sorted(k for k in data if not k.startswith("__"))
-        raise ValueError(f"{path}: no variable {row['de_key']!r} (found {found}); fix MANIFEST.tsv")
-    x = np.asarray(data[row["de_key"]], dtype=np.float64).ravel()
+        raise ValueError(f"{path}: no variable {key!r} (found {found}); fix MANIFEST.tsv")
+    x = np.asarray(data[key], dtype=np.float64).ravel()
     if len(x) != row["n_samples"]:
-        raise ValueError(f"{path}: {len(x)} samples, MANIFEST says {row['n_samples']}")
-    rpm_key = row["de_key"].replace("_DE_time", "RPM")
+        raise ValueError(f"{path}: {len(x)} samples, MANIFEST.tsv says {row['n_samples']}")
+    rpm_key = key.replace("_DE_time", "RPM")
     rpm = float(np.ravel(data[rpm_key])[0]) if rpm_key in data else row["rpm"]
     if rpm != row["rpm"]:
         raise ValueError(f"{path}: {rpm_key}={rpm} but MANIFEST rpm={row['rpm']}: fix MANIFEST.tsv")
     factor = row["fs_hz_actual"] / CWRU_FS_HZ
     if factor != round(factor) or factor < 1:
         raise ValueError(f"{path}: fs_hz_actual={row['fs_hz_actual']} is not a multiple of 12 kHz")
-    if factor > 1:  # Normal is recorded at 48 kHz: bring it to the fault files' rate
-        x = decimate(x, int(factor))
-    return x, rpm
+    return (decimate(x, int(factor)) if factor > 1 else x), rpm  # Normal: 48 kHz -> 12 kHz
 
 
-def _protocol_jobs(rows: list[dict], protocol: str) -> tuple[list[tuple], str]:
-    """(side, row, segment) per recording; segment = (from, to) fraction of a time-split one."""
+def _protocol_jobs(rows: list[dict], protocol: str) -> tuple[list[tuple[str, dict, bool]], str]:
+    """(side, row, time_split) per recording, and the note that goes with the protocol."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is unknown: choose one of {PROTOCOLS}")
     classes = ("IR", "B", "OR") if protocol == "faults-3class" else ("Normal", "IR", "B", "OR")
-    used = [r for r in rows if r["class"] in classes]
-    jobs = [("test" if r["load_hp"] == 3 else "train", r, None) for r in used]
-    note = ("CWRU 12 kHz drive end, faults-3class: IR/B/OR pooled over 0.007/0.014/0.021 in; "
-            "train on 0/1/2 HP recordings, test on 3 HP; no recording on both sides.")
-    if protocol == "faults-3class":
-        return jobs, note
-    normal = [r for r in used if r["class"] == "Normal"]
+    jobs = [("test" if r["load_hp"] == 3 else "train", r, False)
+            for r in rows if r["class"] in classes]
+    note = (f"CWRU 12 kHz drive end, {protocol}: {'/'.join(classes)}, faults pooled over "
+            "0.007/0.014/0.021 in; train on 0/1/2 HP recordings, test on 3 HP; no recording on "
+            "both sides.")
+    normal = [r for r in rows if r["class"] == "Normal"]
+    if protocol == "faults-3class" or any(r["load_hp"] == 3 for r in normal):
+        return jobs, note  # (with Normal at 3 HP present, Normal changes load like the faults)
     if not normal:
         raise DatasetMissingError("paper-4class needs 12k_DE_Normal_0.mat listed in MANIFEST.tsv")
-    if any(r["load_hp"] == 3 for r in normal):  # the full paper set: Normal changes load too
-        return jobs, note.replace("faults-3class: IR/B/OR", "paper-4class: Normal/IR/B/OR")
-    return [j for j in jobs if j[1]["class"] != "Normal"] + [
-        ("train", normal[0], (0.0, None)), ("test", normal[0], (None, 1.0))
-    ], ("CWRU 12 kHz drive end, paper-4class: IR/B/OR pooled over sizes, train 0/1/2 HP, test "
-        "3 HP; Normal is one 0 HP recording (48 kHz decimated by 4) split in time, first 60% "
-        "train, last 40% test: Normal does NOT change load.")
+    jobs = [j for j in jobs if j[1]["class"] != "Normal"]
+    return jobs + [("train", normal[0], True), ("test", normal[0], True)], note.replace(
+        "no recording on both sides.", "except Normal: one 0 HP recording (48 kHz decimated by "
+        "4) split in time, first 60% train, last 40% test, so Normal does NOT change load.")
 
 
-def _window_recording(root: Path, side: str, row: dict, segment: tuple | None, window_n: int,
-                      hop_n: int | None, normal_train_fraction: float) -> WindowSet:
+def _window_recording(root: Path, side: str, row: dict, time_split: bool, window_n: int,
+                      hop_n: int) -> WindowSet:
     x, rpm = read_cwru_recording(root, row)
     offset = 0
-    if segment is not None:  # one recording split in time before windowing
-        cut = int(round(normal_train_fraction * len(x)))
+    if time_split:  # split before windowing: no window straddles the cut
+        cut = int(round(NORMAL_TRAIN_FRACTION * len(x)))
         x, offset = (x[:cut], 0) if side == "train" else (x[cut:], cut)
-    windows = frame(x, window_n, hop_n)
+    windows = _frame(x, window_n, hop_n)
     b = len(windows)
-    hop = window_n if hop_n is None else hop_n
     return WindowSet(
         windows=windows, labels=np.full(b, CWRU_CLASSES[row["class"]]), rpm=np.full(b, rpm),
         sample_rate_hz=CWRU_FS_HZ, bearing=CWRU_BEARING,
         recording=np.full(b, Path(row["file"]).stem), load_hp=np.full(b, row["load_hp"]),
         fault_size_in=np.full(b, row["fault_size_in"]),
-        start_s=(offset + hop * np.arange(b)) / CWRU_FS_HZ,
-    )
+        start_s=(offset + hop_n * np.arange(b)) / CWRU_FS_HZ)
 
 
 def load_cwru(root: Path | None = None, protocol: str = "faults-3class",
               window_seconds: float = 1.0, hop_seconds: float | None = None, *,
-              verify_sha256: bool = False, normal_train_fraction: float = 0.6,
-              progress: bool = False) -> Split:
+              verify_sha256: bool = False, progress: bool = False) -> Split:
     """Load the CWRU 12 kHz drive-end recordings as a windowed train/test split.
 
     Example:
-        >>> split = load_cwru(protocol="paper-4class", window_seconds=1.0)
-        >>> split.test.counts()
+        >>> load_cwru(protocol="paper-4class", window_seconds=1.0).test.counts()
         {'healthy': 2, 'inner_race': 30, 'outer_race': 30, 'rolling_element': 30}
     """
     root = default_cwru_root() if root is None else Path(root)
-    if not window_seconds > 0 or (hop_seconds is not None and not hop_seconds > 0):
+    if not window_seconds >= 1 / CWRU_FS_HZ or (hop_seconds is not None and not hop_seconds > 0):
         raise ValueError(f"window_seconds={window_seconds} and hop_seconds={hop_seconds} "
-                         "must be > 0 (hop_seconds=None means no overlap)")
-    if not 0 < normal_train_fraction < 1:
-        raise ValueError(f"normal_train_fraction={normal_train_fraction} must be in (0, 1)")
-    jobs, note = _protocol_jobs(read_cwru_manifest(root), protocol)
+                         "must be > 0, window >= 1 sample (hop_seconds=None: no overlap)")
+    jobs, note = _protocol_jobs(_read_cwru_manifest(root), protocol)
     files = {row["file"]: row for _, row, _ in jobs}
-    _check_files(root, list(files.values()), verify_sha256)
+    missing = [name for name in files if not (root / name).is_file()]
+    if missing:
+        raise DatasetMissingError(
+            f"{len(missing)} CWRU file(s) listed in {root / 'MANIFEST.tsv'} are missing: "
+            f"{', '.join(missing)}; copy them from the source named in the MANIFEST")
+    for name in files if verify_sha256 else ():
+        if _sha256(root / name) != files[name]["sha256"]:
+            raise ValueError(f"{root / name}: sha256 differs from MANIFEST.tsv: the file is "
+                             "corrupt or not the original; copy it again")
     window_n = int(round(window_seconds * CWRU_FS_HZ))
-    hop_n = None if hop_seconds is None else int(round(hop_seconds * CWRU_FS_HZ))
+    hop_n = window_n if hop_seconds is None else max(1, int(round(hop_seconds * CWRU_FS_HZ)))
     parts: dict[str, list[WindowSet]] = {"train": [], "test": []}
-    for side, row, segment in _track(jobs, "reading CWRU", progress):
-        parts[side].append(
-            _window_recording(root, side, row, segment, window_n, hop_n, normal_train_fraction))
-    if not parts["train"] or not parts["test"]:
-        raise ValueError(f"{root / 'MANIFEST.tsv'} has no recordings at 0-2 HP or none at 3 HP: "
-                         "both sides of the load split need some")
-    train, test = concat(parts["train"]), concat(parts["test"])
-    for side, ws in (("train", train), ("test", test)):
-        if len(ws) == 0:
-            raise ValueError(f"window_seconds={window_seconds} leaves no {side} windows: "
-                             "use shorter windows")
+    for side, row, time_split in _track(jobs, "reading CWRU", progress):
+        parts[side].append(_window_recording(root, side, row, time_split, window_n, hop_n))
+    sides = {side: concat(sets) for side, sets in parts.items() if sets}
+    if any(len(sides.get(side, ())) == 0 for side in parts):
+        raise ValueError(f"no windows on one side: MANIFEST.tsv needs recordings at 0-2 HP and at "
+                         f"3 HP, each longer than window_seconds={window_seconds}")
     provenance = {"source": "cwru", "root": str(root), "protocol": protocol,
                   "window_seconds": window_seconds, "hop_seconds": hop_seconds,
-                  "normal_train_fraction": normal_train_fraction,
                   "files": {name: row["sha256"] for name, row in files.items()}}
-    return Split(train=train, test=test, name=f"cwru-{protocol}", note=note, provenance=provenance)
-
-
-def _track(items: list, description: str, progress: bool) -> Iterable:
-    if not progress:
-        return items
-    from rich.progress import track
-
-    return track(items, description=description, transient=True)
-
-
-# --- simulated ---------------------------------------------------------------------------------
+    return Split(train=sides["train"], test=sides["test"], name=f"cwru-{protocol}", note=note,
+                 provenance=provenance)
 
 
 class SimulatedDatasetSpec(BaseModel):
@@ -387,7 +319,7 @@ class SimulatedDatasetSpec(BaseModel):
     severity_min: float = Field(0.5, gt=0, le=100, description="lowest impact amplitude scale")
     severity_max: float = Field(1.0, gt=0, le=100, description="highest impact amplitude scale")
     speed_profiles: tuple[str, ...] = Field(SPEED_PROFILES, description=f"from {SPEED_PROFILES}")
-    sample_rate_hz: float = Field(5000.0, description="sample rate in Hz")
+    sample_rate_hz: float = Field(5000.0, description="sample rate in Hz (1 kHz to 50 kHz)")
     window_seconds: float = Field(30.0, gt=0, description="window length in seconds")
     seed: int = Field(0, ge=0, description="one seed for the whole set")
 
@@ -400,12 +332,11 @@ class SimulatedDatasetSpec(BaseModel):
         for name, allowed in (("classes", FAULT_CLASSES), ("speed_profiles", SPEED_PROFILES),
                               ("bearings", tuple(presets()))):
             values = getattr(self, name)
-            bad = [v for v in values if v not in allowed] or len(set(values)) != len(values)
-            if not values or bad:
+            if not values or set(values) - set(allowed) or len(set(values)) != len(values):
                 raise ValueError(f"{name}={values}: give distinct values from {allowed}")
         from slewguard.signal.simulate import SimulationSpec
 
-        for fault in self.classes:  # the slowest case must still be simulable
+        for fault in self.classes:  # the slowest, weakest case must still be simulable
             for bearing in self.bearings:
                 SimulationSpec(fault=fault, bearing=bearing, rpm=self.rpm_min,
                                sample_rate_hz=self.sample_rate_hz, snr_db=self.snr_db_min,
@@ -422,41 +353,29 @@ class SimulatedDatasetSpec(BaseModel):
 def _draw_jobs(spec: SimulatedDatasetSpec) -> list[dict]:
     """Every window's parameters and seed; seeds are unique across the whole set."""
     rng = np.random.default_rng(spec.seed)
-    total = len(spec.classes) * spec.windows_per_class
-    seeds = rng.choice(2**31 - 1, size=total, replace=False)
-    jobs = []
-    for i, (fault, k) in enumerate((c, k) for c in spec.classes
-                                   for k in range(spec.windows_per_class)):
-        jobs.append({
-            "side": "test" if k < spec.n_test else "train", "fault": fault,
-            "seed": int(seeds[i]), "bearing": spec.bearings[rng.integers(len(spec.bearings))],
-            "rpm": rng.uniform(spec.rpm_min, spec.rpm_max),
-            "snr_db": rng.uniform(spec.snr_db_min, spec.snr_db_max),
-            "severity": rng.uniform(spec.severity_min, spec.severity_max),
-            "speed_profile": spec.speed_profiles[rng.integers(len(spec.speed_profiles))],
-        })
-    return jobs
+    pairs = [(c, k) for c in spec.classes for k in range(spec.windows_per_class)]
+    seeds = rng.choice(2**31 - 1, size=len(pairs), replace=False)
+    return [{
+        "side": "test" if k < spec.n_test else "train", "fault": fault, "seed": int(seed),
+        "bearing": spec.bearings[rng.integers(len(spec.bearings))],
+        "rpm": rng.uniform(spec.rpm_min, spec.rpm_max),
+        "snr_db": rng.uniform(spec.snr_db_min, spec.snr_db_max),
+        "severity": rng.uniform(spec.severity_min, spec.severity_max),
+        "speed_profile": spec.speed_profiles[rng.integers(len(spec.speed_profiles))],
+    } for (fault, k), seed in zip(pairs, seeds, strict=True)]
 
 
-def _simulated_side(spec: SimulatedDatasetSpec, jobs: list[dict], sims: list) -> WindowSet:
-    traces = [s.rpm_trace[0] if s.rpm_trace is not None else None for s in sims]
-    rpm = np.array([s.rpm[0] for s in sims])
-    if all(t is None for t in traces):
-        rpm_trace = None
-    else:  # constant-speed windows get a flat trace so the batch has one
-        rpm_trace = np.stack([np.full(spec_n, r, np.float32) if t is None else t
-                              for t, r, spec_n in zip(traces, rpm, [len(sims[0].windows[0])]
-                                                      * len(sims), strict=True)])
-    column = lambda key: np.array([j[key] for j in jobs])  # noqa: E731
-    mixed = len(spec.bearings) > 1
-    meta = {k: column(k) for k in ("seed", "snr_db", "severity", "speed_profile")}
-    if mixed:
-        meta["bearing"] = column("bearing")
-    return WindowSet(
-        windows=np.concatenate([s.windows for s in sims]), labels=column("fault"), rpm=rpm,
-        sample_rate_hz=spec.sample_rate_hz, bearing="mixed" if mixed else spec.bearings[0],
-        recording=np.array([f"sim-{j['seed']}" for j in jobs]), rpm_trace=rpm_trace, meta=meta,
-    )
+def _simulate_window(spec: SimulatedDatasetSpec, job: dict) -> WindowSet:
+    from slewguard.signal.simulate import SimulationSpec, simulate
+
+    params = {k: v for k, v in job.items() if k not in ("side", "seed")}
+    sim_spec = SimulationSpec(**params, sample_rate_hz=spec.sample_rate_hz,
+                              window_seconds=spec.window_seconds)
+    sim = simulate(sim_spec, n_windows=1, seed=job["seed"])
+    meta = {k: np.array([job[k]]) for k in ("seed", "snr_db", "severity", "speed_profile")}
+    return WindowSet(windows=sim.windows, labels=[job["fault"]], rpm=sim.rpm,
+                     sample_rate_hz=spec.sample_rate_hz, bearing=job["bearing"],
+                     recording=[f"sim-{job['seed']}"], rpm_trace=sim.rpm_trace, meta=meta)
 
 
 def simulate_dataset(spec: SimulatedDatasetSpec, progress: bool = True) -> Split:
@@ -467,31 +386,17 @@ def simulate_dataset(spec: SimulatedDatasetSpec, progress: bool = True) -> Split
         >>> split.test.counts()["healthy"]
         2
     """
-    from slewguard.signal.simulate import SimulationSpec, simulate
-
     jobs = _draw_jobs(spec)
-    sims = []
-    for job in _track(jobs, "simulating windows", progress):
-        params = {k: v for k, v in job.items() if k not in ("side", "seed")}
-        sim_spec = SimulationSpec(**params, sample_rate_hz=spec.sample_rate_hz,
-                                  window_seconds=spec.window_seconds)
-        sims.append(simulate(sim_spec, n_windows=1, seed=job["seed"]))
-    sides = {}
-    for side in ("train", "test"):
-        pick = [i for i, j in enumerate(jobs) if j["side"] == side]
-        sides[side] = _simulated_side(spec, [jobs[i] for i in pick], [sims[i] for i in pick])
+    windows = [_simulate_window(spec, job) for job in _track(jobs, "simulating", progress)]
+    sides = {side: concat([w for w, j in zip(windows, jobs, strict=True) if j["side"] == side])
+             for side in ("train", "test")}
     note = (f"Simulated slewing-bearing windows: {', '.join(spec.classes)}; "
             f"{', '.join(spec.bearings)}; {spec.rpm_min:g}-{spec.rpm_max:g} rpm; SNR "
-            f"{spec.snr_db_min:g}-{spec.snr_db_max:g} dB; train/test windows have disjoint seeds.")
+            f"{spec.snr_db_min:g}-{spec.snr_db_max:g} dB; no seed on both sides.")
     provenance = {"source": "simulated", "spec": spec.model_dump(mode="json"),
                   "slewguard_version": __version__}
     return Split(train=sides["train"], test=sides["test"], name="simulated", note=note,
                  provenance=provenance)
-
-
-# --- on disk -----------------------------------------------------------------------------------
-
-_COLUMNS = ("windows", "labels", "rpm", "recording", "load_hp", "fault_size_in", "start_s")
 
 
 def write(split: Split, path: Path) -> None:
@@ -502,14 +407,14 @@ def write(split: Split, path: Path) -> None:
     """
     path = Path(path)
     if path.is_dir() and any(path.iterdir()) and not (path / "manifest.json").is_file():
-        raise ValueError(f"{path} is not empty and holds no slewguard dataset: give a new one")
+        raise ValueError(f"{path} is not empty and holds no slewguard data set: give a new one")
     path.mkdir(parents=True, exist_ok=True)
     (path / "manifest.json").unlink(missing_ok=True)  # none while the arrays are half written
     sides = {}
     for side in ("train", "test"):
         ws: WindowSet = getattr(split, side)
-        arrays = {name: getattr(ws, name) for name in _COLUMNS}
-        arrays |= {f"meta__{k}": v for k, v in ws.meta.items()}
+        arrays = {"windows": ws.windows, **{c: getattr(ws, c) for c in PER_WINDOW},
+                  **{f"meta__{k}": v for k, v in ws.meta.items()}}
         if ws.rpm_trace is not None:
             arrays["rpm_trace"] = ws.rpm_trace
         np.savez(path / f"{side}.npz", **arrays)
@@ -524,18 +429,23 @@ def write(split: Split, path: Path) -> None:
 
 
 def read_manifest(path: Path) -> dict:
-    """The checked ``manifest.json`` of a data set directory (format and version)."""
-    path = Path(path)
-    if not (path / "manifest.json").is_file():
+    """The ``manifest.json`` of a data set directory, its format and version checked.
+
+    Example:
+        >>> read_manifest(Path("out/cwru-3"))["sides"]["test"]["counts"]
+        {'inner_race': 30, 'outer_race': 30, 'rolling_element': 30}
+    """
+    file = Path(path) / "manifest.json"
+    if not file.is_file():
         raise DatasetMissingError(
             f"{path} holds no manifest.json: make a data set with `slewguard dataset simulate "
             "--out DIR` or `slewguard dataset cwru --out DIR`")
-    manifest = json.loads((path / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path / 'manifest.json'}: format {manifest.get('format')!r} version "
-            f"{manifest.get('format_version')!r}, this slewguard reads {FORMAT_NAME!r} version "
-            f"{FORMAT_VERSION}: regenerate the data set with `slewguard dataset ...`")
+    manifest = json.loads(file.read_text())
+    found = (manifest.get("format"), manifest.get("format_version"))
+    if found != (FORMAT_NAME, FORMAT_VERSION):
+        raise ValueError(f"{file}: format {found[0]!r} version {found[1]!r}, but this slewguard "
+                         f"reads {FORMAT_NAME!r} version {FORMAT_VERSION}: regenerate it with "
+                         "`slewguard dataset simulate` or `slewguard dataset cwru`")
     return manifest
 
 
@@ -546,11 +456,10 @@ def read(path: Path, verify: bool = True) -> Split:
         >>> read(Path("out/cwru-3")).name
         'cwru-faults-3class'
     """
-    path = Path(path)
     manifest = read_manifest(path)
     sides = {}
     for side, info in manifest["sides"].items():
-        file = path / info["file"]
+        file = Path(path) / info["file"]
         if verify and _sha256(file) != info["sha256"]:
             raise ValueError(f"{file} does not match its sha256 in manifest.json: write it again")
         with np.load(file, allow_pickle=False) as data:
@@ -563,27 +472,21 @@ def read(path: Path, verify: bool = True) -> Split:
 
 
 def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
     with Path(file).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# --- to text -----------------------------------------------------------------------------------
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def to_texts(ws: WindowSet, progress: bool = True, batch_size: int = 64) -> list[str]:
-    """One feature text per window (features.extract + textify), batched per bearing.
+    """One feature text per window (features.extract + textify), in batches per bearing.
 
     Example:
-        >>> to_texts(read(Path("out/cwru-3")).test, progress=False)[0][:40]
+        >>> to_texts(read(Path("out/cwru-3")).test, progress=False)[0].split()[0]
     """
     from slewguard.signal.features import extract
     from slewguard.signal.kinematics import preset
     from slewguard.signal.textify import textify_table
 
-    texts: list[str | None] = [None] * len(ws)
+    texts: list[str] = [""] * len(ws)
     bearings = ws.bearings()
     groups = [np.flatnonzero(bearings == name) for name in np.unique(bearings)]
     batches = [idx[i:i + batch_size] for idx in groups for i in range(0, len(idx), batch_size)]
