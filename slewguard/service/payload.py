@@ -40,7 +40,7 @@ import math
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -93,7 +93,7 @@ class Window:
     rpm: float | None
     seq: int
     unit: str
-    samples: np.ndarray
+    samples: np.ndarray = field(repr=False)
 
     @property
     def duration_s(self) -> float:
@@ -193,8 +193,8 @@ def _decode_binary(payload: bytes) -> Window:
     if not (math.isfinite(scale) and scale > 0):
         raise PayloadError("bad_header", f"scale={scale} must be finite and > 0")
     raw = np.frombuffer(payload, dtype=dtype, count=n, offset=offset)
-    samples = (raw.astype(np.float64) * scale).astype(np.float32) if fmt == 1 else raw.astype(
-        np.float32)
+    with np.errstate(over="ignore"):  # a huge scale overflows to inf: rejected as nan_samples
+        samples = (raw * scale).astype(np.float32) if fmt == 1 else raw.astype(np.float32)
     window = Window(sensor_id, start_ns, rate, None if math.isnan(rpm) else rpm, seq,
                     UNITS[unit], samples)
     return _check_window(window)

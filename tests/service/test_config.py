@@ -1,0 +1,145 @@
+"""Configuration: the shipped example loads, env overrides, key-path errors, sensor matching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slewguard.service.config import (
+    ConfigError,
+    ServiceConfig,
+    config_from_dict,
+    load_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "slewguard.example.yaml"
+
+
+def minimal(**sections) -> dict:
+    doc = {"site": "yard1",
+           "sensors": [{"topic_filter": "plant/+/+/+/+/vib", "bearing": "slew-4pc-1000"}]}
+    doc.update(sections)
+    return doc
+
+
+def errors_of(doc: dict, env: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(doc, env=env or {})
+    return exc.value.errors
+
+
+def test_example_file_loads_and_documents_every_field():
+    cfg = load_config(EXAMPLE, env={})
+    assert cfg.site == "yard-north"
+    assert cfg.sensors[0].bearing.geometry().name == "slew-4pc-1000"
+    assert cfg.sensors[1].bearing.geometry().n_elements == 70
+    assert cfg.influx is not None and cfg.influx.url.startswith("http://")
+    text = EXAMPLE.read_text()
+    for section in ServiceConfig.model_fields:
+        sub = getattr(cfg, section)
+        model = sub[0] if isinstance(sub, list) else sub
+        for name in getattr(type(model), "model_fields", {}):
+            assert f"{name}:" in text, f"{section}.{name} is missing from the example file"
+
+
+def test_every_field_has_a_description():
+    from pydantic import BaseModel
+
+    def walk(model: type[BaseModel]) -> None:
+        for name, info in model.model_fields.items():
+            assert info.description, f"{model.__name__}.{name} has no description"
+            for arg in [info.annotation, *getattr(info.annotation, "__args__", ())]:
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk(arg)
+
+    walk(ServiceConfig)
+
+
+def test_env_overrides_file_and_keeps_secrets_out_of_repr(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal(influx={"url": "http://127.0.0.1:1"})))
+    env = {"SLEWGUARD_MQTT__PASSWORD": "s3cret", "SLEWGUARD_MQTT__PORT": "8883",
+           "SLEWGUARD_INFLUX__TOKEN": "tok", "SLEWGUARD_MQTT__TOPICS": "[a/+/vib, b/#]",
+           "SLEWGUARD_SENSORS__0__RPM": "4.5", "SLEWGUARD_CWRU_DIR": "/data/cwru"}
+    cfg = load_config(path, env=env)
+    assert cfg.mqtt.port == 8883
+    assert cfg.mqtt.password.get_secret_value() == "s3cret"
+    assert cfg.influx.token.get_secret_value() == "tok"
+    assert cfg.mqtt.topics == ["a/+/vib", "b/#"]
+    assert cfg.sensors[0].rpm == 4.5
+    assert "s3cret" not in repr(cfg) and "tok'" not in repr(cfg)
+
+
+def test_errors_list_every_key_path_with_allowed_keys():
+    doc = minimal(mqtt={"port": 70000}, inference={"max_batchh": 3})
+    errs = errors_of(doc, env={"SLEWGUARD_MQTT__KEEPALIVE_S": "soon"})
+    assert errs[0] == "mqtt.port: Input should be less than or equal to 65535 (got 70000)"
+    assert errs[1].startswith("mqtt.keepalive_s: Input should be a valid integer")
+    assert errs[1].endswith("(from $SLEWGUARD_MQTT__KEEPALIVE_S)")
+    assert errs[2] == ("inference.max_batchh: Extra inputs are not permitted "
+                       "(allowed: max_batch, max_wait_ms, queue_size)")
+
+
+def test_unknown_key_in_a_list_entry_names_its_index():
+    doc = minimal()
+    doc["sensors"][0]["rpm_sorce"] = "fixed"
+    (err,) = errors_of(doc)
+    assert err.startswith("sensors.0.rpm_sorce: Extra inputs are not permitted (allowed: bearing,")
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"sensors": [{"topic_filter": "a/#", "bearing": "slew-4pc-1000", "rpm_source": "fixed"}]},
+     "sensors.0: rpm_source 'fixed' needs rpm"),
+    ({"sensors": [{"bearing": "slew-4pc-1000"}]}, "sensors.0: give topic_filter, sensor_id"),
+    ({"sensors": [{"topic_filter": "a/#", "bearing": "nope"}]},
+     "sensors.0.bearing: unknown bearing preset 'nope'"),
+    ({"sensors": [{"topic_filter": "a/#", "bearing": {"pitch_diameter_mm": 100}}]},
+     "sensors.0.bearing: an inline bearing needs"),
+    ({"sensors": [{"topic_filter": "a/#/b", "bearing": "cwru-6205"}]},
+     "sensors.0: topic_filter 'a/#/b' is not a valid MQTT topic filter"),
+    ({"mqtt": {"topics": ["plant/#"]}}, "mqtt: filter 'plant/#' also matches the daemon's own"),
+    ({"mqtt": {"shared_group": "a/b"}}, "mqtt: shared_group='a/b'"),
+    ({"mqtt": {"reconnect_min_s": 10, "reconnect_max_s": 1}}, "mqtt: reconnect_min_s=10.0"),
+    ({"mqtt": {"tls": {"cert_file": "/etc/hostname"}}}, "mqtt.tls: cert_file and key_file go"),
+    ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.crt"}}}, "mqtt.tls: ca_file='/nonexistent"),
+    ({"mqtt": {"protocol": 5}}, "mqtt.protocol: Input should be '5' or '3.1.1'"),
+    ({"inference": {"max_batch": 64, "queue_size": 8}}, "inference: queue_size=8 must be >="),
+    ({"influx": {"url": "localhost:8086"}}, "influx: url='localhost:8086'"),
+    ({"site": "my site"}, "site: String should match pattern"),
+])
+def test_cross_field_and_value_errors(change, expected):
+    errs = errors_of(minimal(**change))
+    assert any(e.startswith(expected) for e in errs), errs
+
+
+def test_secrets_are_not_echoed_in_errors():
+    errs = errors_of(minimal(mqtt={"password": ["hunter2"]}))
+    assert errs and not any("hunter2" in e for e in errs)
+
+
+def test_file_problems_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\n  - line 2"):
+        load_config(bad, env={})
+    bad.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad, env={})
+
+
+def test_sensor_for_uses_topic_filters_and_sensor_ids_first_match_wins():
+    cfg = config_from_dict(minimal(sensors=[
+        {"sensor_id": "special", "topic_filter": "plant/y/#", "bearing": "cwru-6205"},
+        {"topic_filter": "plant/y/crane1/+/+/vib", "bearing": "slew-xr-1000",
+         "rpm_source": "fixed", "rpm": 2.0},
+        {"topic_filter": "plant/+/+/+/+/vib", "bearing": "slew-4pc-1000"},
+    ]), env={})
+    assert cfg.sensor_for("plant/y/crane1/slew/s9/vib", "special").bearing.preset == "cwru-6205"
+    assert cfg.sensor_for("plant/y/crane1/slew/s9/vib", "other").bearing.preset == "slew-xr-1000"
+    assert cfg.sensor_for("plant/z/crane7/slew/s1/vib").bearing.preset == "slew-4pc-1000"
+    assert cfg.sensor_for("plant/z/crane7/slew/s1/temp") is None
+    assert cfg.sensor_for("other/y/crane1/slew/s1/vib") is None
