@@ -161,3 +161,83 @@ def start_prometheus(directory: Path, targets: list[str]) -> Prometheus:
              f"--storage.tsdb.path={directory / 'data'}"], stdout=log, stderr=log)
     wait_port(port, proc=proc, timeout_s=30)
     return Prometheus(directory, port, proc)
+
+
+def password_file(directory: Path, user: str, password: str) -> Path:
+    """A mosquitto password file (mosquitto_passwd) with one user."""
+    path = directory / "passwd"
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), user, password], check=True,
+                   capture_output=True)
+    return path
+
+
+def make_tls(directory: Path) -> dict[str, Path]:
+    """A self-signed CA and a server certificate for 127.0.0.1/localhost (openssl)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    p = {name: directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr",
+                                             "server.crt", "san.ext")}
+    p["san.ext"].write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", str(p["ca.key"]), "-out", str(p["ca.crt"]))
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", str(p["server.key"]), "-out", str(p["server.csr"]))
+    ssl("x509", "-req", "-in", str(p["server.csr"]), "-CA", str(p["ca.crt"]), "-CAkey",
+        str(p["ca.key"]), "-CAcreateserial", "-days", "2", "-extfile", str(p["san.ext"]),
+        "-out", str(p["server.crt"]))
+    return p
+
+
+class Collector:
+    """A plain paho subscriber that records (topic, payload, properties) of every message."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "collector") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, object]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, bytes(m.payload), m.properties))
+        ready = __import__("threading").Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe([(t, 1) for t in topics])
+        assert ready.wait(10), "collector subscription not acknowledged"
+
+    def wait_for(self, count: int, timeout_s: float = 20.0, topic_prefix: str = "") -> list:
+        """Wait until ``count`` messages under ``topic_prefix`` arrived; returns them."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = [m for m in self.messages if m[0].startswith(topic_prefix)]
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise TimeoutError(f"{len(got)} of {count} messages under {topic_prefix!r} arrived")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def publish(port: int, messages: list[tuple[str, bytes]], retain: bool = False) -> None:
+    """Publish QoS 1 messages and wait until the broker has acknowledged each."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(100)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1, retain=retain)
+                 for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
