@@ -1,0 +1,153 @@
+"""``slewguard dataset ...`` and ``slewguard bearings``: make, inspect and list signal-side inputs.
+
+Example:
+    $ slewguard dataset simulate --out data/sim --windows-per-class 20 --rpm-max 6 --seed 1
+    $ slewguard dataset cwru --protocol paper-4class --out data/cwru-4
+    $ slewguard dataset info data/sim
+    $ slewguard bearings --rpm 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# Simulation options that take several values, with the singular spelling users reach for.
+LIST_ALIASES = {"classes": "--class", "bearings": "--bearing", "speed_profiles": "--speed-profile"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``dataset`` (simulate, cwru, info) and ``bearings`` to the top-level parser.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(); register(parser.add_subparsers())
+    """
+    dataset = subparsers.add_parser(
+        "dataset", help="make or inspect a labelled train/test window data set",
+        description="Make a data set (simulated or CWRU) on disk, or describe one.")
+    sub = dataset.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
+    _add_simulate(sub)
+    cwru = sub.add_parser("cwru", help="window the CWRU 12 kHz recordings under one protocol")
+    from slewguard.signal.datasets import PROTOCOLS
+
+    cwru.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
+                      help="faults-3class: IR/B/OR, 0-2 HP -> 3 HP; paper-4class: plus Normal, "
+                           "time-split (default: %(default)s)")
+    cwru.add_argument("--out", type=Path, required=True, help="directory to write")
+    cwru.add_argument("--root", type=Path, default=None,
+                      help="CWRU directory (default: $SLEWGUARD_CWRU_DIR or ../shared/data/cwru)")
+    cwru.add_argument("--window-seconds", type=float, default=1.0, help="(default: %(default)s)")
+    cwru.add_argument("--hop-seconds", type=float, default=None,
+                      help="hop between windows; less than the window overlaps (default: none)")
+    cwru.add_argument("--verify-sha256", action="store_true", help="check every file's sha256")
+    cwru.set_defaults(func=_cwru)
+    info = sub.add_parser("info", help="print class counts per side, sample rate, provenance")
+    info.add_argument("path", type=Path, help="a directory written by `dataset simulate|cwru`")
+    info.set_defaults(func=_info)
+    bearings = subparsers.add_parser(
+        "bearings", help="list bearing presets with their defect orders",
+        description="Bearing presets (slewguard/signal/bearings.csv) and their defect lines in "
+                    "orders (multiples of shaft speed), or in Hz with --rpm.")
+    bearings.add_argument("--rpm", type=float, default=None, help="give the lines in Hz at rpm")
+    bearings.set_defaults(func=_bearings)
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    """One option per SimulatedDatasetSpec field, so the two never drift apart."""
+    from slewguard.signal.datasets import SimulatedDatasetSpec
+
+    sim = sub.add_parser("simulate", help="simulate a reproducible slewing-bearing data set")
+    sim.add_argument("--out", type=Path, required=True, help="directory to write")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, info in SimulatedDatasetSpec.model_fields.items():
+        flags = ["--" + name.replace("_", "-")]
+        kwargs: dict = {"dest": name, "default": None,
+                        "help": f"{info.description} (default: {_show(info.default)})"}
+        if name in LIST_ALIASES:
+            flags.insert(0, LIST_ALIASES[name])
+            kwargs |= {"nargs": "+", "action": "extend", "metavar": LIST_ALIASES[name][2:].upper()}
+        else:
+            kwargs["type"] = info.annotation if info.annotation in (int, float) else str
+        sim.add_argument(*flags, **kwargs)
+    sim.set_defaults(func=_simulate)
+
+
+def _pydantic_message(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _show(value: object) -> str:
+    return " ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from slewguard.signal.datasets import SimulatedDatasetSpec, simulate_dataset, write
+
+    fields = SimulatedDatasetSpec.model_fields
+    try:
+        spec = SimulatedDatasetSpec(**{k: getattr(args, k) for k in fields
+                                       if getattr(args, k) is not None})
+    except ValidationError as exc:  # one line per problem, without pydantic's links
+        raise ValueError("; ".join(_pydantic_message(e) for e in exc.errors())) from None
+    write(simulate_dataset(spec, progress=not args.quiet), args.out)
+    return _info(argparse.Namespace(path=args.out))
+
+
+def _cwru(args: argparse.Namespace) -> int:
+    from slewguard.signal.datasets import load_cwru, write
+
+    split = load_cwru(args.root, args.protocol, args.window_seconds, args.hop_seconds,
+                      verify_sha256=args.verify_sha256, progress=True)
+    write(split, args.out)
+    return _info(argparse.Namespace(path=args.out))
+
+
+def _info(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from slewguard.signal.datasets import read_manifest, sort_classes
+
+    manifest = read_manifest(args.path)
+    sides = manifest["sides"]
+    console = Console(width=120)
+    console.print(f"[bold]{manifest['name']}[/] in {args.path} ({manifest['written_by']})")
+    console.print(manifest["note"], markup=False)
+    table = Table("class", *sides)
+    for name in sort_classes({c for side in sides.values() for c in side["counts"]}):
+        table.add_row(name, *(str(side["counts"].get(name, 0)) for side in sides.values()))
+    table.add_row("[bold]total[/]", *(str(side["n_windows"]) for side in sides.values()))
+    console.print(table)
+    for side_name, side in sides.items():
+        seconds = side["window_samples"] / side["sample_rate_hz"]
+        console.print(f"{side_name}: {side['sample_rate_hz']:g} Hz, {side['window_samples']} "
+                      f"samples ({seconds:g} s) per window, bearing {side['bearing']}")
+    provenance = {k: v for k, v in manifest["provenance"].items() if k != "files"}
+    if "files" in manifest["provenance"]:
+        provenance["files"] = f"{len(manifest['provenance']['files'])} (sha256 in manifest.json)"
+    console.print("provenance:", json.dumps(provenance), markup=False)
+    return 0
+
+
+def _bearings(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from slewguard.signal.kinematics import presets
+
+    unit = "orders" if args.rpm is None else f"Hz at {args.rpm:g} rpm"
+    table = Table("preset", "kind", "Pd mm", "Bd mm", "N", "alpha deg", "FTF", "BPFO", "BPFI",
+                  "BSF", "2xBSF", title=f"defect lines in {unit}")
+    for name, g in presets().items():
+        lines = g.orders() if args.rpm is None else g.frequencies(args.rpm)
+        table.add_row(name, g.kind, f"{g.pitch_diameter_mm:g}", f"{g.element_diameter_mm:g}",
+                      str(g.n_elements), f"{g.contact_angle_deg:g}",
+                      *(f"{v:.4g}" for v in (lines.ftf_hz, lines.bpfo_hz, lines.bpfi_hz,
+                                             lines.bsf_hz, lines.bsf2_hz)))
+    Console(width=140).print(table)
+    return 0
