@@ -4,23 +4,21 @@ The fault model (McFadden & Smith 1984; Antoni & Randall 2003), per window:
 
     x(t) = sum_i A_i q(t_i) h(t - t_i) + g(t) + n(t)
 
-- t_i: the rolling elements pass the defect whenever the integrated shaft angle times the line's
-  order (BPFI, BPFO, 2 x BSF or FTF, from kinematics) crosses a whole number, in either direction,
-  so impacts follow any speed profile, reversal included; each t_i carries a random slip jitter
-  of ``impacts.slip_jitter`` of the local impact period (not accumulated).
+- t_i: where the integrated shaft angle times the line's order (BPFI, BPFO, 2 x BSF or FTF)
+  crosses a whole number, either way (any speed profile, reversal included), plus a slip jitter
+  of ``impacts.slip_jitter`` x the local impact period (not accumulated).
 - A_i = severity x (1 + spread x N(0, 1)); severity 0 gives no impulses at all.
-- q: load-zone modulation, 1 - depth (1 - cos(angle)) / 2 with the angle of the shaft (inner race:
-  the defect turns with the shaft) or of the cage (rolling element: the element rides the cage);
-  1 for the outer race (stationary defect in the load zone) and the cage.
+- q: load-zone modulation 1 - depth (1 - cos(angle)) / 2 at the shaft angle (inner race) or the
+  cage angle (rolling element); 1 for the outer race (stationary, in the load zone) and the cage.
 - h: decaying structural resonances sum_k g_k sin(2 pi fn_k t) exp(-zeta 2 pi fn_k t), peak 1.
 - g: gear mesh (ring_teeth x shaft rate, harmonics, amplitude-modulated at shaft rate, which puts
   sidebands at mesh +- fr) plus shaft harmonics; all scale with |speed| and vanish at standstill.
 - n: white Gaussian noise at ``snr_db`` relative to each window's clean power (impulses + g).
 
 "combined" is inner race + outer race (both trains, same severity). Amplitudes are in units of
-the peak of one severity-1 impact. Every window draws from its own child of ``SeedSequence(seed)``,
-so window i is the same whatever ``n_windows`` is, and the noise has its own stream: the same
-seed with ``snr_db=None`` gives the exact clean signal.
+the peak of one severity-1 impact. Each window draws from its own child of ``SeedSequence(seed)``
+(window i does not depend on ``n_windows``), noise from a separate stream (same seed with
+``snr_db=None`` gives the exact clean signal).
 
 Example:
     >>> spec = SimulationSpec(fault="outer_race", rpm=6.0, window_seconds=10.0)
@@ -61,9 +59,9 @@ FAULT_TRAINS: dict[str, tuple[str, ...]] = {
 # Which rotation carries a line's defect through the load zone (None: no modulation).
 LOAD_ZONE_CARRIER = {"bpfi_hz": "shaft_hz", "bsf2_hz": "ftf_hz", "bpfo_hz": None, "ftf_hz": None}
 MIN_IMPACTS = 3
+MIN_SAMPLES = 64
 SAMPLE_RATE_RANGE_HZ = (1_000.0, 50_000.0)
 DEFAULT_RESONANCE_FRACTIONS = (0.12, 0.21, 0.32)  # x sample rate: well inside Nyquist at any rate
-DEFAULT_RESONANCE_GAINS = (1.0, 0.7, 0.5)
 ANTI_ALIAS_FRACTION = 0.45  # sinusoids above this x sample rate are removed, like a sensor's filter
 # Stop-start cycle: ramp up, run, ramp down, stand still (fractions of the period).
 STOP_START_PHASE = (0.0, 0.15, 0.60, 0.75, 1.0)
@@ -98,7 +96,7 @@ class ResonanceSpec(_Spec):
         None, min_length=1, description="None: 0.12, 0.21 and 0.32 x sample_rate_hz"
     )
     gains: tuple[float, ...] | None = Field(
-        None, description="relative gain per resonance; None: 1.0, 0.7, 0.5, ..."
+        None, description="relative gain per resonance; None: 1, 0.7, 0.49, ..."
     )
     damping_ratio: float = Field(0.05, gt=0, lt=1, description="zeta of every resonance")
 
@@ -124,7 +122,7 @@ class SimulationSpec(_Spec):
 
     fault: str = Field("healthy", description=f"one of {FAULT_CLASSES}")
     bearing: str = Field("slew-4pc-1000", description="bearing preset name (kinematics.presets)")
-    rpm: float = Field(6.0, description="mean |shaft speed| in rpm")
+    rpm: float = Field(6.0, gt=0, le=6000, description="mean |shaft speed| in rpm")
     sample_rate_hz: float = Field(5000.0, description="1 kHz to 50 kHz")
     window_seconds: float = Field(30.0, gt=0, description="window length in seconds")
     snr_db: float | None = Field(
@@ -143,9 +141,7 @@ class SimulationSpec(_Spec):
     @classmethod
     def _known_fault(cls, v: str) -> str:
         if v not in FAULT_CLASSES:
-            raise ValueError(
-                f"fault={v!r} is not a known fault class: choose one of {FAULT_CLASSES}"
-            )
+            raise ValueError(f"fault={v!r} is not a fault class: choose one of {FAULT_CLASSES}")
         return v
 
     @field_validator("bearing")
@@ -155,13 +151,6 @@ class SimulationSpec(_Spec):
             preset(v)
         except ValueError as exc:
             raise ValueError(f"bearing={v!r}: {exc}") from None
-        return v
-
-    @field_validator("rpm")
-    @classmethod
-    def _positive_rpm(cls, v: float) -> float:
-        if not 0 < v <= 6000:
-            raise ValueError(f"rpm={v} must be in (0, 6000]: give the mean |shaft speed| in rpm")
         return v
 
     @field_validator("sample_rate_hz")
@@ -201,6 +190,11 @@ class SimulationSpec(_Spec):
             )
 
     def _check_window(self) -> None:
+        if self.n_samples < MIN_SAMPLES:
+            raise ValueError(
+                f"window_seconds={self.window_seconds} gives {self.n_samples} samples at "
+                f"sample_rate_hz={self.sample_rate_hz:g}: use at least {MIN_SAMPLES} samples"
+            )
         orders = self.geometry().orders().as_dict()
         for line in FAULT_TRAINS[self.fault]:
             line_hz = orders[line] * self.rpm / 60 * (1 - self.impacts.slip_fraction)
@@ -309,9 +303,7 @@ def impulse_response(spec: SimulationSpec) -> np.ndarray:
         (1.0, True)
     """
     freqs = np.asarray(spec.resonances_hz())
-    gains = np.asarray(spec.resonance.gains or DEFAULT_RESONANCE_GAINS[: len(freqs)], float)
-    if len(gains) < len(freqs):  # more resonances than default gains: the rest at the last gain
-        gains = np.pad(gains, (0, len(freqs) - len(gains)), mode="edge")
+    gains = np.asarray(spec.resonance.gains or [0.7**k for k in range(len(freqs))], float)
     fs = spec.sample_rate_hz
     decay = spec.resonance.damping_ratio * 2 * np.pi * freqs[:, None]  # (K, 1) 1/s
     t = np.arange(math.ceil(math.log(1e3) / decay.min() * fs)) / fs
@@ -367,32 +359,22 @@ def impulse_train(
     for j, line in enumerate(FAULT_TRAINS[spec.fault]):
         order = orders[line] * (1 - imp.slip_fraction)
         win, idx = impact_samples(revolutions, order, uniforms[:, U_START + j])
-        carrier = LOAD_ZONE_CARRIER[line]
-        q = load_modulation(
-            revolutions[win, idx],
-            carrier and orders[carrier],
-            imp.load_zone_depth,
-            uniforms[win, U_LOAD + j],
-        )
+        carrier_order = orders.get(LOAD_ZONE_CARRIER[line])  # None: stationary defect
+        phase = uniforms[win, U_LOAD + j]
+        q = load_modulation(revolutions[win, idx], carrier_order, imp.load_zone_depth, phase)
         speed = spec.rpm if rpm_trace is None else np.abs(rpm_trace[win, idx])
         # Local impact period in samples, capped near standstill at twice the mean-speed period.
         period = spec.sample_rate_hz * 60 / (order * np.maximum(speed, spec.rpm / 2))
-        jitter, spread = _normals_per_window(rngs, np.bincount(win, minlength=n_win))
+        # Each window draws its own impacts' normals: window i never depends on the batch size.
+        counts = np.bincount(win, minlength=n_win)
+        jitter, spread = np.concatenate(
+            [rng.standard_normal((2, k)) for rng, k in zip(rngs, counts, strict=True)], axis=1
+        )
         idx = idx + np.rint(imp.slip_jitter * period * jitter).astype(np.int64)
         amp = spec.severity * q * np.maximum(0.0, 1 + imp.amplitude_spread * spread)
         keep = (idx >= 0) & (idx < n)
         np.add.at(train, (win[keep], idx[keep]), amp[keep])
     return train
-
-
-def _normals_per_window(
-    rngs: list[np.random.Generator], counts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    # Each window draws its own impacts' normals, so window i never depends on the batch size.
-    z = np.concatenate(
-        [rng.standard_normal((2, k)) for rng, k in zip(rngs, counts, strict=True)], axis=1
-    )
-    return z[0], z[1]
 
 
 def background(
