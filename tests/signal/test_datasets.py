@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import scipy.io
 import scipy.signal
 
 from slewguard.signal import datasets
-from slewguard.signal.datasets import load_cwru
+from slewguard.signal.datasets import SimulatedDatasetSpec, load_cwru, read, simulate_dataset, write
 
 # A miniature CWRU tree: the real layout and key names, 1300 samples per 12 kHz file.
 FAULT_N = 1300
@@ -38,7 +39,12 @@ def _normal_48k() -> np.ndarray:
 
 @pytest.fixture
 def cwru_root(tmp_path):
+    return make_cwru_tree(tmp_path)
+
+
+def make_cwru_tree(root: Path) -> Path:
     """Fault signals hold their file number as a DC level, so a window tells where it came from."""
+    tmp_path = root
     rng = np.random.default_rng(0)
     lines = [MANIFEST_HEADER]
     for (cls, size), base in FAULT_FILE_NO.items():
@@ -132,3 +138,99 @@ def test_real_cwru_counts_and_rpm():
     assert sorted(set(test_faults.rpm)) == [1721, 1722, 1723, 1724, 1725, 1728, 1729]
     assert set(split.train.rpm) >= {1797, 1772, 1748}
     assert len(set(split.train.recording)) == 28 and len(set(split.test.recording)) == 10
+
+
+# Small and fast: 10 s windows at 2 kHz, 6-12 rpm (BSF lines need >= 3 impacts per window).
+SMALL = {"windows_per_class": 4, "window_seconds": 10.0, "sample_rate_hz": 2000.0,
+         "rpm_min": 6.0, "rpm_max": 12.0}
+
+
+def assert_same_windowset(a: datasets.WindowSet, b: datasets.WindowSet) -> None:
+    assert a.windows.dtype == b.windows.dtype == np.float32
+    np.testing.assert_array_equal(a.windows, b.windows)
+    for name in datasets.PER_WINDOW:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.rpm_trace is None) == (b.rpm_trace is None)
+    if a.rpm_trace is not None:
+        np.testing.assert_array_equal(a.rpm_trace, b.rpm_trace)
+    assert a.meta.keys() == b.meta.keys()
+    for key in a.meta:
+        np.testing.assert_array_equal(a.meta[key], b.meta[key])
+    assert (a.sample_rate_hz, a.bearing) == (b.sample_rate_hz, b.bearing)
+
+
+@pytest.fixture(scope="module")
+def small_split():
+    return simulate_dataset(SimulatedDatasetSpec(**SMALL, seed=3), progress=False)
+
+
+def test_simulated_set_is_reproducible_and_seeds_disjoint(small_split):
+    again = simulate_dataset(SimulatedDatasetSpec(**SMALL, seed=3), progress=False)
+    assert_same_windowset(small_split.train, again.train)
+    assert_same_windowset(small_split.test, again.test)
+    other = simulate_dataset(SimulatedDatasetSpec(**SMALL, seed=4), progress=False)
+    assert not np.array_equal(small_split.train.windows, other.train.windows)
+    train, test = small_split.train, small_split.test
+    assert not set(train.meta["seed"]) & set(test.meta["seed"])
+    assert not set(train.recording) & set(test.recording)
+    assert train.counts() == {c: 3 for c in SimulatedDatasetSpec().classes}
+    assert test.counts() == {c: 1 for c in SimulatedDatasetSpec().classes}
+    assert train.windows.shape == (12, 20000) and train.windows.dtype == np.float32
+    assert np.all((train.rpm > 6.0 * 0.99) & (train.rpm < 12.0 * 1.01))
+    assert train.rpm_trace is not None and train.rpm_trace.shape == train.windows.shape
+
+
+def test_simulated_mixed_bearings_and_one_profile():
+    spec = SimulatedDatasetSpec(**{**SMALL, "windows_per_class": 6}, classes=("outer_race",),
+                                bearings=("slew-4pc-1000", "slew-xr-1000"),
+                                speed_profiles=("constant",), snr_db_min=5, snr_db_max=5)
+    split = simulate_dataset(spec, progress=False)
+    assert split.train.bearing == "mixed" and split.train.rpm_trace is None
+    assert set(split.train.bearings()) | set(split.test.bearings()) <= set(spec.bearings)
+    assert len(set(split.train.bearings())) == 2  # 5 draws from 2 presets (seeded, fixed)
+    np.testing.assert_array_equal(split.train.meta["snr_db"], 5.0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"rpm_min": 5, "rpm_max": 2}, "rpm_min"),
+    ({"classes": ("healthy", "spalled")}, "classes"),
+    ({"bearings": ("no-such-bearing",)}, "bearings"),
+    ({"classes": ("cage",), "window_seconds": 10}, "cage"),  # < 3 cage turns at 1 rpm
+    ({"windows_per_clas": 3}, "windows_per_clas"),
+])
+def test_simulated_spec_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SimulatedDatasetSpec(**bad)
+
+
+def test_write_read_round_trip_is_identical(small_split, cwru_root, tmp_path):
+    cwru = load_cwru(cwru_root, "paper-4class", window_seconds=0.01)
+    for split, where in ((small_split, tmp_path / "sim"), (cwru, tmp_path / "cwru")):
+        write(split, where)
+        back = read(where)
+        assert_same_windowset(split.train, back.train)
+        assert_same_windowset(split.test, back.test)
+        assert (back.name, back.note) == (split.name, split.note)
+        assert back.provenance == json.loads(json.dumps(split.provenance))
+    write(small_split, tmp_path / "sim")  # rewriting a data set in place is allowed
+    assert read(tmp_path / "sim").provenance["spec"]["seed"] == 3
+
+
+def test_reader_rejects_bad_version_corruption_and_strangers(small_split, tmp_path):
+    write(small_split, tmp_path / "sim")
+    manifest = json.loads((tmp_path / "sim" / "manifest.json").read_text())
+    (tmp_path / "sim" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ValueError, match="version 99.*regenerate"):
+        read(tmp_path / "sim")
+    write(small_split, tmp_path / "sim")
+    with (tmp_path / "sim" / "test.npz").open("r+b") as fh:
+        fh.seek(-200, 2)
+        fh.write(b"\0" * 8)
+    with pytest.raises(ValueError, match="sha256"):
+        read(tmp_path / "sim")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        write(small_split, tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        read(tmp_path / "other")
