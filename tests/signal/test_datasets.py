@@ -44,21 +44,21 @@ def cwru_root(tmp_path):
 
 def make_cwru_tree(root: Path) -> Path:
     """Fault signals hold their file number as a DC level, so a window tells where it came from."""
-    tmp_path = root
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     lines = [MANIFEST_HEADER]
     for (cls, size), base in FAULT_FILE_NO.items():
         for load in range(4):
             no, name = base + load, f"12k_DE_{cls}_{size}_{load}.mat"
             x = no + 0.01 * rng.standard_normal(FAULT_N)
-            digest = _write_mat(tmp_path, name, no, x, RPM_BY_LOAD[load])
+            digest = _write_mat(root, name, no, x, RPM_BY_LOAD[load])
             lines.append(f"{name}\t{cls}\t0.{size}\t{load}\t{RPM_BY_LOAD[load]}\t{FAULT_N}\t12000\t"
                          f"X{no}_DE_time\t{no}\t{digest}")
-    digest = _write_mat(tmp_path, "12k_DE_Normal_0.mat", 97, _normal_48k(), 1796, decoy=True)
+    digest = _write_mat(root, "12k_DE_Normal_0.mat", 97, _normal_48k(), 1796, decoy=True)
     lines.append(f"12k_DE_Normal_0.mat\tNormal\t0\t0\t1796\t{4 * FAULT_N}\t48000\t"
                  f"X097_DE_time\t97\t{digest}")
-    (tmp_path / "MANIFEST.tsv").write_text("\n".join(lines) + "\n")
-    return tmp_path
+    (root / "MANIFEST.tsv").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def test_faults_3class_labels_loads_and_split_by_recording(cwru_root):
