@@ -136,6 +136,7 @@ class Ingest:
         self._generation = 0
         self._inflight: set[int] = set()
         self.max_inflight_seen = 0
+        self._paused = threading.Event()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         if self.status_topic:
@@ -165,6 +166,14 @@ class Ingest:
         self.client.loop_stop()
         self.connected.clear()
         self.metrics.mqtt_connected.set(0)
+
+    def pause(self) -> None:
+        """Stop handing messages to the handler; they stay unacked and the broker keeps them.
+
+        (Unsubscribing instead would drop the subscription from the persistent session, and
+        with it every window published while the daemon is down.)
+        """
+        self._paused.set()
 
     def ack(self, message: Inbound) -> bool:
         """Acknowledge ``message`` if it came on the current connection; returns whether it did."""
@@ -233,6 +242,8 @@ class Ingest:
             log.warning("disconnected from broker (%s); paho reconnects with backoff", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._paused.is_set():
+            return  # not acked: redelivered to the next session
         with self._lock:
             inbound = Inbound(message.topic, bytes(message.payload), message.mid, message.qos,
                               time.monotonic(), self._generation)

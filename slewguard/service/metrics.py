@@ -85,6 +85,9 @@ class Metrics:
         self.outbox_set_aside_total = self._counter(
             "outbox_set_aside", "Results set aside after a permanent sink error, by reason.",
             ("reason",))
+        self.outbox_dropped_total = self._counter(
+            "outbox_dropped", "Results deleted unsent to stay under the outbox quota, by what "
+            "(set_aside rows, or pending rows under when_full=drop_oldest).", ("reason",))
         self.sink_writes_total = self._counter(
             "sink_writes", "Sink write attempts by sink and outcome (ok, retry, permanent).",
             ("sink", "outcome"))

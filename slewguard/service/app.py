@@ -1,0 +1,228 @@
+"""The App: builds the daemon's parts from a ServiceConfig, starts them in order, stops in reverse.
+
+Start order: outbox, model, metrics + HTTP, forwarder (outbox -> sinks), pipeline, MQTT ingest.
+Stop (on ``stop()`` or SIGTERM, via one shared stop event), in reverse: the pipeline stops taking
+messages and drains its queue (every drained result is stored and acked on the still-open MQTT
+connection), the forwarder flushes the outbox to the sinks, then ingest publishes "offline" and
+disconnects, the HTTP server stops and the outbox closes. Whatever a sink has not taken stays in
+the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (the
+forwarder restarts) without touching the MQTT session.
+
+Example (a demo starts the daemon in-process in three lines):
+    >>> app = App(load_config("deploy/slewguard.example.yaml"))   # doctest: +SKIP
+    >>> app.start()                                                # doctest: +SKIP
+    >>> app.stop()                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slewguard import __version__
+from slewguard.service.config import ServiceConfig, load_config
+from slewguard.service.health import HealthServer
+from slewguard.service.ingest import Ingest
+from slewguard.service.metrics import Metrics
+from slewguard.service.outbox import Outbox
+from slewguard.service.pipeline import DeadLetters, Pipeline, SensorMap, model_name
+
+log = logging.getLogger(__name__)
+
+
+def load_classifier(config: ServiceConfig) -> Any:
+    """The FaultClassifier named by ``config.model`` (``slewguard.models.load``)."""
+    from slewguard import models
+
+    path = config.model.path
+    if path is None:
+        raise ValueError("model.path is not set and this slewguard ships no default model yet: "
+                         "set model.path to a directory written by `slewguard train`")
+    device = config.model.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return models.load(path, device=device)
+
+
+class App:
+    """The running daemon. ``classifier`` and ``metrics`` may be injected (tests, demos)."""
+
+    def __init__(self, config: ServiceConfig, classifier: Any = None,
+                 metrics: Metrics | None = None, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = metrics or Metrics()
+        self.classifier = classifier
+        self.stop_event = threading.Event()
+        self.outbox: Outbox | None = None
+        self.http: HealthServer | None = None
+        self.ingest: Ingest | None = None
+        self.pipeline: Pipeline | None = None
+        self._forwarder: Any = None
+        self._forwarder_stop = threading.Event()
+        self._forwarder_thread: threading.Thread | None = None
+        self._stoppers: list[tuple[str, Callable[[], None]]] = []
+
+    @property
+    def http_port(self) -> int:
+        """The bound metrics/probe port (useful with http.port 0)."""
+        assert self.http is not None, "start() the App first"
+        return self.http.port
+
+    def start(self) -> App:
+        """Start every part in order; on failure, stop what already started and re-raise."""
+        try:
+            self._start_outbox()
+            self._start_model()
+            self._start_http()
+            self._start_forwarder()
+            self._start_pipeline()
+            self._start_ingest()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("slewguard %s serving site %s with model %s", __version__, self.config.site,
+                 model_name(self.classifier))
+        return self
+
+    def stop(self) -> None:
+        """Stop every started part in reverse order (idempotent)."""
+        self.stop_event.set()
+        while self._stoppers:
+            name, stopper = self._stoppers.pop()
+            try:
+                stopper()
+            except Exception:  # keep stopping the rest: the outbox must still close
+                log.exception("stopping %s failed", name)
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (or ``stop_event``), stop; returns exit code 0."""
+        self.install_signal_handlers()
+        self.start()
+        self.stop_event.wait()
+        log.info("stopping: draining in-flight windows and flushing the outbox")
+        self.stop()
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT set the stop event; SIGHUP reloads sinks (main thread only)."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(
+            target=self.reload, name="reload", daemon=True).start())
+
+    def reload(self, config: ServiceConfig | None = None) -> None:
+        """Rebuild the sinks from ``config`` (default: re-read the config file); MQTT stays up."""
+        if config is None:
+            if self.config_path is None:
+                log.warning("SIGHUP ignored: no config file to re-read")
+                return
+            try:
+                config = load_config(self.config_path)
+            except ValueError as exc:
+                log.error("SIGHUP: config not reloaded, keeping the running one: %s", exc)
+                return
+        self.config = self.config.model_copy(update={"influx": config.influx})
+        self._stop_forwarder()
+        self._launch_forwarder()
+        log.info("reloaded sinks from %s", self.config_path or "the given config")
+
+    def _start_outbox(self) -> None:
+        c = self.config.outbox
+        self.outbox = Outbox(c.path, c.max_bytes, c.when_full, metrics=self.metrics)
+        self._stoppers.append(("outbox", self.outbox.close))
+
+    def _start_model(self) -> None:
+        if self.classifier is None:
+            self.classifier = load_classifier(self.config)
+        self.metrics.model_loaded.set(1)
+        self.metrics.set_build_info(__version__, model_name(self.classifier))
+
+    def _start_http(self) -> None:
+        c = self.config.http
+        self.http = HealthServer(self.metrics, self._checks(), c.host, c.port)
+        self.http.start()
+        self._stoppers.append(("http", self.http.stop))
+
+    def _checks(self) -> dict[str, Callable[[], str | None]]:
+        def broker() -> str | None:
+            ok = self.ingest is not None and self.ingest.connected.is_set()
+            return None if ok else f"not connected to {self.config.mqtt.host}:" \
+                                   f"{self.config.mqtt.port}"
+
+        def model() -> str | None:
+            return None if self.classifier is not None else "no model loaded"
+
+        def outbox() -> str | None:
+            path = self.config.outbox.path
+            target = path if path.exists() else path.parent
+            return None if os.access(target, os.W_OK) else f"{target} is not writable"
+
+        def pipeline() -> str | None:
+            alive = self.pipeline is not None and self.pipeline.alive()
+            return None if alive else "inference worker not running"
+
+        return {"broker": broker, "model": model, "outbox": outbox, "pipeline": pipeline}
+
+    def _start_forwarder(self) -> None:
+        # The MQTT result sink publishes on the ingest connection: create (not start) it now.
+        self.ingest = Ingest(self.config.mqtt, self.metrics, self._submit,
+                             {"version": __version__, "model": model_name(self.classifier)})
+        # Disconnect only after the pipeline acked its drained windows and the forwarder
+        # flushed: both need the connection, so it is torn down after them.
+        self._stoppers.append(("mqtt", self.ingest.stop))
+        self._launch_forwarder()
+        self._stoppers.append(("forwarder", self._stop_forwarder))
+
+    def _launch_forwarder(self) -> None:
+        from slewguard.service.sinks.forwarder import Forwarder
+        from slewguard.service.sinks.mqtt import MqttResultSink
+
+        assert self.ingest is not None and self.outbox is not None
+        sinks = [MqttResultSink(self.ingest.client, self.config.mqtt.results_prefix)]
+        if self.config.influx is not None:
+            from slewguard.service.sinks.influx import InfluxSink
+
+            sinks.append(InfluxSink(self.config.influx))
+        self._forwarder = Forwarder(self.outbox, sinks, self.metrics, time.monotonic)
+        self._forwarder_stop = threading.Event()
+        self._forwarder_thread = threading.Thread(
+            target=self._forwarder.run, args=(self._forwarder_stop,), name="forwarder",
+            daemon=True)
+        self._forwarder_thread.start()
+
+    def _stop_forwarder(self) -> None:
+        self._forwarder_stop.set()
+        if self._forwarder_thread is not None:
+            self._forwarder_thread.join(30)
+        for sink in getattr(self._forwarder, "sinks", []):
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+
+    def _start_pipeline(self) -> None:
+        assert self.ingest is not None and self.outbox is not None
+        letters = DeadLetters(self.config.mqtt.dead_letter_topic, self.ingest.publish,
+                              self.metrics, user_properties=self.ingest.is_v5)
+        self.pipeline = Pipeline(self.config.inference, self.classifier, self.outbox,
+                                 SensorMap(self.config).resolve, self.metrics,
+                                 ack=self.ingest.ack, dead_letter=letters.send)
+        self.pipeline.start()
+        self._stoppers.append(("pipeline", self.pipeline.stop))
+
+    def _start_ingest(self) -> None:
+        assert self.ingest is not None
+        self.ingest.start()
+        self._stoppers.append(("ingest", self.ingest.pause))
+
+    def _submit(self, inbound: Any) -> None:
+        if self.pipeline is not None:
+            self.pipeline.submit(inbound)

@@ -1,0 +1,132 @@
+"""``slewguard serve``, ``check-config`` and ``simulate``: run, validate and feed the daemon.
+
+Example:
+    $ slewguard check-config deploy/slewguard.example.yaml
+    $ slewguard serve --config deploy/slewguard.example.yaml
+    $ slewguard simulate --publish --broker 127.0.0.1:1883 --sensors 8 --rate 1 --count 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve``, ``check-config`` and ``simulate`` to the top-level parser.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(); register(parser.add_subparsers())
+    """
+    serve = subparsers.add_parser(
+        "serve", help="run the edge daemon (MQTT in, diagnoses out, /metrics)",
+        description="Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the sinks.")
+    serve.add_argument("--config", type=Path, required=True, help="YAML config file")
+    serve.set_defaults(func=_serve)
+    check = subparsers.add_parser(
+        "check-config", help="validate a daemon config file (exit 2 on errors)",
+        description="Validate a config file with the SLEWGUARD_* environment overrides; print "
+                    "every error with its key path.")
+    check.add_argument("path", type=Path, help="YAML config file")
+    check.set_defaults(func=_check_config)
+    _add_simulate(subparsers)
+
+
+def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
+    from slewguard.service.publisher import FleetSpec
+
+    sim = subparsers.add_parser(
+        "simulate", help="simulate a fleet of slewing-bearing sensors publishing over MQTT",
+        description="A fleet of simulated sensors, some developing faults, publishing binary "
+                    "windows on plant/<site>/<asset>/<bearing>/<sensor>/vib.")
+    sim.add_argument("--publish", action="store_true",
+                     help="publish to --broker (without it, only list the fleet)")
+    sim.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default: %(default)s)")
+    sim.add_argument("--username", default=None, help="broker user; password from "
+                     "$SLEWGUARD_MQTT__PASSWORD")
+    sim.add_argument("--count", type=int, default=10, help="windows per sensor (default: "
+                     "%(default)s)")
+    sim.add_argument("--rate", type=float, default=1.0, help="rounds (one window from every "
+                     "sensor) per second; 0 = as fast as possible (default: %(default)s)")
+    fields = FleetSpec.model_fields
+    for name in ("site", "sensors", "faulty_fraction", "bearing", "rpm", "sample_rate_hz",
+                 "window_seconds", "snr_db", "max_severity", "ramp_windows", "sample_format",
+                 "seed"):
+        field = fields[name]
+        sim.add_argument(f"--{name.replace('_', '-')}", dest=name, default=field.default,
+                         type=type(field.default), help=f"{field.description} "
+                         "(default: %(default)s)")
+    sim.set_defaults(func=_simulate)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from slewguard.service.app import App
+    from slewguard.service.config import load_config
+
+    config = load_config(args.config)
+    logging.getLogger().setLevel(config.logging.level)
+    return App(config, config_path=args.config).run()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from slewguard.service.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(f"{args.path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
+    m = config.mqtt
+    print(f"{args.path}: ok: site {config.site}, {len(config.sensors)} sensor entr"
+          f"{'y' if len(config.sensors) == 1 else 'ies'}, broker {m.host}:{m.port} (MQTT "
+          f"{m.protocol}), topics {', '.join(m.topics)}, outbox {config.outbox.path}, "
+          f"influx {'off' if config.influx is None else config.influx.url}, http "
+          f"{config.http.host}:{config.http.port}")
+    return 0
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``(host, port)``; ValueError naming the bad value.
+
+    Example:
+        >>> parse_broker("127.0.0.1:1884")
+        ('127.0.0.1', 1884)
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--broker {text!r} must be HOST:PORT, e.g. 127.0.0.1:1883")
+    return host, int(port)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from slewguard.service.publisher import Fleet, FleetSpec, Publisher, connect
+
+    spec = FleetSpec(**{k: getattr(args, k) for k in FleetSpec.model_fields if hasattr(args, k)})
+    fleet = Fleet(spec)
+    if not args.publish:
+        for s in fleet.sensors:
+            print(f"{s.topic}  {s.fault}")
+        print(f"{len(fleet.sensors)} sensors; add --publish --broker HOST:PORT to send windows")
+        return 0
+    host, port = parse_broker(args.broker)
+    client = connect(host, port, username=args.username,
+                     password=os.environ.get("SLEWGUARD_MQTT__PASSWORD"))
+    publisher = Publisher(fleet, client)
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("publishing", total=args.count * len(fleet.sensors))
+            publisher.run(args.count, args.rate,
+                          on_round=lambda n: progress.update(task, completed=n))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    print(f"published {publisher.published} windows from {len(fleet.sensors)} sensors to "
+          f"{host}:{port}")
+    return 0

@@ -1,0 +1,422 @@
+"""The inference pipeline: bounded queue, micro-batch, features, text, model, outbox, ack.
+
+One worker thread takes micro-batches (up to ``max_batch`` messages, or whatever arrived within
+``max_wait_ms`` of the first), decodes them, groups windows that can share one
+``features.extract`` call (same bearing geometry, sample rate and length), turns features into
+texts and runs ONE ``predict_proba`` over the whole batch. Results go to the outbox in one durable
+``put``; only then is each message acknowledged. Messages that can never be diagnosed (bad
+payload, unknown sensor, a window the features reject) go to the dead-letter topic with a reason,
+are counted, logged at most once per ``LOG_EVERY_S`` per reason, and acknowledged: a poison
+message must not loop.
+
+Dead-letter format (both protocols): a JSON envelope ``{"reason", "detail", "topic",
+"payload_b64", "received_at"}``; on MQTT 5 the reason and source topic also travel as user
+properties ``reason`` and ``source_topic``, so consumers can filter without parsing.
+
+Backpressure: ``submit`` blocks when the queue is full (see ingest.py); the outbox ``put`` is
+retried with backoff while it fails (a full disk stops intake instead of dropping results).
+
+Example:
+    >>> pipe = Pipeline(settings, classifier, outbox, sensors.resolve, metrics,   # doctest: +SKIP
+    ...                 ack=ingest.ack, dead_letter=letters.send)
+    >>> pipe.start(); ingest.start()                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from slewguard.service.ingest import Inbound
+from slewguard.service.metrics import Metrics
+from slewguard.service.payload import PayloadError, Window, decode
+from slewguard.service.result import Result
+from slewguard.signal import features, textify
+from slewguard.signal.kinematics import BearingGeometry
+
+log = logging.getLogger(__name__)
+LOG_EVERY_S = 30.0
+OUTBOX_RETRY_MAX_S = 5.0
+
+
+class Classifier(Protocol):
+    """What the pipeline needs from a model (slewguard.models.FaultClassifier fits)."""
+
+    classes: list[str]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+
+class ResultStore(Protocol):
+    """What the pipeline needs from the outbox."""
+
+    def put(self, results: Sequence[Result]) -> None: ...
+
+
+class WindowError(ValueError):
+    """A window that can never be diagnosed; ``reason`` is a short Prometheus label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a window comes from and how to read it (from the topic and the sensor config)."""
+
+    site: str
+    asset: str
+    bearing: str
+    sensor: str
+    geometry: BearingGeometry
+    rpm: float | None = None  # a fixed speed that overrides the payload's
+    fallback_rpm: float | None = None  # used when the payload carries no rpm
+    sample_rate_hz: float | None = None  # expected rate; None accepts any
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Micro-batching and queue bounds (InferenceConfig carries the same fields)."""
+
+    max_batch: int = 16
+    max_wait_ms: float = 50.0
+    queue_size: int = 64
+
+
+@dataclass
+class _Item:
+    inbound: Inbound
+    window: Window
+    place: Placement
+    rpm: float
+
+
+def model_name(classifier: Any) -> str:
+    """A short model label: ``.name``, else the card's name, else the class name.
+
+    Example:
+        >>> model_name(object())
+        'object'
+    """
+    name = getattr(classifier, "name", None)
+    if not name:
+        card = getattr(classifier, "card", None) or {}
+        name = card.get("name") if isinstance(card, dict) else getattr(card, "name", None)
+    return str(name or type(classifier).__name__)
+
+
+def dead_letter_envelope(inbound: Inbound, reason: str, detail: str) -> bytes:
+    """The JSON dead-letter body: reason, detail, source topic and the original bytes (base64).
+
+    Example:
+        >>> m = Inbound("plant/a/b/c/d/vib", b"junk", 1, 1, 0.0, 1)
+        >>> json.loads(dead_letter_envelope(m, "bad_magic", "no SLGW"))["payload_b64"]
+        'anVuaw=='
+    """
+    return json.dumps({
+        "reason": reason, "detail": detail[:500], "topic": inbound.topic,
+        "payload_b64": base64.b64encode(inbound.payload).decode(), "received_at": time.time(),
+    }).encode()
+
+
+class _RateLimitedLog:
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = defaultdict(int)
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every_s) < self.every_s:
+            self.suppressed[key] += 1
+            return
+        skipped, self.suppressed[key] = self.suppressed[key], 0
+        self.last[key] = now
+        log.warning(message + " (%d similar suppressed)", *args, skipped)
+
+
+class Pipeline:
+    """Bounded queue plus one worker thread; see the module docstring for the guarantees.
+
+    ``ack(inbound)`` acknowledges a message; ``dead_letter(inbound, reason, detail)`` publishes
+    it to the dead-letter topic; ``resolve(topic, window)`` returns its Placement or raises
+    WindowError.
+    """
+
+    def __init__(self, settings: Any, classifier: Classifier, outbox: ResultStore,
+                 resolve: Callable[[str, Window], Placement], metrics: Metrics,
+                 ack: Callable[[Inbound], object],
+                 dead_letter: Callable[[Inbound, str, str], None]) -> None:
+        self.max_batch = int(settings.max_batch)
+        self.max_wait_s = float(settings.max_wait_ms) / 1000.0
+        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
+        self.classifier = classifier
+        self.model = model_name(classifier)
+        self.outbox = outbox
+        self.resolve = resolve
+        self.metrics = metrics
+        self.ack = ack
+        self.dead_letter = dead_letter
+        self._closing = threading.Event()  # refuse new messages, drain the queue
+        self._abort = threading.Event()  # stop now, even mid-retry
+        self._thread: threading.Thread | None = None
+        self._warn = _RateLimitedLog(LOG_EVERY_S)
+        self.batches = 0
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """Whether the worker thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, inbound: Inbound) -> bool:
+        """Queue a message, blocking while the queue is full; False when closing (not queued).
+
+        A message refused while closing stays unacknowledged: the broker redelivers it.
+        """
+        while not self._closing.is_set():
+            try:
+                self.queue.put(inbound, timeout=0.1)
+            except queue.Full:
+                continue
+            self.metrics.queue_depth.set(self.queue.qsize())
+            return True
+        return False
+
+    def stop(self, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Stop taking messages; with ``drain`` process what is queued first."""
+        self._closing.set()
+        if not drain:
+            self._abort.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                self._abort.set()
+                self._thread.join()
+
+    def _run(self) -> None:
+        while not self._abort.is_set():
+            batch = self._take()
+            if batch:
+                self.process(batch)
+            elif self._closing.is_set():
+                return
+
+    def _take(self) -> list[Inbound]:
+        try:
+            batch = [self.queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.max_wait_s
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.queue.get(timeout=remaining) if remaining > 0
+                             else self.queue.get_nowait())
+            except queue.Empty:
+                break
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return batch
+
+    def process(self, batch: list[Inbound]) -> list[Result]:
+        """Diagnose ``batch``, store the results, ack; returns the stored results."""
+        self.metrics.batch_windows.observe(len(batch))
+        items = [item for item in map(self._decode, batch) if item is not None]
+        rows, texts, kept = self._featurise(items)
+        if not kept:
+            return []
+        started = time.perf_counter()
+        try:
+            proba = np.asarray(self.classifier.predict_proba(texts), dtype=np.float64)
+        except Exception:  # a model failure is not the messages' fault: leave them unacked
+            log.exception("inference failed on a batch of %d; messages stay unacknowledged",
+                          len(kept))
+            self.metrics.windows_rejected_total.labels(reason="inference_error").inc(len(kept))
+            return []
+        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
+        results = [self._result(item, row, p) for item, row, p in zip(kept, rows, proba,
+                                                                       strict=True)]
+        if not self._store(results):
+            return []
+        for item, result in zip(kept, results, strict=True):
+            self._done(item, result)
+        self.batches += 1
+        return results
+
+    def _decode(self, inbound: Inbound) -> _Item | None:
+        started = time.perf_counter()
+        try:
+            window = decode(inbound.payload)
+            place = self.resolve(inbound.topic, window)
+            rpm = next((r for r in (place.rpm, window.rpm, place.fallback_rpm)
+                        if r is not None and np.isfinite(r)), None)
+            if rpm is None:
+                raise WindowError("missing_rpm", f"window from {inbound.topic} has no rpm and the "
+                               "sensor config sets none: set rpm_source fixed with an rpm")
+            if place.sample_rate_hz is not None and window.sample_rate_hz != place.sample_rate_hz:
+                raise WindowError("sample_rate_mismatch", f"{inbound.topic}: sample_rate_hz="
+                               f"{window.sample_rate_hz}, config expects {place.sample_rate_hz}")
+        except (PayloadError, WindowError) as exc:
+            self._reject(inbound, exc.reason, str(exc))
+            return None
+        finally:
+            self.metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
+        return _Item(inbound, window, place, float(rpm))
+
+    def _featurise(self, items: list[_Item]) -> tuple[list[dict], list[str], list[_Item]]:
+        groups: dict[tuple, list[_Item]] = defaultdict(list)
+        for item in items:
+            w = item.window
+            groups[(item.place.geometry, w.sample_rate_hz, w.samples.size)].append(item)
+        rows: list[dict] = []
+        texts: list[str] = []
+        kept: list[_Item] = []
+        started = time.perf_counter()
+        for group in groups.values():
+            for item, row in self._extract(group):
+                rows.append(row)
+                texts.append(textify.textify(row))
+                kept.append(item)
+        self.metrics.stage_seconds.labels(stage="features").observe(time.perf_counter() - started)
+        return rows, texts, kept
+
+    def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict]]:
+        """Features of one group in one call; on failure, window by window to isolate the bad."""
+        try:
+            table = _extract_table(group)
+            return [(item, table.row(i)) for i, item in enumerate(group)]
+        except ValueError as exc:
+            if len(group) == 1:
+                self._reject(group[0].inbound, "features", str(exc))
+                return []
+        return [pair for item in group for pair in self._extract([item])]
+
+    def _result(self, item: _Item, row: dict, proba: np.ndarray) -> Result:
+        classes = list(self.classifier.classes)
+        best = int(np.argmax(proba))
+        w, p = item.window, item.place
+        return Result(
+            site=p.site, asset=p.asset, bearing=p.bearing, sensor=p.sensor, model=self.model,
+            predicted=classes[best], confidence=float(proba[best]),
+            probabilities={c: float(v) for c, v in zip(classes, proba, strict=True)},
+            features={k: float(v) for k, v in row.items()}, rpm=item.rpm, seq=int(w.seq),
+            start_ns=int(w.start_ns), topic=item.inbound.topic)
+
+    def _store(self, results: list[Result]) -> bool:
+        """Durably store; retry with backoff while the outbox fails (unless aborting)."""
+        delay = 0.1
+        while True:
+            started = time.perf_counter()
+            try:
+                self.outbox.put(results)
+            except Exception as exc:  # full disk, locked db: keep the messages unacked, retry
+                self._warn.warning("outbox", "outbox put of %d results failed: %s; retrying",
+                                   len(results), exc)
+                if self._abort.wait(delay):
+                    return False
+                delay = min(delay * 2, OUTBOX_RETRY_MAX_S)
+                continue
+            self.metrics.stage_seconds.labels(stage="outbox").observe(time.perf_counter() - started)
+            return True
+
+    def _done(self, item: _Item, result: Result) -> None:
+        self.ack(item.inbound)
+        m = self.metrics
+        m.windows_processed_total.inc()
+        m.results_total.labels(predicted=result.predicted).inc()
+        m.last_window_timestamp_seconds.labels(
+            site=result.site, asset=result.asset, bearing=result.bearing).set(result.start_ns / 1e9)
+        m.stage_seconds.labels(stage="end_to_end").observe(time.monotonic() -
+                                                           item.inbound.received_s)
+
+    def _reject(self, inbound: Inbound, reason: str, detail: str) -> None:
+        self.metrics.windows_rejected_total.labels(reason=reason).inc()
+        self._warn.warning(reason, "rejected %s (%s): %s", inbound.topic, reason, detail)
+        try:
+            self.dead_letter(inbound, reason, detail)
+        except Exception as exc:  # still ack: a poison message must not loop
+            log.error("dead-letter publish failed for %s: %s", inbound.topic, exc)
+        self.ack(inbound)
+
+
+def _extract_table(group: list[_Item]) -> features.FeatureTable:
+    first = group[0]
+    windows = np.stack([item.window.samples for item in group])  # (B, N)
+    rpm = np.array([item.rpm for item in group], dtype=np.float64)  # (B,)
+    return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm)
+
+
+class DeadLetters:
+    """Publishes rejected messages to ``topic`` (QoS 1) through ``publish`` (Ingest.publish)."""
+
+    def __init__(self, topic: str, publish: Callable[..., Any], metrics: Metrics,
+                 user_properties: bool) -> None:
+        self.topic = topic
+        self.publish = publish
+        self.metrics = metrics
+        self.user_properties = user_properties
+
+    def send(self, inbound: Inbound, reason: str, detail: str) -> None:
+        """Publish one dead letter and count it."""
+        properties = None
+        if self.user_properties:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [("reason", reason), ("source_topic", inbound.topic)]
+        self.publish(self.topic, dead_letter_envelope(inbound, reason, detail), qos=1,
+                     properties=properties)
+        self.metrics.dead_letters_total.labels(reason=reason).inc()
+
+
+class SensorMap:
+    """Resolves a message to its Placement from the config's sensor entries and the topic.
+
+    Topics following ``plant/<site>/<asset>/<bearing>/<sensor>/vib`` name the place; other topics
+    fall back to the configured site and the payload's sensor id.
+
+    Example:
+        >>> from slewguard.service.config import config_from_dict
+        >>> cfg = config_from_dict({"site": "y", "sensors": [{"topic_filter": "plant/#",
+        ...                         "bearing": "cwru-6205"}]}, env={})
+        >>> w = Window("s1", 0, 12000.0, 1797.0, 0, "g", np.zeros(4, np.float32))
+        >>> SensorMap(cfg).resolve("plant/y/pump/de/s1/vib", w).asset
+        'pump'
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.site = config.site
+        self.sensors = list(config.sensors)
+        self._geometry = [s.bearing.geometry() for s in self.sensors]  # parse presets once
+
+    def resolve(self, topic: str, window: Window) -> Placement:
+        """The Placement for ``topic``/``window``; raises WindowError("unknown_sensor") if none."""
+        index = next((i for i, s in enumerate(self.sensors)
+                      if s.matches(topic, window.sensor_id)), None)
+        if index is None:
+            raise WindowError("unknown_sensor", f"no sensors entry matches topic {topic!r} / "
+                           f"sensor_id {window.sensor_id!r}: add one to the config")
+        sensor = self.sensors[index]
+        levels = topic.split("/")
+        if len(levels) == 6 and levels[-1] == "vib":
+            site, asset, bearing, name = levels[1:5]
+        else:
+            site, asset, bearing, name = self.site, "unknown", "unknown", window.sensor_id
+        fixed = sensor.rpm if sensor.rpm_source == "fixed" else None
+        return Placement(site, asset, bearing, name, self._geometry[index], rpm=fixed,
+                         fallback_rpm=sensor.rpm, sample_rate_hz=sensor.sample_rate_hz)
