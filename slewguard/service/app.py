@@ -34,6 +34,8 @@ from slewguard.service.outbox import Outbox
 from slewguard.service.pipeline import DeadLetters, Pipeline, SensorMap, model_name
 
 log = logging.getLogger(__name__)
+FORWARDER_IDLE_S = 0.2  # outbox poll interval without an InfluxDB sink
+FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 
 def load_classifier(config: ServiceConfig) -> Any:
@@ -183,16 +185,20 @@ class App:
         self._stoppers.append(("forwarder", self._stop_forwarder))
 
     def _launch_forwarder(self) -> None:
-        from slewguard.service.sinks.forwarder import Forwarder
+        from slewguard.service.sinks.forwarder import Backoff, Forwarder
         from slewguard.service.sinks.mqtt import MqttResultSink
 
         assert self.ingest is not None and self.outbox is not None
-        sinks = [MqttResultSink(self.ingest.client, self.config.mqtt.results_prefix)]
-        if self.config.influx is not None:
+        sinks: list[Any] = [MqttResultSink(self.ingest.client, self.config.mqtt.results_prefix)]
+        influx = self.config.influx
+        options: dict[str, Any] = {"idle_s": FORWARDER_IDLE_S}
+        if influx is not None:
             from slewguard.service.sinks.influx import InfluxSink
 
-            sinks.append(InfluxSink(self.config.influx))
-        self._forwarder = Forwarder(self.outbox, sinks, self.metrics, time.monotonic)
+            sinks.append(InfluxSink(influx))
+            options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
+                       "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
+        self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
         self._forwarder_stop = threading.Event()
         self._forwarder_thread = threading.Thread(
             target=self._forwarder.run, args=(self._forwarder_stop,), name="forwarder",
@@ -203,10 +209,20 @@ class App:
         self._forwarder_stop.set()
         if self._forwarder_thread is not None:
             self._forwarder_thread.join(30)
+            self._flush()
         for sink in getattr(self._forwarder, "sinks", []):
             close = getattr(sink, "close", None)
             if close is not None:
                 close()
+
+    def _flush(self) -> None:
+        """Forward what is left in the outbox while the sinks take it (bounded in time)."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        while self.outbox is not None and self.outbox.depth() > 0:
+            if time.monotonic() > deadline or self._forwarder.step() > 0:
+                log.warning("%d results stay in the outbox for the next start",
+                            self.outbox.depth())
+                return
 
     def _start_pipeline(self) -> None:
         assert self.ingest is not None and self.outbox is not None
