@@ -108,7 +108,7 @@ class Outbox:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO outbox (sensor, start_ns, body, created_s, state) "
                     "VALUES (?, ?, ?, ?, 0)", [(s, t, b, now) for s, t, b in rows])
-        self._update_gauges()
+        self.refresh_metrics()
 
     def claim(self, limit: int) -> list[tuple[int, Result]]:
         """The oldest ``limit`` pending results with their row ids (rows stay pending).
@@ -164,7 +164,7 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("UPDATE outbox SET state = ?, reason = ? WHERE id = ? AND "
                                  "state = 0", [(state, reason, i) for i in ids])
-        self._update_gauges()
+        self.refresh_metrics()
 
     def _scalar(self, sql: str) -> Any:
         with self._lock:
@@ -203,7 +203,8 @@ class Outbox:
         if counter is not None:
             counter.labels(reason=what).inc(n)
 
-    def _update_gauges(self) -> None:
+    def refresh_metrics(self) -> None:
+        """Set the outbox gauges (depth, oldest age, size) on ``metrics``, if it has them."""
         if self.metrics is None:
             return
         for name, value in (("outbox_depth", self.depth()),

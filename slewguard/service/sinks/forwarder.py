@@ -1,0 +1,170 @@
+"""The forwarder: drains the outbox into every sink, in batches, until the stop event is set.
+
+A batch goes to each sink in turn and is marked sent only when all of them took it. On a
+``RetryableSinkError`` the batch stays pending and the forwarder waits an exponentially growing,
+jittered delay (sinks are idempotent, so a sink that already took the batch just overwrites it
+next time). On a ``PermanentSinkError`` the batch is bisected until the refused results are
+isolated; those are set aside with the reason, the rest are delivered. Any other exception is a
+bug in a sink: it is logged once with context, counted as outcome "error" and retried like a
+retryable one, so it blocks the queue visibly (outbox age) instead of losing data.
+
+Example:
+    >>> import tempfile, threading
+    >>> from pathlib import Path
+    >>> from slewguard.service.outbox import Outbox
+    >>> box = Outbox(Path(tempfile.mkdtemp()) / "o.db")
+    >>> class Collect:
+    ...     name, got = "collect", []
+    ...     def write(self, results):
+    ...         self.got.extend(results)
+    >>> Forwarder(box, [Collect()]).step()  # nothing pending: wait idle_s
+    1.0
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slewguard.service.outbox import Outbox
+from slewguard.service.result import Result
+from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: attempt k waits min_s * factor**k, capped at max_s, then
+    shortened by a random fraction up to ``jitter`` so many daemons do not retry in step.
+
+    Example:
+        >>> b = Backoff(min_s=1, max_s=8, jitter=0.0)
+        >>> [b.next_delay() for _ in range(5)]
+        [1.0, 2.0, 4.0, 8.0, 8.0]
+    """
+
+    min_s: float = 0.5
+    max_s: float = 60.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_s <= self.max_s:
+            raise ValueError(f"min_s={self.min_s}, max_s={self.max_s}: need 0 < min_s <= max_s")
+        if self.factor < 1 or not 0 <= self.jitter < 1:
+            raise ValueError(f"factor={self.factor} must be >= 1 and jitter={self.jitter} in "
+                             "[0, 1)")
+
+    def next_delay(self) -> float:
+        """The delay before the next retry, in seconds (grows with each call)."""
+        base = min(self.max_s, self.min_s * self.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return base * (1.0 - self.jitter * self.rng.random())
+
+    def reset(self) -> None:
+        """Back to ``min_s`` after a success."""
+        self.attempt = 0
+
+
+class Forwarder:
+    """Moves results from ``outbox`` to ``sinks``; ``run`` loops, ``step`` does one batch.
+
+    ``metrics`` (e.g. service.metrics.Metrics, or None) may have ``sink_writes_total``,
+    ``sink_write_seconds`` and ``outbox_set_aside_total``; missing ones are skipped.
+    """
+
+    def __init__(self, outbox: Outbox, sinks: Sequence[Sink], metrics: Any = None,
+                 batch_size: int = 500, backoff: Backoff | None = None, idle_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.outbox, self.sinks, self.metrics = outbox, list(sinks), metrics
+        self.batch_size, self.idle_s = batch_size, idle_s
+        self.backoff = backoff or Backoff()
+        self.clock, self.sleep = clock, sleep
+        self.last_error: str | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Drain until ``stop`` is set; waits use ``sleep`` if given, else ``stop.wait``."""
+        while not stop.is_set():
+            delay = self.step()
+            if delay > 0:
+                if self.sleep is not None:
+                    self.sleep(delay)
+                else:
+                    stop.wait(delay)
+
+    def step(self) -> float:
+        """Forward one batch; returns how long to wait before the next step, in seconds."""
+        self.outbox.refresh_metrics()
+        rows = self.outbox.claim(self.batch_size)
+        if not rows:
+            return self.idle_s
+        try:
+            self._deliver(rows)
+        except RetryableSinkError as exc:
+            return self._retry_later(f"{exc}", log_level=logging.WARNING)
+        except Exception as exc:  # a sink bug: keep the data, make the stall visible
+            log.exception("sink raised %s on a batch of %d results", type(exc).__name__,
+                          len(rows))
+            return self._retry_later(f"{type(exc).__name__}: {exc}", log_level=None)
+        self.backoff.reset()
+        self.last_error = None
+        return 0.0
+
+    def _retry_later(self, error: str, log_level: int | None) -> float:
+        delay = self.backoff.next_delay()
+        if log_level is not None and error != self.last_error:
+            log.log(log_level, "sink write failed, retrying in %.1f s: %s", delay, error)
+        self.last_error = error
+        return delay
+
+    def _deliver(self, rows: list[tuple[int, Result]]) -> None:
+        """Write ``rows`` to every sink, bisecting on permanent errors; marks what got through."""
+        results = [r for _, r in rows]
+        try:
+            for sink in self.sinks:
+                self._write(sink, results)
+        except PermanentSinkError as exc:
+            if len(rows) == 1:
+                self.outbox.set_aside(rows[0][0], exc.reason)
+                self._count("outbox_set_aside_total", reason=exc.reason)
+                log.error("set aside result %s: %s", rows[0][1].key(), exc)
+                return
+            half = len(rows) // 2
+            self._deliver(rows[:half])
+            self._deliver(rows[half:])
+            return
+        self.outbox.mark_sent([row_id for row_id, _ in rows])
+
+    def _write(self, sink: Sink, results: list[Result]) -> None:
+        started = self.clock()
+        outcome = "error"
+        try:
+            sink.write(results)
+            outcome = "ok"
+        except RetryableSinkError:
+            outcome = "retry"
+            raise
+        except PermanentSinkError:
+            outcome = "permanent"
+            raise
+        finally:
+            self._count("sink_writes_total", sink=sink.name, outcome=outcome)
+            histogram = getattr(self.metrics, "sink_write_seconds", None)
+            if histogram is not None:
+                histogram.labels(sink=sink.name).observe(max(0.0, self.clock() - started))
+
+    def _count(self, name: str, **labels: str) -> None:
+        counter = getattr(self.metrics, name, None)
+        if counter is not None:
+            counter.labels(**labels).inc()
