@@ -4,6 +4,7 @@ Example:
     $ slewguard dataset simulate --out data/sim --windows-per-class 20 --rpm-max 6 --seed 1
     $ slewguard dataset cwru --protocol paper-4class --out data/cwru-4
     $ slewguard dataset info data/sim
+    $ slewguard dataset plot data/sim --out sim.png
     $ slewguard bearings --rpm 1
 """
 
@@ -45,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = sub.add_parser("info", help="print class counts per side, sample rate, provenance")
     info.add_argument("path", type=Path, help="a directory written by `dataset simulate|cwru`")
     info.set_defaults(func=_info)
+    plot = sub.add_parser("plot", help="PNG: one window per class and its envelope spectrum")
+    plot.add_argument("path", type=Path, help="a directory written by `dataset simulate|cwru`")
+    plot.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    plot.add_argument("--side", choices=("train", "test"), default="test",
+                      help="(default: %(default)s)")
+    plot.set_defaults(func=_plot)
     bearings = subparsers.add_parser(
         "bearings", help="list bearing presets with their defect orders",
         description="Bearing presets (slewguard/signal/bearings.csv) and their defect lines in "
@@ -150,4 +157,45 @@ def _bearings(args: argparse.Namespace) -> int:
                       *(f"{v:.4g}" for v in (lines.ftf_hz, lines.bpfo_hz, lines.bpfi_hz,
                                              lines.bsf_hz, lines.bsf2_hz)))
     Console(width=140).print(table)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from slewguard.signal.datasets import read, sort_classes
+    from slewguard.signal.features import envelope_spectrum
+    from slewguard.signal.kinematics import preset
+
+    ws = getattr(read(args.path, verify=False), args.side)
+    classes = sort_classes(set(ws.labels.tolist()))
+    fig, axes = plt.subplots(len(classes), 2, figsize=(12, 2.4 * len(classes)), squeeze=False)
+    for (wave, env), name in zip(axes, classes, strict=True):
+        i = int(np.flatnonzero(ws.labels == name)[0])
+        lines = preset(str(ws.bearings()[i])).frequencies(ws.rpm[i])
+        wave.plot(np.arange(ws.windows.shape[1]) / ws.sample_rate_hz, ws.windows[i], lw=0.3)
+        wave.set(title=f"{name}: {ws.recording[i]}, {ws.rpm[i]:.4g} rpm", xlabel="s")
+        band_hz = (0.1 * ws.sample_rate_hz, 0.4 * ws.sample_rate_hz)  # wide: lines fit inside
+        freqs, amplitude = envelope_spectrum(ws.windows[i], ws.sample_rate_hz, band_hz,
+                                             max_freq_hz=3.5 * lines.bpfi_hz)
+        keep = freqs > 0.5 * min(lines.bpfo_hz, lines.bsf2_hz)  # drop the DC hump
+        env.plot(freqs[keep], amplitude[0][keep], lw=0.6, color="k")
+        for k, (line, color) in enumerate((("bpfo_hz", "C1"), ("bpfi_hz", "C2"),
+                                           ("bsf2_hz", "C3"), ("ftf_hz", "C4"))):
+            value = lines.as_dict()[line]
+            env.axvline(value, color=color, ls="--", lw=0.8, label=f"{line[:-3]} {value:.3g} Hz")
+            if k < 3:
+                env.axvline(2 * value, color=color, ls=":", lw=0.6)
+        varying = ws.rpm_trace is not None and np.ptp(ws.rpm_trace[i]) > 0.01 * ws.rpm[i]
+        env.set(title="envelope spectrum, band 10-40% fs (dashed: 1x, dotted: 2x)"
+                + (", speed varies" if varying else ""), xlabel="Hz")
+        env.legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"{args.path} ({args.side})")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
     return 0

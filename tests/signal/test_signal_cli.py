@@ -22,6 +22,8 @@ def test_dataset_simulate_then_info(tmp_path, capsys):
     assert main(["dataset", "info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "outer_race" in text and "2000 Hz" in text and '"seed": 7' in text
+    assert main(["dataset", "plot", str(out), "--out", str(tmp_path / "sim.png")]) == 0
+    assert (tmp_path / "sim.png").read_bytes()[:4] == b"\x89PNG"
     # the same command line again gives the same arrays
     assert main(["dataset", "simulate", "--out", str(tmp_path / "again"), *SMALL, "--class",
                  "healthy", "--class", "outer_race", "--bearing", "slew-xr-1000",
