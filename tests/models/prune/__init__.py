@@ -22,7 +22,8 @@ def tiny_config(family: str):
         return BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                           intermediate_size=64, max_position_embeddings=64, **common)
     if family == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=64, **common)
+        return GPT2Config(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=64,
+                          bos_token_id=1, eos_token_id=1, **common)
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
     return cls(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                intermediate_size=64, max_position_embeddings=64, **common)
