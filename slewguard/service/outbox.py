@@ -101,14 +101,35 @@ class Outbox:
             return
         need = sum(len(body) + len(sensor) + 64 for sensor, _, body in rows)
         with self._lock:
-            self._make_room(need)
-            now = self.clock()
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO outbox (sensor, start_ns, body, created_s, state) "
-                    "VALUES (?, ?, ?, ?, 0)", [(s, t, b, now) for s, t, b in rows])
+            for _ in range(3):  # an estimate first, then the growth actually measured
+                self._make_room(need)
+                grown = self._insert(rows)
+                if grown is None:
+                    break
+                need = max(need + 4 * self._page_size, grown)
+            else:
+                raise OutboxFullError(f"outbox {self.path}: {len(rows)} results do not fit in "
+                                      f"max_bytes={self.max_bytes}; raise outbox.max_bytes")
         self.refresh_metrics()
+
+    def _insert(self, rows: list[tuple[str, int, str]]) -> int | None:
+        """Insert and commit if the quota holds (None); else roll back, return the growth."""
+        before = self._used_bytes()
+        now = self.clock()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO outbox (sensor, start_ns, body, created_s, state) "
+                "VALUES (?, ?, ?, ?, 0)", [(s, t, b, now) for s, t, b in rows])
+            after = self._used_bytes()
+            if after <= self.max_bytes:
+                self._db.execute("COMMIT")
+                return None
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("ROLLBACK")
+        return max(0, after - before)
 
     def claim(self, limit: int) -> list[tuple[int, Result]]:
         """The oldest ``limit`` pending results with their row ids (rows stay pending).

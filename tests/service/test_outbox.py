@@ -111,13 +111,13 @@ def test_committed_rows_survive_sigkill(tmp_path):
 
 def test_quota_reject_deletes_sent_rows_first_then_refuses(tmp_path):
     box = Outbox(tmp_path / "o.db", max_bytes=256 * 1024, when_full="reject")
-    for i in range(400):  # ~900 kB through a 256 kB quota: sent rows are recycled, never full
-        box.put([result(i, pad=2000)])
-        box.mark_sent([box.claim(1)[0][0]])
+    for i in range(0, 400, 10):  # ~900 kB through a 256 kB quota: sent rows are recycled
+        box.put([result(k, pad=2000) for k in range(i, i + 10)])
+        box.mark_sent([row_id for row_id, _ in box.claim(10)])
     assert box.depth() == 0
     with pytest.raises(OutboxFullError, match="max_bytes=262144"):
-        for j in range(400):
-            box.put([result(1000 + j, pad=2000)])
+        for j in range(0, 400, 5):
+            box.put([result(1000 + k, pad=2000) for k in range(j, j + 5)])
     depth = box.depth()
     assert 0 < depth < 400 and depth == j  # every put that returned is stored
     assert box.size_bytes() <= 256 * 1024
@@ -133,8 +133,8 @@ def test_quota_drop_oldest_counts_lost_results(tmp_path):
 
     box = Outbox(tmp_path / "o.db", max_bytes=256 * 1024, when_full="drop_oldest",
                  metrics=Metrics())
-    for i in range(400):
-        box.put([result(i, pad=2000)])
+    for i in range(0, 400, 10):
+        box.put([result(k, pad=2000) for k in range(i, i + 10)])
     lost = box.dropped["pending"]
     assert lost > 0 and box.depth() == 400 - lost
     assert min(r.seq for _, r in box.claim(1000)) == lost  # the oldest went first
