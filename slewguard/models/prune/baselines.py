@@ -1,0 +1,129 @@
+"""Baselines for the cascade, through the same surgery and the same ratio targeting.
+
+- ``magnitude``: one-shot L1 weight magnitude, heads and FFN channels at once, no recovery.
+- ``wanda``: one-shot Wanda-style |W| * ||X|| on heads and channels, no recovery (Wanda-sp/FLAP).
+- ``taylor-lora``: LLM-Pruner style: one first-order Taylor scoring pass on the dense model, every
+  head and channel removed at once, then one LoRA recovery as long as the cascade's three.
+- ``shortgpt``: layers only, by block influence (1 - cos(h_in, h_out)), no recovery; a layer is
+  coarse, so the ratio lands on the nearest whole number of layers (any layer may go).
+
+One-shot head+channel methods split the budget between attention and FFN in proportion to what
+each could remove (the same fraction of both), and the channels solve for the exact target.
+
+Example:
+    >>> model, report = run_baseline("wanda", model, train, calib,
+    ...                              CascadeConfig(target_ratio=2.5))      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from slewguard.models.prune import measure
+from slewguard.models.prune.cascade import (
+    CascadeConfig,
+    CascadeReport,
+    Evaluate,
+    _evaluate,
+    _finish_stage,
+    apply_counts,
+    calibration_subset,
+    check_reachable,
+    granularity,
+    removable,
+    resolve_coupling,
+    select_counts,
+    unit_cost,
+)
+from slewguard.models.prune.importance import importance
+from slewguard.models.prune.surgery import Surgeon, surgeon_for
+from slewguard.models.train import Batch
+
+# method -> (criterion, recovers after pruning)
+ONE_SHOT = {"magnitude": ("l1", False), "wanda": ("wanda", False), "taylor-lora": ("taylor", True)}
+METHODS = ("cascade", *ONE_SHOT, "shortgpt")
+
+
+def run_baseline(
+    method: str,
+    model: torch.nn.Module,
+    train_batches: Sequence[Batch],
+    calib_batches: Sequence[Batch],
+    config: CascadeConfig,
+    evaluate: Evaluate | None = None,
+) -> tuple[torch.nn.Module, CascadeReport]:
+    """Prune ``model`` to ``config.target_ratio`` with a baseline ``method`` (see the module doc).
+
+    ``config`` supplies the ratio, calibration size, LoRA settings and seed; its stage shares and
+    criteria are ignored. Returns the pruned model and a report with one or two stages.
+
+    Example:
+        >>> model, report = run_baseline("shortgpt", model, train, calib,
+        ...                              CascadeConfig(target_ratio=2.0))   # doctest: +SKIP
+    """
+    if method not in ONE_SHOT and method != "shortgpt":
+        raise ValueError(f"method={method!r} is not a baseline; choose one of "
+                         f"{', '.join(METHODS[1:])} (or run_cascade for 'cascade')")
+    surgeon = surgeon_for(model)
+    dense = measure.body_parameters(model)
+    coupled = resolve_coupling(model, config.coupling_aware)
+    calib = calibration_subset(calib_batches, config.calibration_samples)
+    report = CascadeReport(method, config.target_ratio, dense, coupled,
+                           _evaluate(evaluate, model))
+    start = time.perf_counter()
+    if method == "shortgpt":
+        removed = _shortgpt(surgeon, model, calib, round(dense / config.target_ratio))
+        model, entry = _finish_stage(model, report, "layers", "block_influence", removed, 0,
+                                     train_batches, config, evaluate)
+    else:
+        criterion, recovers = ONE_SHOT[method]
+        goal_body = check_reachable(surgeon, model, config.target_ratio, coupled)
+        removed = _one_shot(surgeon, model, criterion, calib, goal_body, coupled)
+        epochs = 0
+        if recovers:
+            epochs = sum(config.epochs(s) for s in ("layers", "heads", "channels"))
+        model, entry = _finish_stage(model, report, "channels", criterion, removed, epochs,
+                                     train_batches, config, evaluate)
+        entry.granularity = f"{granularity(surgeon, 'heads', coupled)}+channel"
+    entry.seconds = time.perf_counter() - start
+    return model, report
+
+
+def _one_shot(surgeon: Surgeon, model: torch.nn.Module, criterion: str, calib: Sequence[Batch],
+              goal_body: int, coupled: bool) -> dict[str, list[int]]:
+    """Score heads and channels once on the unpruned model, then remove both to ``goal_body``."""
+    head_unit = granularity(surgeon, "heads", coupled)
+    head_scores = importance(criterion, head_unit).score(model, calib)
+    channel_scores = importance(criterion, "channel").score(model, calib)
+    body = measure.body_parameters(model)
+    head_room = removable(surgeon, model, (head_unit,))
+    channel_room = removable(surgeon, model, ("channel",))
+    head_budget = round((body - goal_body) * head_room / max(head_room + channel_room, 1))
+    counts = select_counts(surgeon, model, head_unit, head_scores, head_budget)
+    removed = apply_counts(surgeon, model, head_unit, head_scores, counts)
+    # channel indices are untouched by head removal, so the dense scores still apply
+    budget = measure.body_parameters(model) - goal_body
+    counts = select_counts(surgeon, model, "channel", channel_scores, budget)
+    removed.update({f"{k}:channels": v for k, v in
+                    apply_counts(surgeon, model, "channel", channel_scores, counts).items()})
+    return removed
+
+
+def _shortgpt(surgeon: Surgeon, model: torch.nn.Module, calib: Sequence[Batch],
+              goal_body: int) -> dict[str, list[int]]:
+    """Remove the lowest block-influence layers (any, one always stays) nearest ``goal_body``."""
+    scores = importance("block_influence", "layer").score(model, calib)
+    body = measure.body_parameters(model)
+    chosen: list[int] = []
+    for layer in scores.argsort().tolist()[:-1]:
+        cost = unit_cost(surgeon, model, layer, "layer")
+        if body - cost / 2 < goal_body:
+            break
+        chosen.append(layer)
+        body -= cost
+    if chosen:
+        surgeon.remove_layers(model, sorted(chosen))
+    return {"layers": sorted(chosen)} if chosen else {}

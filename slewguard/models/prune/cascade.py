@@ -1,0 +1,456 @@
+"""Cascaded multi-granularity pruning: layers -> LoRA -> heads -> LoRA -> FFN channels -> LoRA.
+
+Each stage scores its components on the CURRENT model (pruned and recovered by the stages before
+it), removes the least important ones with the family's ``Surgeon``, then recovers with LoRA.
+The compression target is a body-parameter ratio (``measure.body_parameters``: embeddings and
+head excluded, the paper's count). The removal budget ``dense - dense / target`` is split over
+the stages by ``*_share``; coarse stages round to whole layers/heads and the last stage solves
+for the exact number of FFN channels, so the result lands within one channel of the target.
+A stage also removes more than its share when the later stages could not otherwise reach it.
+
+Coupling-aware (GQA / gated FFN, automatic when the static SIA check says violated): attention is
+removed by whole KV groups with their query heads, and gated channels go as gate/up/down triples
+scored jointly.
+
+Example:
+    >>> config = CascadeConfig(target_ratio=2.5, epoch_scale=0.1)            # doctest: +SKIP
+    >>> model, report = run_cascade(model, tok, train, calib, config, evaluate)  # doctest: +SKIP
+    >>> round(report.final_ratio, 1)                                        # doctest: +SKIP
+    2.5
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.console import Console
+
+from slewguard.models.prune import measure
+from slewguard.models.prune.importance import importance
+from slewguard.models.prune.recovery import TARGETS, recover
+from slewguard.models.prune.sia import static_check
+from slewguard.models.prune.surgery import Surgeon, surgeon_for
+from slewguard.models.train import Batch
+
+Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+
+
+class CascadeConfig(BaseModel):
+    """Everything the cascade needs besides the model and the data (defaults: see the README)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_ratio: float = Field(gt=1.0, description="body-parameter compression dense/pruned "
+                                "(measure.body_parameters), e.g. 2.5 leaves 40% of the body")
+    layer_share: float = Field(0.5, ge=0, le=1, description="share of the removal budget taken "
+                               "by removing whole layers (stage 1)")
+    head_share: float = Field(0.2, ge=0, le=1, description="share taken by attention heads or "
+                              "KV groups (stage 2)")
+    channel_share: float = Field(0.3, ge=0, le=1, description="share taken by FFN channels "
+                                 "(stage 3, solves for the exact target)")
+    layer_criterion: str = Field("lcr", description="layer importance (importance.IMPORTANCES)")
+    head_criterion: str = Field("wanda", description="head / KV-group importance")
+    channel_criterion: str = Field("wanda", description="FFN-channel importance")
+    layer_epochs: int = Field(10, ge=0, description="LoRA epochs after layer removal (paper 10)")
+    head_epochs: int = Field(10, ge=0, description="LoRA epochs after head removal (paper 10)")
+    channel_epochs: int = Field(30, ge=0, description="LoRA epochs after channel removal "
+                                "(paper 30)")
+    epoch_scale: float = Field(1.0, gt=0, description="multiplies every stage's epochs (>= 1 "
+                               "epoch when the stage has any): 0.1 for quick runs and tests")
+    lora_rank: int = Field(4, ge=1, description="LoRA rank (paper: 4 beat 8, 16 and full FT)")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (paper: 16)")
+    lora_lr: float = Field(5e-4, gt=0, description="recovery learning rate (AdamW, linear decay)")
+    lora_target: str = Field("attention", description=f"LoRA targets, one of {TARGETS}")
+    calibration_samples: int = Field(128, ge=1, description="calibration examples used to "
+                                     "score each stage (taken from calib_batches in order)")
+    seed: int = Field(42, description="seed for recovery shuffling and LoRA initialisation")
+    coupling_aware: bool | None = Field(None, description="True: GQA attention goes by KV "
+                                        "group, gated FFN channels by gate/up/down triple; None: "
+                                        "automatic from the static SIA check")
+    include_vocab: bool = Field(False, description="finally trim the vocabulary to the tokens "
+                                "the training texts use (needs the tokenizer; not in the ratio)")
+    show_progress: bool = Field(True, description="rich progress bars and stage lines")
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> CascadeConfig:
+        total = self.layer_share + self.head_share + self.channel_share
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"layer_share + head_share + channel_share = {total:g}: they split "
+                             "the removal budget and must sum to 1")
+        if self.lora_target not in TARGETS:
+            raise ValueError(f"lora_target={self.lora_target!r} must be one of {TARGETS}")
+        return self
+
+    def epochs(self, stage: str) -> int:
+        """Recovery epochs of ``stage`` after ``epoch_scale`` (0 stays 0)."""
+        base = {"layers": self.layer_epochs, "heads": self.head_epochs,
+                "channels": self.channel_epochs}[stage]
+        return 0 if base == 0 else max(1, round(base * self.epoch_scale))
+
+
+@dataclass
+class StageReport:
+    """One stage: what was removed, the size after it, the accuracy after recovery, the time."""
+
+    stage: str
+    criterion: str
+    granularity: str
+    removed: dict[str, list[int]]
+    body_parameters: int
+    ratio: float
+    seconds: float
+    recovery_epochs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_before_recovery: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CascadeReport:
+    """The whole run: dense size and metrics, one ``StageReport`` per stage, the final ratio."""
+
+    method: str
+    target_ratio: float
+    dense_body_parameters: int
+    coupling_aware: bool
+    dense_metrics: dict[str, float]
+    stages: list[StageReport] = field(default_factory=list)
+    tokenizer: Any = None  # the remapped tokenizer when the vocabulary stage ran
+
+    @property
+    def final_ratio(self) -> float:
+        return self.stages[-1].ratio if self.stages else 1.0
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return self.stages[-1].metrics if self.stages else self.dense_metrics
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (stage removals keyed by "layers" or the layer index as a string)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "tokenizer"}
+        out["stages"] = [dict(s.__dict__) for s in self.stages]
+        out["final_ratio"] = self.final_ratio
+        return out
+
+
+def resolve_coupling(model: torch.nn.Module, coupling_aware: bool | None) -> bool:
+    """``coupling_aware`` as given, or True when the static SIA check says violated.
+
+    Example:
+        >>> resolve_coupling(llama_model, None)   # doctest: +SKIP
+        True
+    """
+    return (not static_check(model.config).satisfied) if coupling_aware is None \
+        else coupling_aware
+
+
+def calibration_subset(batches: Sequence[Batch], samples: int) -> list[Batch]:
+    """The first ``samples`` examples of ``batches`` (whole batches, the last one cut).
+
+    Example:
+        >>> len(calibration_subset(batches, 16))   # doctest: +SKIP
+        2
+    """
+    if not batches:
+        raise ValueError("calib_batches is empty: pass calibration batches (e.g. from train)")
+    out, left = [], samples
+    for batch in batches:
+        if left <= 0:
+            break
+        size = int(batch["input_ids"].shape[0])
+        out.append(batch if size <= left else {k: v[:left] for k, v in batch.items()})
+        left -= size
+    return out
+
+
+def run_cascade(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train_batches: Sequence[Batch],
+    calib_batches: Sequence[Batch],
+    config: CascadeConfig,
+    evaluate: Evaluate | None = None,
+) -> tuple[torch.nn.Module, CascadeReport]:
+    """Prune ``model`` to ``config.target_ratio`` layer -> head -> channel, recovering after each.
+
+    Returns the pruned, recovered model (plain transformers, in place where possible) and the
+    report. ``tokenizer`` is only used by the optional vocabulary stage (it may be None).
+    Raises ValueError when the target exceeds what removing everything prunable reaches.
+
+    Example:
+        >>> model, report = run_cascade(model, None, train, calib,
+        ...                             CascadeConfig(target_ratio=2.0))    # doctest: +SKIP
+    """
+    surgeon = surgeon_for(model)
+    dense = measure.body_parameters(model)
+    coupled = resolve_coupling(model, config.coupling_aware)
+    goal_body = check_reachable(surgeon, model, config.target_ratio, coupled)
+    calib = calibration_subset(calib_batches, config.calibration_samples)
+    console = Console(quiet=not config.show_progress)
+    report = CascadeReport("cascade", config.target_ratio, dense, coupled,
+                           _evaluate(evaluate, model))
+    budget = dense - goal_body
+    shares = (("layers", config.layer_share, config.layer_criterion),
+              ("heads", config.head_share, config.head_criterion),
+              ("channels", config.channel_share, config.channel_criterion))
+    cumulative = 0.0
+    for stage, share, criterion in shares:
+        cumulative += share
+        stage_goal = dense - round(cumulative * budget) if stage != "channels" else goal_body
+        console.log(f"[bold]{stage}[/]: {criterion} ({granularity(surgeon, stage, coupled)}) "
+                    "on the current model")
+        start = time.perf_counter()
+        removed = prune_stage(surgeon, model, stage, criterion, calib, stage_goal, goal_body,
+                              coupled)
+        model, entry = _finish_stage(model, report, stage, criterion, removed,
+                                     config.epochs(stage), train_batches, config, evaluate)
+        entry.seconds = time.perf_counter() - start
+        console.log(f"{stage}: body {entry.body_parameters:,} ({entry.ratio:.2f}x) "
+                    f"{entry.metrics} in {entry.seconds:.1f} s")
+    if config.include_vocab:
+        model, report.tokenizer = _trim_vocab(model, tokenizer, train_batches)
+    return model, report
+
+
+def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, criterion: str,
+                  removed: dict[str, list[int]], epochs: int, train_batches: Sequence[Batch],
+                  config: CascadeConfig, evaluate: Evaluate | None
+                  ) -> tuple[torch.nn.Module, StageReport]:
+    """Measure, evaluate, recover (when something went) and append the stage's report."""
+    surgeon = surgeon_for(model)
+    unit = granularity(surgeon, stage, report.coupling_aware)
+    body = measure.body_parameters(model)
+    entry = StageReport(stage, criterion, unit, removed, body,
+                        report.dense_body_parameters / body, 0.0, 0)
+    previous = report.stages[-1].metrics if report.stages else report.dense_metrics
+    if removed:
+        entry.metrics_before_recovery = _evaluate(evaluate, model)
+        if epochs:
+            entry.recovery_epochs = epochs
+            model = _recover(model, train_batches, config, epochs)
+        entry.metrics = _evaluate(evaluate, model)
+    else:
+        entry.metrics = dict(previous)
+    report.stages.append(entry)
+    return model, entry
+
+
+def _recover(model: torch.nn.Module, train_batches: Sequence[Batch], config: CascadeConfig,
+             epochs: int) -> torch.nn.Module:
+    return recover(model, train_batches, epochs, lr=config.lora_lr, rank=config.lora_rank,
+                   alpha=config.lora_alpha, target=config.lora_target, seed=config.seed,
+                   show_progress=config.show_progress)
+
+
+def _evaluate(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[str, float]:
+    if evaluate is None:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        return {k: float(v) for k, v in evaluate(model).items()}
+
+
+def _trim_vocab(model: torch.nn.Module, tokenizer: Any,
+                batches: Sequence[Batch]) -> tuple[torch.nn.Module, Any]:
+    """Vocabulary stage: keep the tokens the training texts produce (not part of the body ratio)."""
+    from slewguard.models.prune.vocab import trim_vocabulary
+
+    if tokenizer is None:
+        raise ValueError("include_vocab=True needs the tokenizer: pass it to run_cascade")
+    texts = [t for b in batches for t in tokenizer.batch_decode(b["input_ids"],
+                                                                skip_special_tokens=True)]
+    return trim_vocabulary(model, tokenizer, texts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ratio targeting, shared with the baselines: unit costs, capacities, selection, removal.
+
+def granularity(surgeon: Surgeon, stage: str, coupled: bool) -> str:
+    """The unit a stage removes: layer, head, kv_group (GQA, coupling-aware) or channel.
+
+    Example:
+        >>> granularity(surgeon_for(llama), "heads", coupled=True)   # doctest: +SKIP
+        'kv_group'
+    """
+    if stage not in ("layers", "heads", "channels"):
+        raise ValueError(f"stage={stage!r} is not one of layers, heads, channels")
+    if stage == "layers":
+        return "layer"
+    if stage == "channels":
+        return "channel"
+    return "kv_group" if coupled and surgeon.gqa else "head"
+
+
+def _gqa_heads(surgeon: Surgeon, model: torch.nn.Module, layer: int) -> int:
+    """Query heads per KV group when per-head removal must stay balanced (GQA), else 0."""
+    heads, kv = surgeon.attention_units(model, layer), surgeon.kv_groups(model, layer)
+    return heads // kv if surgeon.gqa and heads != kv else 0
+
+
+def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
+    """Body parameters one removable unit of ``layer`` takes with it (a GQA head slot = one
+    query head from every KV group).
+
+    Example:
+        >>> unit_cost(surgeon, bert, 0, "head")   # doctest: +SKIP
+        4160
+    """
+    if unit == "layer":
+        return sum(p.numel() for p in surgeon.layers(model)[layer].parameters())
+    mods, proj = surgeon.modules(model, layer), surgeon.projections(model, layer)
+    bias = {k: int(getattr(mods.get(k), "bias", None) is not None) for k in mods}
+    if unit == "channel":
+        rows = [k for k in ("ffn_in", "ffn_gate") if proj.get(k) is not None]
+        return sum(proj[k].shape[1] + bias[k] for k in rows) + proj["ffn_out"].shape[0]
+    hd = surgeon.head_dim(model, layer)
+    query = hd * (proj["q"].shape[1] + bias["q"]) + hd * proj["o"].shape[0]
+    key_value = 2 * hd * (proj["k"].shape[1] + bias["k"])
+    kv, per_group = surgeon.kv_groups(model, layer), _gqa_heads(surgeon, model, layer)
+    if unit == "kv_group":
+        return (surgeon.attention_units(model, layer) // kv) * query + key_value
+    return kv * query if per_group else query + key_value
+
+
+def capacity(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
+    """How many units of ``layer`` may go (one head / KV group / channel always stays)."""
+    if unit == "channel":
+        return surgeon.ffn_channels(model, layer) - 1
+    if unit == "kv_group":
+        return surgeon.kv_groups(model, layer) - 1
+    per_group = _gqa_heads(surgeon, model, layer)
+    return per_group - 1 if per_group else surgeon.attention_units(model, layer) - 1
+
+
+def removable(surgeon: Surgeon, model: torch.nn.Module, units: Sequence[str],
+              layers: Sequence[int] | None = None) -> int:
+    """Body parameters the given unit kinds could still remove from ``layers`` (default: all)."""
+    layers = range(surgeon.num_layers(model)) if layers is None else layers
+    return sum(capacity(surgeon, model, i, u) * unit_cost(surgeon, model, i, u)
+               for i in layers for u in units)
+
+
+def check_reachable(surgeon: Surgeon, model: torch.nn.Module, target_ratio: float,
+                    coupled: bool) -> int:
+    """The goal body size for ``target_ratio``; ValueError naming the maximum reachable ratio.
+
+    Example:
+        >>> check_reachable(surgeon, model, 2.0, coupled=False)   # doctest: +SKIP
+        10641792
+    """
+    dense = measure.body_parameters(model)
+    n = surgeon.num_layers(model)
+    ends = sorted({0, n - 1})
+    units = (granularity(surgeon, "heads", coupled), "channel")
+    smallest = sum(unit_cost(surgeon, model, i, "layer") for i in ends) - removable(
+        surgeon, model, units, ends)
+    reachable = dense / smallest
+    if target_ratio > reachable:
+        raise ValueError(f"target_ratio={target_ratio:g} is unreachable: removing everything "
+                         f"prunable (all layers but the first and last, all but one head/KV "
+                         f"group and one FFN channel per layer) reaches at most "
+                         f"{reachable:.2f}x; pass target_ratio <= {reachable:.2f}")
+    return round(dense / target_ratio)
+
+
+def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str,
+                     scores: torch.Tensor) -> torch.Tensor:
+    """Sorted scores of the removable units of a layer, normalised by the layer's mean so that
+    layers compare; a GQA head slot scores the r-th weakest head of every group together."""
+    scores = scores.float() / scores.float().abs().mean().clamp_min(1e-12)
+    per_group = _gqa_heads(surgeon, model, layer) if unit == "head" else 0
+    if per_group:
+        return scores.view(-1, per_group).sort(dim=1).values.sum(0)
+    return scores.sort().values
+
+
+def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
+                  scores: Sequence[torch.Tensor], budget: int) -> dict[int, int]:
+    """How many of the weakest units to remove per layer so that about ``budget`` parameters go:
+    global order of layer-normalised scores, stopping where one more unit would overshoot."""
+    candidates = []
+    for layer, layer_scores in enumerate(scores):
+        cost = unit_cost(surgeon, model, layer, unit)
+        ordered = _per_unit_scores(surgeon, model, layer, unit, layer_scores)
+        cap = capacity(surgeon, model, layer, unit)
+        candidates += [(float(v), layer, cost) for v in ordered[:cap]]
+    counts: dict[int, int] = {}
+    removed = 0
+    for _, layer, cost in sorted(candidates, key=lambda c: c[0]):
+        if removed + cost / 2 >= budget:
+            break
+        counts[layer] = counts.get(layer, 0) + 1
+        removed += cost
+    return counts
+
+
+def apply_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
+                 scores: Sequence[torch.Tensor], counts: dict[int, int]) -> dict[str, list[int]]:
+    """Remove the ``counts[layer]`` weakest units of each layer; returns the removed indices."""
+    removed: dict[str, list[int]] = {}
+    for layer, count in sorted(counts.items()):
+        layer_scores = scores[layer].float()
+        per_group = _gqa_heads(surgeon, model, layer) if unit == "head" else 0
+        if per_group:  # the `count` weakest heads of every KV group
+            order = layer_scores.view(-1, per_group).argsort(dim=1)[:, :count]
+            offsets = torch.arange(order.shape[0])[:, None] * per_group
+            index = sorted((order + offsets).reshape(-1).tolist())
+        else:
+            index = sorted(layer_scores.argsort()[:count].tolist())
+        remove = {"head": surgeon.remove_heads, "kv_group": surgeon.remove_kv_groups,
+                  "channel": surgeon.remove_ffn_channels}[unit]
+        remove(model, layer, index)
+        removed[str(layer)] = index
+    return removed
+
+
+def select_layers(surgeon: Surgeon, model: torch.nn.Module, scores: torch.Tensor,
+                  stage_goal: int, goal_body: int, later_units: Sequence[str]) -> list[int]:
+    """Weakest layers first (never the first or the last) until the body is nearest
+    ``stage_goal``; more while the later stages could not reach ``goal_body`` from what is left."""
+    body = measure.body_parameters(model)
+    later = removable(surgeon, model, later_units)
+    chosen: list[int] = []
+    for layer in sorted(range(1, surgeon.num_layers(model) - 1), key=lambda i: float(scores[i])):
+        cost = unit_cost(surgeon, model, layer, "layer")
+        if body - later <= goal_body and body - cost / 2 < stage_goal:
+            break
+        chosen.append(layer)
+        body -= cost
+        later -= removable(surgeon, model, later_units, [layer])
+    return sorted(chosen)
+
+
+def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion: str,
+                calib: Sequence[Batch], stage_goal: int, goal_body: int,
+                coupled: bool) -> dict[str, list[int]]:
+    """Score the stage's units on the current model with ``criterion`` and remove the weakest so
+    that the body lands near ``stage_goal`` (and ``goal_body`` stays reachable). Returns what went.
+
+    Example:
+        >>> prune_stage(surgeon, model, "channels", "wanda", calib, goal, goal,
+        ...             coupled=False)                                    # doctest: +SKIP
+        {'0': [3, 17], '2': [5]}
+    """
+    body = measure.body_parameters(model)
+    unit = granularity(surgeon, stage, coupled)
+    later = {"layers": (granularity(surgeon, "heads", coupled), "channel"),
+             "heads": ("channel",), "channels": ()}[stage]
+    need = body - goal_body - removable(surgeon, model, later)
+    if stage == "layers":
+        if body <= stage_goal and need <= 0:
+            return {}
+        scores = importance(criterion, "layer").score(model, calib)
+        layers = select_layers(surgeon, model, scores, stage_goal, goal_body, later)
+        if layers:
+            surgeon.remove_layers(model, layers)
+        return {"layers": layers} if layers else {}
+    budget = max(body - stage_goal, need)
+    if budget <= 0:
+        return {}
+    scores = importance(criterion, unit).score(model, calib)
+    counts = select_counts(surgeon, model, unit, scores, budget)
+    return apply_counts(surgeon, model, unit, scores, counts)
