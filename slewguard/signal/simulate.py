@@ -67,7 +67,7 @@ ANTI_ALIAS_FRACTION = 0.45  # sinusoids above this x sample rate are removed, li
 STOP_START_PHASE = (0.0, 0.15, 0.60, 0.75, 1.0)
 STOP_START_LEVEL = (0.0, 1.0, 1.0, 0.0, 0.0)
 STOP_START_MEAN = 0.6  # mean of that cycle: peak speed = rpm / 0.6
-CHUNK_SAMPLES = 1 << 20  # windows go in chunks of about this many samples (cache, malloc reuse)
+CHUNK_SAMPLES = 1 << 18  # windows go in chunks of about this many samples (cache-friendly)
 # Layout of the uniform draws each window makes up front.
 N_UNIFORM, U_PROFILE, U_MESH, U_SIDEBAND, U_SHAFT, U_START, U_LOAD = 16, 0, 1, 6, 7, 12, 14
 

@@ -1,0 +1,125 @@
+"""Signal-stage throughput: simulate() and features.extract() in windows per second.
+
+Two window shapes (10 s at 25.6 kHz, 60 s at 5 kHz), a batch and a single window each, median of
+``--runs`` timed runs after one warm-up. Prints a markdown table; "x real time" is seconds of
+signal handled per second of wall time on one process.
+
+    .venv/bin/python bench/bench_signal.py            # about 1-2 minutes on 2 shared cores
+    .venv/bin/python bench/bench_signal.py --runs 7 --speed-profile oscillating
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from rich.progress import Progress
+
+from slewguard.signal.features import extract
+from slewguard.signal.simulate import SimulationSpec, simulate
+
+SHAPES = ((25_600.0, 10.0), (5_000.0, 60.0))  # (sample_rate_hz, window_seconds)
+
+
+@dataclass
+class Case:
+    stage: str
+    spec: SimulationSpec
+    batch: int
+    run: Callable[[int], object]  # run(seed) does the work once
+
+
+@dataclass
+class Result:
+    case: Case
+    median_s: float
+
+    def row(self) -> str:
+        spec, per_s = self.case.spec, self.case.batch / self.median_s
+        return (
+            f"| {self.case.stage} | {spec.window_seconds:g} s @ {spec.sample_rate_hz / 1e3:g} kHz "
+            f"| {spec.n_samples:,} | {self.case.batch} | {self.median_s * 1e3:,.1f} "
+            f"| {per_s:,.2f} | {1e3 / per_s:,.1f} | {per_s * spec.window_seconds:,.0f} |"
+        )
+
+
+def build_cases(args: argparse.Namespace) -> list[Case]:
+    """Every (stage, shape, batch) to time; extraction inputs are simulated once, untimed."""
+    cases = []
+    for fs, seconds in SHAPES:
+        spec = SimulationSpec(
+            fault=args.fault,
+            sample_rate_hz=fs,
+            window_seconds=seconds,
+            speed_profile=args.speed_profile,
+        )
+        sim = simulate(spec, args.extract_batch, seed=12345)
+        bearing = spec.geometry()
+        for batch in (args.batch, 1):
+            cases.append(
+                Case("simulate", spec, batch, lambda s, sp=spec, b=batch: simulate(sp, b, s))
+            )
+        for batch in (args.extract_batch, 1):
+            trace = None if sim.rpm_trace is None else sim.rpm_trace[:batch]
+
+            def run(_seed: int, b=batch, x=sim, tr=trace, f=fs, g=bearing) -> object:
+                return extract(x.windows[:b], f, g, rpm=x.rpm[:b], rpm_trace=tr)
+
+            cases.append(Case("extract", spec, batch, run))
+    return cases
+
+
+def time_case(case: Case, runs: int, advance: Callable[[], None]) -> Result:
+    """One warm-up, then the median wall time of ``runs`` calls."""
+    case.run(0)
+    times = []
+    for seed in range(1, runs + 1):
+        start = time.perf_counter()
+        case.run(seed)
+        times.append(time.perf_counter() - start)
+        advance()
+    return Result(case, statistics.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per case (median)")
+    parser.add_argument("--batch", type=int, default=16, help="windows per simulate() batch")
+    parser.add_argument("--extract-batch", type=int, default=8, help="windows per extract() batch")
+    parser.add_argument("--fault", default="inner_race")
+    parser.add_argument(
+        "--speed-profile", default="constant", choices=("constant", "oscillating", "stop_start")
+    )
+    args = parser.parse_args()
+    if args.runs < 5:
+        parser.error(f"--runs={args.runs}: use at least 5 so the median means something")
+    cases = build_cases(args)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("timing", total=len(cases) * args.runs)
+        results = []
+        for case in cases:
+            progress.update(task, description=f"{case.stage} x{case.batch}")
+            results.append(time_case(case, args.runs, lambda: progress.advance(task)))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\nslewguard signal throughput: fault={args.fault}, speed_profile={args.speed_profile}, "
+        f"median of {args.runs} runs; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {load}, numpy {np.__version__}\n"
+    )
+    print(
+        "| stage | window | samples | batch | median ms per call | windows/s | ms per window "
+        "| x real time |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row())
+
+
+if __name__ == "__main__":
+    main()
