@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import types
@@ -30,7 +31,15 @@ from typing import Any, Literal
 
 import yaml
 from paho.mqtt.client import topic_matches_sub
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from slewguard.signal import kinematics
 
@@ -125,6 +134,11 @@ class MqttConfig(_Strict):
     results_prefix: str = Field("plant", description="Results go to "
                                 "<results_prefix>/<site>/<asset>/<bearing>/<sensor>/diag and the "
                                 "retained .../diag/state.")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _unquoted_version(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) else value  # YAML reads 5 as int
 
     @model_validator(mode="after")
     def _topics_consistent(self) -> MqttConfig:
@@ -372,7 +386,7 @@ def config_from_dict(data: Any, env: Mapping[str, str] | None = None,
 
 def _apply_env(data: dict, env: Mapping[str, str]) -> tuple[dict, dict[tuple, str]]:
     """Copy of ``data`` with overrides; also maps each overridden key path to its variable."""
-    merged = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain YAML data
+    merged = copy.deepcopy(data)
     from_env: dict[tuple, str] = {}
     for var in sorted(env):
         if not var.startswith(ENV_PREFIX):

@@ -104,7 +104,7 @@ def test_unknown_key_in_a_list_entry_names_its_index():
     ({"mqtt": {"reconnect_min_s": 10, "reconnect_max_s": 1}}, "mqtt: reconnect_min_s=10.0"),
     ({"mqtt": {"tls": {"cert_file": "/etc/hostname"}}}, "mqtt.tls: cert_file and key_file go"),
     ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.crt"}}}, "mqtt.tls: ca_file='/nonexistent"),
-    ({"mqtt": {"protocol": 5}}, "mqtt.protocol: Input should be '5' or '3.1.1'"),
+    ({"mqtt": {"protocol": 4}}, "mqtt.protocol: Input should be '5' or '3.1.1' (got '4')"),
     ({"inference": {"max_batch": 64, "queue_size": 8}}, "inference: queue_size=8 must be >="),
     ({"influx": {"url": "localhost:8086"}}, "influx: url='localhost:8086'"),
     ({"site": "my site"}, "site: String should match pattern"),
@@ -112,6 +112,17 @@ def test_unknown_key_in_a_list_entry_names_its_index():
 def test_cross_field_and_value_errors(change, expected):
     errs = errors_of(minimal(**change))
     assert any(e.startswith(expected) for e in errs), errs
+
+
+def test_unquoted_protocol_version_is_read_as_text():
+    assert config_from_dict(minimal(mqtt={"protocol": 5}), env={}).mqtt.protocol == "5"
+
+
+def test_python_values_are_accepted_and_the_input_is_not_modified(tmp_path):
+    doc = minimal(outbox={"path": tmp_path / "o.db"})
+    cfg = config_from_dict(doc, env={"SLEWGUARD_OUTBOX__MAX_BYTES": "2000000"})
+    assert cfg.outbox.path == tmp_path / "o.db" and cfg.outbox.max_bytes == 2_000_000
+    assert doc["outbox"] == {"path": tmp_path / "o.db"}
 
 
 def test_secrets_are_not_echoed_in_errors():
