@@ -227,6 +227,10 @@ def evaluate(clf: FaultClassifier, texts: Sequence[str], labels: Sequence[str]) 
         1.0
     """
     index = {name: i for i, name in enumerate(clf.classes)}
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise ValueError(f"labels {unknown} are not classes of this model ({clf.classes}); "
+                         "score it on data of its own classes")
     truth = np.array([index[name] for name in labels], dtype=int)
     predicted = clf.predict_proba(texts).argmax(axis=1)
     confusion = np.zeros((len(clf.classes), len(clf.classes)), dtype=int)

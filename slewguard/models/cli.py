@@ -1,0 +1,167 @@
+"""``slewguard train`` and ``slewguard predict``: fine-tune a fault classifier, then score it.
+
+Heavy imports (torch, transformers) happen inside the commands, so ``slewguard --help`` stays fast.
+
+Example:
+    $ slewguard train --data out/sim --family tiny-bert --epochs 1 --out out/model
+    $ slewguard predict out/model --data out/sim
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+FAMILY_CHOICES = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
+                  "tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``predict`` subcommands."""
+    train = subparsers.add_parser(
+        "train", help="fine-tune a language-model fault classifier on data set directories",
+        description="Turn windows into feature texts, fine-tune a backbone, write model + card.")
+    train.add_argument("--data", type=Path, action="append", required=True,
+                       help="data set directory (slewguard dataset ...); repeat to combine")
+    train.add_argument("--family", default="minilm", choices=FAMILY_CHOICES, help="backbone")
+    train.add_argument("--source", type=Path, help="local model directory instead of the default")
+    train.add_argument("--epochs", type=int, default=3, help="passes over the training texts")
+    train.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
+    train.add_argument("--batch-size", type=int, default=16, help="texts per step")
+    train.add_argument("--max-length", type=int, default=256, help="tokens per text")
+    train.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train")
+    train.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                       help="weights dtype")
+    train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    train.set_defaults(func=run_train)
+
+    predict = subparsers.add_parser(
+        "predict", help="score a trained classifier on a data set (accuracy, confusion matrix)",
+        description="Load a model directory, classify one side of a data set, print accuracy.")
+    predict.add_argument("model", type=Path, help="model directory written by `slewguard train`")
+    predict.add_argument("--data", type=Path, required=True, help="data set directory")
+    predict.add_argument("--split", default="test", choices=("train", "test"), help="which side")
+    predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run")
+    predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
+    predict.set_defaults(func=run_predict)
+
+
+def _quiet_transformers(verbose: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
+    if not verbose:  # load reports and weight-loading bars drown our own progress bars
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The train command with every option spelled out, so it reproduces the run exactly."""
+    words = ["slewguard", "train"]
+    for path in args.data:
+        words += ["--data", str(path)]
+    for name in ("family", "source", "epochs", "lr", "batch_size", "max_length", "seed",
+                 "device", "dtype", "out"):
+        value = getattr(args, name)
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Read the data sets, fine-tune, save the model with its card and a training plot."""
+    from slewguard.models import card as model_card
+    from slewguard.models.classifier import TrainSettings, train_classifier
+    from slewguard.signal import datasets
+
+    _quiet_transformers(getattr(args, "verbose", False))
+    settings = TrainSettings(
+        family=args.family, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        seed=args.seed, device=args.device, dtype=args.dtype, max_length=args.max_length,
+        source=str(args.source) if args.source else None)
+    texts: dict[str, list[str]] = {"train": [], "test": []}
+    labels: dict[str, list[str]] = {"train": [], "test": []}
+    sources = []
+    for path in args.data:
+        split = datasets.read(path)
+        for side in ("train", "test"):
+            ws = getattr(split, side)
+            texts[side] += datasets.to_texts(ws)
+            labels[side] += ws.labels.tolist()
+        sources.append(model_card.DataSource(path=str(path), name=split.name, note=split.note,
+                                             n_train=len(split.train), n_test=len(split.test)))
+    clf, history = train_classifier(texts["train"], labels["train"], texts["test"],
+                                    labels["test"], settings)
+    clf.card.update(data=[s.model_dump() for s in sources], command=command_line(args))
+    clf.save(args.out)
+    metrics = clf.card["metrics"]
+    plot_training(history, metrics["confusion"], clf.classes, args.out / "training.png")
+    show_confusion(metrics["confusion"], clf.classes,
+                   f"test accuracy {metrics['accuracy']['test']:.2%} "
+                   f"(train {metrics['accuracy']['train']:.2%})")
+    Console().print(f"model, card.json, README.md and training.png written to {args.out}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify one side of a data set with a saved model and print accuracy + confusion."""
+    from slewguard.models.classifier import evaluate, load
+    from slewguard.signal import datasets
+
+    _quiet_transformers(getattr(args, "verbose", False))
+    clf = load(args.model, device=args.device)
+    ws = getattr(datasets.read(args.data), args.split)
+    result = evaluate(clf, datasets.to_texts(ws), ws.labels.tolist())
+    show_confusion(result["confusion"], clf.classes,
+                   f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows")
+    if args.plot:
+        plot_training([], result["confusion"], clf.classes, args.plot)
+    return 0
+
+
+def show_confusion(confusion: list[list[int]], classes: list[str], title: str) -> None:
+    """Print a confusion matrix (rows true, columns predicted) as a rich table."""
+    table = Table(title=title)
+    table.add_column("true \\ predicted")
+    for name in classes:
+        table.add_column(name, justify="right")
+    for name, row in zip(classes, confusion, strict=True):
+        table.add_row(name, *(str(n) for n in row))
+    Console().print(table)
+
+
+def plot_training(history: list[dict[str, float]], confusion: list[list[int]],
+                  classes: list[str], path: Path) -> None:
+    """PNG: loss and test accuracy per epoch (when given) beside the test confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if history else 1, figsize=(11 if history else 5.5, 4.5),
+                             squeeze=False)
+    if history:
+        epochs = [r["epoch"] for r in history]
+        ax = axes[0, 0]
+        ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+        ax.plot(epochs, [r["test_accuracy"] for r in history], "s-", label="test accuracy")
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    ax = axes[0, -1]
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(confusion):
+        for j, n in enumerate(row):
+            ax.text(j, i, str(n), ha="center", va="center")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
