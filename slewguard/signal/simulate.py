@@ -80,20 +80,16 @@ class ImpactSpec(_Spec):
     """How the impacts of a localised defect scatter."""
 
     slip_jitter: float = Field(0.015, ge=0, le=0.2, description="timing jitter std, x period")
-    slip_fraction: float = Field(
-        0.0, ge=0, lt=0.1, description="mean slip: every line sits this fraction below kinematics"
-    )
+    slip_fraction: float = Field(0.0, ge=0, lt=0.1, description="mean slip: lines sit this low")
     amplitude_spread: float = Field(0.1, ge=0, le=1, description="impact amplitude std, relative")
-    load_zone_depth: float = Field(
-        0.8, ge=0, le=1, description="load-zone modulation depth (0: none, 1: impacts vanish)"
-    )
+    load_zone_depth: float = Field(0.8, ge=0, le=1, description="modulation depth, 0: none")
 
 
 class ResonanceSpec(_Spec):
     """Structural resonances every impact rings."""
 
     frequencies_hz: tuple[float, ...] | None = Field(
-        None, min_length=1, description="None: 0.12, 0.21 and 0.32 x sample_rate_hz"
+        None, min_length=1, description="None: 0.12, 0.21, 0.32 x sample_rate_hz"
     )
     gains: tuple[float, ...] | None = Field(
         None, description="relative gain per resonance; None: 1, 0.7, 0.49, ..."
@@ -129,7 +125,9 @@ class SimulationSpec(_Spec):
         10.0, ge=-40, le=100, description="clean power / noise power in dB; None: no noise"
     )
     severity: float = Field(1.0, ge=0, le=100, description="impact amplitude scale; 0: none")
-    speed_profile: Literal["constant", "oscillating", "stop_start"] = "constant"
+    speed_profile: Literal["constant", "oscillating", "stop_start"] = Field(
+        "constant", description="constant, oscillating (sine through zero) or stop_start"
+    )
     speed_period_seconds: float = Field(
         10.0, gt=0, description="period of the oscillating or stop-start speed cycle"
     )
@@ -165,7 +163,8 @@ class SimulationSpec(_Spec):
     def _consistent(self) -> SimulationSpec:
         self._check_resonances()
         self._check_window()
-        if self.snr_db is not None and self._clean_may_be_zero():
+        gear, silent = self.gear, not FAULT_TRAINS[self.fault] or self.severity == 0
+        if self.snr_db is not None and silent and not (gear.mesh_amplitude or gear.shaft_amplitude):
             raise ValueError(
                 f"snr_db={self.snr_db} has no clean signal to refer to (fault={self.fault!r}, "
                 f"severity={self.severity}, gear amplitudes 0): set gear.mesh_amplitude or "
@@ -195,6 +194,13 @@ class SimulationSpec(_Spec):
                 f"window_seconds={self.window_seconds} gives {self.n_samples} samples at "
                 f"sample_rate_hz={self.sample_rate_hz:g}: use at least {MIN_SAMPLES} samples"
             )
+        standstill_s = (1 - STOP_START_PHASE[-2]) * self.speed_period_seconds
+        if self.speed_profile == "stop_start" and self.window_seconds <= standstill_s:
+            raise ValueError(
+                f"window_seconds={self.window_seconds} fits inside the {standstill_s:g} s "
+                f"standstill of speed_period_seconds={self.speed_period_seconds}: a window may "
+                f"not move at all; use speed_period_seconds < {self.window_seconds / 0.25:g}"
+            )
         orders = self.geometry().orders().as_dict()
         for line in FAULT_TRAINS[self.fault]:
             line_hz = orders[line] * self.rpm / 60 * (1 - self.impacts.slip_fraction)
@@ -205,10 +211,6 @@ class SimulationSpec(_Spec):
                     f"({line_hz:.4g} Hz at rpm={self.rpm}) for fault={self.fault!r}: use "
                     f"window_seconds >= {MIN_IMPACTS / line_hz:.1f} or a higher rpm"
                 )
-
-    def _clean_may_be_zero(self) -> bool:
-        no_impacts = not FAULT_TRAINS[self.fault] or self.severity == 0
-        return no_impacts and self.gear.mesh_amplitude == 0 and self.gear.shaft_amplitude == 0
 
     @property
     def n_samples(self) -> int:

@@ -196,6 +196,18 @@ def test_stop_start_profile_stands_still_and_peaks_above_mean():
     assert trace.max() == pytest.approx(12.0 / 0.6, rel=1e-4)
 
 
+def test_no_impacts_while_the_shaft_stands_still():
+    spec = small_spec(fault="inner_race", speed_profile="stop_start", window_seconds=60.0)
+    t = np.arange(spec.n_samples) / spec.sample_rate_hz
+    trace = speed_trace(spec, t, np.array([0.1]))
+    rev = shaft_revolutions(trace, spec.sample_rate_hz)
+    uniforms = np.full((1, N_UNIFORM), 0.5)
+    train = impulse_train(spec, rev, trace, uniforms, [np.random.default_rng(2)])[0]
+    impacts = np.nonzero(train)[0]
+    assert len(impacts) > 100
+    assert np.mean(trace[0, impacts] == 0) < 0.02  # only slip jitter can push one into standstill
+
+
 def test_severity_zero_is_exactly_healthy_and_severity_scales_impulses():
     healthy = simulate(small_spec(fault="healthy"), 2, seed=8).windows
     zero = simulate(small_spec(fault="inner_race", severity=0.0), 2, seed=8).windows
@@ -242,6 +254,7 @@ def test_spec_is_frozen_and_forbids_unknown_keys():
         ({"window_seconds": math.inf}, r"window_seconds\n.*finite"),
         ({"fault": "cage", "window_seconds": 30.0}, r"window_seconds >= 61\.\d"),
         ({"fault": "outer_race", "rpm": 1.0, "window_seconds": 3.0}, r"window_seconds >= 4\.\d"),
+        ({"speed_profile": "stop_start", "speed_period_seconds": 200.0}, r"standstill"),
         ({"resonance": {"frequencies_hz": (800.0, 2600.0)}}, r"2600.0 Hz.*Nyquist"),
         ({"resonance": {"gains": (1.0, 0.5)}}, r"one gain per resonance"),
         ({"speed_profile": "wobble"}, r"(?s)speed_profile.*oscillating"),
