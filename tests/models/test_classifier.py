@@ -138,3 +138,17 @@ def test_bad_inputs_raise_value_errors():
 def test_class_order_is_canonical_then_alphabetical():
     assert class_order(["zeta", "outer_race", "healthy", "cage", "alpha"]) == [
         "healthy", "outer_race", "cage", "alpha", "zeta"]
+
+
+@pytest.mark.parametrize("family", ["tiny-bert", "tiny-llama"])
+def test_pruned_model_with_uneven_layers_saves_and_loads(tmp_path, family):
+    surgery = pytest.importorskip("slewguard.models.prune.surgery")
+    clf = tiny_classifier(family)
+    surgeon = surgery.surgeon_for(clf.model)
+    surgeon.remove_heads(clf.model, layer=0, heads=[1, 3])  # one per KV group under GQA
+    surgeon.remove_ffn_channels(clf.model, layer=1, channels=list(range(20)))
+    texts = ["rms high bpfo", "calm quiet", "kurtosis"]
+    clf.save(tmp_path)
+    again = load(tmp_path, template_version=TEMPLATE)
+    np.testing.assert_array_equal(again.predict_proba(texts), clf.predict_proba(texts))
+    assert again.card["parameters"]["total"] == clf.card["parameters"]["total"]
