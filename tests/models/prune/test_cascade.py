@@ -1,0 +1,184 @@
+"""Cascade and baselines on tiny random models: ratio targeting, re-scoring, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
+
+from slewguard.models.prune import importance as importance_module
+from slewguard.models.prune.baselines import run_baseline
+from slewguard.models.prune.cascade import CascadeConfig, run_cascade
+from slewguard.models.prune.measure import body_parameters
+from slewguard.models.prune.surgery import surgeon_for
+
+VOCAB = 40
+FAST = dict(epoch_scale=0.03, show_progress=False, calibration_samples=16)
+
+
+def tiny_model(family: str, layers: int = 4) -> torch.nn.Module:
+    torch.manual_seed(0)
+    common = dict(vocab_size=VOCAB, num_labels=3, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    if family == "bert":
+        return BertForSequenceClassification(BertConfig(
+            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=64, **common)).eval()
+    if family == "gpt2":
+        return GPT2ForSequenceClassification(GPT2Config(
+            n_embd=32, n_layer=layers, n_head=4, n_positions=64, **common)).eval()
+    return LlamaForSequenceClassification(LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, **common)).eval()
+
+
+def toy_batches(n_batches: int = 2, batch_size: int = 8, seq: int = 10) -> list[dict]:
+    generator = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(n_batches):
+        ids = torch.randint(10, VOCAB, (batch_size, seq), generator=generator)
+        labels = torch.randint(0, 3, (batch_size,), generator=generator)
+        ids[:, 3] = labels + 5
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                        "labels": labels})
+    return batches
+
+
+def accuracy(batches: list[dict]):
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        right = sum(int((model(input_ids=b["input_ids"]).logits.argmax(-1) == b["labels"]).sum())
+                    for b in batches)
+        return {"accuracy": right / sum(len(b["labels"]) for b in batches)}
+    return evaluate
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_cascade_hits_target_ratio(family: str) -> None:
+    model, batches = tiny_model(family), toy_batches()
+    dense = body_parameters(model)
+    pruned, report = run_cascade(model, None, batches, batches,
+                                 CascadeConfig(target_ratio=2.5, **FAST), accuracy(batches))
+    ratio = dense / body_parameters(pruned)
+    assert ratio == pytest.approx(2.5, rel=0.02)
+    assert report.final_ratio == pytest.approx(ratio)
+    assert [s.stage for s in report.stages] == ["layers", "heads", "channels"]
+    assert report.stages[0].removed["layers"]  # a 4-layer model at 2.5x loses a middle layer
+    assert 0 not in report.stages[0].removed["layers"]
+    assert 3 not in report.stages[0].removed["layers"]
+    assert all("accuracy" in s.metrics for s in report.stages)
+    assert report.coupling_aware is (family == "llama")
+    if family == "llama":  # GQA: whole KV groups with their query heads
+        assert report.stages[1].granularity == "kv_group"
+    with torch.no_grad():
+        logits = pruned(input_ids=batches[0]["input_ids"]).logits
+    assert logits.shape == (8, 3) and torch.isfinite(logits).all()
+
+
+def test_cascade_without_coupling_removes_balanced_query_heads_on_gqa() -> None:
+    model, batches = tiny_model("llama"), toy_batches()
+    dense = body_parameters(model)
+    pruned, report = run_cascade(model, None, batches, batches,
+                                 CascadeConfig(target_ratio=1.5, coupling_aware=False,
+                                               layer_share=0.0, head_share=0.5,
+                                               channel_share=0.5, **FAST))
+    assert report.stages[1].granularity == "head" and report.stages[1].removed
+    surgeon = surgeon_for(pruned)
+    for layer in range(surgeon.num_layers(pruned)):
+        assert surgeon.kv_groups(pruned, layer) == 2  # every group keeps a query head
+    assert dense / body_parameters(pruned) == pytest.approx(1.5, rel=0.02)
+
+
+class CountingLCR(importance_module.LayerContributionRatio):
+    name = "counting_lcr"
+    calls: list[dict] = []
+
+    def score(self, model, batches):
+        CountingLCR.calls.append(_snapshot(model, "lcr"))
+        return super().score(model, batches)
+
+
+class CountingWanda(importance_module.Wanda):
+    name = "counting_wanda"
+
+    def score(self, model, batches):
+        CountingLCR.calls.append(_snapshot(model, self.granularity))
+        return super().score(model, batches)
+
+
+def _snapshot(model: torch.nn.Module, granularity: str) -> dict:
+    surgeon = surgeon_for(model)
+    return {"granularity": granularity, "layers": surgeon.num_layers(model),
+            "heads": sum(surgeon.attention_units(model, i)
+                         for i in range(surgeon.num_layers(model))),
+            "q0": surgeon.projections(model, 0)["q"].detach().clone()}
+
+
+def test_each_stage_rescores_the_recovered_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(importance_module.IMPORTANCES, "counting_lcr", CountingLCR)
+    monkeypatch.setitem(importance_module.IMPORTANCES, "counting_wanda", CountingWanda)
+    CountingLCR.calls.clear()
+    model, batches = tiny_model("bert"), toy_batches()
+    config = CascadeConfig(target_ratio=2.5, layer_criterion="counting_lcr",
+                           head_criterion="counting_wanda", channel_criterion="counting_wanda",
+                           **FAST)
+    _, report = run_cascade(model, None, batches, batches, config)
+    calls = CountingLCR.calls
+    assert [c["granularity"] for c in calls] == ["lcr", "head", "channel"]  # once per stage
+    assert calls[1]["layers"] == calls[0]["layers"] - len(report.stages[0].removed["layers"])
+    assert calls[2]["heads"] < calls[1]["heads"]
+    # LoRA recovery was merged into the attention projections between the scoring passes
+    assert not torch.equal(calls[1]["q0"], calls[0]["q0"][: calls[1]["q0"].shape[0]])
+    assert calls[2]["q0"].shape == calls[1]["q0"].shape or calls[2]["q0"].shape[0] < 32
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "taylor-lora"])
+def test_one_shot_baselines_hit_target_ratio(method: str) -> None:
+    model, batches = tiny_model("gpt2"), toy_batches()
+    dense = body_parameters(model)
+    pruned, report = run_baseline(method, model, batches, batches,
+                                  CascadeConfig(target_ratio=2.0, **FAST), accuracy(batches))
+    assert dense / body_parameters(pruned) == pytest.approx(2.0, rel=0.02)
+    assert surgeon_for(pruned).num_layers(pruned) == 4  # heads and channels only
+    assert (report.stages[0].recovery_epochs > 0) is (method == "taylor-lora")
+
+
+def test_shortgpt_removes_whole_layers_only() -> None:
+    model, batches = tiny_model("bert"), toy_batches()
+    dense = body_parameters(model)
+    pruned, report = run_baseline("shortgpt", model, batches, batches,
+                                  CascadeConfig(target_ratio=2.0, **FAST))
+    assert len(report.stages[0].removed["layers"]) == 2
+    assert dense / body_parameters(pruned) == pytest.approx(2.0, rel=0.02)
+
+
+def test_unreachable_ratio_and_unsupported_architecture_raise() -> None:
+    batches = toy_batches(1)
+    with pytest.raises(ValueError, match=r"unreachable.*at most \d+\.\d+x"):
+        run_cascade(tiny_model("bert"), None, batches, batches,
+                    CascadeConfig(target_ratio=50.0, **FAST))
+    distil = DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, num_labels=3))
+    with pytest.raises(ValueError, match="distilbert"):
+        run_cascade(distil, None, batches, batches, CascadeConfig(target_ratio=2.0, **FAST))
+    with pytest.raises(ValueError, match="method"):
+        run_baseline("random", tiny_model("bert"), batches, batches,
+                     CascadeConfig(target_ratio=2.0))
+
+
+def test_cascade_config_forbids_unknown_keys_and_checks_shares() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        CascadeConfig(target_ratio=2.0, layers_share=0.5)
+    with pytest.raises(ValidationError, match="sum to 1"):
+        CascadeConfig(target_ratio=2.0, layer_share=0.5, head_share=0.5, channel_share=0.5)
+    with pytest.raises(ValidationError, match="target_ratio"):
+        CascadeConfig(target_ratio=1.0)
+    assert CascadeConfig(target_ratio=2.0, epoch_scale=0.1).epochs("channels") == 3
