@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slewguard.cli import build_parser
+from slewguard.models import cli as models_cli
+
+
+def test_train_and_predict_are_registered_with_one_line_help():
+    text = build_parser().format_help()
+    assert "train" in text and "predict" in text
+    args = build_parser().parse_args(["train", "--data", "a", "--data", "b", "--out", "m",
+                                      "--family", "tiny-gpt2"])
+    assert [str(p) for p in args.data] == ["a", "b"] and args.family == "tiny-gpt2"
+    assert "--data a --data b" in models_cli.command_line(args)
+
+
+def test_family_choices_match_the_backbones():
+    from slewguard.models import backbones
+
+    assert models_cli.FAMILY_CHOICES == backbones.SUPPORTED_FAMILIES
+
+
+def test_train_refuses_a_missing_data_set(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "slewguard.cli", "train", "--data", str(tmp_path / "none"),
+         "--family", "tiny-bert", "--out", str(tmp_path / "model")],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "manifest.json" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    pytest.importorskip("slewguard.signal.textify",
+                        reason="slewguard.signal.textify not written yet: no texts to train on")
+    from slewguard.signal import datasets
+
+    spec = datasets.SimulatedDatasetSpec(
+        classes=("healthy", "outer_race"), windows_per_class=4, window_seconds=10.0,
+        rpm_min=6.0, rpm_max=12.0, sample_rate_hz=2000.0)
+    path = tmp_path_factory.mktemp("data") / "sim"
+    datasets.write(datasets.simulate_dataset(spec, progress=False), path)
+    return path
+
+
+def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
+    model = tmp_path / "model"
+    train = [sys.executable, "-m", "slewguard.cli", "train", "--data", str(dataset_dir),
+             "--data", str(dataset_dir), "--family", "tiny-bert", "--epochs", "1",
+             "--batch-size", "4", "--lr", "1e-3", "--out", str(model)]
+    out = subprocess.run(train, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    card = json.loads((model / "card.json").read_text())
+    assert card["classes"] == ["healthy", "outer_race"]
+    assert [d["n_train"] for d in card["data"]] == [6, 6]
+    assert card["command"].startswith("slewguard train --data ")
+    assert len(card["metrics"]["history"]) == 1
+    assert (model / "training.png").stat().st_size > 1000
+    predict = [sys.executable, "-m", "slewguard.cli", "predict", str(model), "--data",
+               str(dataset_dir), "--plot", str(tmp_path / "confusion.png")]
+    out = subprocess.run(predict, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert f"test accuracy {card['metrics']['accuracy']['test']:.2%}" in out.stdout
+    assert (tmp_path / "confusion.png").is_file()
