@@ -63,6 +63,7 @@ class App:
         self.config_path = config_path
         self.metrics = metrics or Metrics()
         self.classifier = classifier
+        self.model_label = ""
         self.stop_event = threading.Event()
         self.outbox: Outbox | None = None
         self.http: HealthServer | None = None
@@ -92,7 +93,7 @@ class App:
             self.stop()
             raise
         log.info("slewguard %s serving site %s with model %s", __version__, self.config.site,
-                 model_name(self.classifier))
+                 self.model_label)
         return self
 
     def stop(self) -> None:
@@ -145,8 +146,12 @@ class App:
     def _start_model(self) -> None:
         if self.classifier is None:
             self.classifier = load_classifier(self.config)
+            assert self.config.model.path is not None
+            self.model_label = Path(self.config.model.path).name  # e.g. minilm-pruned-4x
+        else:
+            self.model_label = model_name(self.classifier)
         self.metrics.model_loaded.set(1)
-        self.metrics.set_build_info(__version__, model_name(self.classifier))
+        self.metrics.set_build_info(__version__, self.model_label)
 
     def _start_http(self) -> None:
         c = self.config.http
@@ -177,7 +182,7 @@ class App:
     def _start_forwarder(self) -> None:
         # The MQTT result sink publishes on the ingest connection: create (not start) it now.
         self.ingest = Ingest(self.config.mqtt, self.metrics, self._submit,
-                             {"version": __version__, "model": model_name(self.classifier)})
+                             {"version": __version__, "model": self.model_label})
         # Disconnect only after the pipeline acked its drained windows and the forwarder
         # flushed: both need the connection, so it is torn down after them.
         self._stoppers.append(("mqtt", self.ingest.stop))
@@ -230,7 +235,8 @@ class App:
                               self.metrics, user_properties=self.ingest.is_v5)
         self.pipeline = Pipeline(self.config.inference, self.classifier, self.outbox,
                                  SensorMap(self.config).resolve, self.metrics,
-                                 ack=self.ingest.ack, dead_letter=letters.send)
+                                 ack=self.ingest.ack, dead_letter=letters.send,
+                                 model=self.model_label)
         self.pipeline.start()
         self._stoppers.append(("pipeline", self.pipeline.stop))
 

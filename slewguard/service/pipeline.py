@@ -103,7 +103,7 @@ class _Item:
 
 
 def model_name(classifier: Any) -> str:
-    """A short model label: ``.name``, else the card's name, else the class name.
+    """A short model label: ``.name``, else the card's name or family, else the class name.
 
     Example:
         >>> model_name(object())
@@ -112,7 +112,7 @@ def model_name(classifier: Any) -> str:
     name = getattr(classifier, "name", None)
     if not name:
         card = getattr(classifier, "card", None) or {}
-        name = card.get("name") if isinstance(card, dict) else getattr(card, "name", None)
+        name = card.get("name") or card.get("family") if isinstance(card, dict) else None
     return str(name or type(classifier).__name__)
 
 
@@ -157,12 +157,13 @@ class Pipeline:
     def __init__(self, settings: Any, classifier: Classifier, outbox: ResultStore,
                  resolve: Callable[[str, Window], Placement], metrics: Metrics,
                  ack: Callable[[Inbound], object],
-                 dead_letter: Callable[[Inbound, str, str], None]) -> None:
+                 dead_letter: Callable[[Inbound, str, str], None],
+                 model: str | None = None) -> None:
         self.max_batch = int(settings.max_batch)
         self.max_wait_s = float(settings.max_wait_ms) / 1000.0
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
         self.classifier = classifier
-        self.model = model_name(classifier)
+        self.model = model or model_name(classifier)
         self.outbox = outbox
         self.resolve = resolve
         self.metrics = metrics

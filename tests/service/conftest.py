@@ -54,3 +54,34 @@ def prometheus_factory(tmp_path):
     yield start
     for prom in started:
         prom.stop()
+
+
+def tiny_classifier(seed: int = 0):
+    """A real (randomly initialised, untrained) tiny BERT FaultClassifier over textify's words."""
+    import torch
+
+    from slewguard.models import backbones
+    from slewguard.models.classifier import FaultClassifier
+    from slewguard.signal import textify
+    from slewguard.signal.simulate import FAULT_CLASSES
+
+    torch.manual_seed(seed)
+    backbone = backbones.from_scratch("tiny-bert", len(FAULT_CLASSES),
+                                      vocabulary=textify.vocabulary())
+    card = {"family": "tiny-bert", "base_model": "random init (tests)"}
+    return FaultClassifier(backbone.model, backbone.tokenizer, FAULT_CLASSES,
+                           textify.TEMPLATE_VERSION, card)
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    """One tiny classifier shared by the session (read-only use)."""
+    return tiny_classifier()
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory, classifier):
+    """The tiny classifier saved where ``slewguard serve`` (models.load) can read it."""
+    path = tmp_path_factory.mktemp("model") / "tiny-bert"
+    classifier.save(path)
+    return path

@@ -1,0 +1,287 @@
+"""The whole daemon against real services: mosquitto, Prometheus, VictoriaMetrics, serve."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from slewguard.service.app import App
+from slewguard.service.config import config_from_dict
+from slewguard.service.publisher import Fleet, FleetSpec
+from tests.service import services
+from tests.service.vm import victoria_metrics  # noqa: F401 - pytest fixture
+
+FAST = dict(bearing="cwru-6205", rpm=1797.0, sample_rate_hz=12000.0, window_seconds=0.25)
+DIAG = "plant/+/+/+/+/diag"
+
+
+def config_data(tmp_path, broker_port: int, protocol: str = "5", **sections) -> dict:
+    data = {
+        "site": "yard1",
+        "mqtt": {"port": broker_port, "protocol": protocol, "client_id": f"app-{protocol}",
+                 "keepalive_s": 5, "reconnect_min_s": 1.0, "reconnect_max_s": 2.0,
+                 "dead_letter_topic": "slewguard/dead", "status_topic": "slewguard/status"},
+        "sensors": [{"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205"}],
+        "inference": {"max_batch": 8, "max_wait_ms": 20, "queue_size": 16},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+        "http": {"port": 0},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+def start_app(tmp_path, broker_port, classifier, protocol="5", **sections) -> App:
+    config = config_from_dict(config_data(tmp_path, broker_port, protocol, **sections), env={})
+    app = App(config, classifier=classifier).start()
+    assert app.ingest.subscribed.wait(15), "daemon never subscribed"
+    return app
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not reached within {timeout_s} s")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def outbox_rows(path) -> list[dict]:
+    with sqlite3.connect(path) as db:
+        return [json.loads(body) for (body,) in db.execute("SELECT body FROM outbox")]
+
+
+def fleet_messages(sensors: int, count: int, **spec) -> list[tuple[str, bytes]]:
+    return list(Fleet(FleetSpec(sensors=sensors, **{**FAST, **spec})).messages(count))
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_windows_in_results_out(mosquitto, tmp_path, classifier, protocol):
+    results = services.Collector(mosquitto.port, [DIAG])
+    app = start_app(tmp_path, mosquitto.port, classifier, protocol)
+    try:
+        services.publish(mosquitto.port, fleet_messages(3, 4))
+        got = results.wait_for(12, topic_prefix="plant/yard1")
+        wait_until(lambda: app.outbox.depth() == 0, what="outbox forwarded")
+    finally:
+        app.stop()
+        results.close()
+    diags = [json.loads(p) for t, p, _ in got if t.endswith("/diag")]
+    assert sorted((d["sensor"], d["seq"]) for d in diags) == sorted(
+        (f"s{i}", k) for i in (1, 2, 3) for k in range(4))
+    assert {d["model"] for d in diags} == {"tiny-bert"}
+    text = app.metrics.exposition().decode()
+    assert "slewguard_windows_processed_total 12.0" in text
+    assert 'slewguard_sink_writes_total{outcome="ok",sink="mqtt"}' in text
+
+
+@pytest.mark.services
+def test_malformed_payload_is_dead_lettered_once(mosquitto, tmp_path, classifier):
+    dead = services.Collector(mosquitto.port, ["slewguard/dead"])
+    app = start_app(tmp_path, mosquitto.port, classifier)
+    try:
+        services.publish(mosquitto.port, [("plant/yard1/crane1/slew/s1/vib", b"garbage")])
+        topic, payload, properties = dead.wait_for(1)[0]
+        wait_until(lambda: b'dead_letters_total{reason="bad_magic"} 1.0'
+                   in app.metrics.exposition(), what="dead letter counted")
+    finally:
+        app.stop()
+    envelope = json.loads(payload)
+    assert envelope["reason"] == "bad_magic" and envelope["topic"].endswith("/s1/vib")
+    assert ("reason", "bad_magic") in properties.UserProperty
+    # Acked: a restarted daemon with the same persistent session does not see it again.
+    again = start_app(tmp_path, mosquitto.port, classifier)
+    try:
+        time.sleep(2.0)
+        assert len(dead.messages) == 1
+    finally:
+        again.stop()
+        dead.close()
+
+
+@pytest.mark.services
+def test_readyz_follows_the_broker(mosquitto, tmp_path, classifier):
+    app = start_app(tmp_path, mosquitto.port, classifier)
+    ready = f"http://127.0.0.1:{app.http_port}/readyz"
+    try:
+        assert get(ready)[0] == 200
+        mosquitto.stop()
+        status, body = wait_until(lambda: (r := get(ready))[0] == 503 and r, what="503")
+        assert "broker" in json.loads(body)["reasons"]
+        assert get(f"http://127.0.0.1:{app.http_port}/healthz")[0] == 200
+        mosquitto.start()
+        wait_until(lambda: get(ready)[0] == 200, what="ready again after reconnect")
+    finally:
+        app.stop()
+
+
+@pytest.mark.services
+def test_prometheus_scrapes_the_daemon(mosquitto, tmp_path, classifier, prometheus_factory):
+    app = start_app(tmp_path, mosquitto.port, classifier)
+    try:
+        services.publish(mosquitto.port, fleet_messages(2, 3))
+        wait_until(lambda: app.outbox.depth() == 0 and b"processed_total 6.0"
+                   in app.metrics.exposition(), what="6 windows processed")
+        status, body = get(f"http://127.0.0.1:{app.http_port}/metrics")
+        lint = subprocess.run([services.PROMTOOL, "check", "metrics"], input=body,
+                              capture_output=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        prom = prometheus_factory([f"127.0.0.1:{app.http_port}"])
+        result = prom.wait_for("slewguard_windows_processed_total")
+        assert float(result[0]["value"][1]) == 6.0
+        info = prom.wait_for('slewguard_build_info{model="tiny-bert"}')
+        assert info[0]["metric"]["job"] == "slewguard"
+    finally:
+        app.stop()
+
+
+@pytest.mark.services
+def test_victoria_metrics_outage_loses_and_duplicates_nothing(mosquitto, tmp_path, classifier,
+                                                              victoria_metrics):  # noqa: F811
+    influx = {"url": victoria_metrics.url, "flush_interval_s": 0.2, "retry_min_s": 0.2,
+              "retry_max_s": 1.0, "batch_size": 50}
+    app = start_app(tmp_path, mosquitto.port, classifier, influx=influx)
+    fleet = Fleet(FleetSpec(sensors=2, **FAST))  # start_ns now: inside VM's retention
+    messages = list(fleet.messages(6))
+    try:
+        services.publish(mosquitto.port, messages[:6])
+        wait_until(lambda: b"processed_total 6.0" in app.metrics.exposition()
+                   and app.outbox.depth() == 0, what="first half forwarded")
+        victoria_metrics.stop()  # nothing in flight: the outage starts between writes
+        services.publish(mosquitto.port, messages[6:])
+        wait_until(lambda: b'sink="influx"' in app.metrics.exposition()
+                   and b'outcome="retry"' in app.metrics.exposition(), what="retries")
+        assert app.outbox.depth() > 0  # held back, not dropped
+        victoria_metrics.start()
+        wait_until(lambda: app.outbox.depth() == 0, what="outbox drained after the outage")
+    finally:
+        app.stop()
+    seqs = {dict(labels)["sensor"]: [int(v) for _, v in points]
+            for labels, points in victoria_metrics.points("bearing_diagnosis_seq").items()}
+    assert seqs == {"s1": list(range(6)), "s2": list(range(6))}  # each point exactly once
+
+
+def serve(config_path, log_path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "slewguard.cli", "serve", "--config",
+                                 str(config_path)], stdout=log, stderr=log)
+
+
+def write_serve_config(tmp_path, broker_port, saved_model) -> tuple:
+    http_port = services.free_port()
+    data = config_data(tmp_path, broker_port, model={"path": str(saved_model)},
+                       http={"port": http_port}, inference={"max_batch": 4, "queue_size": 8})
+    path = tmp_path / "slewguard.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, http_port
+
+
+def wait_ready(proc, http_port, log_path, timeout_s=120.0) -> None:
+    def ready():
+        assert proc.poll() is None, log_path.read_text()
+        return get(f"http://127.0.0.1:{http_port}/readyz")[0] == 200 if _listening(
+            http_port) else False
+
+    wait_until(ready, timeout_s, "daemon ready")
+
+
+def _listening(port: int) -> bool:
+    try:
+        services.wait_port(port, timeout_s=0.1)
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_sigkill_and_broker_restart_lose_no_window(mosquitto_factory, tmp_path, saved_model):
+    broker = mosquitto_factory(persistence=True)
+    status = services.Collector(broker.port, ["slewguard/status"], client_id="status-watch")
+    config_path, http_port = write_serve_config(tmp_path, broker.port, saved_model)
+    log_path = tmp_path / "serve.log"
+    proc = serve(config_path, log_path)
+    messages = fleet_messages(3, 20)
+    try:
+        wait_ready(proc, http_port, log_path)
+        services.publish(broker.port, messages)
+        outbox = tmp_path / "outbox.sqlite3"
+        wait_until(lambda: len(outbox_rows(outbox)) >= 5, what="daemon mid-run")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        offline = wait_until(lambda: [p for _, p, _ in status.messages if b"offline" in p],
+                             what="last will")
+        assert json.loads(offline[-1])["state"] == "offline"
+        assert len(outbox_rows(outbox)) < len(messages)  # really killed mid-run
+        broker.restart()  # the queued windows survive on disk (persistence)
+        proc = serve(config_path, log_path)
+        wait_until(lambda: len(outbox_rows(outbox)) >= len(messages), 120, "all windows")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            assert proc.wait(60) == 0
+        status.close()
+    keys = sorted((r["sensor"], r["seq"]) for r in outbox_rows(outbox))
+    assert keys == sorted((f"s{i}", k) for i in (1, 2, 3) for k in range(20))
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_sigterm_drains_and_sighup_keeps_the_session(mosquitto, tmp_path, saved_model):
+    config_path, http_port = write_serve_config(tmp_path, mosquitto.port, saved_model)
+    log_path = tmp_path / "serve.log"
+    results = services.Collector(mosquitto.port, [DIAG])
+    proc = serve(config_path, log_path)
+    try:
+        wait_ready(proc, http_port, log_path)
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_until(lambda: b"reloaded sinks" in log_path.read_bytes(), what="reload logged")
+        services.publish(mosquitto.port, fleet_messages(2, 4))
+        results.wait_for(8)
+        metrics = get(f"http://127.0.0.1:{http_port}/metrics")[1]
+        assert b"slewguard_mqtt_connects_total 1.0" in metrics  # SIGHUP did not reconnect
+        services.publish(mosquitto.port, fleet_messages(2, 6)[4:])
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        results.close()
+    rows = outbox_rows(tmp_path / "outbox.sqlite3")
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
+        pending = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 0").fetchone()[0]
+    assert pending == 0  # flushed to the MQTT sink before exit
+    assert len(rows) >= 8
+
+
+def test_check_config_reports_key_paths(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(config_data(tmp_path, 1883)))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**config_data(tmp_path, 1883),
+                                   "inference": {"max_batch": 0, "colour": "red"}}))
+    run = [sys.executable, "-m", "slewguard.cli", "check-config"]
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "ok: site yard1" in ok.stdout
+    out = subprocess.run([*run, str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "inference.max_batch" in out.stderr and "inference.colour" in out.stderr

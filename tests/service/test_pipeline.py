@@ -1,0 +1,220 @@
+"""The pipeline with a real outbox and a real tiny model; backpressure with a real mosquitto."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from slewguard.service.config import MqttConfig, config_from_dict
+from slewguard.service.ingest import Inbound, Ingest
+from slewguard.service.metrics import Metrics
+from slewguard.service.outbox import Outbox
+from slewguard.service.payload import Window, encode_binary
+from slewguard.service.pipeline import (
+    Pipeline,
+    PipelineSettings,
+    SensorMap,
+    dead_letter_envelope,
+)
+from slewguard.service.publisher import Fleet, FleetSpec
+from tests.service import services
+
+START_NS = 1_700_000_000_000_000_000
+FAST = dict(bearing="cwru-6205", rpm=1797.0, sample_rate_hz=12000.0, window_seconds=0.25,
+            start_ns=START_NS)
+CONFIG = config_from_dict({"site": "yard1", "sensors": [
+    {"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205"}]}, env={})
+
+
+def inbound(topic: str, payload: bytes, mid: int = 1) -> Inbound:
+    return Inbound(topic, payload, mid, 1, time.monotonic(), 1)
+
+
+def fleet_messages(n_sensors: int, count: int) -> list[Inbound]:
+    fleet = Fleet(FleetSpec(sensors=n_sensors, **FAST))
+    return [inbound(t, p, i + 1) for i, (t, p) in enumerate(fleet.messages(count))]
+
+
+class Recorder:
+    """Records acks and dead letters in order, with the outbox depth at each ack."""
+
+    def __init__(self, outbox=None) -> None:
+        self.events: list[tuple] = []
+        self.outbox = outbox
+
+    def ack(self, message: Inbound) -> bool:
+        depth = self.outbox.depth() if self.outbox is not None else None
+        self.events.append(("ack", message.mid, depth))
+        return True
+
+    def dead_letter(self, message: Inbound, reason: str, detail: str) -> None:
+        self.events.append(("dead", message.mid, reason))
+
+    @property
+    def acked(self) -> list[int]:
+        return [mid for kind, mid, _ in self.events if kind == "ack"]
+
+
+def make(tmp_path, classifier, settings=None, outbox=None, metrics=None):
+    outbox = outbox or Outbox(tmp_path / "outbox.sqlite3")
+    rec = Recorder(outbox)
+    metrics = metrics or Metrics()
+    pipe = Pipeline(settings or PipelineSettings(), classifier, outbox,
+                    SensorMap(CONFIG).resolve, metrics, rec.ack, rec.dead_letter)
+    return pipe, outbox, rec, metrics
+
+
+def test_a_batch_becomes_results_in_the_outbox_before_any_ack(tmp_path, classifier):
+    pipe, outbox, rec, metrics = make(tmp_path, classifier)
+    messages = fleet_messages(3, 2)
+    results = pipe.process(messages)
+    assert outbox.depth() == 6
+    # Each ack happened with all six results already committed.
+    assert rec.events == [("ack", m.mid, 6) for m in messages]
+    r = next(r for r in results if r.sensor == "s2" and r.seq == 1)
+    assert (r.site, r.asset, r.bearing, r.topic) == ("yard1", "crane2", "slew",
+                                                     "plant/yard1/crane2/slew/s2/vib")
+    assert r.start_ns == START_NS + 250_000_000 and r.rpm == 1797.0
+    assert r.predicted in classifier.classes and r.model == "tiny-bert"
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert r.confidence == max(r.probabilities.values())
+    assert {"rms", "kurtosis", "env_bpfi_h1_db"} <= set(r.features)
+    assert b"slewguard_windows_processed_total 6.0" in metrics.exposition()
+
+
+def test_batched_inference_equals_one_window_at_a_time(tmp_path, classifier):
+    messages = fleet_messages(2, 2)
+    together = make(tmp_path / "a", classifier)[0].process(messages)
+    alone = [make(tmp_path / f"b{i}", classifier)[0].process([m])[0]
+             for i, m in enumerate(messages)]
+    for a, b in zip(together, alone, strict=True):
+        assert a.predicted == b.predicted
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+
+
+def test_poison_messages_are_dead_lettered_acked_and_counted(tmp_path, classifier):
+    pipe, outbox, rec, metrics = make(tmp_path, classifier)
+    good = fleet_messages(1, 2)
+    w = Window("s9", START_NS, 12000.0, 10.0, 0, "g",  # 10 rpm: far too slow for 0.25 s
+               np.random.default_rng(0).normal(size=3000).astype(np.float32))
+    corrupt = bytearray(good[0].payload)
+    corrupt[-10] ^= 0xFF
+    bad = [inbound("plant/yard1/crane9/slew/s9/vib", b"not a window", 101),
+           inbound("plant/yard1/crane9/slew/s9/vib", bytes(corrupt), 102),
+           inbound("plant/yard1/crane9/slew/s9/vib", encode_binary(w), 103),
+           inbound("elsewhere/s9", good[1].payload, 104)]
+    pipe.process(good + bad)
+    assert outbox.depth() == 2
+    dead = {mid: reason for kind, mid, reason in rec.events if kind == "dead"}
+    assert dead == {101: "bad_magic", 102: "checksum", 103: "features", 104: "unknown_sensor"}
+    assert sorted(rec.acked) == [1, 2, 101, 102, 103, 104]  # poison is acked: no redelivery loop
+    text = metrics.exposition().decode()
+    assert 'slewguard_windows_rejected_total{reason="checksum"} 1.0' in text
+    assert 'slewguard_windows_rejected_total{reason="features"} 1.0' in text
+
+
+def test_dead_letter_envelope_carries_the_original_bytes():
+    body = json.loads(dead_letter_envelope(inbound("a/b", b"\x00\xffraw"), "checksum", "crc"))
+    assert body["reason"] == "checksum" and body["topic"] == "a/b"
+    import base64
+
+    assert base64.b64decode(body["payload_b64"]) == b"\x00\xffraw"
+
+
+class FlakyOutbox:
+    """A real outbox whose first ``failures`` puts raise, like a locked or full disk."""
+
+    def __init__(self, outbox: Outbox, failures: int) -> None:
+        self.outbox, self.failures, self.calls = outbox, failures, 0
+
+    def put(self, results) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError("disk I/O error")
+        self.outbox.put(results)
+
+    def depth(self) -> int:
+        return self.outbox.depth()
+
+
+def test_outbox_failures_delay_the_ack_until_the_results_are_stored(tmp_path, classifier):
+    flaky = FlakyOutbox(Outbox(tmp_path / "o.sqlite3"), failures=2)
+    pipe, _, rec, _ = make(tmp_path, classifier, outbox=flaky)
+    messages = fleet_messages(2, 1)
+    pipe.process(messages)
+    assert flaky.calls == 3
+    assert rec.events == [("ack", m.mid, 2) for m in messages]
+
+
+class BrokenModel:
+    classes = ["healthy", "inner_race"]
+
+    def predict_proba(self, texts):
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_model_failure_leaves_messages_unacked(tmp_path):
+    pipe, outbox, rec, metrics = make(tmp_path, BrokenModel())
+    assert pipe.process(fleet_messages(1, 2)) == []
+    assert rec.events == [] and outbox.depth() == 0
+    assert b'slewguard_windows_rejected_total{reason="inference_error"} 2.0' in metrics.exposition()
+
+
+def test_worker_takes_micro_batches_and_drains_on_stop(tmp_path, classifier):
+    settings = PipelineSettings(max_batch=4, max_wait_ms=200, queue_size=16)
+    pipe, outbox, rec, metrics = make(tmp_path, classifier, settings)
+    messages = fleet_messages(2, 5)
+    for m in messages:
+        assert pipe.submit(m)
+    pipe.start()
+    pipe.stop(drain=True)
+    assert sorted(rec.acked) == sorted(m.mid for m in messages)
+    assert outbox.depth() == 10
+    assert pipe.batches >= 3  # 10 windows, at most 4 per batch
+    assert not pipe.submit(messages[0])  # closed: refused, stays unacked on the broker
+
+
+class SlowModel:
+    """The real tiny model, made slow: each batch takes ``delay_s`` longer."""
+
+    def __init__(self, model, delay_s: float) -> None:
+        self.model, self.delay_s, self.classes = model, delay_s, model.classes
+
+    def predict_proba(self, texts):
+        time.sleep(self.delay_s)
+        return self.model.predict_proba(texts)
+
+
+@pytest.mark.services
+def test_backpressure_bounds_in_flight_messages(mosquitto, tmp_path, classifier):
+    settings = PipelineSettings(max_batch=2, max_wait_ms=10, queue_size=2)
+    metrics = Metrics()
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    holder = {}
+    config = MqttConfig(port=mosquitto.port, client_id="bp", receive_maximum=1000,
+                        reconnect_min_s=1.0, reconnect_max_s=2.0)
+    ingest = Ingest(config, metrics, lambda m: holder["pipe"].submit(m))
+    pipe = Pipeline(settings, SlowModel(classifier, 0.05), outbox, SensorMap(CONFIG).resolve,
+                    metrics, ingest.ack, lambda *a: None)
+    holder["pipe"] = pipe
+    pipe.start()
+    ingest.start()
+    assert ingest.subscribed.wait(10)
+    fleet = Fleet(FleetSpec(sensors=4, **FAST))
+    try:
+        done = threading.Thread(target=services.publish,
+                                args=(mosquitto.port, list(fleet.messages(10))))
+        done.start()
+        deadline = time.monotonic() + 120
+        while outbox.depth() < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done.join()
+    finally:
+        pipe.stop()
+        ingest.stop()
+    assert outbox.depth() == 40
+    # The broker allowed 1000 in flight; the blocking queue held it to queue + batch + the one
+    # message waiting inside paho's callback.
+    assert 1 <= ingest.max_inflight_seen <= settings.queue_size + settings.max_batch + 1
