@@ -15,9 +15,9 @@ FAMILIES = ("bert", "gpt2", "llama", "qwen2")
 VOCAB = 120
 
 
-def tiny_config(family: str):
+def tiny_config(family: str, vocab_size: int = VOCAB, pad_token_id: int = 0):
     """3 layers, hidden 32, 4 query heads (over 2 KV heads for llama/qwen2), FFN 64, 3 labels."""
-    common = {"vocab_size": VOCAB, "num_labels": 3, "pad_token_id": 0}
+    common = {"vocab_size": vocab_size, "num_labels": 3, "pad_token_id": pad_token_id}
     if family == "bert":
         return BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                           intermediate_size=64, max_position_embeddings=64, **common)
@@ -29,10 +29,10 @@ def tiny_config(family: str):
                intermediate_size=64, max_position_embeddings=64, **common)
 
 
-def tiny_model(family: str, seed: int = 0) -> torch.nn.Module:
+def tiny_model(family: str, seed: int = 0, **config: int) -> torch.nn.Module:
     """A random eval-mode fp32 model; every parameter (biases too) drawn from N(0, 0.15)."""
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(family))
+    model = AutoModelForSequenceClassification.from_config(tiny_config(family, **config))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
