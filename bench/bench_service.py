@@ -1,0 +1,308 @@
+"""Daemon throughput, latency and memory through a real mosquitto and a real `slewguard serve`.
+
+Three phases against one daemon process (10 s windows at 25.6 kHz by default):
+1. throughput: publish a backlog as fast as possible; sustained windows/s between the 5th and
+   the last result on the diag topic;
+2. latency: publish at half that rate; publish -> result-on-diag-topic p50/p99 (includes the
+   forwarder's 0.2 s outbox poll);
+3. overload: publish at 10x the sustained rate; the daemon's peak RSS (VmRSS sampled every
+   0.1 s) against its RSS before, the broker's peak RSS (it holds the backlog).
+Then SIGTERM: time to drain and exit, and the exit code.
+
+The classifier is built from ``--family`` with an untrained classification head (inference cost
+is what matters here, not accuracy). Writes out/bench_service.png (latency histogram).
+
+Run:
+    .venv/bin/python bench/bench_service.py                       # MiniLM-L6 (22.7M params)
+    .venv/bin/python bench/bench_service.py --family tiny-bert --window-seconds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slewguard.service.payload import Window, decode, encode_binary  # noqa: E402
+from tests.service import services  # noqa: E402
+
+SENSORS = 4
+DIAG = "plant/+/+/+/+/diag"
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` from /proc (0 once it exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRss:
+    """Samples a process's RSS every 0.1 s in a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, rss_bytes(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+class Windows:
+    """Pre-simulated windows (2 per sensor, half of them faulty) re-stamped per sequence number,
+    so publishing is not limited by the simulator."""
+
+    def __init__(self, sample_rate_hz: float, window_seconds: float) -> None:
+        from slewguard.signal.simulate import SimulationSpec, simulate
+
+        self.fs, self.window_seconds = sample_rate_hz, window_seconds
+        self.pool = []
+        for i, fault in enumerate(("healthy", "healthy", "outer_race", "inner_race")):
+            spec = SimulationSpec(fault=fault, bearing="cwru-6205", rpm=1797.0,
+                                  sample_rate_hz=sample_rate_hz, window_seconds=window_seconds,
+                                  snr_db=0.0)
+            self.pool.append(simulate(spec, n_windows=2, seed=i).windows)
+        self.start_ns = time.time_ns()
+        self.seq = 0
+
+    def next(self, sensor: int) -> tuple[str, bytes, tuple[str, int]]:
+        """Topic, payload and (sensor, seq) key of the next window of ``sensor``."""
+        seq = self.seq
+        self.seq += 1
+        sid = f"s{sensor + 1}"
+        w = Window(sid, self.start_ns + int(seq * self.window_seconds * 1e9), self.fs, 1797.0,
+                   seq, "g", self.pool[sensor][seq % 2])
+        return f"plant/bench/crane{sensor + 1}/slew/{sid}/vib", encode_binary(w), (sid, seq)
+
+
+class Results:
+    """Subscribes to the diag topic; records arrival time per (sensor, seq)."""
+
+    def __init__(self, port: int) -> None:
+        self.arrived: dict[tuple[str, int], float] = {}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(DIAG, qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        import json
+
+        body = json.loads(message.payload)
+        self.arrived.setdefault((body["sensor"], body["seq"]), time.monotonic())
+
+    def wait(self, keys: list, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not all(k in self.arrived for k in keys):
+            time.sleep(0.05)
+
+
+def publish_at(client: mqtt.Client, windows: Windows, count: int, rate_hz: float) -> dict:
+    """Publish ``count`` windows round-robin over the sensors at ``rate_hz`` (0: flat out);
+    returns {key: publish time}."""
+    sent: dict[tuple[str, int], float] = {}
+    start = time.monotonic()
+    for i in range(count):
+        if rate_hz > 0:
+            time.sleep(max(0.0, start + i / rate_hz - time.monotonic()))
+        topic, payload, key = windows.next(i % SENSORS)
+        sent[key] = time.monotonic()
+        client.publish(topic, payload, qos=1).wait_for_publish(30)
+    return sent
+
+
+def save_model(family: str, path: Path) -> str:
+    from slewguard.models import backbones
+    from slewguard.models.classifier import FaultClassifier
+    from slewguard.signal import textify
+    from slewguard.signal.simulate import FAULT_CLASSES
+
+    backbone = backbones.build(family, len(FAULT_CLASSES))
+    clf = FaultClassifier(backbone.model, backbone.tokenizer, FAULT_CLASSES,
+                          textify.TEMPLATE_VERSION,
+                          {"family": family, "base_model": backbone.base_model})
+    clf.save(path)
+    return backbone.base_model
+
+
+def start_daemon(work: Path, broker_port: int, model: Path) -> tuple[subprocess.Popen, int]:
+    http_port = services.free_port()
+    config = {
+        "site": "bench",
+        "mqtt": {"port": broker_port, "client_id": "bench", "receive_maximum": 16},
+        "sensors": [{"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205"}],
+        "model": {"path": str(model)},
+        "inference": {"max_batch": 8, "max_wait_ms": 50, "queue_size": 16},
+        "outbox": {"path": str(work / "outbox.sqlite3")},
+        "http": {"port": http_port},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    log = (work / "serve.log").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "slewguard.cli", "serve", "--config",
+                             str(work / "config.yaml")], stdout=log, stderr=log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
+                return proc, http_port
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited; see {work / 'serve.log'}") from None
+            time.sleep(0.2)
+    raise TimeoutError(f"daemon not ready; see {work / 'serve.log'}")
+
+
+def phase_throughput(client, windows, results, count: int) -> float:
+    sent = publish_at(client, windows, count, 0)
+    keys = list(sent)
+    results.wait(keys, timeout_s=count * 10.0)
+    times = sorted(results.arrived[k] for k in keys if k in results.arrived)
+    skip = min(5, len(times) - 2)
+    return (len(times) - 1 - skip) / (times[-1] - times[skip])
+
+
+def phase_latency(client, windows, results, rate_hz: float, seconds: float) -> np.ndarray:
+    sent = publish_at(client, windows, max(8, int(rate_hz * seconds)), rate_hz)
+    results.wait(list(sent), timeout_s=120)
+    return np.array([results.arrived[k] - t for k, t in sent.items() if k in results.arrived])
+
+
+def phase_overload(client, windows, rate_hz: float, seconds: float, pids: list[int]) -> list:
+    samplers = [PeakRss(pid) for pid in pids]
+    count = int(rate_hz * seconds)
+    started = time.monotonic()
+    publish_at(client, windows, count, rate_hz)
+    achieved = count / (time.monotonic() - started)
+    time.sleep(3.0)  # the daemon keeps working through the backlog
+    return [achieved, *[s.stop() for s in samplers]]
+
+
+def stage_means_ms(http_port: int) -> dict[str, float]:
+    """Mean seconds per pipeline stage from the daemon's own histograms, in ms."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "slewguard_stage_duration_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage")
+            if sample.name.endswith("_sum"):
+                sums[stage] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[stage] = sample.value
+    return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
+
+
+def plot(latencies: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(latencies * 1000, bins=30)
+    ax.set_xlabel("publish -> result on the diag topic (ms)")
+    ax.set_ylabel("windows")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", default="minilm", help="classifier backbone (default: "
+                        "%(default)s; tiny-bert for a quick run)")
+    parser.add_argument("--sample-rate-hz", type=float, default=25600.0)
+    parser.add_argument("--window-seconds", type=float, default=10.0)
+    parser.add_argument("--throughput-windows", type=int, default=40)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--overload-seconds", type=float, default=6.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_service.png")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
+    broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
+    base_model = save_model(args.family, work / "model")
+    proc, http_port = start_daemon(work, broker.port, work / "model")
+    windows = Windows(args.sample_rate_hz, args.window_seconds)
+    assert decode(windows.next(0)[1]).samples.size == int(args.sample_rate_hz *
+                                                          args.window_seconds)
+    results = Results(broker.port)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(64)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        rss_idle = rss_bytes(proc.pid)
+        rate = phase_throughput(client, windows, results, args.throughput_windows)
+        lat = phase_latency(client, windows, results, rate / 2, args.latency_seconds)
+        achieved, daemon_peak, broker_peak = phase_overload(
+            client, windows, rate * 10, args.overload_seconds, [proc.pid, broker.proc.pid])
+        stages = stage_means_ms(http_port)
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(300)
+        drain_s = time.monotonic() - started
+    finally:
+        client.loop_stop()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        broker.stop()
+    mib = 2**20
+    print(f"classifier: {args.family} ({base_model}), untrained head; windows "
+          f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
+          f"{os.cpu_count()} CPU cores")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
+    print(f"sustained throughput: {rate:.2f} windows/s")
+    print("daemon mean per call, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+          + " (decode per window; features/inference/outbox per micro-batch)")
+    print(f"latency at {rate / 2:.2f} windows/s ({lat.size} windows): p50 "
+          f"{np.percentile(lat, 50) * 1000:.0f} ms, p99 {np.percentile(lat, 99) * 1000:.0f} ms")
+    print(f"overload at {achieved:.1f} windows/s for {args.overload_seconds:g} s: daemon RSS "
+          f"{rss_idle / mib:.0f} MiB before, peak {daemon_peak / mib:.0f} MiB; broker peak "
+          f"{broker_peak / mib:.0f} MiB")
+    print(f"SIGTERM: exit code {code} after {drain_s:.1f} s (drains the queue, flushes outbox)")
+    plot(lat, args.out, f"{args.family}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
+         f"{rate / 2:.2f} windows/s")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
