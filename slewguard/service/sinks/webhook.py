@@ -1,0 +1,305 @@
+"""Alert webhooks: a durable SQLite queue, payload shapes, and a delivery thread with backoff.
+
+Events (dicts in the generic shape, see ``slewguard.service.alerts``) are queued once per webhook
+in the same transaction that records the bearing states, so nothing is lost while the ticketing
+system is down or the daemon restarts. Each webhook is delivered strictly in queue order (a
+"resolved" never overtakes its "firing"): the oldest pending row is retried with exponential
+backoff on connection errors, timeouts, 408, 429 and 5xx; any other 4xx is set aside ("rejected"),
+counted and logged, and the next row goes. Shapes: ``generic`` (the event as JSON),
+``alertmanager`` (Alertmanager webhook v4: version, groupKey, status, receiver, alerts[] with
+labels, annotations, startsAt, endsAt, fingerprint) and ``template`` (Jinja2, sandboxed).
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> q = WebhookQueue(Path(tempfile.mkdtemp()) / "alerts.sqlite3")
+    >>> q.commit({"ticketing": [{"event": "firing", "dedup_key": "k"}]}, {})
+    >>> q.depth("ticketing"), q.head("ticketing")[1]["event"]
+    (1, 'firing')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from slewguard.service.config import WebhookConfig
+
+log = logging.getLogger(__name__)
+RETRY_STATUS = frozenset({408, 425, 429})
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, webhook TEXT NOT NULL, body TEXT NOT NULL,
+    created_s REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at_s REAL NOT NULL DEFAULT 0, failed TEXT);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (webhook, failed, id);
+CREATE TABLE IF NOT EXISTS bearing_states (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+"""
+
+
+class WebhookQueue:
+    """Pending webhook deliveries and the voted bearing states in one SQLite file (WAL).
+
+    Thread-safe: the alert sink writes, the delivery thread reads and deletes.
+    """
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def commit(self, events: Mapping[str, Sequence[dict]], states: Mapping[str, dict]) -> None:
+        """Queue ``events`` per webhook name and upsert ``states``, in one transaction.
+
+        Example:
+            >>> q = WebhookQueue(":memory:")
+            >>> q.commit({}, {"yard/crane/slew": {"state": "healthy"}})
+            >>> q.states()["yard/crane/slew"]["state"]
+            'healthy'
+        """
+        now = self.clock()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO deliveries (webhook, body, created_s, next_at_s) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(name, json.dumps(e, sort_keys=True), now, now)
+                     for name, batch in events.items() for e in batch])
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO bearing_states (key, body) VALUES (?, ?)",
+                    [(key, json.dumps(body, sort_keys=True)) for key, body in states.items()])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def head(self, webhook: str) -> tuple[int, dict, int, float, float] | None:
+        """The oldest pending delivery: (id, event, attempts, next_at_s, created_s) or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, body, attempts, next_at_s, created_s FROM deliveries "
+                "WHERE webhook = ? AND failed IS NULL ORDER BY id LIMIT 1", (webhook,)).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(row[1]), row[2], row[3], row[4]
+
+    def done(self, row_id: int) -> None:
+        """Delivered: forget the row."""
+        self._exec("DELETE FROM deliveries WHERE id = ?", (row_id,))
+
+    def retry_at(self, row_id: int, attempts: int, next_at_s: float) -> None:
+        """Failed this time: try again at ``next_at_s`` (clock seconds)."""
+        self._exec("UPDATE deliveries SET attempts = ?, next_at_s = ? WHERE id = ?",
+                   (attempts, next_at_s, row_id))
+
+    def reject(self, row_id: int, reason: str) -> None:
+        """The receiver refuses this body for good: keep it aside (for an operator), move on."""
+        self._exec("UPDATE deliveries SET failed = ? WHERE id = ?", (reason, row_id))
+
+    def depth(self, webhook: str) -> int:
+        """Pending deliveries for ``webhook``."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM deliveries WHERE webhook = ? AND "
+                                    "failed IS NULL", (webhook,)).fetchone()[0]
+
+    def states(self) -> dict[str, dict]:
+        """Every stored bearing state by key."""
+        with self._lock:
+            rows = self._db.execute("SELECT key, body FROM bearing_states").fetchall()
+        return {key: json.loads(body) for key, body in rows}
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def _exec(self, sql: str, args: tuple) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+
+def alertmanager_payload(event: Mapping[str, Any], receiver: str) -> dict:
+    """An Alertmanager webhook v4 body for one event (one alert per group = bearing fault).
+
+    Example:
+        >>> e = {"status": "firing", "dedup_key": "ab" * 20, "site": "y", "asset": "c1",
+        ...      "bearing": "slew", "fault": "outer_race", "severity": "warning",
+        ...      "summary": "s", "dashboard_url": "http://g/d", "started_at": "2026-01-01T00:00Z",
+        ...      "ended_at": None}
+        >>> alertmanager_payload(e, "tickets")["alerts"][0]["endsAt"]
+        '0001-01-01T00:00:00Z'
+    """
+    labels = {"alertname": "SlewguardBearingFault", "site": event["site"],
+              "asset": event["asset"], "bearing": event["bearing"], "state": event["fault"],
+              "severity": event["severity"]}
+    group = {k: labels[k] for k in ("alertname", "site", "asset", "bearing", "state")}
+    annotations = {"summary": event.get("summary", ""), "dashboard": event["dashboard_url"],
+                   "dedup_key": event["dedup_key"], "event": event.get("event", "")}
+    alert = {"status": event["status"], "labels": labels, "annotations": annotations,
+             "startsAt": event["started_at"], "endsAt": event.get("ended_at") or ZERO_TIME,
+             "generatorURL": event["dashboard_url"], "fingerprint": event["dedup_key"][:16]}
+    group_key = "{}:{" + ", ".join(f'{k}="{v}"' for k, v in sorted(group.items())) + "}"
+    return {"version": "4", "groupKey": group_key, "truncatedAlerts": 0,
+            "status": event["status"], "receiver": receiver, "groupLabels": group,
+            "commonLabels": labels, "commonAnnotations": annotations,
+            "externalURL": event["dashboard_url"], "alerts": [alert]}
+
+
+class Renderer:
+    """Turns an event into (body bytes, headers) for one webhook's ``format``."""
+
+    def __init__(self, webhook: WebhookConfig) -> None:
+        self.webhook = webhook
+        self._template = None
+        if webhook.format == "template":
+            from jinja2.sandbox import SandboxedEnvironment  # untrusted operator templates
+
+            env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+            self._template = env.from_string(webhook.template_text() or "")
+
+    def render(self, event: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The HTTP body and headers for ``event``.
+
+        Example:
+            >>> from slewguard.service.config import WebhookConfig
+            >>> w = WebhookConfig(name="t", url="http://x", format="template",
+            ...                   template='{"key": {{ event.dedup_key | tojson }}}')
+            >>> Renderer(w).render({"dedup_key": "k1"})[0]
+            b'{"key": "k1"}'
+        """
+        if self._template is not None:
+            body = self._template.render(event=dict(event)).encode("utf-8")
+        elif self.webhook.format == "alertmanager":
+            body = json.dumps(alertmanager_payload(event, self.webhook.name)).encode("utf-8")
+        else:
+            body = json.dumps(dict(event), sort_keys=True).encode("utf-8")
+        headers = {"Content-Type": "application/json", "User-Agent": "slewguard-alerts",
+                   **self.webhook.headers}
+        return body, headers
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
+    """POST ``body``; returns the HTTP status, or 0 when no answer came (refused, timeout)."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+class WebhookDelivery:
+    """Drains ``queue`` to ``webhooks`` on a thread; ``step`` does one pass (tests drive it).
+
+    ``clock`` gives queue time in seconds, ``send(url, body, headers, timeout_s) -> status``
+    makes the request; ``metrics`` may have ``webhook_deliveries_total``,
+    ``webhook_queue_depth`` and ``webhook_delivery_seconds`` (missing ones are skipped).
+    """
+
+    def __init__(self, queue: WebhookQueue, webhooks: Sequence[WebhookConfig],
+                 metrics: Any = None, clock: Callable[[], float] = time.time,
+                 send: Callable[..., int] = post, idle_s: float = 1.0) -> None:
+        self.queue, self.metrics, self.clock, self.send = queue, metrics, clock, send
+        self.webhooks = list(webhooks)
+        self.renderers = {w.name: Renderer(w) for w in self.webhooks}
+        self.idle_s = idle_s
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> float:
+        """Try the head of every webhook's queue once; returns seconds until work is due."""
+        waits = [self._step_one(w) for w in self.webhooks]
+        return min(waits, default=self.idle_s)
+
+    def _step_one(self, webhook: WebhookConfig) -> float:
+        head = self.queue.head(webhook.name)
+        self._gauge(webhook.name)
+        if head is None:
+            return self.idle_s
+        row_id, event, attempts, next_at_s, created_s = head
+        now = self.clock()
+        if next_at_s > now:
+            return next_at_s - now
+        body, headers = self.renderers[webhook.name].render(event)
+        status = self.send(webhook.url, body, headers, webhook.timeout_s)
+        if 200 <= status < 300:
+            self.queue.done(row_id)
+            self._count(webhook.name, "ok")
+            self._observe(self.clock() - created_s)
+            self._gauge(webhook.name)
+            return 0.0
+        if status == 0 or status >= 500 or status in RETRY_STATUS:
+            delay = min(webhook.retry_max_s, webhook.retry_min_s * 2.0 ** min(attempts, 32))
+            self.queue.retry_at(row_id, attempts + 1, now + delay)
+            self._count(webhook.name, "retry")
+            if attempts == 0:
+                log.warning("webhook %s: %s answered %s, retrying with backoff", webhook.name,
+                            webhook.url, status or "nothing")
+            return delay
+        self.queue.reject(row_id, f"http_{status}")
+        self._count(webhook.name, "rejected")
+        log.error("webhook %s rejected %s event %s with HTTP %d; set aside", webhook.name,
+                  event.get("event"), event.get("dedup_key"), status)
+        return 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set; a ``wake`` (new events) cuts a wait short."""
+        while not stop.is_set():
+            try:
+                delay = self.step()
+            except Exception:  # a bug or a broken disk: keep the thread, make it visible
+                log.exception("webhook delivery step failed")
+                delay = self.idle_s
+            if delay > 0:
+                self.wake.wait(delay)
+                self.wake.clear()
+
+    def start(self) -> WebhookDelivery:
+        """Run on a daemon thread until ``close``."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.run, args=(self._stop,),
+                                            name="webhooks", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread (what is undelivered stays queued for the next start)."""
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _count(self, webhook: str, outcome: str) -> None:
+        counter = getattr(self.metrics, "webhook_deliveries_total", None)
+        if counter is not None:
+            counter.labels(webhook=webhook, outcome=outcome).inc()
+
+    def _gauge(self, webhook: str) -> None:
+        gauge = getattr(self.metrics, "webhook_queue_depth", None)
+        if gauge is not None:
+            gauge.labels(webhook=webhook).set(self.queue.depth(webhook))
+
+    def _observe(self, seconds: float) -> None:
+        histogram = getattr(self.metrics, "webhook_delivery_seconds", None)
+        if histogram is not None:
+            histogram.observe(max(0.0, seconds))
