@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -99,9 +100,10 @@ class FaultClassifier:
         else:
             self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
-        card = model_card.ModelCard.model_validate(
-            {**self.card, "classes": self.classes, "template_version": self.template_version})
-        card.parameters.setdefault("total", count_parameters(self.model))
+        card = model_card.ModelCard.model_validate({
+            "family": self.model.config.model_type, "base_model": "unknown", **self.card,
+            "classes": self.classes, "template_version": self.template_version})
+        card.parameters["total"] = count_parameters(self.model)  # pruning changes it
         model_card.write(card, path)
         self.card = card.model_dump()
 
@@ -249,7 +251,8 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
     """Fine-tune a ``settings.family`` backbone on texts; returns the classifier and its history.
 
     ``overrides`` are TrainSettings fields (family=..., epochs=...). The history holds one record
-    per epoch with ``train_loss`` and ``test_accuracy``; the card records data-free metrics.
+    per epoch with ``train_loss``, ``test_accuracy`` and ``train_seconds``; ``clf.card`` holds
+    the final metrics.
 
     Example:
         >>> clf, history = train_classifier(  # doctest: +SKIP
@@ -275,8 +278,13 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
                           max_length=settings.max_length)
     batches = make_batches(clf, train_texts, train_labels, settings.batch_size, settings.seed)
 
+    clock = [time.perf_counter()]
+
     def on_epoch(_: torch.nn.Module) -> dict[str, float]:
-        return {"test_accuracy": evaluate(clf, test_texts, test_labels)["accuracy"]}
+        train_seconds = time.perf_counter() - clock[0]  # the epoch's steps, not the evaluation
+        accuracy = evaluate(clf, test_texts, test_labels)["accuracy"]
+        clock[0] = time.perf_counter()
+        return {"test_accuracy": accuracy, "train_seconds": round(train_seconds, 3)}
 
     history = fit(clf.model, batches, settings.epochs, settings.lr, evaluate=on_epoch,
                   description=f"train {settings.family}", show_progress=settings.show_progress,
