@@ -239,7 +239,14 @@ class WebhookDelivery:
         now = self.clock()
         if next_at_s > now:
             return next_at_s - now
-        body, headers = self.renderers[webhook.name].render(event)
+        try:
+            body, headers = self.renderers[webhook.name].render(event)
+        except Exception as exc:  # a template error: no retry can fix it, do not block the rest
+            log.error("webhook %s: cannot render %s event: %s", webhook.name, event.get("event"),
+                      exc)
+            self.queue.reject(row_id, "render_error")
+            self._count(webhook.name, "rejected")
+            return 0.0
         status = self.send(webhook.url, body, headers, webhook.timeout_s)
         if 200 <= status < 300:
             self.queue.done(row_id)
