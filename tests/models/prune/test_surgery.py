@@ -10,6 +10,7 @@ import torch
 from slewguard.models.prune.measure import (
     body_parameters,
     compression_ratio,
+    peak_inference_rss,
     total_parameters,
     weight_bytes,
 )
@@ -214,3 +215,33 @@ def test_weight_bytes_counts_weight_files_only(tmp_path):
     assert weight_bytes(tmp_path / "model.safetensors") == 1000
     with pytest.raises(ValueError, match="does not exist"):
         weight_bytes(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eager_attention_matches_masking_too(family):
+    """Eager attention reads module attributes (num_key_value_groups, ...) that sdpa may not."""
+    dense, pruned, inputs = _pair(family)
+    for model in (dense, pruned):
+        model.config._attn_implementation = "eager"
+    reference = logits(dense, inputs)
+    surgeon = surgeon_for(pruned)
+    if family in ("llama", "qwen2"):
+        surgeon.remove_heads(pruned, 0, [0, 2])  # 2 groups of 1 head: repeat_kv by 1
+        surgeon.remove_kv_groups(pruned, 1, [0])
+        mask_heads(dense, family, 0, [0, 2])
+        mask_heads(dense, family, 1, [0, 1])
+    else:
+        surgeon.remove_heads(pruned, 0, [1, 2])
+        mask_heads(dense, family, 0, [1, 2])
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+
+
+@pytest.mark.slow
+def test_peak_inference_rss_runs_the_saved_model_in_a_fresh_process(tmp_path):
+    from slewguard.models.export import save_pruned
+
+    save_pruned(tiny_model("gpt2"), tmp_path)
+    rss = peak_inference_rss(tmp_path, batch_size=2, seq_len=8)
+    assert 0 < rss["import_rss_bytes"] <= rss["peak_rss_bytes"]
+    with pytest.raises(ValueError, match="not a directory"):
+        peak_inference_rss(tmp_path / "missing")
