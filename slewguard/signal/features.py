@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft as sp_fft
 
 from slewguard.signal.kinematics import BearingGeometry
 
@@ -52,7 +53,7 @@ TIME_NAMES = (
     "impulse_factor",
 )
 BAND_NAMES = tuple(f"band{i + 1}_db" for i in range(N_ENERGY_BANDS))
-SK_NAMES = ("sk_max", "sk_centre_rel", "sk_bandwidth_rel")
+SK_NAMES = ("sk_max", "band_sk", "band_centre_rel", "band_width_rel")
 ENVELOPE_NAMES = tuple(f"env_{line}_h{k}_db" for line in LINES for k in range(1, HARMONICS + 1)) + (
     "env_bpfi_sideband_db",
     "env_shaft_db",
@@ -144,14 +145,37 @@ def _band_energies(spectrum: np.ndarray) -> np.ndarray:
     return 10 * np.log10(bands / (power.sum(axis=1, keepdims=True) + 1e-300) + 1e-12)
 
 
+def _band_tree(
+    n_bins: int, bin_hz: float, min_bandwidth_hz: float, shifted: bool = True
+) -> list[tuple[int, int, int]]:
+    """Kurtogram candidates as (first bin, width in bins, count): equal bands, half-shifted too."""
+    tree = []
+    for n_split in KURTOGRAM_SPLITS:
+        width = n_bins // n_split
+        if n_split > 1 and (width < 32 or width * bin_hz < min_bandwidth_hz):
+            continue
+        for offset in (0, width // 2) if n_split > 1 and shifted else (0,):
+            tree.append((1 + offset, width, n_split - (1 if offset else 0)))
+    return tree
+
+
+def _squared_envelope(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Band bins (..., w) -> squared envelope at >= 2 x band width, mean removed, its SK (...)."""
+    n_env = sp_fft.next_fast_len(2 * bands.shape[-1])
+    env = np.abs(sp_fft.ifft(bands, n=n_env, axis=-1)) ** 2
+    mean = env.mean(axis=-1, keepdims=True)
+    sk = (env**2).mean(axis=-1) / (mean[..., 0] ** 2 + 1e-300) - 2.0
+    return env - mean, sk
+
+
 def select_band(
     spectrum: np.ndarray, n_samples: int, sample_rate_hz: float, min_bandwidth_hz: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pick each window's demodulation band by spectral kurtosis (fast-kurtogram equivalent).
+    """Pick each window's band by spectral kurtosis (a fast-kurtogram equivalent).
 
-    ``spectrum`` is ``rfft`` of the windows (B, M). Each candidate band's complex envelope is the
-    inverse FFT of its bins; its kurtosis E|c|^4 / (E|c|^2)^2 - 2 is 0 for noise, -1 for a tone.
-    Returns bin ranges (B, 2) [first, stop) and the winning kurtosis (B,).
+    ``spectrum`` is ``rfft`` of the windows (B, M). A band's complex envelope is the inverse FFT
+    of its bins; its kurtosis E|c|^4 / (E|c|^2)^2 - 2 is 0 for noise, -1 for a tone. Returns bin
+    ranges (B, 2) [first, stop) and the winning kurtosis (B,).
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(1, 4096))
@@ -159,47 +183,110 @@ def select_band(
         >>> bins.shape, bool(abs(sk[0]) < 0.5)
         ((1, 2), True)
     """
-    n_bins = spectrum.shape[1] - 1  # bin 0 (DC) never joins a band
-    bin_hz = sample_rate_hz / n_samples
     best_sk = np.full(spectrum.shape[0], -np.inf)
-    best_bins = np.zeros((spectrum.shape[0], 2), dtype=int)
-    for n_split in KURTOGRAM_SPLITS:
-        width = n_bins // n_split
-        if width < 32 or (n_split > 1 and width * bin_hz < min_bandwidth_hz):
-            continue
-        for offset in (0, width // 2) if n_split > 1 else (0,):
-            count = n_split - (1 if offset else 0)
-            first = 1 + offset
-            seg = spectrum[:, first : first + count * width].reshape(-1, count, width)
-            env = np.abs(np.fft.ifft(seg, axis=-1)) ** 2  # (B, count, width)
-            sk = (env**2).mean(axis=-1) / (env.mean(axis=-1) ** 2 + 1e-300) - 2.0
-            arg = sk.argmax(axis=1)
-            top = sk[np.arange(len(arg)), arg]
-            better = top > best_sk
-            best_sk[better] = top[better]
-            best_bins[better, 0] = first + arg[better] * width
-            best_bins[better, 1] = first + (arg[better] + 1) * width
-    return best_bins, best_sk
+    best = np.zeros((spectrum.shape[0], 2), dtype=int)
+    tree = _band_tree(spectrum.shape[1] - 1, sample_rate_hz / n_samples, min_bandwidth_hz)
+    for first, width, count in tree:
+        seg = spectrum[:, first : first + count * width].reshape(-1, count, width)
+        sk = _squared_envelope(seg)[1]  # (B, count)
+        arg = sk.argmax(axis=1)
+        top = sk[np.arange(len(arg)), arg]
+        win = top > best_sk
+        best_sk[win], best[win, 0] = top[win], first + arg[win] * width
+        best[win, 1] = best[win, 0] + width
+    return best, best_sk
 
 
-def _squared_envelopes(spectrum: np.ndarray, bins: np.ndarray) -> list[np.ndarray]:
-    """Squared envelope of each window's band, mean removed, at 2 x band width (no aliasing)."""
-    out = []
-    for row, (first, stop) in zip(spectrum, bins, strict=True):
-        width = int(stop - first)
-        env = np.abs(np.fft.ifft(row[first:stop], n=2 * width)) ** 2
-        out.append(env - env.mean())
-    return out
+def _rows_at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Linear interpolation of every row of values (R, L) at fractional indices (P,)."""
+    i0 = np.clip(np.floor(positions).astype(int), 0, values.shape[1] - 2)
+    frac = np.clip(positions - i0, 0.0, 1.0)
+    return values[:, i0] * (1 - frac) + values[:, i0 + 1] * frac
 
 
-def _amplitude_spectra(signals: list[np.ndarray], n_ffts: list[int], n_keep: int) -> np.ndarray:
-    """Hann-windowed amplitude spectra, one FFT length per signal, first n_keep bins. -> (B, K)."""
-    amp = np.zeros((len(signals), n_keep))
-    for i, (sig, n_fft) in enumerate(zip(signals, n_ffts, strict=True)):
-        window = np.hanning(len(sig))
-        line = np.abs(np.fft.rfft(sig * window, n=n_fft)[:n_keep]) * 2 / window.sum()
-        amp[i, : len(line)] = line
-    return amp
+@dataclass
+class _Frame:
+    """One window's speed frame: where lines sit and on which axis its spectra are read."""
+
+    scale: float  # axis units per order: shaft Hz (time axis) or 1 (order axis)
+    revs: float  # revolutions the shaft turned during the window
+    duration_s: float
+    revs_at: np.ndarray | None  # (N,) revolutions at each sample (order tracking) or None
+    step: float  # axis spacing: Hz (time) or orders (order tracking)
+    n_axis: int
+
+    def spectra(self, env: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+        """Amplitude spectra of squared envelopes (R, L) on this frame's axis -> (axis, (R, K))."""
+        axis = np.arange(self.n_axis) * self.step
+        n_env = env.shape[1]
+        spacing = self.duration_s / n_env  # axis units per envelope sample: s, or revolutions
+        if self.revs_at is not None:  # computed order tracking: resample to uniform shaft angle
+            t_full = np.arange(1, len(self.revs_at) + 1) * (self.duration_s / len(self.revs_at))
+            at_env = np.interp(np.arange(n_env) * spacing, t_full, self.revs_at)
+            grid = np.linspace(0.0, at_env[-1], n_env)
+            env = _rows_at(env, np.interp(grid, at_env, np.arange(n_env)))
+            env = env - env.mean(axis=1, keepdims=True)
+            spacing = grid[1]
+        n_fft = sp_fft.next_fast_len(pad * n_env, real=True)
+        window = np.hanning(n_env)
+        amp = np.abs(sp_fft.rfft(env * window, n=n_fft, axis=1)) * 2 / window.sum()
+        own_step = 1.0 / (n_fft * spacing)  # Hz (or orders) per FFT bin
+        return axis, _rows_at(amp, np.minimum(axis / own_step, amp.shape[1] - 1))
+
+
+def _line_level_db(
+    axis: np.ndarray, amp: np.ndarray, target: float, resolvable: bool
+) -> np.ndarray:
+    """Peak within +-LINE_TOLERANCE of target over the local median floor, dB >= 0. -> (R,)."""
+    if not resolvable:
+        return np.zeros(amp.shape[0])
+    step = axis[1] - axis[0]
+    cell = ENVELOPE_PAD * step  # about one true resolution cell
+    half_win = max(LINE_TOLERANCE * target, step)
+    dist = np.abs(axis - target)
+    peak = amp[:, dist <= half_win].max(axis=1)
+    reach = max(FLOOR_SPAN * target, FLOOR_MIN_BINS * cell)
+    in_floor = (dist <= reach) & (dist > 2 * half_win + 2 * cell) & (axis > 2 * cell)
+    floor = np.median(amp[:, in_floor], axis=1) if in_floor.any() else np.zeros(amp.shape[0])
+    with np.errstate(all="ignore"):
+        db = 20 * np.log10(peak / floor)
+    return np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)
+
+
+def _line_table(frame: _Frame, axis: np.ndarray, amp: np.ndarray, orders: dict) -> np.ndarray:
+    """dB over floor of every line harmonic, sideband and shaft line -> (R, len(ENVELOPE_NAMES))."""
+    targets = [k * orders[line] for line in LINES for k in range(1, HARMONICS + 1)]
+    targets += [orders["bpfi"] - 1.0, orders["bpfi"] + 1.0, 1.0]
+    cols = [
+        _line_level_db(axis, amp, o * frame.scale, o * frame.revs >= MIN_PERIODS) for o in targets
+    ]
+    sideband = 0.5 * (cols[-3] + cols[-2])
+    return np.stack(cols[:-3] + [sideband, cols[-1]], axis=1)
+
+
+def _window_envelope(
+    row: np.ndarray, frame: _Frame, orders: dict, tree: list[tuple[int, int, int]]
+) -> tuple[np.ndarray, tuple[int, int], float, float]:
+    """Choose one window's band by defect-line evidence; its line table, band, SK, max SK."""
+    best = (-np.inf, (1, 2), 0.0)
+    sk_max = -np.inf
+    n_lines = len(LINES) * HARMONICS
+    for first, width, count in tree:
+        env, sk = _squared_envelope(row[first : first + count * width].reshape(count, width))
+        table = _line_table(frame, *frame.spectra(env, pad=2), orders)[:, :n_lines]
+        score = table.reshape(count, len(LINES), HARMONICS).sum(axis=2).max(axis=1)
+        i = int(score.argmax())
+        sk_max = max(sk_max, float(sk.max()))
+        if score[i] > best[0]:
+            best = (score[i], (first + i * width, first + (i + 1) * width), float(sk[i]))
+    (first, stop), sk_band = best[1], best[2]
+    env, _ = _squared_envelope(row[None, first:stop])
+    return (
+        _line_table(frame, *frame.spectra(env, ENVELOPE_PAD), orders)[0],
+        (first, stop),
+        sk_band,
+        sk_max,
+    )
 
 
 def envelope_spectrum(
@@ -208,14 +295,13 @@ def envelope_spectrum(
     band_hz: tuple[float, float] | None = None,
     *,
     max_freq_hz: float | None = None,
-    min_bandwidth_hz: float = 0.0,
     whiten: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Squared-envelope spectrum of each window: (freqs_hz (F,), amplitude (B, F)).
 
-    ``band_hz=None`` picks each window's band by spectral kurtosis among bands at least
-    ``min_bandwidth_hz`` wide; ``max_freq_hz`` (default: the narrowest chosen band) cuts the axis.
-    The axis is common to the batch, with ENVELOPE_PAD bins per 1 / window duration.
+    ``band_hz=None`` picks each window's band by spectral kurtosis (``select_band``); extract()
+    picks by defect-line evidence instead and records its band as ``band_centre_rel`` and
+    ``band_width_rel``. The axis has ENVELOPE_PAD bins per 1 / duration, up to ``max_freq_hz``.
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(3, 5000))
@@ -225,44 +311,29 @@ def envelope_spectrum(
     """
     x = _as_batch(windows)
     fs = _check_rate(sample_rate_hz)
-    spectrum, bins, _ = _banded(x, fs, band_hz, min_bandwidth_hz, whiten)
-    duration_s = x.shape[1] / fs
-    envelopes = _squared_envelopes(spectrum, bins)
-    narrowest_hz = (bins[:, 1] - bins[:, 0]).min() / duration_s
-    top_hz = narrowest_hz if max_freq_hz is None else min(max_freq_hz, narrowest_hz)
-    n_keep = int(top_hz * ENVELOPE_PAD * duration_s) + 1
-    freqs = np.arange(n_keep) / (ENVELOPE_PAD * duration_s)
-    # Every envelope spans the window's duration: FFT length ENVELOPE_PAD * len(e) gives every
-    # window the same bin spacing, 1 / (ENVELOPE_PAD * duration).
-    amp = _amplitude_spectra(envelopes, [ENVELOPE_PAD * len(e) for e in envelopes], n_keep)
-    return freqs, amp
-
-
-def _banded(
-    x: np.ndarray, fs: float, band_hz: tuple[float, float] | None, min_bw: float, whiten: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """rfft (whitened if asked), band bins (B, 2) and spectral kurtosis (B,) of the windows."""
     n = x.shape[1]
     spectrum = np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
-    if whiten:
-        spectrum = _whiten(spectrum)
+    spectrum = _whiten(spectrum) if whiten else spectrum
     if band_hz is None:
-        bins, sk = select_band(spectrum, n, fs, min_bw)
-        return spectrum, bins, sk
-    lo, hi = (float(v) for v in band_hz)
-    if not 0 <= lo < hi <= fs / 2:
-        raise ValueError(
-            f"band_hz={band_hz} must satisfy 0 <= low < high <= Nyquist ({fs / 2:g} Hz)"
-        )
-    first, stop = max(1, int(round(lo * n / fs))), int(round(hi * n / fs))
-    if stop - first < 8:
-        raise ValueError(
-            f"band_hz={band_hz} spans under 8 FFT bins: widen it or use longer windows"
-        )
-    bins = np.tile([first, stop], (x.shape[0], 1))
-    seg = np.abs(np.fft.ifft(spectrum[:, first:stop], axis=1)) ** 2
-    sk = (seg**2).mean(axis=1) / (seg.mean(axis=1) ** 2 + 1e-300) - 2.0
-    return spectrum, bins, sk
+        bins = select_band(spectrum, n, fs)[0]
+    else:
+        lo, hi = (float(v) for v in band_hz)
+        first, stop = max(1, round(lo * n / fs)), min(round(hi * n / fs), spectrum.shape[1])
+        if not (0 <= lo < hi <= fs / 2 + fs / n and stop - first >= 8):
+            raise ValueError(
+                f"band_hz={band_hz}: need 0 <= low < high <= Nyquist ({fs / 2:g} Hz) spanning at "
+                "least 8 FFT bins: widen the band or pass longer windows"
+            )
+        bins = np.tile([first, stop], (len(x), 1))
+    top_hz = float(np.diff(bins, axis=1).min()) * fs / n
+    top_hz = top_hz if max_freq_hz is None else min(top_hz, max_freq_hz)
+    frame = _Frame(1.0, 0.0, n / fs, None, 1 / (ENVELOPE_PAD * n / fs), 0)
+    frame.n_axis = int(top_hz / frame.step) + 1
+    amp = [
+        frame.spectra(_squared_envelope(r[None, a:b])[0], ENVELOPE_PAD)[1][0]
+        for r, (a, b) in zip(spectrum, bins, strict=True)
+    ]
+    return np.arange(frame.n_axis) * frame.step, np.stack(amp)
 
 
 def _speeds(
@@ -280,8 +351,9 @@ def _speeds(
         trace = trace[None, :] if trace.ndim == 1 else trace
         if trace.shape != shape or not np.isfinite(trace).all():
             raise ValueError(
-                f"rpm_trace has shape {np.shape(rpm_trace)} (finite: {np.isfinite(trace).all()}):"
-                f" pass one finite speed sample per vibration sample, shape {shape}"
+                f"rpm_trace has shape {np.shape(rpm_trace)} (all finite: "
+                f"{bool(np.isfinite(trace).all())}): pass one finite speed in rpm per vibration "
+                f"sample, shape {shape}"
             )
     if rpm is None:
         speeds = trace.mean(axis=1)
@@ -290,7 +362,7 @@ def _speeds(
     if not (np.isfinite(speeds).all() and (speeds > 0).all()):
         raise ValueError(
             f"rpm={rpm if rpm is not None else 'mean of rpm_trace'} gives speeds "
-            f"{speeds[:4].tolist()}...: every window needs a finite, non-zero shaft speed in rpm"
+            f"{speeds[:4].tolist()}: every window needs a finite, non-zero shaft speed in rpm"
         )
     return speeds.astype(np.float64), trace
 
@@ -316,85 +388,17 @@ def _check_resolvable(
         )
 
 
-def _line_level_db(
-    axis: np.ndarray, amp: np.ndarray, target: np.ndarray, resolvable: np.ndarray
-) -> np.ndarray:
-    """Peak within +-LINE_TOLERANCE of target over the local median floor, dB >= 0. -> (B,)."""
-    step = axis[1] - axis[0]
-    cell = ENVELOPE_PAD * step  # one true resolution cell (1 / duration)
-    half_win = np.maximum(LINE_TOLERANCE * target, step)[:, None]
-    dist = np.abs(axis[None, :] - target[:, None])  # (B, K)
-    peak = np.where(dist <= half_win, amp, 0.0).max(axis=1)
-    reach = np.maximum(FLOOR_SPAN * target, FLOOR_MIN_BINS * cell)[:, None]
-    in_floor = (dist <= reach) & (dist > 2 * half_win + 2 * cell) & (axis[None, :] > 2 * cell)
-    with np.errstate(all="ignore"):
-        floor = np.nanmedian(np.where(in_floor, amp, np.nan), axis=1)
-        db = 20 * np.log10(peak / floor)
-    ok = resolvable & np.isfinite(db)
-    return np.where(ok, np.maximum(db, 0.0), 0.0)
-
-
-def _order_spectra(
-    envelopes: list[np.ndarray], trace: np.ndarray, fs: float, max_order: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Computed order tracking: squared envelopes resampled to uniform shaft angle, spectra.
-
-    Returns (orders (K,), amplitude (B, K)) on one order axis for the batch.
-    """
-    n = trace.shape[1]
-    revs_full = np.cumsum(trace, axis=1) / 60.0 / fs  # (B, N) revolutions turned
-    t_full = np.arange(1, n + 1) / fs
-    total = revs_full[:, -1]
-    longest = max(len(e) for e in envelopes)
-    # About as many angle samples as time samples, at most 4 x the longest envelope.
-    dense = min(
-        max(len(e) / r for e, r in zip(envelopes, total, strict=True)), 4 * longest / total.max()
-    )
-    per_rev = max(8 * max_order, dense)
-    resampled = []
-    for env, revs in zip(envelopes, revs_full, strict=True):
-        t_env = np.arange(len(env)) * (n / fs) / len(env)
-        angle = np.interp(t_env, t_full, revs)
-        grid = np.arange(0.0, angle[-1], 1.0 / per_rev)
-        even = np.interp(grid, angle, env)
-        resampled.append(even - even.mean())
-    n_fft = ENVELOPE_PAD * max(len(r) for r in resampled)
-    n_keep = int(max_order * n_fft / per_rev) + 1
-    orders = np.arange(n_keep) * per_rev / n_fft
-    return orders, _amplitude_spectra(resampled, [n_fft] * len(resampled), n_keep)
-
-
-def _envelope_features(
-    envelopes: list[np.ndarray],
-    speeds: np.ndarray,
-    trace: np.ndarray | None,
-    orders: dict[str, float],
-    fs: float,
-    n: int,
-) -> np.ndarray:
-    """Envelope line levels in dB over the floor, ENVELOPE_NAMES order. -> (B, 14)."""
-    duration_s = n / fs
-    max_order = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + FLOOR_MIN_BINS / 2
+def _frames(speeds: np.ndarray, trace: np.ndarray | None, fs: float, n: int, max_order: float):
+    """One _Frame per window: time axis in Hz (constant speed) or order axis (rpm_trace)."""
+    duration = n / fs
     if trace is None:
-        n_keep = int(max_order * speeds.max() / 60.0 * ENVELOPE_PAD * duration_s) + 1
-        axis = np.arange(n_keep) / (ENVELOPE_PAD * duration_s)
-        amp = _amplitude_spectra(envelopes, [ENVELOPE_PAD * len(e) for e in envelopes], n_keep)
-        scale, revs = speeds / 60.0, speeds / 60.0 * duration_s
-    else:
-        axis, amp = _order_spectra(envelopes, trace, fs, max_order)
-        scale, revs = np.ones_like(speeds), trace.sum(axis=1) / 60.0 / fs
-    columns = []
-    for line in LINES:
-        for k in range(1, HARMONICS + 1):
-            order = k * orders[line]
-            columns.append(_line_level_db(axis, amp, order * scale, order * revs >= MIN_PERIODS))
-    sides = [
-        _line_level_db(axis, amp, o * scale, o * revs >= MIN_PERIODS)
-        for o in (orders["bpfi"] - 1.0, orders["bpfi"] + 1.0)
-    ]
-    columns.append(0.5 * (sides[0] + sides[1]))
-    columns.append(_line_level_db(axis, amp, scale, revs >= MIN_PERIODS))
-    return np.stack(columns, axis=1)
+        step = 1.0 / (ENVELOPE_PAD * duration)
+        n_axis = int(max_order * speeds.max() / 60.0 / step) + 1
+        return [_Frame(s / 60.0, s / 60.0 * duration, duration, None, step, n_axis) for s in speeds]
+    revs_at = np.cumsum(trace, axis=1) / 60.0 / fs  # (B, N) revolutions turned
+    step = 1.0 / (ENVELOPE_PAD * revs_at[:, -1].max())
+    n_axis = int(max_order / step) + 1
+    return [_Frame(1.0, r[-1], duration, r, step, n_axis) for r in revs_at]
 
 
 def extract(
@@ -413,7 +417,7 @@ def extract(
         >>> from slewguard.signal.kinematics import preset
         >>> x = np.random.default_rng(1).normal(size=(5000 * 20,))
         >>> row = extract(x, 5000.0, preset("slew-4pc-1000"), rpm=6.0).row(0)
-        >>> row["rpm"], row["env_bpfo_h1_db"] < 12
+        >>> row["rpm"], row["env_bpfo_h1_db"] < 15
         (6.0, True)
     """
     x = _as_batch(windows)
@@ -424,21 +428,32 @@ def extract(
     orders = {"ftf": o.ftf_hz, "bpfo": o.bpfo_hz, "bpfi": o.bpfi_hz, "bsf2": o.bsf2_hz}
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
-    raw = np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
+    raw = sp_fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
     white = _whiten(raw)
-    top_hz = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) * speeds.max() / 60.0
-    bins, sk = select_band(white, n, fs, min_bandwidth_hz=1.5 * top_hz)
-    envelopes = _squared_envelopes(white, bins)
-    nyquist_bins = raw.shape[1] - 1
-    sk_cols = np.stack(
-        [sk, bins.mean(axis=1) / nyquist_bins, np.diff(bins, axis=1)[:, 0] / nyquist_bins], axis=1
+    max_order = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
+    peak_rpm = speeds.max() if trace is None else np.percentile(trace, 95)
+    # Unshifted bands only: fewer candidates keep the max-over-bands bias of healthy windows low.
+    tree = _band_tree(n // 2, fs / n, 1.5 * max_order * peak_rpm / 60.0, shifted=False)
+    rows = [
+        _window_envelope(row, frame, orders, tree)
+        for row, frame in zip(white, _frames(speeds, trace, fs, n, max_order), strict=True)
+    ]
+    bins = np.array([r[1] for r in rows], dtype=np.float64)
+    band = np.stack(
+        [
+            [r[3] for r in rows],
+            [r[2] for r in rows],
+            bins.mean(1) / (n // 2),
+            np.diff(bins)[:, 0] / (n // 2),
+        ],
+        axis=1,
     )
     values = np.concatenate(
         [
             _time_features(x),
             _band_energies(raw),
-            sk_cols,
-            _envelope_features(envelopes, speeds, trace, orders, fs, n),
+            band,
+            np.stack([r[0] for r in rows]),
             speeds[:, None],
         ],
         axis=1,
