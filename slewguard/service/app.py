@@ -8,6 +8,10 @@ disconnects, the HTTP server stops and the outbox closes. Whatever a sink has no
 the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (the
 forwarder restarts) without touching the MQTT session.
 
+Two broker connections: the ingest one (persistent session, manual acks, status + Last Will,
+dead letters) and a clean publish-only one for results, so that a full pipeline queue, which
+parks the ingest connection's network thread, never stops the outbox from draining.
+
 Example (a demo starts the daemon in-process in three lines):
     >>> app = App(load_config("deploy/slewguard.example.yaml"))   # doctest: +SKIP
     >>> app.start()                                                # doctest: +SKIP
@@ -28,7 +32,7 @@ from typing import Any
 from slewguard import __version__
 from slewguard.service.config import ServiceConfig, load_config
 from slewguard.service.health import HealthServer
-from slewguard.service.ingest import Ingest
+from slewguard.service.ingest import Ingest, publisher_client
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
 from slewguard.service.pipeline import DeadLetters, Pipeline, SensorMap, model_name
@@ -72,6 +76,7 @@ class App:
         self._forwarder: Any = None
         self._forwarder_stop = threading.Event()
         self._forwarder_thread: threading.Thread | None = None
+        self._results_client: Any = None
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
 
     @property
@@ -183,18 +188,23 @@ class App:
         # The MQTT result sink publishes on the ingest connection: create (not start) it now.
         self.ingest = Ingest(self.config.mqtt, self.metrics, self._submit,
                              {"version": __version__, "model": self.model_label})
-        # Disconnect only after the pipeline acked its drained windows and the forwarder
-        # flushed: both need the connection, so it is torn down after them.
+        # Disconnect only after the pipeline acked its drained windows: the ack needs the
+        # connection, so it is torn down after the pipeline (and the forwarder) stopped.
         self._stoppers.append(("mqtt", self.ingest.stop))
+        self._results_client = publisher_client(self.config.mqtt,
+                                                f"{self.ingest.client_id}-results")
+        self._stoppers.append(("mqtt results", self._stop_results_client))
         self._launch_forwarder()
         self._stoppers.append(("forwarder", self._stop_forwarder))
 
     def _launch_forwarder(self) -> None:
+        from slewguard.service.alerts import build_alert_sinks
         from slewguard.service.sinks.forwarder import Backoff, Forwarder
         from slewguard.service.sinks.mqtt import MqttResultSink
 
         assert self.ingest is not None and self.outbox is not None
-        sinks: list[Any] = [MqttResultSink(self.ingest.client, self.config.mqtt.results_prefix)]
+        sinks: list[Any] = [MqttResultSink(self._results_client,
+                                           self.config.mqtt.results_prefix)]
         influx = self.config.influx
         options: dict[str, Any] = {"idle_s": FORWARDER_IDLE_S}
         if influx is not None:
@@ -203,6 +213,7 @@ class App:
             sinks.append(InfluxSink(influx))
             options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
                        "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
+        sinks[:0] = build_alert_sinks(self.config, self.metrics)  # first: no wait on a DB outage
         self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
         self._forwarder_stop = threading.Event()
         self._forwarder_thread = threading.Thread(
@@ -219,6 +230,10 @@ class App:
             close = getattr(sink, "close", None)
             if close is not None:
                 close()
+
+    def _stop_results_client(self) -> None:
+        self._results_client.disconnect()
+        self._results_client.loop_stop()
 
     def _flush(self) -> None:
         """Forward what is left in the outbox while the sinks take it (bounded in time)."""

@@ -83,13 +83,14 @@ def _is_v5(config: Any) -> bool:
     return str(config.protocol) == "5"
 
 
-def build_client(config: Any, client_id: str) -> mqtt.Client:
-    """A paho client for ``config`` (an MqttConfig): protocol, session, auth, TLS, backoff."""
+def build_client(config: Any, client_id: str, session: bool = True) -> mqtt.Client:
+    """A paho client for ``config`` (an MqttConfig): protocol, auth, TLS, backoff; with
+    ``session`` a persistent v3.1.1 session and manual acks (v5 sessions are set at connect)."""
     v5 = _is_v5(config)
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else False, manual_ack=True)
+        clean_session=None if v5 else not session, manual_ack=session)
     if config.username:
         password = config.password.get_secret_value() if config.password else None
         client.username_pw_set(config.username, password)
@@ -100,6 +101,22 @@ def build_client(config: Any, client_id: str) -> mqtt.Client:
         client.tls_insecure_set(bool(tls.insecure))
     client.reconnect_delay_set(int(max(1, config.reconnect_min_s)),
                                int(max(1, config.reconnect_max_s)))
+    return client
+
+
+def publisher_client(config: Any, client_id: str) -> mqtt.Client:
+    """A second, publish-only connection (clean session) for results, started in the background.
+
+    Results must not share the ingest connection: when the pipeline queue is full, paho's
+    network thread waits inside ``on_message`` and writes nothing, so a results sink on that
+    connection could not drain the outbox that the pipeline waits on.
+
+    Example:
+        >>> client = publisher_client(config.mqtt, "slewguard-results")   # doctest: +SKIP
+    """
+    client = build_client(config, client_id, session=False)
+    client.connect_async(config.host, int(config.port), keepalive=int(config.keepalive_s))
+    client.loop_start()
     return client
 
 

@@ -142,6 +142,17 @@ class Prometheus:
             time.sleep(0.5)
         raise TimeoutError(f"{promql!r} stayed empty for {timeout_s} s; see {self.directory}")
 
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait for /-/ready (the port opens before the TSDB is; queries answer 503 till then)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"prometheus never became ready; see {self.directory}")
+
     def stop(self) -> None:
         _stop(self.proc)
 
@@ -160,7 +171,9 @@ def start_prometheus(directory: Path, targets: list[str]) -> Prometheus:
             [PROMETHEUS, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
              f"--storage.tsdb.path={directory / 'data'}"], stdout=log, stderr=log)
     wait_port(port, proc=proc, timeout_s=30)
-    return Prometheus(directory, port, proc)
+    prom = Prometheus(directory, port, proc)
+    prom.wait_ready()
+    return prom
 
 
 def password_file(directory: Path, user: str, password: str) -> Path:
