@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -67,8 +68,34 @@ def _serve(args: argparse.Namespace) -> int:
     from slewguard.service.config import load_config
 
     config = load_config(args.config)
-    logging.getLogger().setLevel(config.logging.level)
+    configure_logging(config.logging.level, config.logging.format)
     return App(config, config_path=args.config).run()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": self.formatTime(record), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Set the root level and the record format ("text" or "json") of every root handler.
+
+    Example:
+        >>> configure_logging("INFO", "json")
+    """
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        if fmt == "json":
+            handler.setFormatter(JsonFormatter())
 
 
 def _check_config(args: argparse.Namespace) -> int:
