@@ -119,17 +119,21 @@ def test_malformed_payload_is_dead_lettered_once(mosquitto, tmp_path, classifier
 
 
 @pytest.mark.services
-def test_readyz_follows_the_broker(mosquitto, tmp_path, classifier):
+def test_readyz_follows_the_broker_and_reconnect_resubscribes(mosquitto, tmp_path, classifier):
     app = start_app(tmp_path, mosquitto.port, classifier)
     ready = f"http://127.0.0.1:{app.http_port}/readyz"
     try:
         assert get(ready)[0] == 200
-        mosquitto.stop()
+        mosquitto.stop()  # no persistence: the new broker knows no session or subscription
         status, body = wait_until(lambda: (r := get(ready))[0] == 503 and r, what="503")
         assert "broker" in json.loads(body)["reasons"]
         assert get(f"http://127.0.0.1:{app.http_port}/healthz")[0] == 200
         mosquitto.start()
-        wait_until(lambda: get(ready)[0] == 200, what="ready again after reconnect")
+        wait_until(lambda: get(ready)[0] == 200 and app.ingest.subscribed.is_set(),
+                   what="ready again after reconnect")
+        services.publish(mosquitto.port, fleet_messages(1, 2))
+        wait_until(lambda: b"processed_total 2.0" in app.metrics.exposition(),
+                   what="windows after the reconnect (on_connect subscribed again)")
     finally:
         app.stop()
 
