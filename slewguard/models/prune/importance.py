@@ -69,7 +69,13 @@ def _hooks(handles: list[torch.utils.hooks.RemovableHandle]):
 
 
 class Importance:
-    """Scores components of a model from calibration batches; lower is less important."""
+    """Scores components of a model from calibration batches; lower is less important.
+
+    Example:
+        >>> scores = IMPORTANCES["l1"]("channel").score(model, batches)   # doctest: +SKIP
+        >>> [len(s) for s in scores]          # one tensor per layer      # doctest: +SKIP
+        [1536, 1536, 1536, 1536, 1536, 1536]
+    """
 
     name: ClassVar[str] = ""
     needs_backward: ClassVar[bool] = False
@@ -77,6 +83,7 @@ class Importance:
     show_progress: bool = False
 
     def score(self, model: nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
+        """Per-layer unit scores (layer criteria: one 1-D tensor over layers), CPU fp32."""
         raise NotImplementedError
 
     def _batches(self, batches: Sequence[Batch]) -> Iterable[Batch]:

@@ -30,13 +30,13 @@ Axis = Literal["out", "in"]
 
 
 def family_of(config: object) -> str:
-    """The surgery family of a config: its ``model_type``, or the base type of a saved pruned model.
+    """The surgery family of a config: its ``model_type`` (pruned models keep the family's own).
 
     Example:
         >>> family_of(model.config)   # doctest: +SKIP
         'bert'
     """
-    return getattr(config, "slewguard_base_model_type", None) or config.model_type
+    return config.model_type
 
 
 def slice_projection(module: nn.Module, index: torch.Tensor, axis: Axis) -> None:
@@ -82,13 +82,23 @@ def _rows(units: Sequence[int], size: int) -> torch.Tensor:
 
 
 class Surgeon:
-    """Cuts for one architecture family; subclasses name the modules, the base does the rest."""
+    """Cuts for one architecture family; subclasses name the modules, the base does the rest.
+
+    Indices are those of the current (already pruned) model. Every cut updates ``model.config``.
+
+    Example:
+        >>> surgeon = surgeon_for(model)                                  # doctest: +SKIP
+        >>> surgeon.attention_units(model, 0), surgeon.kv_groups(model, 0)  # doctest: +SKIP
+        (9, 3)
+        >>> surgeon.remove_heads(model, 0, [0, 3, 6])  # one per KV group  # doctest: +SKIP
+        >>> surgeon.remove_ffn_channels(model, 0, range(512))             # doctest: +SKIP
+    """
 
     family: ClassVar[str] = ""
     gqa: ClassVar[bool] = False
 
-    # --- family-specific accessors -------------------------------------------------------------
     def layers(self, model: nn.Module) -> nn.ModuleList:
+        """The model's stack of transformer layers."""
         raise NotImplementedError
 
     def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
@@ -96,12 +106,15 @@ class Surgeon:
         raise NotImplementedError
 
     def head_dim(self, model: nn.Module, layer: int) -> int:
+        """Features per head (never changed by pruning)."""
         raise NotImplementedError
 
     def attention_units(self, model: nn.Module, layer: int) -> int:
+        """Prunable attention units: heads (MHA) or query heads (GQA)."""
         raise NotImplementedError
 
     def kv_groups(self, model: nn.Module, layer: int) -> int:
+        """Key/value heads; equal to the heads for MHA."""
         return self.attention_units(model, layer)
 
     def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
@@ -114,11 +127,12 @@ class Surgeon:
         slice_projection(mods["k"], kv_rows, "out")
         slice_projection(mods["v"], kv_rows, "out")
 
-    # --- generic operations ----------------------------------------------------------------------
     def num_layers(self, model: nn.Module) -> int:
+        """Number of transformer layers."""
         return len(self.layers(model))
 
     def ffn_channels(self, model: nn.Module, layer: int) -> int:
+        """FFN intermediate width of a layer."""
         return int(self.projections(model, layer)["ffn_out"].shape[1])
 
     def projections(self, model: nn.Module, layer: int, attr: str = "weight"
