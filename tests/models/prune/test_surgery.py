@@ -245,3 +245,29 @@ def test_peak_inference_rss_runs_the_saved_model_in_a_fresh_process(tmp_path):
     assert 0 < rss["import_rss_bytes"] <= rss["peak_rss_bytes"]
     with pytest.raises(ValueError, match="not a directory"):
         peak_inference_rss(tmp_path / "missing")
+
+
+def test_smollm2_geometry_nine_heads_over_three_groups():
+    """SmolLM2's layout (9 query heads over 3 KV heads): head cuts per group and whole groups."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=120, hidden_size=72, num_hidden_layers=2, num_attention_heads=9,
+                         num_key_value_heads=3, intermediate_size=48, num_labels=3, pad_token_id=0)
+    dense = LlamaForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for p in dense.parameters():
+            p.normal_(0, 0.15)
+    pruned, inputs = copy.deepcopy(dense), batch()
+    reference = logits(dense, inputs)
+    surgeon = surgeon_for(pruned)
+    surgeon.remove_heads(pruned, 0, [1, 3, 8])      # one head from every group of 3
+    surgeon.remove_heads(pruned, 1, [3, 4, 5])      # all of group 1: the group goes too
+    surgeon.remove_heads(pruned, 0, [0, 2, 4])      # now 3 groups of 2: one more from each
+    mask_heads(dense, "llama", 0, [1, 3, 8, 0, 4, 6])
+    mask_heads(dense, "llama", 1, [3, 4, 5])
+    _assert_close_and_changed(logits(pruned, inputs), logits(dense, inputs), reference)
+    assert pruned.config.slewguard_layer_heads == [3, 6]
+    assert pruned.config.slewguard_layer_kv_heads == [3, 2]
+    with pytest.raises(ValueError, match="unequal"):
+        surgeon.remove_heads(pruned, 1, [0])
