@@ -63,12 +63,12 @@ ARCHITECTURES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] =
 # Tiny random geometries: 2 layers, hidden 32-64, 4 heads (GQA 4 over 2 KV for llama/qwen2).
 TINY_SIZES: dict[str, dict[str, int]] = {
     "bert": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                 intermediate_size=64, max_position_embeddings=128),
-    "gpt2": dict(n_layer=2, n_embd=32, n_head=4, n_inner=64, n_positions=128),
+                 intermediate_size=64, max_position_embeddings=256),
+    "gpt2": dict(n_layer=2, n_embd=32, n_head=4, n_inner=64, n_positions=256),
     "llama": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128),
+                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256),
     "qwen2": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128),
+                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256),
 }
 
 # Scratch (non-tiny) defaults: GPT-2 small geometry; with the small textify vocabulary this is

@@ -52,7 +52,10 @@ class FaultClassifier:
         self.classes = list(classes)
         self.template_version = template_version
         self.card = dict(card or {})
-        self.max_length = max_length
+        config = model.config  # learned position tables crash past their length: clamp
+        positions = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", max_length)
+        self.max_length = min(max_length, positions)
 
     @property
     def device(self) -> torch.device:

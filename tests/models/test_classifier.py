@@ -160,3 +160,10 @@ def test_pruned_model_with_uneven_layers_saves_and_loads(tmp_path, family):
     np.testing.assert_array_equal(again.predict_proba(texts), clf.predict_proba(texts))
     dense = backbones.build(family, 3, vocabulary=VOCABULARY).model
     assert again.card["parameters"]["total"] < sum(p.numel() for p in dense.parameters())
+
+
+def test_long_texts_are_truncated_to_the_position_table():
+    clf = tiny_classifier("tiny-gpt2")  # learned positions: index 256 would crash
+    assert clf.max_length == clf.model.config.n_positions == 256
+    proba = clf.predict_proba([" ".join(["rms"] * 1000)])
+    assert proba.shape == (1, 3)
