@@ -1,0 +1,182 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from slewguard.signal.quality import (
+    QUALITY_FAULTS,
+    QualityExpectations,
+    QualityThresholds,
+    check,
+    line_frequency_hz,
+    spectral_flatness,
+)
+from slewguard.signal.simulate import FAULT_CLASSES, SimulationSpec, simulate
+
+FS = 5000.0
+BEARINGS = ("slew-4pc-1000", "slew-xr-1000", "pitch-4pc-2200")
+PROFILES = ("constant", "oscillating", "stop_start")
+MESH_ORDER = 120.0  # GearSpec.ring_teeth default
+
+
+def _spec(fault="healthy", snr_db=0.0, bearing="slew-4pc-1000", profile="constant", rpm=None):
+    cage = fault == "cage"  # the cage line is slow: it needs a fast shaft and a long window
+    rpm = rpm or (12.0 if cage else 6.0)
+    return SimulationSpec(fault=fault, snr_db=snr_db, bearing=bearing, speed_profile=profile,
+                          rpm=rpm, window_seconds=40.0 if cage else 16.0, sample_rate_hz=FS,
+                          speed_period_seconds=8.0)
+
+
+def _expect(spec, baseline_rms):
+    return QualityExpectations(sample_rate_hz=FS, rpm=spec.rpm, order_lines=(MESH_ORDER,),
+                               constant_speed=spec.speed_profile == "constant", rms=baseline_rms)
+
+
+def _window_and_baseline(spec, seed=1):
+    """One window and the median RMS of the same machine in 4 other windows (its baseline)."""
+    sim = simulate(spec, n_windows=5, seed=seed)
+    return sim.windows[0].astype(np.float64), float(np.median(sim.windows[1:].std(axis=1)))
+
+
+CLEAN_CASES = [
+    (fault, snr, BEARINGS[i % 3], PROFILES[(i // 3) % 3])
+    for i, (fault, snr) in enumerate(itertools.product(FAULT_CLASSES, (-5.0, 0.0, 5.0, 10.0)))
+]
+
+
+@pytest.mark.parametrize(("fault", "snr_db", "bearing", "profile"), CLEAN_CASES)
+def test_clean_windows_raise_nothing(fault, snr_db, bearing, profile):
+    spec = _spec(fault, snr_db, bearing, profile)
+    x, baseline = _window_and_baseline(spec, seed=int(snr_db) + 11)
+    verdict = check(x, FS, _expect(spec, baseline))[0]
+    assert verdict.ok and verdict.faults == () and verdict.detail == ""
+
+
+def _inject(name, x, rng):
+    """The window with one data-quality fault injected; also the sample rate to report."""
+    sigma = x.std()
+    y = x.copy()
+    n = len(y)
+    if name == "flat_line":
+        y[:] = 0.25
+    elif name == "clipping":
+        rail = 0.5 * np.abs(y).max()
+        y = np.clip(y, -rail, rail)
+    elif name == "spikes":
+        y[rng.choice(n, 3, replace=False)] += 40 * sigma
+    elif name == "dropout":
+        y[n // 3 : n // 3 + int(0.1 * FS)] = 0.0
+    elif name == "dc_offset":
+        y += 3 * sigma
+    elif name == "drift":
+        y += np.linspace(-3 * sigma, 3 * sigma, n)
+    elif name == "loose_mount":
+        y += 4 * sigma * rng.standard_normal(n)
+    return y, 4800.0 if name == "sample_rate_mismatch" else FS
+
+
+BASES = [("healthy", 0.0, "constant"), ("outer_race", 10.0, "oscillating"),
+         ("inner_race", -5.0, "stop_start"), ("combined", 5.0, "constant")]
+
+
+@pytest.mark.parametrize("name", [f for f in QUALITY_FAULTS if f != "rpm_mismatch"])
+@pytest.mark.parametrize(("fault", "snr_db", "profile"), BASES)
+def test_each_injected_fault_is_named(name, fault, snr_db, profile):
+    spec = _spec(fault, snr_db, profile=profile)
+    x, baseline = _window_and_baseline(spec)
+    y, fs = _inject(name, x, np.random.default_rng(5))
+    verdict = check(y, fs, _expect(spec, baseline))[0]
+    assert verdict.faults == (name,), verdict.detail
+    assert not verdict.ok and name in verdict.detail
+
+
+@pytest.mark.parametrize(("true_rpm", "bearing", "expect"), [
+    (6.3, "slew-4pc-1000", ("rpm_mismatch",)),   # configured 6.0: 5 % off
+    (5.7, "slew-xr-1000", ("rpm_mismatch",)),
+    (6.06, "slew-4pc-1000", ()),                  # 1 %: within tolerance
+])
+def test_rpm_mismatch_from_the_gear_mesh_line(true_rpm, bearing, expect):
+    spec = _spec("outer_race", 0.0, bearing, rpm=true_rpm)
+    x, baseline = _window_and_baseline(spec)
+    configured = QualityExpectations(sample_rate_hz=FS, rpm=6.0, order_lines=(MESH_ORDER,),
+                                     rms=baseline)
+    verdict = check(x, FS, configured)[0]
+    assert verdict.faults == expect, verdict.detail
+
+
+def test_rpm_check_skipped_when_speed_varies_or_no_line_is_known():
+    spec = _spec("healthy", 0.0, rpm=6.6)
+    x, _ = _window_and_baseline(spec)
+    varying = QualityExpectations(rpm=6.0, order_lines=(MESH_ORDER,), constant_speed=False)
+    assert check(x, FS, varying)[0].ok
+    assert check(x, FS, QualityExpectations(rpm=6.0))[0].ok
+
+
+def test_batch_matches_one_by_one_and_keeps_order():
+    spec = _spec("healthy", 0.0)
+    sim = simulate(spec, n_windows=3, seed=2)
+    x = sim.windows.astype(np.float64)
+    x[1, 100:600] = 0.0
+    x[2] = np.clip(x[2], -0.3, 0.3)
+    batch = check(x, FS)
+    assert [v.faults for v in batch] == [(), ("dropout",), ("clipping",)]
+    assert [check(row, FS)[0] for row in x] == batch
+
+
+def test_loose_mount_needs_a_rise_and_no_impulses():
+    x, baseline = _window_and_baseline(_spec("healthy", 0.0))
+    exp = QualityExpectations(rms=baseline)
+    rng = np.random.default_rng(0)
+    impulsive = x + 3 * x.std() * rng.standard_normal(len(x)) ** 5 / 10  # heavy-tailed rise
+    assert "loose_mount" not in check(impulsive, FS, exp)[0].faults
+    assert check(x * 1.5, FS, exp)[0].ok  # +3.5 dB: below the +6 dB rise
+    assert check(x + 3 * x.std() * rng.standard_normal(len(x)), FS)[0].ok  # no baseline known
+
+
+def test_stricter_thresholds_change_the_verdict():
+    x, _ = _window_and_baseline(_spec("healthy", 0.0))
+    y = x + 0.6 * x.std()
+    assert check(y, FS)[0].ok
+    assert check(y, FS, thresholds=QualityThresholds(dc_max_ratio=0.3))[0].faults == ("dc_offset",)
+
+
+def test_spectral_flatness_and_line_frequency():
+    rng = np.random.default_rng(0)
+    t = np.arange(80000) / FS
+    tone = np.sin(2 * np.pi * 12.6 * t) + 0.01 * rng.standard_normal(len(t))
+    assert spectral_flatness(rng.standard_normal((1, 80000)), FS)[0] > 0.8
+    assert spectral_flatness(tone[None], FS)[0] < 0.1
+    freq, prominence = line_frequency_hz(tone[None], FS, 12.0, 0.1)
+    assert abs(freq[0] - 12.6) < 0.02 and prominence[0] > 30
+
+
+@pytest.mark.parametrize(("windows", "rate", "needle"), [
+    (np.zeros((2, 10)), FS, "N >= 64"),
+    (np.full((1, 100), np.nan), FS, "NaN"),
+    (np.zeros((1, 100)), -1.0, "sample_rate_hz=-1.0"),
+])
+def test_bad_input_raises_value_error(windows, rate, needle):
+    with pytest.raises(ValueError, match=needle):
+        check(windows, rate)
+
+
+def _cwru_dir():
+    import os
+    from pathlib import Path
+
+    default = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cwru"
+    return Path(os.environ.get("SLEWGUARD_CWRU_DIR", default))
+
+
+@pytest.mark.skipif(not (_cwru_dir() / "MANIFEST.tsv").is_file(),
+                    reason="CWRU data absent (set SLEWGUARD_CWRU_DIR or ../shared/data/cwru)")
+def test_real_cwru_windows_are_clean_and_a_wrong_rpm_is_caught():
+    from slewguard.signal.datasets import load_cwru
+
+    test = load_cwru(_cwru_dir(), protocol="paper-4class").test
+    for rpm in np.unique(test.rpm):
+        windows = test.windows[test.rpm == rpm]
+        right = QualityExpectations(sample_rate_hz=12000.0, rpm=float(rpm), order_lines=(1.0,))
+        assert all(v.ok for v in check(windows, 12000.0, right))
+        wrong = right.model_copy(update={"rpm": float(rpm) * 1.05})
+        assert all(v.faults == ("rpm_mismatch",) for v in check(windows, 12000.0, wrong))
