@@ -150,6 +150,7 @@ def plot_training(history: list[dict[str, float]], confusion: list[list[int]],
         ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
         ax.plot(epochs, [r["test_accuracy"] for r in history], "s-", label="test accuracy")
         ax.set_xlabel("epoch")
+        ax.set_ylim(bottom=0)
         ax.legend()
         ax.grid(alpha=0.3)
     ax = axes[0, -1]
@@ -158,9 +159,12 @@ def plot_training(history: list[dict[str, float]], confusion: list[list[int]],
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title("confusion (rows true)")
+    darkest = max(max(row) for row in confusion) or 1
     for i, row in enumerate(confusion):
         for j, n in enumerate(row):
-            ax.text(j, i, str(n), ha="center", va="center")
+            ax.text(j, i, str(n), ha="center", va="center",
+                    color="white" if n > darkest / 2 else "black")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
