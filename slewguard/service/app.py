@@ -5,8 +5,8 @@ Stop (on ``stop()`` or SIGTERM, via one shared stop event), in reverse: the pipe
 messages and drains its queue (every drained result is stored and acked on the still-open MQTT
 connection), the forwarder flushes the outbox to the sinks, then ingest publishes "offline" and
 disconnects, the HTTP server stops and the outbox closes. Whatever a sink has not taken stays in
-the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (the
-forwarder restarts) without touching the MQTT session.
+the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (InfluxDB,
+alert settings and webhooks; the forwarder restarts) without touching the MQTT session.
 
 Two broker connections: the ingest one (persistent session, manual acks, status + Last Will,
 dead letters) and a clean publish-only one for results, so that a full pipeline queue, which
@@ -128,7 +128,8 @@ class App:
             target=self.reload, name="reload", daemon=True).start())
 
     def reload(self, config: ServiceConfig | None = None) -> None:
-        """Rebuild the sinks from ``config`` (default: re-read the config file); MQTT stays up."""
+        """Rebuild the sinks (InfluxDB, alert voting and webhooks) from ``config`` (default:
+        re-read the config file); the MQTT session, model and pipeline stay up."""
         if config is None:
             if self.config_path is None:
                 log.warning("SIGHUP ignored: no config file to re-read")
@@ -138,7 +139,8 @@ class App:
             except ValueError as exc:
                 log.error("SIGHUP: config not reloaded, keeping the running one: %s", exc)
                 return
-        self.config = self.config.model_copy(update={"influx": config.influx})
+        self.config = self.config.model_copy(update={"influx": config.influx,
+                                                     "alerts": config.alerts})
         self._stop_forwarder()
         self._launch_forwarder()
         log.info("reloaded sinks from %s", self.config_path or "the given config")
@@ -214,6 +216,9 @@ class App:
             options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
                        "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
         sinks[:0] = build_alert_sinks(self.config, self.metrics)  # first: no wait on a DB outage
+        from slewguard.service.alerts import build_alert_sinks
+
+        sinks += build_alert_sinks(self.config, self.metrics)  # bearing states + webhooks
         self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
         self._forwarder_stop = threading.Event()
         self._forwarder_thread = threading.Thread(
