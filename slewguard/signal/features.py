@@ -408,6 +408,36 @@ def _frames(speeds: np.ndarray, trace: np.ndarray | None, fs: float, n: int, max
     return [_Frame(1.0, r[-1], duration, r, step, n_axis) for r in revs_at]
 
 
+def _envelope_block(
+    white: np.ndarray, n: int, speeds: np.ndarray, trace: np.ndarray | None, orders: dict, fs: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Band columns (B, len(SK_NAMES)) and line levels (B, len(ENVELOPE_NAMES)) per window.
+
+    ``white`` is the whitened rfft (B, M) of windows of ``n`` samples.
+    """
+    n_bins = white.shape[1] - 1
+    max_order = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
+    peak_rpm = speeds.max() if trace is None else np.percentile(trace, 95)
+    # Bands start above the highest envelope line (below it sit shaft and gear tones, not
+    # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
+    # max-over-bands bias of healthy windows low.
+    top_env_hz = max_order * peak_rpm / 60.0
+    tree = _band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
+    frames = _frames(speeds, trace, fs, n, max_order)
+    rows = [_window_envelope(w, f, orders, tree) for w, f in zip(white, frames, strict=True)]
+    bins = np.array([r[1] for r in rows], dtype=np.float64)
+    band = np.stack(
+        [
+            [r[3] for r in rows],
+            [r[2] for r in rows],
+            bins.mean(1) / n_bins,
+            np.diff(bins)[:, 0] / n_bins,
+        ],
+        axis=1,
+    )
+    return band, np.stack([r[0] for r in rows])
+
+
 def extract(
     windows: np.ndarray,
     sample_rate_hz: float,
@@ -436,36 +466,8 @@ def extract(
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
     raw = sp_fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
-    white = _whiten(raw)
-    max_order = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
-    peak_rpm = speeds.max() if trace is None else np.percentile(trace, 95)
-    # Bands start above the highest envelope line (below it sit shaft and gear tones, not
-    # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
-    # max-over-bands bias of healthy windows low.
-    top_env_hz = max_order * peak_rpm / 60.0
-    tree = _band_tree(n // 2, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
-    rows = [
-        _window_envelope(row, frame, orders, tree)
-        for row, frame in zip(white, _frames(speeds, trace, fs, n, max_order), strict=True)
-    ]
-    bins = np.array([r[1] for r in rows], dtype=np.float64)
-    band = np.stack(
-        [
-            [r[3] for r in rows],
-            [r[2] for r in rows],
-            bins.mean(1) / (n // 2),
-            np.diff(bins)[:, 0] / (n // 2),
-        ],
-        axis=1,
-    )
+    band, lines = _envelope_block(_whiten(raw), n, speeds, trace, orders, fs)
     values = np.concatenate(
-        [
-            _time_features(x),
-            _band_energies(raw),
-            band,
-            np.stack([r[0] for r in rows]),
-            speeds[:, None],
-        ],
-        axis=1,
+        [_time_features(x), _band_energies(raw), band, lines, speeds[:, None]], axis=1
     )
     return FeatureTable(FEATURE_NAMES, values.astype(np.float32))

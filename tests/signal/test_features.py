@@ -107,6 +107,15 @@ def test_order_tracking_finds_bpfo_under_varying_speed(profile):
     assert (table.values[:, FEATURE_NAMES.index("env_bpfo_h1_db")] > 15).all()
 
 
+def test_order_tracking_at_constant_speed_matches_the_time_axis():
+    sim = _sim("outer_race", "cwru-6205", 1797.0, 12000.0, 1.0, snr_db=0.0)
+    windows = sim.windows[:, :11999]  # odd length on purpose
+    on_time = extract(windows, 12000.0, preset("cwru-6205"), rpm=1797.0)
+    on_angle = extract(windows, 12000.0, preset("cwru-6205"), rpm_trace=np.full_like(windows, 1797))
+    np.testing.assert_allclose(on_angle.values[:, H1], on_time.values[:, H1], atol=0.5)
+    assert (on_time.values[:, H1[LINES.index("bpfo")]] > 15).all()
+
+
 def test_healthy_window_has_no_strong_defect_peak():
     for bearing, rpm, fs, seconds in (
         ("slew-4pc-1000", 6.0, 5000.0, 30.0),
