@@ -51,8 +51,8 @@ def slice_projection(module: nn.Module, index: torch.Tensor, axis: Axis) -> None
     """
     transposed = isinstance(module, Conv1D)
     if not transposed and not isinstance(module, nn.Linear):
-        raise ValueError(f"module={type(module).__name__} is not nn.Linear or Conv1D: "
-                         "cannot slice it")
+        raise ValueError(f"module={type(module).__name__} is not nn.Linear or Conv1D: cannot "
+                         "slice it (LoRA attached? merge_and_unload before cutting)")
     dim = {("out", False): 0, ("in", False): 1, ("out", True): 1, ("in", True): 0}[axis, transposed]
     index = index.to(module.weight.device)
     weight = module.weight.detach().index_select(dim, index).clone()

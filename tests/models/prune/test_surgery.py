@@ -271,3 +271,11 @@ def test_smollm2_geometry_nine_heads_over_three_groups():
     assert pruned.config.slewguard_layer_kv_heads == [3, 2]
     with pytest.raises(ValueError, match="unequal"):
         surgeon.remove_heads(pruned, 1, [0])
+
+
+def test_cutting_a_wrapped_projection_says_to_merge_lora_first():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"]), tiny_model("llama"))
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        surgeon_for(model).remove_heads(model, 0, [0, 2])
