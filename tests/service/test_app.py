@@ -92,6 +92,8 @@ def test_windows_in_results_out(mosquitto, tmp_path, classifier, protocol):
     text = app.metrics.exposition().decode()
     assert "slewguard_windows_processed_total 12.0" in text
     assert 'slewguard_sink_writes_total{outcome="ok",sink="mqtt"}' in text
+    assert 'slewguard_sink_writes_total{outcome="ok",sink="alerts"}' in text  # voting wired in
+    assert 'slewguard_bearing_state{asset="crane2"' in text
 
 
 @pytest.mark.services
