@@ -49,10 +49,8 @@ def slice_projection(module: nn.Module, index: torch.Tensor, axis: Axis) -> None
     Example:
         >>> slice_projection(layer.mlp.up_proj, torch.tensor([0, 2]), "out")   # doctest: +SKIP
     """
+    _check_sliceable([module])
     transposed = isinstance(module, Conv1D)
-    if not transposed and not isinstance(module, nn.Linear):
-        raise ValueError(f"module={type(module).__name__} is not nn.Linear or Conv1D: cannot "
-                         "slice it (LoRA attached? merge_and_unload before cutting)")
     dim = {("out", False): 0, ("in", False): 1, ("out", True): 1, ("in", True): 0}[axis, transposed]
     index = index.to(module.weight.device)
     weight = module.weight.detach().index_select(dim, index).clone()
@@ -64,6 +62,13 @@ def slice_projection(module: nn.Module, index: torch.Tensor, axis: Axis) -> None
         module.nx, module.nf = weight.shape
     else:
         module.out_features, module.in_features = weight.shape
+
+
+def _check_sliceable(modules: Sequence[nn.Module | None]) -> None:
+    for module in modules:
+        if module is not None and not isinstance(module, nn.Linear | Conv1D):
+            raise ValueError(f"module={type(module).__name__} is not nn.Linear or Conv1D: cannot "
+                             "slice it (LoRA attached? merge_and_unload before cutting)")
 
 
 def _kept(total: int, removed: Sequence[int], what: str, layer: int) -> list[int]:
@@ -214,6 +219,8 @@ class Surgeon:
         self._cut_attention(model, layer, heads, kept)
 
     def _cut_attention(self, model: nn.Module, layer: int, heads: list[int], kv: list[int]) -> None:
+        mods = self.modules(model, layer)
+        _check_sliceable([mods[name] for name in ("q", "k", "v", "o")])  # all or nothing
         hd = self.head_dim(model, layer)
         q_rows, kv_rows = _rows(heads, hd), _rows(kv, hd)
         self._slice_qkv(model, layer, q_rows, kv_rows)
@@ -229,6 +236,7 @@ class Surgeon:
                              f"{layer}: remove the layer with remove_layers instead")
         index = torch.as_tensor(kept, dtype=torch.long)
         mods = self.modules(model, layer)
+        _check_sliceable([mods.get(name) for name in ("ffn_in", "ffn_gate", "ffn_out")])
         for name in ("ffn_in", "ffn_gate"):
             if mods.get(name) is not None:
                 slice_projection(mods[name], index, "out")

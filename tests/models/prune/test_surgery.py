@@ -276,6 +276,7 @@ def test_smollm2_geometry_nine_heads_over_three_groups():
 def test_cutting_a_wrapped_projection_says_to_merge_lora_first():
     from peft import LoraConfig, inject_adapter_in_model
 
-    model = inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"]), tiny_model("llama"))
+    model = inject_adapter_in_model(LoraConfig(r=2, target_modules=["o_proj"]), tiny_model("llama"))
     with pytest.raises(ValueError, match="merge_and_unload"):
         surgeon_for(model).remove_heads(model, 0, [0, 2])
+    assert model.model.layers[0].self_attn.q_proj.out_features == 32  # nothing was cut
