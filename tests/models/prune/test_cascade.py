@@ -182,3 +182,28 @@ def test_cascade_config_forbids_unknown_keys_and_checks_shares() -> None:
     with pytest.raises(ValidationError, match="target_ratio"):
         CascadeConfig(target_ratio=1.0)
     assert CascadeConfig(target_ratio=2.0, epoch_scale=0.1).epochs("channels") == 3
+
+
+def test_prune_command_writes_a_loadable_model_at_the_ratio(tmp_path, capsys) -> None:
+    pytest.importorskip("slewguard.signal.textify", reason="signal/textify.py not built yet")
+    from slewguard.cli import main
+    from slewguard.models.classifier import load
+    from slewguard.signal import datasets
+
+    spec = datasets.SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=4,
+                                         window_seconds=4.0, sample_rate_hz=2000.0, rpm_min=6.0)
+    datasets.write(datasets.simulate_dataset(spec, progress=False), tmp_path / "data")
+    assert main(["train", "--data", str(tmp_path / "data"), "--family", "tiny-bert",
+                 "--epochs", "1", "--out", str(tmp_path / "dense")]) == 0
+    assert main(["prune", str(tmp_path / "dense"), "--data", str(tmp_path / "data"),
+                 "--target-ratio", "1.5", "--epoch-scale", "0.03", "--out",
+                 str(tmp_path / "pruned")]) == 0
+    clf = load(tmp_path / "pruned")
+    assert clf.card["pruning"]["ratio"] == pytest.approx(1.5, rel=0.02)
+    assert clf.card["pruning"]["command"].startswith("slewguard prune")
+    assert (tmp_path / "pruned" / "prune_report.json").is_file()
+    assert (tmp_path / "pruned" / "prune.png").stat().st_size > 0
+    assert clf.predict_proba(["rms 1"]).shape == (1, 2)
+    assert main(["prune", str(tmp_path / "dense"), "--data", str(tmp_path / "data"),
+                 "--target-ratio", "500", "--out", str(tmp_path / "x")]) == 2
+    assert "unreachable" in capsys.readouterr().err

@@ -119,3 +119,14 @@ def test_measured_gate_up_interaction_exceeds_independent_components() -> None:
 def test_measured_check_rejects_bad_layer() -> None:
     with pytest.raises(ValueError, match="layers"):
         measured_check(tiny_mha_gelu(), toy_batches(1), layers=[7])
+
+
+@pytest.mark.parametrize(("family", "word"),
+                         [("tiny-llama", "VIOLATED"), ("tiny-gpt2", "satisfied")])
+def test_sia_command_prints_the_static_verdict(family: str, word: str, capsys) -> None:
+    pytest.importorskip("slewguard.signal.textify", reason="signal/textify.py not built yet")
+    from slewguard.cli import main
+
+    assert main(["sia", family]) == 0
+    out = capsys.readouterr().out
+    assert "SIA static check" in out and word in out.splitlines()[0]
