@@ -46,6 +46,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--publish", action="store_true",
                      help="publish to --broker (without it, only list the fleet)")
     sim.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default: %(default)s)")
+    sim.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                     help="MQTT protocol version (default: %(default)s)")
     sim.add_argument("--username", default=None, help="broker user; password from "
                      "$SLEWGUARD_MQTT__PASSWORD")
     sim.add_argument("--count", type=int, default=10, help="windows per sensor (default: "
@@ -144,7 +146,7 @@ def _simulate(args: argparse.Namespace) -> int:
         return 0
     host, port = parse_broker(args.broker)
     client = connect(host, port, username=args.username,
-                     password=os.environ.get("SLEWGUARD_MQTT__PASSWORD"))
+                     password=os.environ.get("SLEWGUARD_MQTT__PASSWORD"), protocol=args.protocol)
     publisher = Publisher(fleet, client)
     try:
         with Progress(transient=True) as progress:

@@ -108,19 +108,33 @@ class Fleet:
 
 
 def connect(host: str, port: int, client_id: str = "", username: str | None = None,
-            password: str | None = None) -> mqtt.Client:
-    """A started paho client (MQTT 5) for publishing; the caller disconnects it.
+            password: str | None = None, protocol: str = "5",
+            timeout_s: float = 10.0) -> mqtt.Client:
+    """A connected, looping paho client for publishing; the caller disconnects it.
+
+    ``protocol`` is "5" or "3.1.1" (e.g. for amqtt, which speaks only 3.1.1). Raises
+    ConnectionError when the broker does not accept the connection within ``timeout_s``.
 
     Example:
         >>> client = connect("127.0.0.1", 1883)   # doctest: +SKIP
     """
+    if protocol not in ("5", "3.1.1"):
+        raise ValueError(f"protocol={protocol!r} must be '5' or '3.1.1'")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)
     if username:
         client.username_pw_set(username, password)
     client.max_inflight_messages_set(64)
     client.connect(host, port)
     client.loop_start()
+    deadline = time.monotonic() + timeout_s
+    while not client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not client.is_connected():
+        client.loop_stop()
+        raise ConnectionError(f"broker {host}:{port} did not accept an MQTT {protocol} "
+                              f"connection within {timeout_s} s: check the address, the "
+                              "protocol (--protocol 3.1.1 for amqtt) and the credentials")
     return client
 
 

@@ -291,3 +291,38 @@ def test_check_config_reports_key_paths(tmp_path):
     out = subprocess.run([*run, str(bad)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "inference.max_batch" in out.stderr and "inference.colour" in out.stderr
+
+
+@pytest.fixture
+def amqtt_broker():
+    """amqtt in-process (the demo's fallback broker; MQTT 3.1.1 only) on a free port."""
+    amqtt_broker = pytest.importorskip("amqtt.broker", reason="amqtt not installed (extra: demo)")
+    import asyncio
+    import threading
+
+    port, loop = services.free_port(), asyncio.new_event_loop()
+    broker = amqtt_broker.Broker({
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                    {"allow_anonymous": True}}}, loop=loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(broker.start(), loop).result(15)
+    yield port
+    asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(15)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_app_and_publisher_in_process_on_amqtt(amqtt_broker, tmp_path, classifier):
+    from slewguard.service.publisher import Publisher, connect
+
+    app = start_app(tmp_path, amqtt_broker, classifier, protocol="3.1.1")
+    client = connect("127.0.0.1", amqtt_broker, protocol="3.1.1")
+    try:
+        assert Publisher(Fleet(FleetSpec(sensors=2, **FAST)), client).run(3) == 6
+        wait_until(lambda: b"processed_total 6.0" in app.metrics.exposition(), what="6 windows")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        app.stop()
