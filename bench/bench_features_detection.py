@@ -1,0 +1,103 @@
+"""Detection rate of features.extract: fraction of simulated windows whose class line is strongest.
+
+For each case (bearing, rpm, window, SNR) and fault class, simulate ``--windows`` windows (seed
+``--seed``), extract features in one batch and count the windows whose strongest h1 envelope line
+(dB over the local floor) is the class's line (kinematics.FAULT_LINE). Healthy windows give the
+noise lift: the median and max of their strongest h1 line. Prints a markdown table.
+
+    .venv/bin/python bench/bench_features_detection.py            # about 1 minute on 2 cores
+    .venv/bin/python bench/bench_features_detection.py --windows 24 --seed 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rich.progress import Progress
+
+from slewguard.signal.features import FEATURE_NAMES, LINES, extract
+from slewguard.signal.kinematics import FAULT_LINE, preset
+from slewguard.signal.simulate import SimulationSpec, simulate
+
+H1 = [FEATURE_NAMES.index(f"env_{line}_h1_db") for line in LINES]
+FAULTS = ("outer_race", "inner_race", "rolling_element", "cage")
+
+
+@dataclass(frozen=True)
+class Case:
+    bearing: str
+    rpm: float
+    sample_rate_hz: float
+    window_seconds: float
+    snr_db: float
+    faults: tuple[str, ...]
+
+    def label(self) -> str:
+        return (
+            f"{self.bearing} {self.rpm:g} rpm {self.window_seconds:g} s "
+            f"@ {self.sample_rate_hz / 1e3:g} kHz, {self.snr_db:g} dB"
+        )
+
+
+CASES = (
+    Case("slew-4pc-1000", 6.0, 5000.0, 30.0, 0.0, FAULTS[:3]),
+    Case("slew-4pc-1000", 6.0, 5000.0, 30.0, -5.0, FAULTS[:3]),
+    Case("slew-4pc-1000", 6.0, 5000.0, 60.0, -5.0, FAULTS[:3]),
+    Case("cwru-6205", 1797.0, 12000.0, 1.0, 0.0, FAULTS),
+)
+
+
+def run_fault(case: Case, fault: str, n_windows: int, seed: int) -> tuple[np.ndarray, float]:
+    """h1 line levels (n_windows, len(LINES)) of one class and the extract seconds per window."""
+    spec = SimulationSpec(
+        fault=fault,
+        bearing=case.bearing,
+        rpm=case.rpm,
+        sample_rate_hz=case.sample_rate_hz,
+        window_seconds=case.window_seconds,
+        snr_db=case.snr_db,
+    )
+    sim = simulate(spec, n_windows=n_windows, seed=seed)
+    start = time.perf_counter()
+    table = extract(sim.windows, case.sample_rate_hz, preset(case.bearing), rpm=sim.rpm)
+    return table.values[:, H1], (time.perf_counter() - start) / n_windows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=12, help="simulated windows per class")
+    parser.add_argument("--seed", type=int, default=2)
+    args = parser.parse_args()
+    if args.windows < 1:
+        parser.error(f"--windows={args.windows}: pass at least 1")
+    rows = []
+    total = sum(len(c.faults) + 1 for c in CASES)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("detection", total=total)
+        for case in CASES:
+            rates, ms = [], []
+            for fault in (*case.faults, "healthy"):
+                progress.update(task, description=f"{case.bearing} {case.snr_db:g} dB {fault}")
+                levels, seconds = run_fault(case, fault, args.windows, args.seed)
+                ms.append(seconds * 1e3)
+                if fault == "healthy":
+                    healthy = levels.max(axis=1)
+                else:
+                    want = LINES.index(FAULT_LINE[fault][: -len("_hz")])
+                    rates.append(f"{fault} {100 * np.mean(levels.argmax(axis=1) == want):.0f}%")
+                progress.advance(task)
+            rows.append(
+                f"| {case.label()} | {', '.join(rates)} | {np.median(healthy):.1f} / "
+                f"{healthy.max():.1f} | {np.median(ms):.1f} |"
+            )
+    print(f"\nclass line strongest, {args.windows} windows per class, seed {args.seed}\n")
+    print("| case | detection | healthy strongest h1 dB (median / max) | extract ms/window |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
