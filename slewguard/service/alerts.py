@@ -310,11 +310,18 @@ class AlertSink:
     """
 
     name = "alerts"
+    _open: set[Path] = set()  # two sinks on one queue would send every ticket twice
 
     def __init__(self, config: AlertsConfig, queue_path: Path,
                  registry: CollectorRegistry | None = None, **delivery: Any) -> None:
+        self.path = Path(queue_path).resolve()
+        if self.path in AlertSink._open:
+            raise ValueError(f"queue_path={str(queue_path)!r} is already used by an open "
+                             "AlertSink: build one alert sink per daemon (close the old one "
+                             "first on reload)")
         self.config = config
         self.queue = WebhookQueue(queue_path)
+        AlertSink._open.add(self.path)
         self.metrics = AlertMetrics(registry if registry is not None else CollectorRegistry())
         self.voter = Voter(config, self.queue.states())
         for t in self.voter.trackers.values():
@@ -351,6 +358,7 @@ class AlertSink:
         """Stop delivering (undelivered events stay queued) and close the queue."""
         self.delivery.close()
         self.queue.close()
+        AlertSink._open.discard(self.path)
 
 
 def build_alert_sinks(config: ServiceConfig, metrics: Any) -> list[AlertSink]:

@@ -166,8 +166,9 @@ class Stack:
         wait_until(lambda: b"slewguard_windows_processed_total 9.0" in
                    self.app.metrics.exposition(), what="9 windows diagnosed")
 
-    def inject(self, predicted: str, count: int, first: int) -> None:
-        """Put ``count`` diagnosed windows of the faulty bearing into the daemon's outbox."""
+    def inject(self, predicted: str, count: int, first: int,
+               where: tuple[str, str, str, str] = FAULTY) -> None:
+        """Put ``count`` diagnosed windows of bearing ``where`` into the daemon's outbox."""
         from slewguard.service.result import Result
         from slewguard.signal import features, kinematics
         from slewguard.signal.simulate import SimulationSpec, simulate
@@ -176,7 +177,7 @@ class Stack:
                        n_windows=count, seed=first)
         table = features.extract(sim.windows, FAST["sample_rate_hz"],
                                  kinematics.preset(FAST["bearing"]), rpm=sim.rpm)
-        site, asset, bearing, sensor = FAULTY
+        site, asset, bearing, sensor = where
         now = time.time_ns()
         self.app.outbox.put([
             Result(site, asset, bearing, sensor, "tiny-bert", predicted, 0.95,
@@ -222,7 +223,7 @@ def firing_alerts(receiver: Receiver, status: str) -> list[dict]:
     return [a for body in receiver.accepted if body.get("status") == status
             for a in body.get("alerts", [])
             if a["labels"].get("alertname") == "SlewguardBearingFault"
-            and a["labels"].get("asset") == FAULTY[1]]
+            and a["labels"].get("asset") == FAULTY[1] and a["labels"]["state"] == "outer_race"]
 
 
 @pytest.mark.services

@@ -57,9 +57,8 @@ def stack(request) -> Stack:
 @pytest.fixture(scope="module")
 def every_series(stack):
     """A fault on one bearing too, so that the fault panels have something to show."""
-    stack.inject("inner_race", 3, first=100)
-    stack.prometheus.wait_for('slewguard_bearing_state{state="outer_race"} == 1 or '
-                              'slewguard_bearing_state{state="inner_race"} == 1')
+    stack.inject("inner_race", 3, first=0, where=("yard1", "crane8", "slew", "s8"))
+    stack.prometheus.wait_for('slewguard_bearing_state{asset="crane8",state="inner_race"} == 1')
     return stack
 
 

@@ -214,3 +214,13 @@ def test_bad_alert_config_names_the_key(alerts, message):
         config_from_dict({"site": "y", "sensors": [{"sensor_id": "s", "bearing": "cwru-6205"}],
                           "alerts": alerts}, env={})
     assert message in str(err.value) and "alerts" in str(err.value)
+
+
+def test_a_second_sink_on_the_same_queue_is_refused(tmp_path):
+    sink = AlertSink(AlertsConfig(), tmp_path / "a.sqlite3")
+    try:
+        with pytest.raises(ValueError, match="already used by an open AlertSink"):
+            AlertSink(AlertsConfig(), tmp_path / "a.sqlite3")
+    finally:
+        sink.close()
+    AlertSink(AlertsConfig(), tmp_path / "a.sqlite3").close()  # closed: reusable (SIGHUP)
