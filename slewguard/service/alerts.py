@@ -3,7 +3,8 @@
 Each window votes for one state: its predicted class, or "unknown" when its confidence is below
 ``min_confidence`` or the verdict contradicts the kinematics (e.g. "outer_race" with no envelope
 peak at BPFO: ``env_bpfo_h1_db`` under ``kinematic_min_db``), or "sensor_fault" when the result
-says so (predicted "sensor_fault" or a truthy ``sensor_fault`` feature). A bearing enters a state
+says so (predicted "sensor_fault" or "sensor_fault:<check>", or a truthy ``sensor_fault``
+feature). A bearing enters a state
 when it has ``enter_votes`` of its last n votes and holds it while it keeps ``exit_votes``
 (fewer): without enough evidence for anything else, the state stays. Results already seen (same
 sensor, start_ns not newer than the newest seen) do not vote again, since the forwarder retries.
@@ -81,7 +82,7 @@ def vote(result: Result, config: AlertsConfig) -> str:
         'unknown'
     """
     flag = result.features.get("sensor_fault", 0.0)
-    if result.predicted == "sensor_fault" or (math.isfinite(flag) and flag >= 0.5):
+    if result.predicted.split(":")[0] == "sensor_fault" or (math.isfinite(flag) and flag >= 0.5):
         return "sensor_fault"
     if result.predicted not in ALERT_STATES or not result.confidence >= config.min_confidence:
         return "unknown"

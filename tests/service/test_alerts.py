@@ -90,6 +90,7 @@ def test_low_confidence_and_missing_envelope_peak_vote_unknown():
 def test_sensor_fault_from_prediction_or_flag():
     config = AlertsConfig()
     assert vote(result(0, "sensor_fault"), config) == "sensor_fault"
+    assert vote(result(0, "sensor_fault:dropout"), config) == "sensor_fault"  # quality verdict
     assert vote(result(0, "outer_race", db=30.0, sensor_fault=1.0), config) == "sensor_fault"
     events = feed(Voter(config), ["sensor_fault"] * 3)
     assert kinds(events) == [("firing", "sensor_fault")] and events[0]["severity"] == "info"
@@ -224,3 +225,12 @@ def test_a_second_sink_on_the_same_queue_is_refused(tmp_path):
     finally:
         sink.close()
     AlertSink(AlertsConfig(), tmp_path / "a.sqlite3").close()  # closed: reusable (SIGHUP)
+
+
+def test_persistence_escalates_one_level():
+    voter = Voter(AlertsConfig(k=2, n=3, escalate_envelope_db=[50.0, 60.0],
+                               escalate_confidence=[1.0, 1.0], escalate_after_windows=5))
+    events = feed(voter, ["cage"] * 8, db=6.0)
+    assert [(e["event"], e["severity"]) for e in events] == [("firing", "warning"),
+                                                             ("escalated", "major")]
+    assert events[1]["at"] == "2023-11-14T22:13:25.000000Z"  # the 5th window in the state
