@@ -96,6 +96,14 @@ def _db(result: Result, line: str) -> float:
     return float(result.features.get(f"env_{line}_h1_db", math.nan))
 
 
+def _ballot(result: Result, state: str) -> dict:
+    """What a tracker keeps of one vote: enough for the evidence and the severity bands."""
+    levels = [_db(result, line) for line in FAULT_LINES.get(state, ())]
+    finite = [x for x in levels if math.isfinite(x)]
+    return {"vote": state, "predicted": result.predicted, "start_ns": result.start_ns,
+            "confidence": _num(result.confidence), "db": max(finite) if finite else None}
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -144,12 +152,7 @@ class Voter:
             return []  # a retried batch or an out-of-order old window: it already voted
         t.newest_ns[result.sensor] = result.start_ns
         t.last = result.to_json()
-        v = vote(result, self.config)
-        t.votes = (t.votes + [{"vote": v, "predicted": result.predicted, "start_ns":
-                               result.start_ns, "confidence": _num(result.confidence),
-                               "db": _num(max((_db(result, ln) for ln in
-                                               FAULT_LINES.get(v, ())), default=math.nan))}]
-                   )[-self.config.n:]
+        t.votes = (t.votes + [_ballot(result, vote(result, self.config))])[-self.config.n:]
         new_state = self._next_state(t)
         changed, t.state = new_state != t.state, new_state
         t.windows_in_state = 1 if changed else t.windows_in_state + 1
