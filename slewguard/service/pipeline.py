@@ -1,13 +1,15 @@
 """The inference pipeline: bounded queue, micro-batch, features, text, model, outbox, ack.
 
-One worker thread takes micro-batches (up to ``max_batch`` messages, or whatever arrived within
+A features thread takes micro-batches (up to ``max_batch`` messages, or whatever arrived within
 ``max_wait_ms`` of the first), decodes them, groups windows that can share one
-``features.extract`` call (same bearing geometry, sample rate and length), turns features into
-texts and runs ONE ``predict_proba`` over the whole batch. Results go to the outbox in one durable
-``put``; only then is each message acknowledged. Messages that can never be diagnosed (bad
-payload, unknown sensor, a window the features reject) go to the dead-letter topic with a reason,
-are counted, logged at most once per ``LOG_EVERY_S`` per reason, and acknowledged: a poison
-message must not loop.
+``features.extract`` call (same bearing geometry, sample rate and length) and turns features
+into texts; an inference thread runs ONE ``predict_proba`` over each batch while the next batch's
+features are computed. Results go to the outbox in one durable ``put``; only then is each
+message acknowledged. In flight at most: the queue, one batch in each thread and one between.
+
+Messages that can never be diagnosed (bad payload, unknown sensor, a window the features reject)
+go to the dead-letter topic with a reason, are counted, logged at most once per ``LOG_EVERY_S``
+per reason, and acknowledged: a poison message must not loop.
 
 Dead-letter format (both protocols): a JSON envelope ``{"reason", "detail", "topic",
 "payload_b64", "received_at"}``; on MQTT 5 the reason and source topic also travel as user
@@ -102,6 +104,13 @@ class _Item:
     rpm: float
 
 
+@dataclass
+class _Prepared:
+    items: list[_Item]
+    rows: list[dict]
+    texts: list[str]
+
+
 def model_name(classifier: Any) -> str:
     """A short model label: ``.name``, else the card's name or family, else the class name.
 
@@ -171,18 +180,24 @@ class Pipeline:
         self.dead_letter = dead_letter
         self._closing = threading.Event()  # refuse new messages, drain the queue
         self._abort = threading.Event()  # stop now, even mid-retry
-        self._thread: threading.Thread | None = None
+        # Features of batch k+1 overlap inference of batch k (numpy/scipy and torch both
+        # release the GIL); one prepared batch may wait between the two threads.
+        self._handoff: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        self._threads: list[threading.Thread] = []
         self._warn = _RateLimitedLog(LOG_EVERY_S)
         self.batches = 0
 
     def start(self) -> None:
-        """Start the worker thread."""
-        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
-        self._thread.start()
+        """Start the two worker threads (features, then inference + store + ack)."""
+        self._threads = [
+            threading.Thread(target=self._run_features, name="pipeline-features", daemon=True),
+            threading.Thread(target=self._run_inference, name="pipeline-inference", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def alive(self) -> bool:
-        """Whether the worker thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether both worker threads run."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def submit(self, inbound: Inbound) -> bool:
         """Queue a message, blocking while the queue is full; False when closing (not queued).
@@ -203,19 +218,39 @@ class Pipeline:
         self._closing.set()
         if not drain:
             self._abort.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                self._abort.set()
-                self._thread.join()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            self._abort.set()
+            for thread in self._threads:
+                thread.join()
 
-    def _run(self) -> None:
-        while not self._abort.is_set():
-            batch = self._take()
-            if batch:
-                self.process(batch)
-            elif self._closing.is_set():
-                return
+    def _run_features(self) -> None:
+        try:
+            while not self._abort.is_set():
+                batch = self._take()
+                if batch:
+                    prepared = self._prepare(batch)
+                    while prepared is not None and not self._abort.is_set():
+                        try:
+                            self._handoff.put(prepared, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                elif self._closing.is_set():
+                    return
+        finally:
+            self._handoff.put(None)  # the inference thread has taken the last batch or aborts
+
+    def _run_inference(self) -> None:
+        while (prepared := self._handoff.get()) is not None:
+            if self._abort.is_set():
+                continue
+            try:
+                self._finish(prepared)
+            except Exception:  # keep serving; these messages stay unacked until a reconnect
+                log.exception("batch of %d windows failed after inference", len(prepared.items))
 
     def _take(self) -> list[Inbound]:
         try:
@@ -234,12 +269,20 @@ class Pipeline:
         return batch
 
     def process(self, batch: list[Inbound]) -> list[Result]:
-        """Diagnose ``batch``, store the results, ack; returns the stored results."""
+        """Diagnose ``batch`` in the calling thread, store the results, ack; returns them."""
+        prepared = self._prepare(batch)
+        return [] if prepared is None else self._finish(prepared)
+
+    def _prepare(self, batch: list[Inbound]) -> _Prepared | None:
+        """Decode, reject, featurise and textify; None when nothing is left to infer."""
         self.metrics.batch_windows.observe(len(batch))
         items = [item for item in map(self._decode, batch) if item is not None]
         rows, texts, kept = self._featurise(items)
-        if not kept:
-            return []
+        return _Prepared(kept, rows, texts) if kept else None
+
+    def _finish(self, prepared: _Prepared) -> list[Result]:
+        """One predict_proba over the batch, one durable outbox put, then the acks."""
+        kept, rows, texts = prepared.items, prepared.rows, prepared.texts
         started = time.perf_counter()
         try:
             proba = np.asarray(self.classifier.predict_proba(texts), dtype=np.float64)
