@@ -174,11 +174,15 @@ def run_cascade(
     calib_batches: Sequence[Batch],
     config: CascadeConfig,
     evaluate: Evaluate | None = None,
+    *,
+    vocab_texts: Sequence[str] | None = None,
 ) -> tuple[torch.nn.Module, CascadeReport]:
     """Prune ``model`` to ``config.target_ratio`` layer -> head -> channel, recovering after each.
 
     Returns the pruned, recovered model (plain transformers, in place where possible) and the
-    report. ``tokenizer`` is only used by the optional vocabulary stage (it may be None).
+    report. ``tokenizer`` is only used by the optional vocabulary stage (it may be None), which
+    keeps the tokens of ``vocab_texts`` (default: the decoded training batches) and puts the
+    renumbered tokenizer in ``report.tokenizer``.
     Raises ValueError when the target exceeds what removing everything prunable reaches.
 
     Example:
@@ -212,7 +216,7 @@ def run_cascade(
         console.log(f"{stage}: body {entry.body_parameters:,} ({entry.ratio:.2f}x) "
                     f"{entry.metrics} in {entry.seconds:.1f} s")
     if config.include_vocab:
-        model, report.tokenizer = _trim_vocab(model, tokenizer, train_batches)
+        model, report.tokenizer = _trim_vocab(model, tokenizer, train_batches, vocab_texts)
     return model, report
 
 
@@ -254,15 +258,16 @@ def _evaluate(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[str, fl
         return {k: float(v) for k, v in evaluate(model).items()}
 
 
-def _trim_vocab(model: torch.nn.Module, tokenizer: Any,
-                batches: Sequence[Batch]) -> tuple[torch.nn.Module, Any]:
+def _trim_vocab(model: torch.nn.Module, tokenizer: Any, batches: Sequence[Batch],
+                texts: Sequence[str] | None) -> tuple[torch.nn.Module, Any]:
     """Vocabulary stage: keep the tokens the training texts produce (not part of the body ratio)."""
     from slewguard.models.prune.vocab import trim_vocabulary
 
     if tokenizer is None:
         raise ValueError("include_vocab=True needs the tokenizer: pass it to run_cascade")
-    texts = [t for b in batches for t in tokenizer.batch_decode(b["input_ids"],
-                                                                skip_special_tokens=True)]
+    if texts is None:
+        texts = [t for b in batches for t in tokenizer.batch_decode(b["input_ids"],
+                                                                    skip_special_tokens=True)]
     return trim_vocabulary(model, tokenizer, texts)
 
 

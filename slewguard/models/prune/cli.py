@@ -107,7 +107,11 @@ def run_prune(args: argparse.Namespace) -> int:
         return {"accuracy": evaluate(clf, test_texts, test_labels)["accuracy"]}
 
     if args.method == "cascade":
-        model, report = run_cascade(clf.model, clf.tokenizer, batches, batches, config, accuracy)
+        from slewguard.signal import textify
+
+        vocab_texts = [*train_texts, " ".join(textify.vocabulary())]
+        model, report = run_cascade(clf.model, clf.tokenizer, batches, batches, config, accuracy,
+                                    vocab_texts=vocab_texts if args.include_vocab else None)
     else:
         model, report = run_baseline(args.method, clf.model, batches, batches, config, accuracy)
     clf.model = model.eval()

@@ -207,3 +207,23 @@ def test_prune_command_writes_a_loadable_model_at_the_ratio(tmp_path, capsys) ->
     assert main(["prune", str(tmp_path / "dense"), "--data", str(tmp_path / "data"),
                  "--target-ratio", "500", "--out", str(tmp_path / "x")]) == 2
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_cascade_vocabulary_stage_trims_embeddings_and_returns_the_tokenizer() -> None:
+    from slewguard.models.backbones import build
+
+    words = [f"w{i}" for i in range(30)]
+    backbone = build("tiny-bert", 2, vocabulary=words)
+    model, tokenizer = backbone.model, backbone.tokenizer
+    texts = ["w1 w2 w3", "w2 w3 w4", "w1 w4 w4", "w3 w2 w1"] * 4
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    batches = [{**enc, "labels": torch.tensor([0, 1, 0, 1] * 4)}]
+    rows = model.get_input_embeddings().weight.shape[0]
+    pruned, report = run_cascade(model, tokenizer, batches, batches,
+                                 CascadeConfig(target_ratio=1.2, include_vocab=True, **FAST),
+                                 vocab_texts=texts)
+    assert report.tokenizer is not None
+    assert pruned.get_input_embeddings().weight.shape[0] < rows
+    new = report.tokenizer(texts[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(pruned(**new).logits).all()
