@@ -401,17 +401,16 @@ def _check_resolvable(
         )
 
 
-def _frames(speeds: np.ndarray, trace: np.ndarray | None, fs: float, n: int, max_order: float):
-    """One _Frame per window: time axis in Hz (constant speed) or order axis (rpm_trace)."""
+def _frame(speed: float, trace: np.ndarray | None, fs: float, n: int, max_order: float) -> _Frame:
+    """One window's _Frame from its own speed only: time axis in Hz, or order axis (rpm_trace)."""
     duration = n / fs
     if trace is None:
         step = 1.0 / (ENVELOPE_PAD * duration)
-        n_axis = int(max_order * speeds.max() / 60.0 / step) + 1
-        return [_Frame(s / 60.0, s / 60.0 * duration, duration, None, step, n_axis) for s in speeds]
-    revs_at = np.cumsum(trace, axis=1) / 60.0 / fs  # (B, N) revolutions turned
-    step = 1.0 / (ENVELOPE_PAD * revs_at[:, -1].max())
-    n_axis = int(max_order / step) + 1
-    return [_Frame(1.0, r[-1], duration, r, step, n_axis) for r in revs_at]
+        n_axis = int(max_order * speed / 60.0 / step) + 1
+        return _Frame(speed / 60.0, speed / 60.0 * duration, duration, None, step, n_axis)
+    revs_at = np.cumsum(trace) / 60.0 / fs  # (N,) revolutions turned
+    step = 1.0 / (ENVELOPE_PAD * revs_at[-1])
+    return _Frame(1.0, revs_at[-1], duration, revs_at, step, int(max_order / step) + 1)
 
 
 def _envelope_block(
@@ -419,18 +418,21 @@ def _envelope_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Band columns (B, len(SK_NAMES)) and line levels (B, len(ENVELOPE_NAMES)) per window.
 
-    ``white`` is the whitened rfft (B, M) of windows of ``n`` samples.
+    ``white`` is the whitened rfft (B, M) of windows of ``n`` samples. Every window's band tree
+    and spectral axis come from its own speed, so its features do not depend on the batch.
     """
     n_bins = white.shape[1] - 1
     max_order = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
-    peak_rpm = speeds.max() if trace is None else np.percentile(trace, 95)
-    # Bands start above the highest envelope line (below it sit shaft and gear tones, not
-    # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
-    # max-over-bands bias of healthy windows low.
-    top_env_hz = max_order * peak_rpm / 60.0
-    tree = _band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
-    frames = _frames(speeds, trace, fs, n, max_order)
-    rows = [_window_envelope(w, f, orders, tree) for w, f in zip(white, frames, strict=True)]
+    rows = []
+    for i, row in enumerate(white):
+        peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
+        # Bands start above the highest envelope line (below it sit shaft and gear tones, not
+        # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
+        # max-over-bands bias of healthy windows low.
+        top_env_hz = max_order * peak_rpm / 60.0
+        tree = _band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
+        frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, max_order)
+        rows.append(_window_envelope(row, frame, orders, tree))
     bins = np.array([r[1] for r in rows], dtype=np.float64)
     band = np.stack(
         [

@@ -141,6 +141,43 @@ def test_batch_equals_single_and_table_shape():
         np.testing.assert_allclose(single.values[0], batch.values[i], rtol=1e-5, atol=1e-4)
 
 
+def _mixed_batch(size, profile="constant"):
+    """``size`` CWRU-like 1 s windows of mixed classes, speeds and SNRs (rpm, trace per window)."""
+    faults = ("outer_race", "healthy", "inner_race", "rolling_element", "cage", "combined")
+    parts = [
+        _sim(
+            faults[i % len(faults)],
+            "cwru-6205",
+            900.0 + 97.0 * i,
+            12000.0,
+            1.0,
+            snr_db=-5.0 + 3.0 * (i % 6),
+            n=1,
+            speed_profile=profile,
+            speed_period_seconds=0.5,
+        )
+        for i in range(size)
+    ]
+    trace = None if profile == "constant" else np.concatenate([p.rpm_trace for p in parts])
+    return np.concatenate([p.windows for p in parts]), np.concatenate([p.rpm for p in parts]), trace
+
+
+@pytest.mark.parametrize("profile", ["constant", "oscillating"])
+def test_features_of_a_window_do_not_depend_on_its_batch(profile):
+    windows, rpm, trace = _mixed_batch(16, profile)
+    bearing = preset("cwru-6205")
+
+    def features(rows):
+        tr = None if trace is None else trace[rows]
+        return extract(windows[rows], 12000.0, bearing, rpm=rpm[rows], rpm_trace=tr).values
+
+    alone = np.concatenate([features([i]) for i in (0, 5)])
+    np.testing.assert_allclose(
+        features([0, 5, 9]), np.concatenate([alone, features([9])]), rtol=1e-4, atol=1e-3
+    )
+    np.testing.assert_allclose(features(list(range(16)))[[0, 5]], alone, rtol=1e-4, atol=1e-3)
+
+
 def test_time_features_of_known_signals():
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(1, 60_000))
