@@ -18,8 +18,8 @@ import importlib
 import json
 import shutil
 import subprocess
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,11 +131,19 @@ class Stack:
     """mosquitto, the daemon (in-process App), Prometheus, Alertmanager and two receivers."""
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.stoppers: list = []
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
         from slewguard.service.app import App
         from tests.service.conftest import tiny_classifier
 
-        self.directory = directory
-        self.stoppers: list = []
+        directory = self.directory
         self.broker = services.start_mosquitto(directory / "mosquitto")
         self.stoppers.append(self.broker.stop)
         self.am_receiver = Receiver().up()  # Alertmanager's webhook
@@ -198,25 +206,30 @@ _STACK: dict[str, Stack] = {}
 
 
 def shared_stack(request: pytest.FixtureRequest) -> Stack:
-    """The one Stack of this session (started on first use, stopped when pytest ends)."""
+    """The one Stack of this session, started on first use (module fixtures call this)."""
     reason = missing()
     if reason is not None:
         pytest.skip(reason)
     if "stack" not in _STACK:
-        directory = Path(tempfile.mkdtemp(prefix="slewguard-e2e-"))
+        directory = request.getfixturevalue("tmp_path_factory").mktemp("e2e")
         _STACK["stack"] = Stack(directory)
-
-        def cleanup() -> None:
-            _STACK.pop("stack").close()
-            shutil.rmtree(directory, ignore_errors=True)
-
-        request.config.add_cleanup(cleanup)
+        request.config.add_cleanup(_STACK["stack"].close)  # after an interrupted run
     return _STACK["stack"]
 
 
+def release_stack(request: pytest.FixtureRequest) -> None:
+    """Stop the stack at a module's end unless a later test in this session still uses it."""
+    items = request.session.items
+    mine = [i for i, item in enumerate(items) if item.module is request.module]
+    later = items[max(mine) + 1:] if mine else []
+    if "stack" in _STACK and not any("stack" in item.fixturenames for item in later):
+        _STACK.pop("stack").close()
+
+
 @pytest.fixture(scope="module")
-def stack(request) -> Stack:
-    return shared_stack(request)
+def stack(request) -> Iterator[Stack]:
+    yield shared_stack(request)
+    release_stack(request)
 
 
 def firing_alerts(receiver: Receiver, status: str) -> list[dict]:

@@ -11,11 +11,12 @@ import re
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.test_alerting_e2e import Stack, shared_stack
+from tests.deploy.test_alerting_e2e import Stack, release_stack, shared_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
@@ -50,8 +51,9 @@ def variable_queries() -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stack(request) -> Stack:
-    return shared_stack(request)
+def stack(request) -> Iterator[Stack]:
+    yield shared_stack(request)
+    release_stack(request)
 
 
 @pytest.fixture(scope="module")
