@@ -269,6 +269,7 @@ def smollm2_cache(cache_dir: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename: an interrupted conversion never leaves a half cache.
     staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     shutil.rmtree(target, ignore_errors=True)

@@ -1,10 +1,10 @@
 """FaultClassifier: feature text in, fault-class probabilities out; training, saving, loading.
 
 Example:
-    >>> clf, history = train_classifier(["rms high"] * 8, ["outer_race"] * 8,  # doctest: +SKIP
-    ...                                 ["rms high"], ["outer_race"], family="tiny-bert")
-    >>> clf.predict(["rms high"])                                            # doctest: +SKIP
-    ['outer_race']
+    >>> texts = datasets.to_texts(split.train)  # doctest: +SKIP
+    >>> clf, history = train_classifier(texts, split.train.labels.tolist(),  # doctest: +SKIP
+    ...     test_texts, split.test.labels.tolist(), family="minilm", epochs=6, lr=2e-4)
+    >>> clf.save("out/model")                                               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class FaultClassifier:
 
     Example:
         >>> clf = load("out/model")                                # doctest: +SKIP
-        >>> clf.predict_proba(["rms 0.3 kurtosis 9"]).shape        # doctest: +SKIP
+        >>> clf.predict_proba(["outer 6 7 6 inner 5 2 0 kurt 0"]).shape  # doctest: +SKIP
         (1, 4)
     """
 
@@ -73,7 +73,7 @@ class FaultClassifier:
         """Class probabilities, float32 (B, C), rows sum to 1, columns in ``classes`` order.
 
         Example:
-            >>> clf.predict_proba(["rms high", "rms low"]).sum(axis=1)  # doctest: +SKIP
+            >>> clf.predict_proba(["outer 6 7 6", "outer 0 0 0"]).sum(axis=1)  # doctest: +SKIP
             array([1., 1.], dtype=float32)
         """
         self.model.eval()
@@ -228,7 +228,7 @@ def evaluate(clf: FaultClassifier, texts: Sequence[str], labels: Sequence[str]) 
     """Accuracy, per-class recall and confusion matrix (rows true, columns predicted).
 
     Example:
-        >>> evaluate(clf, ["rms high"], ["outer_race"])["accuracy"]  # doctest: +SKIP
+        >>> evaluate(clf, ["outer 6 7 6"], ["outer_race"])["accuracy"]  # doctest: +SKIP
         1.0
     """
     index = {name: i for i, name in enumerate(clf.classes)}
