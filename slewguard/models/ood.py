@@ -274,3 +274,79 @@ def window_features(ws, progress: bool = False, batch_size: int = 32) -> Feature
         values[idx] = extract(ws.windows[idx], ws.sample_rate_hz, preset(str(bearings[idx[0]])),
                               rpm=ws.rpm[idx], rpm_trace=trace).values
     return FeatureTable(FEATURE_NAMES, values)
+
+
+OOD_FILE = "ood.json"
+RELIABILITY_FILE = "reliability.png"
+
+
+def fit_trust(model_dir: Path, classes: list[str], train: FeatureTable, train_labels: np.ndarray,
+              heldout: FeatureTable, heldout_probs: np.ndarray,
+              heldout_labels: np.ndarray) -> dict:
+    """Fit every trust piece on a trained model; write ood.json + reliability.png; card sections.
+
+    ``heldout`` must not be the training split (a validation or test split). Returns
+    ``{"calibration": ..., "ood": ..., "kinematic_min_db": ...}`` to merge into the card.
+
+    Example:
+        >>> card.update(fit_trust(path, clf.classes, train_t, y_train, val_t, clf.predict_proba(
+        ...     val_texts), y_val))                                     # doctest: +SKIP
+    """
+    from slewguard.models.calibrate import calibration_record, reliability_diagram
+
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(np.asarray(heldout_labels).tolist()) - set(index))
+    if unknown:
+        raise ValueError(f"heldout_labels contain {unknown}, not in classes={classes}")
+    y = np.array([index[c] for c in np.asarray(heldout_labels).tolist()])
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    calibration = calibration_record(heldout_probs, y)
+    reliability_diagram(heldout_probs, y, model_dir / RELIABILITY_FILE, title="before scaling")
+    detector = OodDetector().fit(train).calibrate(heldout)
+    detector.save(model_dir / OOD_FILE)
+    return {"calibration": calibration,
+            "ood": {"file": OOD_FILE, "threshold": detector.threshold,
+                    "heldout_ood_share": float(detector.is_ood(heldout).mean())},
+            "kinematic_min_db": fit_kinematic_thresholds(train, train_labels)}
+
+
+@dataclass
+class Trust:
+    """What the daemon applies after predict_proba: temperature, OOD detector, line thresholds.
+
+    Example:
+        >>> trust = Trust.load(path, clf.card)                              # doctest: +SKIP
+        >>> probs, decisions = trust.judge(clf.classes, proba, table, quality_verdicts)
+        ... # doctest: +SKIP
+    """
+
+    temperature: float = 1.0
+    detector: OodDetector | None = None
+    min_db: dict[str, float] | None = None
+
+    @classmethod
+    def load(cls, model_dir: Path, card: Mapping) -> Trust:
+        """Read the pieces ``fit_trust`` stored; a missing piece is skipped (neutral)."""
+        from slewguard.models.calibrate import card_temperature
+
+        card = dict(card)
+        file = Path(model_dir) / card.get("ood", {}).get("file", OOD_FILE)
+        return cls(temperature=card_temperature(card),
+                   detector=OodDetector.load(file) if file.is_file() else None,
+                   min_db=card.get("kinematic_min_db"))
+
+    def judge(self, classes: list[str], proba: np.ndarray, table: FeatureTable,
+              quality: list[QualityVerdict] | None = None) -> tuple[np.ndarray, list[Decision]]:
+        """Calibrated probabilities (B, C) and one Decision per window."""
+        from slewguard.models.calibrate import apply_temperature
+
+        probs = apply_temperature(proba, self.temperature)
+        scores = self.detector.score(table) if self.detector is not None else None
+        decisions = [
+            decide(classes[int(p.argmax())], table.row(i),
+                   quality=None if quality is None else quality[i],
+                   ood_score=None if scores is None else float(scores[i]),
+                   detector=self.detector, min_db=self.min_db)
+            for i, p in enumerate(probs)]
+        return probs, decisions

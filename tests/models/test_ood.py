@@ -146,3 +146,29 @@ def test_decide_scores_the_row_itself_and_names_the_furthest_feature(fitted):
     row = extract(x, FS, preset("slew-4pc-1000"), rpm=RPM).row(0)
     d = decide("outer_race", row, detector=detector, min_db=min_db)
     assert d.verdict == "unknown" and "furthest:" in d.reason and "?" not in d.reason
+
+
+def test_fit_trust_writes_what_trust_load_reads(fitted, tmp_path):
+    from slewguard.models.ood import Trust, fit_trust
+
+    _, _, table, labels = fitted
+    classes = ["healthy", "inner_race", "outer_race", "rolling_element"]
+    rng = np.random.default_rng(0)
+    logits = 6 * np.eye(4)[[classes.index(c) for c in labels]] + 3 * rng.normal(size=(len(labels),
+                                                                                     4))
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    card = fit_trust(tmp_path, classes, table, labels, table, proba, labels)
+    assert (tmp_path / "ood.json").is_file() and (tmp_path / "reliability.png").is_file()
+    assert card["calibration"]["temperature"] > 1.0  # noisy logits were over-confident
+    trust = Trust.load(tmp_path, card)
+    assert trust.detector is not None and trust.min_db == card["kinematic_min_db"]
+    probs, decisions = trust.judge(classes, proba, table)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert (probs.argmax(axis=1) == proba.argmax(axis=1)).all()
+    assert probs.max(axis=1).mean() < proba.max(axis=1).mean()
+    assert len(decisions) == len(labels)
+    assert {d.verdict for d in decisions} <= set(classes) | {"unknown"}
+    neutral = Trust.load(tmp_path / "nothing", {})
+    assert neutral.temperature == 1.0 and neutral.detector is None
+    with pytest.raises(ValueError, match="not in classes"):
+        fit_trust(tmp_path, classes[:2], table, labels, table, proba, labels)
