@@ -127,3 +127,12 @@ def test_smollm2_gguf_is_dequantised_once_into_an_fp32_cache(tmp_path):
     stamp = (cache / "model.safetensors").stat().st_mtime_ns
     assert backbones.smollm2_cache(cache) == cache
     assert (cache / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_scratch_models_default_to_the_textify_vocabulary():
+    textify = pytest.importorskip("slewguard.signal.textify",
+                                  reason="slewguard.signal.textify not written yet")
+    tok = backbones.build("tiny-bert", 2).tokenizer
+    ids = tok(" ".join(textify.vocabulary()))["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert len(ids) == len(textify.vocabulary()) + 2  # one id per word plus [CLS] and [SEP]
