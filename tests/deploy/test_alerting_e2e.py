@@ -220,9 +220,11 @@ def shared_stack(request: pytest.FixtureRequest) -> Stack:
 def release_stack(request: pytest.FixtureRequest) -> None:
     """Stop the stack at a module's end unless a later test in this session still uses it."""
     items = request.session.items
-    mine = [i for i, item in enumerate(items) if item.module is request.module]
+    mine = [i for i, item in enumerate(items)
+            if getattr(item, "module", None) is request.module]  # doctest items have none
     later = items[max(mine) + 1:] if mine else []
-    if "stack" in _STACK and not any("stack" in item.fixturenames for item in later):
+    if "stack" in _STACK and not any("stack" in getattr(item, "fixturenames", ())
+                                     for item in later):
         _STACK.pop("stack").close()
 
 
