@@ -48,6 +48,7 @@ from slewguard.service.config import ALERT_STATES, AlertsConfig, ServiceConfig
 from slewguard.service.result import Result
 from slewguard.service.sinks import RetryableSinkError
 from slewguard.service.sinks.webhook import WebhookDelivery, WebhookQueue
+from slewguard.signal.explain import explain
 from slewguard.signal.kinematics import FAULT_LINE
 
 STATE_CODES = {"healthy": 0, "unknown": 1, "sensor_fault": 2, "inner_race": 3, "outer_race": 4,
@@ -219,6 +220,7 @@ class Voter:
             "dashboard_url": link,
             "evidence": {
                 "verdict": result.predicted, "confidence": _num(result.confidence),
+                "explanation": explain(f),
                 "sensor": result.sensor, "model": result.model, "rpm": _num(result.rpm),
                 "votes": [dict(v, start=_iso(v["start_ns"])) for v in t.votes],
                 "envelope_db": {ln: _num(_db(result, ln)) for ln in LINES},

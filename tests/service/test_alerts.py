@@ -127,6 +127,7 @@ def test_event_carries_the_evidence():
     assert evidence["verdict"] == "outer_race" and evidence["envelope_db"]["bpfo"] == 12.5
     assert [v["confidence"] for v in evidence["votes"]] == [0.9, 0.9]
     assert evidence["rms"] == 0.2 and evidence["kurtosis"] == 3.1
+    assert evidence["explanation"].startswith("BPFO +12 dB")  # signal.explain's technician line
     assert event["dashboard_url"] == ("http://grafana:3000/d/slewguard-bearing/slewguard-bearing"
                                       "?var-site=yard1&var-asset=crane1&var-bearing=slew")
     assert event["started_at"] == "2023-11-14T22:13:21.000000Z"  # the window that decided
