@@ -216,9 +216,6 @@ class App:
             options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
                        "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
         sinks[:0] = build_alert_sinks(self.config, self.metrics)  # first: no wait on a DB outage
-        from slewguard.service.alerts import build_alert_sinks
-
-        sinks += build_alert_sinks(self.config, self.metrics)  # bearing states + webhooks
         self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
         self._forwarder_stop = threading.Event()
         self._forwarder_thread = threading.Thread(
