@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, cached_property
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -45,6 +46,7 @@ MIN_PERIODS = 3.0  # a line needs this many periods inside the window to be reso
 ENVELOPE_PAD = 4  # zero-padding factor of the envelope FFT (finer line placement)
 FLOOR_SPAN = 0.2  # noise-floor neighbourhood: +-20 % of the line frequency ...
 FLOOR_MIN_BINS = 15  # ... and at least this many bins on each side
+LOW_MARGIN_BINS = 8  # squared-envelope bins kept beyond the axis (Hann leakage)
 N_ENERGY_BANDS = 4
 # Candidate band counts of the kurtogram (band width = Nyquist / n); n > 1 also half-shifted.
 KURTOGRAM_SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -118,23 +120,25 @@ def _check_rate(sample_rate_hz: float) -> float:
 
 def _whiten(spectrum: np.ndarray) -> np.ndarray:
     """Spectral pre-whitening: divide by a moving RMS of the magnitude. (B, M) -> (B, M)."""
-    power = np.abs(spectrum) ** 2
+    power = np.abs(spectrum).astype(np.float64) ** 2  # float64: the running sum cancels
     width = max(8, spectrum.shape[1] // 200)
     csum = np.cumsum(np.pad(power, ((0, 0), (width // 2 + 1, width - width // 2))), axis=1)
     smooth = (csum[:, width:] - csum[:, :-width])[:, : spectrum.shape[1]] / width
-    return spectrum / np.sqrt(smooth + 1e-30 * power.mean(axis=1, keepdims=True) + 1e-300)
+    scale = np.sqrt(smooth + 1e-30 * power.mean(axis=1, keepdims=True) + 1e-300)
+    return spectrum / scale.astype(spectrum.real.dtype)
 
 
-def _time_features(x: np.ndarray) -> np.ndarray:
-    """Time statistics per window. (B, N) -> (B, len(TIME_NAMES))."""
-    xc = x - x.mean(axis=1, keepdims=True)
+def _time_features(xc: np.ndarray) -> np.ndarray:
+    """Time statistics of mean-removed windows, means accumulated in float64. (B, N) -> (B, 7)."""
     tiny = 1e-30
-    rms = np.sqrt((xc**2).mean(axis=1))
-    peak = np.abs(xc).max(axis=1)
-    mean_abs = np.abs(xc).mean(axis=1)
-    z = xc / (rms[:, None] + tiny)
-    kurt = (z**4).mean(axis=1) - 3.0
-    skew = (z**3).mean(axis=1)
+    sq = xc * xc  # products, not ** 3 / ** 4 (numpy's pow is ~10 x slower)
+    rms = np.sqrt(sq.mean(axis=1, dtype=np.float64))
+    abs_x = np.abs(xc)
+    peak = abs_x.max(axis=1).astype(np.float64)
+    mean_abs = abs_x.mean(axis=1, dtype=np.float64)
+    var = rms**2 + tiny
+    kurt = (sq * sq).mean(axis=1, dtype=np.float64) / var**2 - 3.0
+    skew = (sq * xc).mean(axis=1, dtype=np.float64) / var**1.5
     crest = peak / (rms + tiny)
     return np.stack(
         [rms, peak, crest, kurt, skew, rms / (mean_abs + tiny), peak / (mean_abs + tiny)], axis=1
@@ -143,7 +147,7 @@ def _time_features(x: np.ndarray) -> np.ndarray:
 
 def _band_energies(spectrum: np.ndarray) -> np.ndarray:
     """Energy of N_ENERGY_BANDS equal bands relative to the total, dB. (B, M) -> (B, 4)."""
-    power = np.abs(spectrum[:, 1:]) ** 2
+    power = np.abs(spectrum[:, 1:]).astype(np.float64) ** 2
     edges = np.linspace(0, power.shape[1], N_ENERGY_BANDS + 1).astype(int)
     bands = np.stack(
         [power[:, a:b].sum(axis=1) for a, b in zip(edges[:-1], edges[1:], strict=True)], axis=1
@@ -178,6 +182,24 @@ def _squared_envelope(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = env.mean(axis=-1, keepdims=True)
     sk = (env**2).mean(axis=-1) / (mean[..., 0] ** 2 + 1e-300) - 2.0
     return env - mean, sk
+
+
+def _envelope_bins(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band bins (..., w) -> squared-envelope spectrum bins 0..n_low (..., n_low + 1), its SK (...).
+
+    The complex envelope is sampled at w + n_low + 1 points, not 2 w: lags up to n_low of |z|^2
+    then do not alias, and only those are read (cost O(w), not O(2 w) per band). Bin 0 (the
+    mean) is zeroed.
+    """
+    w = bands.shape[-1]
+    n_env = sp_fft.next_fast_len(max(w + n_low + 1, 2 * n_low + 2))
+    z = sp_fft.ifft(bands, n=n_env, axis=-1, workers=-1)
+    env = z.real**2 + z.imag**2
+    mean = env.mean(axis=-1)
+    sk = (env**2).mean(axis=-1) / (mean**2 + 1e-30) - 2.0
+    low = sp_fft.rfft(env, axis=-1, workers=-1)[..., : n_low + 1]
+    low[..., 0] = 0.0
+    return low, sk
 
 
 def select_band(
@@ -217,6 +239,11 @@ def _rows_at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return values[:, i0] * (1 - frac) + values[:, i0 + 1] * frac
 
 
+@cache
+def _hann(n: int) -> np.ndarray:
+    return np.hanning(n).astype(np.float32)
+
+
 @dataclass
 class _Frame:
     """One window's speed frame: where lines sit and on which axis its spectra are read."""
@@ -227,11 +254,19 @@ class _Frame:
     revs_at: np.ndarray | None  # (N,) revolutions at each sample (order tracking) or None
     step: float  # axis spacing: Hz (time) or orders (order tracking)
     n_axis: int
+    n_low: int  # native (1 / duration) squared-envelope bins the axis needs, with a margin
 
-    def spectra(self, env: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
-        """Amplitude spectra of squared envelopes (R, L) on this frame's axis -> (axis, (R, K))."""
+    def spectra(self, low: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+        """Amplitude spectra from squared-envelope bins 0..n_low (R, n_low + 1) -> (axis, (R, K)).
+
+        The bins are turned back into a short (low-passed) squared envelope, Hann-windowed and
+        zero-padded by ``pad``; the Hann window's transform falls as 1 / f^3, so bins beyond
+        n_low barely leak onto the axis.
+        """
         axis = np.arange(self.n_axis) * self.step
-        n_env = env.shape[1]
+        oversample = 2 if self.revs_at is None else 8  # order tracking interpolates in time
+        n_env = sp_fft.next_fast_len(oversample * low.shape[1], real=True)
+        env = sp_fft.irfft(low, n=n_env, axis=1, workers=-1)
         spacing = self.duration_s / n_env  # axis units per envelope sample: s, or revolutions
         if self.revs_at is not None:  # computed order tracking: resample to uniform shaft angle
             t_full = np.arange(1, len(self.revs_at) + 1) * (self.duration_s / len(self.revs_at))
@@ -241,61 +276,87 @@ class _Frame:
             env = env - env.mean(axis=1, keepdims=True)
             spacing = grid[1]
         n_fft = sp_fft.next_fast_len(pad * n_env, real=True)
-        window = np.hanning(n_env)
-        amp = np.abs(sp_fft.rfft(env * window, n=n_fft, axis=1)) * 2 / window.sum()
+        window = _hann(n_env)
+        amp = np.abs(sp_fft.rfft(env * window, n=n_fft, axis=1, workers=-1)) * 2 / window.sum()
         own_step = 1.0 / (n_fft * spacing)  # Hz (or orders) per FFT bin
         return axis, _rows_at(amp, np.minimum(axis / own_step, amp.shape[1] - 1))
 
+    @cached_property
+    def line_cells(self) -> list[tuple[int, int, np.ndarray] | None]:
+        """Per target of _targets(): peak search slice [lo, hi) and noise-floor indices, or None."""
+        return [
+            _line_cells(np.arange(self.n_axis) * self.step, o * self.scale)
+            if o * self.revs >= MIN_PERIODS
+            else None
+            for o in self.targets
+        ]
 
-def _line_level_db(
-    axis: np.ndarray, amp: np.ndarray, target: float, resolvable: bool
-) -> np.ndarray:
-    """Peak within +-LINE_TOLERANCE of target over the local median floor, dB >= 0. -> (R,)."""
-    if not resolvable:
-        return np.zeros(amp.shape[0])
+    targets: tuple[float, ...] = ()  # line orders: LINES x harmonics, BPFI -+ 1, shaft
+
+
+def _targets(orders: dict[str, float]) -> tuple[float, ...]:
+    """Orders whose level is read: each line's harmonics, BPFI's shaft sidebands, the shaft."""
+    lines = [k * orders[line] for line in LINES for k in range(1, HARMONICS + 1)]
+    return (*lines, orders["bpfi"] - 1.0, orders["bpfi"] + 1.0, 1.0)
+
+
+def _line_cells(axis: np.ndarray, target: float) -> tuple[int, int, np.ndarray]:
+    """Peak search slice within +-LINE_TOLERANCE of target and the local noise-floor indices."""
     step = axis[1] - axis[0]
     cell = ENVELOPE_PAD * step  # about one true resolution cell
     half_win = max(LINE_TOLERANCE * target, step)
     dist = np.abs(axis - target)
-    peak = amp[:, dist <= half_win].max(axis=1)
+    inside = np.flatnonzero(dist <= half_win)
     reach = max(FLOOR_SPAN * target, FLOOR_MIN_BINS * cell)
     in_floor = (dist <= reach) & (dist > 2 * half_win + 2 * cell) & (axis > 2 * cell)
-    floor = np.median(amp[:, in_floor], axis=1) if in_floor.any() else np.zeros(amp.shape[0])
+    return int(inside[0]), int(inside[-1]) + 1, np.flatnonzero(in_floor)
+
+
+def _line_level_db(amp: np.ndarray, cells: tuple[int, int, np.ndarray] | None) -> np.ndarray:
+    """Peak in the search slice over the median floor, dB >= 0 (0 when unresolved). -> (R,)."""
+    if cells is None:
+        return np.zeros(amp.shape[0])
+    lo, hi, floor_at = cells
+    peak = amp[:, lo:hi].max(axis=1)
+    floor = np.median(amp[:, floor_at], axis=1) if len(floor_at) else np.zeros(amp.shape[0])
     with np.errstate(all="ignore"):
         db = 20 * np.log10(peak / floor)
     return np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)
 
 
-def _line_table(frame: _Frame, axis: np.ndarray, amp: np.ndarray, orders: dict) -> np.ndarray:
-    """dB over floor of every line harmonic, sideband and shaft line -> (R, len(ENVELOPE_NAMES))."""
-    targets = [k * orders[line] for line in LINES for k in range(1, HARMONICS + 1)]
-    targets += [orders["bpfi"] - 1.0, orders["bpfi"] + 1.0, 1.0]
-    cols = [
-        _line_level_db(axis, amp, o * frame.scale, o * frame.revs >= MIN_PERIODS) for o in targets
-    ]
+def _line_table(frame: _Frame, amp: np.ndarray, n_cols: int | None = None) -> np.ndarray:
+    """dB over floor of every line harmonic, sideband and shaft line -> (R, len(ENVELOPE_NAMES)).
+
+    ``n_cols`` keeps only the first line-harmonic columns (band choice needs no more).
+    """
+    cells = frame.line_cells[:n_cols] if n_cols else frame.line_cells
+    cols = [_line_level_db(amp, c) for c in cells]
+    if n_cols:
+        return np.stack(cols, axis=1)
     sideband = 0.5 * (cols[-3] + cols[-2])
     return np.stack(cols[:-3] + [sideband, cols[-1]], axis=1)
 
 
 def _window_envelope(
-    row: np.ndarray, frame: _Frame, orders: dict, tree: list[tuple[int, int, int]]
+    row: np.ndarray, frame: _Frame, tree: list[tuple[int, int, int]]
 ) -> tuple[np.ndarray, tuple[int, int], float, float]:
     """Choose one window's band by defect-line evidence; its line table, band, SK, max SK."""
     best = (-np.inf, (1, 2), 0.0)
     sk_max = -np.inf
     n_lines = len(LINES) * HARMONICS
     for first, width, count in tree:
-        env, sk = _squared_envelope(row[first : first + count * width].reshape(count, width))
-        table = _line_table(frame, *frame.spectra(env, pad=2), orders)[:, :n_lines]
+        bands = row[first : first + count * width].reshape(count, width)
+        low, sk = _envelope_bins(bands, frame.n_low)
+        table = _line_table(frame, frame.spectra(low, pad=2)[1], n_lines)
         score = table.reshape(count, len(LINES), HARMONICS).sum(axis=2).max(axis=1)
         i = int(score.argmax())
         sk_max = max(sk_max, float(sk.max()))
         if score[i] > best[0]:
             best = (score[i], (first + i * width, first + (i + 1) * width), float(sk[i]))
     (first, stop), sk_band = best[1], best[2]
-    env, _ = _squared_envelope(row[None, first:stop])
+    low, _ = _envelope_bins(row[None, first:stop], frame.n_low)
     return (
-        _line_table(frame, *frame.spectra(env, ENVELOPE_PAD), orders)[0],
+        _line_table(frame, frame.spectra(low, ENVELOPE_PAD)[1])[0],
         (first, stop),
         sk_band,
         sk_max,
@@ -340,10 +401,10 @@ def envelope_spectrum(
         bins = np.tile([first, stop], (len(x), 1))
     top_hz = float(np.diff(bins, axis=1).min()) * fs / n
     top_hz = top_hz if max_freq_hz is None else min(top_hz, max_freq_hz)
-    frame = _Frame(1.0, 0.0, n / fs, None, 1 / (ENVELOPE_PAD * n / fs), 0)
-    frame.n_axis = int(top_hz / frame.step) + 1
+    step = 1 / (ENVELOPE_PAD * n / fs)
+    frame = _Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, _low_bins(top_hz, n / fs))
     amp = [
-        frame.spectra(_squared_envelope(r[None, a:b])[0], ENVELOPE_PAD)[1][0]
+        frame.spectra(_envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[1][0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
     ]
     return np.arange(frame.n_axis) * frame.step, np.stack(amp)
@@ -401,16 +462,34 @@ def _check_resolvable(
         )
 
 
-def _frame(speed: float, trace: np.ndarray | None, fs: float, n: int, max_order: float) -> _Frame:
+def _low_bins(top_hz: float, duration_s: float) -> int:
+    """Native squared-envelope bins up to top_hz plus LOW_MARGIN_BINS of Hann leakage."""
+    return int(np.ceil(top_hz * duration_s)) + LOW_MARGIN_BINS
+
+
+def _frame(
+    speed: float, trace: np.ndarray | None, fs: float, n: int, orders: dict[str, float]
+) -> _Frame:
     """One window's _Frame from its own speed only: time axis in Hz, or order axis (rpm_trace)."""
     duration = n / fs
+    max_order = _max_order(orders)
     if trace is None:
         step = 1.0 / (ENVELOPE_PAD * duration)
-        n_axis = int(max_order * speed / 60.0 / step) + 1
-        return _Frame(speed / 60.0, speed / 60.0 * duration, duration, None, step, n_axis)
-    revs_at = np.cumsum(trace) / 60.0 / fs  # (N,) revolutions turned
-    step = 1.0 / (ENVELOPE_PAD * revs_at[-1])
-    return _Frame(1.0, revs_at[-1], duration, revs_at, step, int(max_order / step) + 1)
+        top_hz = max_order * speed / 60.0
+        fr, revs, revs_at = speed / 60.0, speed / 60.0 * duration, None
+    else:
+        revs_at = np.cumsum(trace) / 60.0 / fs  # (N,) revolutions turned
+        step = 1.0 / (ENVELOPE_PAD * revs_at[-1])
+        top_hz = max_order * trace.max() / 60.0
+        fr, revs = 1.0, revs_at[-1]
+    n_axis = int(max_order * fr / step) + 1
+    low = _low_bins(top_hz, duration)
+    return _Frame(fr, revs, duration, revs_at, step, n_axis, low, _targets(orders))
+
+
+def _max_order(orders: dict[str, float]) -> float:
+    """Top of the envelope axis in orders: the highest harmonic's floor reach plus 2 orders."""
+    return (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
 
 
 def _envelope_block(
@@ -422,7 +501,7 @@ def _envelope_block(
     and spectral axis come from its own speed, so its features do not depend on the batch.
     """
     n_bins = white.shape[1] - 1
-    max_order = (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
+    max_order = _max_order(orders)
     rows = []
     for i, row in enumerate(white):
         peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
@@ -431,8 +510,8 @@ def _envelope_block(
         # max-over-bands bias of healthy windows low.
         top_env_hz = max_order * peak_rpm / 60.0
         tree = _band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
-        frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, max_order)
-        rows.append(_window_envelope(row, frame, orders, tree))
+        frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
+        rows.append(_window_envelope(row, frame, tree))
     bins = np.array([r[1] for r in rows], dtype=np.float64)
     band = np.stack(
         [
@@ -473,9 +552,10 @@ def extract(
     orders = {"ftf": o.ftf_hz, "bpfo": o.bpfo_hz, "bpfi": o.bpfi_hz, "bsf2": o.bsf2_hz}
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
-    raw = sp_fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
+    xc = (x - x.mean(axis=1, keepdims=True)).astype(np.float32)  # float32: features are ratios
+    raw = sp_fft.rfft(xc, axis=1, workers=-1)
     band, lines = _envelope_block(_whiten(raw), n, speeds, trace, orders, fs)
     values = np.concatenate(
-        [_time_features(x), _band_energies(raw), band, lines, speeds[:, None]], axis=1
+        [_time_features(xc), _band_energies(raw), band, lines, speeds[:, None]], axis=1
     )
     return FeatureTable(FEATURE_NAMES, values.astype(np.float32))
