@@ -5,8 +5,9 @@ Three phases against one daemon process (10 s windows at 25.6 kHz by default):
    the last result on the diag topic;
 2. latency: publish at half that rate; publish -> result-on-diag-topic p50/p99 (includes the
    forwarder's 0.2 s outbox poll);
-3. overload: publish at 10x the sustained rate; the daemon's peak RSS (VmRSS sampled every
-   0.1 s) against its RSS before, the broker's peak RSS (it holds the backlog).
+3. overload: publish at 10x the sustained rate for --overload-seconds, then watch as long again;
+   the daemon's peak RSS (VmRSS every 0.1 s) in the first and the second half (equal when memory
+   is bounded) against its RSS before, and the broker's peak RSS (it holds the backlog).
 Then SIGTERM: time to drain and exit, and the exit code.
 
 The classifier is built from ``--family`` with an untrained classification head (inference cost
@@ -55,21 +56,23 @@ def rss_bytes(pid: int) -> int:
 
 
 class PeakRss:
-    """Samples a process's RSS every 0.1 s in a thread; ``peak`` is the largest seen."""
+    """Samples a process's RSS every 0.1 s in a thread."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self.pid, self.samples, self._stop = pid, [], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self.peak = max(self.peak, rss_bytes(self.pid))
+            self.samples.append(rss_bytes(self.pid))
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
+        """Peak RSS over the first and the second half of the sampling: equal when bounded."""
         self._stop.set()
         self._thread.join()
-        return self.peak
+        half = len(self.samples) // 2
+        return max(self.samples[:half], default=0), max(self.samples[half:], default=0)
 
 
 class Windows:
@@ -200,7 +203,7 @@ def phase_overload(client, windows, rate_hz: float, seconds: float, pids: list[i
     started = time.monotonic()
     publish_at(client, windows, count, rate_hz)
     achieved = count / (time.monotonic() - started)
-    time.sleep(3.0)  # the daemon keeps working through the backlog
+    time.sleep(seconds)  # the daemon keeps working through the backlog
     return [achieved, *[s.stop() for s in samplers]]
 
 
@@ -273,7 +276,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
         rss_idle = rss_bytes(proc.pid)
         rate = phase_throughput(client, windows, results, args.throughput_windows)
         lat = phase_latency(client, windows, results, rate / 2, args.latency_seconds)
-        achieved, daemon_peak, broker_peak = phase_overload(
+        achieved, (daemon_first, daemon_peak), (_, broker_peak) = phase_overload(
             client, windows, rate * 10, args.overload_seconds, [proc.pid, broker.proc.pid])
         stages = stage_means_ms(http_port)
         started = time.monotonic()
@@ -296,7 +299,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     print(f"latency at {rate / 2:.2f} windows/s ({lat.size} windows): p50 "
           f"{np.percentile(lat, 50) * 1000:.0f} ms, p99 {np.percentile(lat, 99) * 1000:.0f} ms")
     print(f"overload at {achieved:.1f} windows/s for {args.overload_seconds:g} s: daemon RSS "
-          f"{rss_idle / mib:.0f} MiB before, peak {daemon_peak / mib:.0f} MiB; broker peak "
+          f"{rss_idle / mib:.0f} MiB before, peak {daemon_first / mib:.0f} MiB in the first "
+          f"half, {daemon_peak / mib:.0f} MiB in the second; broker peak "
           f"{broker_peak / mib:.0f} MiB")
     print(f"SIGTERM: exit code {code} after {drain_s:.1f} s (drains the queue, flushes outbox)")
     plot(lat, args.out, f"{args.family}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
