@@ -1,16 +1,26 @@
-"""``slewguard demo``: simulate each fault class on a slewing bearing, show what the model reads.
+"""``slewguard demo``: the whole stream on one machine, after a look at the signals.
 
-Per class: one simulated window, its key features (envelope levels at the defect lines, kurtosis,
-crest factor), the text the language model will read, and the squared-envelope spectrum with the
-defect lines marked (``out/envelope_spectra.png``).
+Part 1 (``--signal-only`` stops here): per fault class, one simulated window, its key features
+(envelope levels at the defect lines, kurtosis, crest factor), the text the language model reads,
+and the squared-envelope spectrum with the defect lines marked (``out/envelope_spectra.png``).
+
+Part 2 (``demo_stream``): an embedded MQTT broker, a simulated fleet of slewing bearings, the
+daemon with the shipped pruned model, the SQLite outbox and the Prometheus endpoint; a live table
+of verdicts, then a summary (accuracy against the simulator's truth, throughput, latency) that is
+also written to ``out/stream_summary.json``.
 
 Example:
-    $ slewguard demo --rpm 6 --snr-db 10 --out out
+    $ slewguard demo --windows 8 --out out
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +36,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     demo = subparsers.add_parser(
         "demo",
-        help="simulate each fault class on a slewing bearing: features, texts, envelope spectra",
-        description="Simulate one window per fault class, extract features, print the texts the "
-        "model reads and plot the envelope spectra with the defect lines marked.",
+        help="the whole stream on this machine: sensors -> MQTT -> daemon -> outbox, live",
+        description="Simulate one window per fault class (features, texts, envelope spectra), "
+        "then run an embedded MQTT broker, a simulated fleet of slewing bearings and the daemon "
+        "with the shipped model; show live verdicts and a summary (accuracy, throughput, "
+        "latency).",
     )
     demo.add_argument("--bearing", default="slew-4pc-1000", help="bearing preset name")
     demo.add_argument("--rpm", type=float, default=6.0, help="shaft speed in rpm")
     demo.add_argument("--snr-db", type=float, default=10.0, help="signal-to-noise ratio in dB")
-    demo.add_argument("--window-seconds", type=float, default=30.0, help="window length in s")
+    demo.add_argument("--window-seconds", type=float, default=20.0, help="window length in s")
     demo.add_argument("--sample-rate-hz", type=float, default=5000.0, help="sample rate in Hz")
     demo.add_argument("--seed", type=int, default=0, help="simulation seed")
-    demo.add_argument("--out", type=Path, default=Path("out"), help="directory for the plots")
+    demo.add_argument("--out", type=Path, default=Path("out"), help="directory for the outputs")
+    stream = demo.add_argument_group("stream")
+    stream.add_argument("--signal-only", action="store_true", help="stop after the signal part")
+    stream.add_argument("--windows", type=int, default=8, help="windows each bearing sends")
+    stream.add_argument("--sensors", type=int, default=6, help="bearings in the simulated fleet "
+                        "(the second half develops inner-race, outer-race, ball faults)")
+    stream.add_argument("--rate-hz", type=float, default=1.0, help="windows per second each "
+                        "bearing sends (0: as fast as possible)")
+    stream.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
+                        help="embedded broker: mosquitto when installed, else amqtt in-process")
+    stream.add_argument("--model", type=Path, default=None, help="model directory (default: "
+                        "the shipped model; without one a tiny model is trained here)")
+    stream.add_argument("--timeout-s", type=float, default=120.0, help="longest wait for the "
+                        "daemon to store every window after the sensors finished")
     demo.set_defaults(func=run_demo)
 
 
@@ -161,15 +186,28 @@ def plot_envelope_spectra(views: list[ClassView], bearing: str, path: Path) -> P
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Simulate, extract, print the table and texts, save the PNG; exit code 0."""
+    """The signal part, then (unless ``--signal-only``) the stream; returns the exit code."""
+    from slewguard.signal.kinematics import preset
+
+    preset(args.bearing)  # an unknown name fails here, listing the known ones
+    for name in ("windows", "sensors"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name}={getattr(args, name)} must be >= 1")
+    if args.rate_hz < 0:
+        raise ValueError(f"--rate-hz={args.rate_hz} must be >= 0 (0: as fast as possible)")
+    console = Console()
+    show_signals(args, console)
+    return 0 if args.signal_only else run_stream(args, console)
+
+
+def show_signals(args: argparse.Namespace, console: Console) -> None:
+    """Simulate each class, print the feature table and texts, save the envelope-spectra PNG."""
     from rich.progress import track
 
-    from slewguard.signal.kinematics import preset
     from slewguard.signal.simulate import FAULT_CLASSES
     from slewguard.signal.textify import TEMPLATE_VERSION
 
-    preset(args.bearing)  # an unknown name fails here, listing the known ones
-    console = Console()
+    console.rule("1. what the model reads: one simulated window per fault class")
     views = [
         analyse_class(f, args)
         for f in track(FAULT_CLASSES, description="simulating", console=console, transient=True)
@@ -185,4 +223,94 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(line + view.note, soft_wrap=True, highlight=False)
     path = plot_envelope_spectra(views, args.bearing, args.out / "envelope_spectra.png")
     console.print(f"envelope spectra: {path}")
-    return 0
+
+
+def run_stream(args: argparse.Namespace, console: Console) -> int:
+    """Broker, daemon, sensors, live table, summary; everything stops even on Ctrl-C."""
+    from slewguard import demo_stream as ds
+
+    if not args.verbose:  # their INFO lines and progress bars would tear the live table
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        for name in ds.QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    console.rule("2. the stream: sensors -> MQTT -> daemon -> outbox")
+    stoppers: list = []
+    summary: dict | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="slewguard-demo-") as tmp:
+            try:
+                summary = _stream(args, console, Path(tmp), stoppers)
+            finally:
+                while stoppers:
+                    _stop_quietly(stoppers.pop())
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: sensors, daemon and broker stopped")
+        return 130
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stream_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    console.print(ds.summary_table(summary, args.rate_hz))
+    console.print(f"summary: {args.out / 'stream_summary.json'}")
+    complete = summary["stored"] == summary["published"] == args.windows * args.sensors
+    return 0 if complete and not summary["publisher_error"] else 1
+
+
+def _stop_quietly(stop) -> None:
+    try:
+        stop()
+    except Exception:  # keep stopping the rest: the broker must not outlive the demo
+        logging.getLogger(__name__).exception("stopping a demo part failed")
+
+
+def _stream(args: argparse.Namespace, console: Console, tmp: Path, stoppers: list) -> dict:
+    from slewguard import demo_stream as ds
+    from slewguard.service.app import App
+    from slewguard.service.publisher import Fleet, connect
+
+    broker = ds.start_broker(args.broker, tmp)
+    stoppers.append(broker.stop)
+    console.print(f"broker   {broker.kind} on 127.0.0.1:{broker.port} (MQTT {broker.protocol})")
+    classifier, origin = ds.demo_model(args, console)
+    console.print(f"model    {origin}")
+    fleet = Fleet(ds.fleet_spec(args))
+    app = App(ds.daemon_config(broker, fleet, tmp), classifier=classifier)
+    app.start()
+    stoppers.append(app.stop)
+    console.print(f"metrics  http://127.0.0.1:{app.http_port}/metrics  (probes: /healthz "
+                  f"/readyz)\noutbox   {app.config.outbox.path} (deleted at the end)")
+    if not app.ingest.subscribed.wait(30):
+        raise RuntimeError(f"the daemon did not subscribe on {broker.kind} within 30 s")
+    client = connect("127.0.0.1", broker.port, client_id="demo-sensors",
+                     username="demo-sensors" if broker.username else None,
+                     protocol=broker.protocol)
+    stoppers.append(lambda: (client.disconnect(), client.loop_stop()))
+    ledger, stop = ds.Ledger(), threading.Event()
+    sender = threading.Thread(target=ds.publish_fleet, name="sensors", daemon=True,
+                              args=(fleet, client, args.windows, args.rate_hz, ledger, stop))
+    sender.start()
+    stoppers.append(lambda: (stop.set(), sender.join(30)))
+    _watch(args, console, fleet, ledger, sender, app.config.outbox.path)
+    return ds.summarise(fleet, ledger, app.metrics)
+
+
+def _watch(args: argparse.Namespace, console: Console, fleet, ledger, sender: threading.Thread,
+           outbox_path: Path) -> None:
+    """Refresh the live table until every published window is stored (or the timeout)."""
+    from rich.live import Live
+
+    from slewguard import demo_stream as ds
+
+    last_id, deadline = 0, None
+    table = ds.live_table(fleet, ledger, args.windows)
+    with Live(table, console=console, refresh_per_second=4) as live:
+        while True:
+            last_id = ds.read_outbox(outbox_path, ledger, last_id)
+            live.update(ds.live_table(fleet, ledger, args.windows))
+            if not sender.is_alive():
+                deadline = deadline or time.monotonic() + args.timeout_s
+                if len(ledger.stored) >= ledger.n_published() or time.monotonic() > deadline:
+                    break
+            time.sleep(0.25)
+    console.print()
