@@ -52,8 +52,7 @@ def test_only_unacked_messages_come_back_after_reconnect(mosquitto, protocol):
     got = first.wait_for(4)
     for inbound in got[:3]:
         assert ingest.ack(inbound)
-    time.sleep(0.3)  # let the PUBACKs leave before the connection closes
-    ingest.stop()
+    ingest.stop()  # queued PUBACKs leave before the DISCONNECT (paho writes in order)
     services.publish(mosquitto.port, [(TOPIC.format(9), b"while-offline")])
 
     second = Recorder()
