@@ -111,6 +111,10 @@ def test_minilm_loads_offline_from_its_package(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("SLEWGUARD_TEST_GGUF") != "1",
+    reason="GGUF -> fp32 SmolLM2 conversion takes 30-85 s on 2 shared cores (over the suite's "
+           "~60 s per-test budget); run it with SLEWGUARD_TEST_GGUF=1")
 def test_smollm2_gguf_is_dequantised_once_into_an_fp32_cache(tmp_path):
     cache = tmp_path / "smollm2"
     bb = backbones.build("smollm2", 3, cache_dir=cache)
