@@ -1,13 +1,22 @@
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+
 import matplotlib.image
+import pytest
 
 from slewguard.cli import main
+from slewguard.demo_stream import mosquitto_binary
 from slewguard.signal.simulate import FAULT_CLASSES
 from slewguard.signal.textify import parse
 
 
 def test_demo_writes_the_envelope_plot_and_prints_parseable_texts(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["demo", "--rpm", "12", "--window-seconds", "20", "--snr-db", "10", "--out", str(out)]
+    argv = ["demo", "--rpm", "12", "--window-seconds", "20", "--snr-db", "10", "--out", str(out),
+            "--signal-only"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     png = out / "envelope_spectra.png"
@@ -31,3 +40,63 @@ def test_demo_reports_bad_settings_without_a_traceback(tmp_path, capsys):
     argv = ["demo", "--bearing", "no-such-bearing", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "no-such-bearing" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    """One cache for both stream tests: the first trains the fallback model, the second reuses it
+    (when the package ships its model, both load that instead)."""
+    return tmp_path_factory.mktemp("slewguard-cache")
+
+
+def run_stream_demo(tmp_path, monkeypatch, capsys, cache, broker):
+    monkeypatch.setenv("SLEWGUARD_CACHE", str(cache))
+    out = tmp_path / "out"
+    argv = ["demo", "--broker", broker, "--windows", "2", "--sensors", "4", "--rate-hz", "0",
+            "--out", str(out)]
+    code = main(argv)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    return json.loads((out / "stream_summary.json").read_text()), printed, out
+
+
+def check_summary(summary, printed, out):
+    assert summary["published"] == summary["stored"] == 2 * 4  # every window in the outbox
+    assert summary["rejected"] == 0 and summary["missing"] == []
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert set(summary["recall"]) == {"healthy", "inner_race", "outer_race"}  # 2 of 4 faulty
+    assert summary["throughput_windows_per_s"] > 0
+    latency = summary["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
+    assert summary["stage_mean_ms"]["inference"] > 0
+    assert (out / "envelope_spectra.png").exists()  # the signal part ran first
+    assert re.search(r"metrics\s+http://127\.0\.0\.1:\d+/metrics", printed)
+    assert "accuracy" in printed and "8 of 8 published windows" in printed
+    port = int(re.search(r"on 127\.0\.0\.1:(\d+)", printed).group(1))
+    with pytest.raises(OSError):  # the embedded broker is gone
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    outbox = re.search(r"outbox\s+(\S+outbox\.sqlite3)", printed).group(1)
+    assert not Path(outbox).parent.exists()  # the temp dir with the outbox is removed
+    alive = {t.name for t in threading.enumerate()}
+    assert not alive & {"sensors", "pipeline", "forwarder", "amqtt"}, alive
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (apt: mosquitto)")
+def test_demo_streams_a_fleet_through_mosquitto_and_accounts_for_every_window(
+        tmp_path, monkeypatch, capsys, model_cache):
+    summary, printed, out = run_stream_demo(tmp_path, monkeypatch, capsys, model_cache,
+                                            "mosquitto")
+    assert "mosquitto on 127.0.0.1" in printed and "(MQTT 5)" in printed
+    check_summary(summary, printed, out)
+
+
+def test_demo_falls_back_to_amqtt_in_process(tmp_path, monkeypatch, capsys, model_cache):
+    summary, printed, out = run_stream_demo(tmp_path, monkeypatch, capsys, model_cache, "amqtt")
+    assert "amqtt on 127.0.0.1" in printed and "(MQTT 3.1.1)" in printed
+    check_summary(summary, printed, out)
+
+
+def test_demo_rejects_a_fleet_without_windows(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["demo", "--windows", "two"])
+    assert main(["demo", "--windows", "0", "--out", str(tmp_path)]) == 2
