@@ -5,9 +5,11 @@ Guarantees, and how:
   v3.1.1: fixed client id + ``clean_session=False``) and ``manual_ack``: a message is acknowledged
   by ``ack()`` only after the pipeline has stored its result (or dead-lettered it). A crash before
   that and the broker redelivers; the outbox is idempotent on (sensor, start_ns).
-- Bounded memory: the broker sends at most ``receive_maximum`` unacknowledged messages (MQTT 5
-  Receive Maximum; for v3.1.1 the broker's ``max_inflight_messages``). The handler (the pipeline's
-  ``submit``) blocks the network thread when the queue is full, so nothing else is taken.
+- Bounded memory: the broker should send at most ``receive_maximum`` unacknowledged messages
+  (MQTT 5 Receive Maximum; for v3.1.1 the broker's ``max_inflight_messages``), but mosquitto
+  2.0.11 was seen sending bursts past it once acks flow. The hard bound is the handler (the
+  pipeline's ``submit``): it blocks paho's network thread while the queue is full, so nothing
+  more is read from the socket and the broker keeps the backlog.
 - Acks never cross connections: after a reconnect the broker resends unacked messages with the
   same packet ids, so an ack for a message from an earlier connection is skipped (its resent copy
   is acked instead) rather than acknowledging whatever now holds that packet id.
