@@ -326,3 +326,15 @@ def test_app_and_publisher_in_process_on_amqtt(amqtt_broker, tmp_path, classifie
         client.loop_stop()
         client.disconnect()
         app.stop()
+
+
+def test_json_log_records_are_one_object_per_line():
+    import logging
+
+    from slewguard.service.cli import JsonFormatter
+
+    record = logging.LogRecord("slewguard.service.app", logging.WARNING, __file__, 1,
+                               "outbox holds %d results", (3,), None)
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["level"] == "WARNING" and doc["message"] == "outbox holds 3 results"
+    assert doc["logger"] == "slewguard.service.app"
