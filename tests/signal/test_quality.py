@@ -52,6 +52,17 @@ def test_clean_windows_raise_nothing(fault, snr_db, bearing, profile):
     assert verdict.ok and verdict.faults == () and verdict.detail == ""
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("rpm", [1.0, 2.0])
+def test_slow_ring_runout_is_not_an_offset_or_drift(rpm, profile):
+    # at 1-2 rpm the shaft 1x spans less than a window: it looks like an offset or a trend
+    spec = SimulationSpec(fault="healthy", snr_db=12.0, rpm=rpm, window_seconds=20.0,
+                          speed_profile=profile, sample_rate_hz=FS)
+    x, baseline = _window_and_baseline(spec, seed=int(rpm))
+    verdict = check(x, FS, _expect(spec, baseline))[0]
+    assert verdict.ok and verdict.faults == () and verdict.detail == ""
+
+
 def _inject(name, x, rng):
     """The window with one data-quality fault injected; also the sample rate to report."""
     sigma = x.std()
@@ -102,6 +113,18 @@ def test_rpm_mismatch_from_the_gear_mesh_line(true_rpm, bearing, expect):
                                      rms=baseline)
     verdict = check(x, FS, configured)[0]
     assert verdict.faults == expect, verdict.detail
+
+
+@pytest.mark.parametrize("profile", ["oscillating", "stop_start"])
+@pytest.mark.parametrize(("factor", "expect"),
+                         [(1.05, ("rpm_mismatch",)), (0.95, ("rpm_mismatch",)), (1.0, ())])
+def test_rpm_trace_off_by_a_factor_is_caught_on_the_angle_axis(profile, factor, expect):
+    spec = _spec("inner_race", 0.0, profile=profile)
+    sim = simulate(spec, n_windows=2, seed=6)
+    configured = sim.rpm_trace * np.float32(factor)  # an encoder scaled wrong
+    exp = QualityExpectations(sample_rate_hz=FS, order_lines=(MESH_ORDER,))
+    verdicts = check(sim.windows, FS, exp, rpm_trace=configured)
+    assert [v.faults for v in verdicts] == [expect, expect], [v.detail for v in verdicts]
 
 
 def test_rpm_check_skipped_when_speed_varies_or_no_line_is_known():
