@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "slewguard.signal.cli",
     "slewguard.models.cli",
     "slewguard.models.prune.cli",
+    "slewguard.models.default",
     "slewguard.service.cli",
 )
 

@@ -1,0 +1,461 @@
+"""The default model shipped in the package, and the one command that rebuilds it.
+
+``slewguard build-default-model`` simulates slewing-bearing windows (several bearing presets,
+1-12 rpm, SNR -2..10 dB, severities up to the demo fleet's 2.0, constant and oscillating speed),
+adds the CWRU recordings when they are present, turns every window into a textify text,
+fine-tunes the pretrained MiniLM, prunes it with the cascade (layers -> heads -> FFN channels,
+LoRA recovery after each) after trimming the vocabulary to textify's closed vocabulary (done
+before fine-tuning: logits are unchanged and training is cheaper), fits the
+temperature and the out-of-distribution detector on a held-out split and writes everything with
+its card into ``slewguard/models/default/``. ``--quick`` runs the same path on a tiny random BERT
+and a handful of short windows (seconds, for tests).
+
+Files in the model directory: the weights and config (``export.save_pruned``), the tokenizer,
+``card.json`` (with ``calibration`` and ``trust`` sections), ``README.md`` and ``ood.json``.
+
+Example:
+    $ slewguard build-default-model                # rebuilds slewguard/models/default/
+    >>> clf = load_default()                       # doctest: +SKIP
+    >>> clf.predict(["outer 6 6 5 inner 0 1 0 ball 0 0 0 cage 0 0 0 side 1 shaft 0 "
+    ...              "kurt 1 crest 3 sk 4 rms 4 speed 3"])   # doctest: +SKIP
+    ['outer_race']
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
+OOD_FILE = "ood.json"
+SIM_BEARINGS = ("slew-4pc-1000", "slew-xr-1000", "pitch-4pc-2200")
+
+
+def default_model_dir() -> Path:
+    """The directory of the model shipped with slewguard (``slewguard/models/default``).
+
+    Example:
+        >>> default_model_dir().name
+        'default'
+    """
+    return DEFAULT_MODEL_DIR
+
+
+def load_default(device: str = "cpu") -> Any:
+    """The shipped classifier (``slewguard.models.load`` on ``default_model_dir()``).
+
+    Example:
+        >>> load_default().classes   # doctest: +SKIP
+        ['healthy', 'inner_race', 'outer_race', 'rolling_element']
+    """
+    from slewguard.models.classifier import load
+
+    if not (DEFAULT_MODEL_DIR / "card.json").is_file():
+        raise ValueError(f"no default model in {DEFAULT_MODEL_DIR}: build it with "
+                         "`slewguard build-default-model`")
+    return load(DEFAULT_MODEL_DIR, device=device)
+
+
+class BuildConfig(BaseModel):
+    """Every knob of the default-model build; ``BuildConfig.for_mode(quick)`` gives the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str = Field("minilm", description="backbone (backbones.SUPPORTED_FAMILIES)")
+    seed: int = Field(0, ge=0, description="seed of simulation, training and pruning")
+    target_ratio: float = Field(8.0, gt=1.0, description="body compression dense/pruned")
+    windows_per_class: int = Field(100, ge=4, description="simulated windows per class")
+    window_seconds: float = Field(20.0, gt=0, description="simulated window length (publisher: 20)")
+    sample_rate_hz: float = Field(5000.0, description="simulated sample rate (publisher: 5000)")
+    snr_db: tuple[float, float] = Field((-2.0, 10.0), description="simulated SNR range in dB")
+    severity: tuple[float, float] = Field((0.5, 2.0), description="simulated fault severity range")
+    calib_fraction: float = Field(0.2, gt=0, lt=0.5, description="share of train held out for "
+                                  "validation, temperature and OOD threshold")
+    fleet_windows_per_class: int = Field(12, ge=1, description="windows per class simulated as "
+                                         "the demo fleet sends them (6 rpm, 0 dB, severity 2)")
+    cwru_root: Path | None = Field(None, description="CWRU directory (None: the default place)")
+    cwru_protocol: str = Field("paper-4class", description="datasets.load_cwru protocol")
+    cwru_windows_per_class: int | None = Field(45, description="cap per class and side "
+                                               "(None: every window)")
+    epochs: int = Field(4, ge=1, description="dense fine-tuning epochs")
+    lr: float = Field(1e-4, gt=0, description="dense fine-tuning learning rate")
+    batch_size: int = Field(32, ge=1, description="texts per step")
+    epoch_scale: float = Field(0.2, gt=0, description="cascade recovery epochs x this "
+                               "(paper 10/10/30)")
+    show_progress: bool = Field(True, description="rich progress bars")
+
+    @classmethod
+    def for_mode(cls, quick: bool, **overrides: Any) -> BuildConfig:
+        """Full-build defaults, or tiny sizes that run in seconds when ``quick``.
+
+        Example:
+            >>> BuildConfig.for_mode(quick=True).family
+            'tiny-bert'
+        """
+        small = dict(family="tiny-bert", target_ratio=2.0, windows_per_class=6,
+                     window_seconds=8.0, fleet_windows_per_class=2, cwru_windows_per_class=4,
+                     epochs=2, lr=1e-3, epoch_scale=0.1) if quick else {}
+        return cls(**{**small, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+@dataclass
+class Texts:
+    """One labelled split as the model sees it: texts, labels and the features behind them."""
+
+    name: str
+    texts: list[str]
+    labels: list[str]
+    features: np.ndarray  # float32 (B, F), features.FEATURE_NAMES order
+    note: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class BuildData:
+    """Training, held-out and test splits plus the provenance lines for the card."""
+
+    train: Texts
+    calib: Texts
+    tests: list[Texts]
+    sources: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def featurize(ws: Any, name: str, progress: bool = True) -> Texts:
+    """Features and texts of a datasets.WindowSet, one window per extract call (as the daemon).
+
+    Same texts as ``datasets.to_texts(ws)``; the features are kept for the OOD detector.
+
+    Example:
+        >>> featurize(split.test, "test-sim").texts[0].split()[0]   # doctest: +SKIP
+        'outer'
+    """
+    from slewguard.signal.datasets import _track
+    from slewguard.signal.features import FEATURE_NAMES, FeatureTable, extract
+    from slewguard.signal.kinematics import preset
+    from slewguard.signal.textify import textify_table
+
+    values = np.zeros((len(ws), len(FEATURE_NAMES)), dtype=np.float32)
+    bearings = ws.bearings()
+    for i in _track(list(range(len(ws))), f"features -> text ({name})", progress):
+        trace = None if ws.rpm_trace is None else ws.rpm_trace[i:i + 1]
+        values[i] = extract(ws.windows[i:i + 1], ws.sample_rate_hz, preset(str(bearings[i])),
+                            rpm=ws.rpm[i:i + 1], rpm_trace=trace).values[0]
+    texts = textify_table(FeatureTable(FEATURE_NAMES, values))
+    return Texts(name, texts, ws.labels.tolist(), values)
+
+
+def concat_texts(name: str, parts: list[Texts]) -> Texts:
+    """Stack labelled splits (texts of different sample rates / bearings mix freely)."""
+    return Texts(name, [t for p in parts for t in p.texts], [y for p in parts for y in p.labels],
+                 np.concatenate([p.features for p in parts]))
+
+
+def holdout(ws: Any, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train / held-out window indices (at least one held-out window per class)."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for name in np.unique(ws.labels):
+        idx = rng.permutation(np.flatnonzero(ws.labels == name))
+        n = max(1, int(round(fraction * len(idx))))
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def simulated_splits(config: BuildConfig) -> tuple[Any, Any]:
+    """The simulated training split and the demo-fleet test set (6 rpm, 0 dB, severity 2)."""
+    from slewguard.signal.datasets import SimulatedDatasetSpec, simulate_dataset
+
+    common = dict(classes=CLASSES, sample_rate_hz=config.sample_rate_hz,
+                  window_seconds=config.window_seconds)
+    spec = SimulatedDatasetSpec(
+        **common, windows_per_class=config.windows_per_class, bearings=SIM_BEARINGS,
+        rpm_min=1.0, rpm_max=12.0, snr_db_min=config.snr_db[0], snr_db_max=config.snr_db[1],
+        severity_min=config.severity[0], severity_max=config.severity[1],
+        speed_profiles=("constant", "oscillating"), seed=config.seed)
+    fleet = SimulatedDatasetSpec(
+        **common, windows_per_class=config.fleet_windows_per_class + 1, test_fraction=0.9,
+        bearings=("slew-4pc-1000",), rpm_min=6.0, rpm_max=6.0, snr_db_min=0.0, snr_db_max=0.0,
+        severity_min=2.0, severity_max=2.0, speed_profiles=("constant",),
+        seed=config.seed + 1_000_003)  # another seed stream: no window shared with training
+    progress = config.show_progress
+    return simulate_dataset(spec, progress=progress), simulate_dataset(fleet, progress=progress)
+
+
+def cwru_split(config: BuildConfig) -> Any | None:
+    """The CWRU split (classes capped per side when asked), or None when the data is absent."""
+    from slewguard.signal.datasets import DatasetMissingError, load_cwru
+
+    try:
+        split = load_cwru(config.cwru_root, protocol=config.cwru_protocol, window_seconds=1.0)
+    except DatasetMissingError:
+        return None
+    cap = config.cwru_windows_per_class
+    if cap is not None:
+        for side in ("train", "test"):
+            ws = getattr(split, side)
+            idx = np.concatenate([np.flatnonzero(ws.labels == c)[:cap] for c in np.unique(
+                ws.labels)])
+            setattr(split, side, ws.subset(np.sort(idx)))
+    return split
+
+
+def build_data(config: BuildConfig, log: Any) -> BuildData:
+    """Simulate, read CWRU, split off the held-out set and turn every window into text."""
+    progress = config.show_progress
+    sim, fleet = simulated_splits(config)
+    keep, held = holdout(sim.train, config.calib_fraction, config.seed)
+    parts = {"train": [featurize(sim.train.subset(keep), "sim train", progress)],
+             "calib": [featurize(sim.train.subset(held), "sim held-out", progress)]}
+    tests = [featurize(sim.test, "test-sim", progress),
+             featurize(fleet.test, "test-fleet", progress)]
+    tests[0].note, tests[1].note = sim.note, "demo fleet: slew-4pc-1000, 6 rpm, 0 dB, severity 2"
+    sources = [_source(sim, "simulated", len(keep), len(held)),
+               _source(fleet, "simulated demo fleet", 0, 0)]
+    notes = []
+    cwru = cwru_split(config)
+    if cwru is None:
+        notes.append("CWRU recordings absent: trained on simulated data only")
+        log(f"[yellow]{notes[-1]}[/]")
+    else:
+        keep, held = holdout(cwru.train, config.calib_fraction, config.seed)
+        parts["train"].append(featurize(cwru.train.subset(keep), "cwru train", progress))
+        parts["calib"].append(featurize(cwru.train.subset(held), "cwru held-out", progress))
+        tests.append(featurize(cwru.test, "test-cwru", progress))
+        tests[-1].note = cwru.note
+        sources.append(_source(cwru, cwru.name, len(keep), len(held)))
+    return BuildData(concat_texts("train", parts["train"]), concat_texts("calib", parts["calib"]),
+                     tests, sources, notes)
+
+
+def _source(split: Any, name: str, n_train: int, n_heldout: int) -> dict:
+    """A card DataSource record plus the split's provenance (CWRU file hashes left out)."""
+    return {"path": split.provenance.get("root", "simulated"), "name": name,
+            "note": f"{split.note} Held out of train (validation, temperature, OOD): "
+                    f"{n_heldout}.", "n_train": n_train, "n_test": len(split.test),
+            "provenance": {k: v for k, v in split.provenance.items() if k != "files"}}
+
+
+def accuracies(clf: Any, data: BuildData) -> dict[str, float]:
+    """Accuracy of ``clf`` on every split of ``data`` (train, calib, each test)."""
+    from slewguard.models.classifier import evaluate
+
+    return {s.name: round(evaluate(clf, s.texts, s.labels)["accuracy"], 4)
+            for s in (data.train, data.calib, *data.tests)}
+
+
+def trimmed_backbone(config: BuildConfig, data: BuildData, workdir: Path) -> tuple[Path, dict]:
+    """The pretrained backbone with its vocabulary trimmed to textify's words, saved in workdir.
+
+    Trimming first keeps every logit (vocab.trim_vocabulary) and spares fine-tuning and recovery
+    the 30k-row embedding table; returns the directory and the rows before / after.
+    """
+    from slewguard.models import backbones
+    from slewguard.models.prune.vocab import trim_vocabulary
+    from slewguard.signal.textify import vocabulary
+
+    backbone = backbones.build(config.family, len(CLASSES))
+    rows = int(backbone.model.get_input_embeddings().weight.shape[0])
+    # Every word textify can emit, so texts the build never saw still map to real ids.
+    texts = [*data.train.texts, " ".join(vocabulary())]
+    model, tokenizer = trim_vocabulary(backbone.model, backbone.tokenizer, texts)
+    model.save_pretrained(workdir)
+    tokenizer.save_pretrained(workdir)
+    after = int(model.get_input_embeddings().weight.shape[0])
+    return workdir, {"base_model": backbone.base_model, "vocab_rows": {"before": rows,
+                                                                        "after": after}}
+
+
+def train_dense(config: BuildConfig, data: BuildData, source: Path) -> tuple[Any, list[dict]]:
+    """Fine-tune the (trimmed) backbone in ``source`` on the training texts, validating on the
+    held-out ones."""
+    from slewguard.models.classifier import train_classifier
+
+    return train_classifier(
+        data.train.texts, data.train.labels, data.calib.texts, data.calib.labels,
+        classes=CLASSES, family=config.family, source=str(source), epochs=config.epochs,
+        lr=config.lr, batch_size=config.batch_size, seed=config.seed, max_length=64,
+        show_progress=config.show_progress)
+
+
+def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
+    """Cascade to ``config.target_ratio``; returns the pruned classifier and the report."""
+    from slewguard.models.classifier import FaultClassifier, evaluate, make_batches
+    from slewguard.models.prune.cascade import CascadeConfig, run_cascade
+
+    train = make_batches(clf, data.train.texts, data.train.labels, config.batch_size, config.seed)
+
+    def validate(model: Any) -> dict[str, float]:
+        wrapped = FaultClassifier(model, clf.tokenizer, clf.classes, clf.template_version)
+        return {"calib_accuracy": evaluate(wrapped, data.calib.texts, data.calib.labels)[
+            "accuracy"]}
+
+    cascade = CascadeConfig(target_ratio=config.target_ratio, epoch_scale=config.epoch_scale,
+                            seed=config.seed, show_progress=config.show_progress)
+    model, report = run_cascade(clf.model, clf.tokenizer, train, train, cascade, validate)
+    pruned = FaultClassifier(model, clf.tokenizer, clf.classes, clf.template_version,
+                             max_length=clf.max_length)
+    summary = {k: v for k, v in report.as_dict().items() if k != "stages"}
+    summary["stages"] = [{k: s[k] for k in ("stage", "criterion", "granularity", "ratio",
+                                            "body_parameters", "recovery_epochs", "metrics",
+                                            "metrics_before_recovery", "seconds")}
+                         for s in report.as_dict()["stages"]]
+    return pruned, summary
+
+
+def fit_trust(clf: Any, data: BuildData, out: Path) -> dict:
+    """Temperature on the held-out split, OOD detector (``ood.json``), kinematic thresholds.
+
+    Returns the card sections; a part whose module is missing is reported as skipped.
+    """
+    from slewguard.models import calibrate
+
+    index = {name: i for i, name in enumerate(clf.classes)}
+    truth = np.array([index[y] for y in data.calib.labels])
+    sections: dict[str, Any] = {
+        "calibration": calibrate.calibration_record(clf.predict_proba(data.calib.texts), truth)}
+    try:
+        from slewguard.models.ood import OodDetector, fit_kinematic_thresholds
+        from slewguard.signal.features import FEATURE_NAMES, FeatureTable
+    except ImportError as exc:  # the trust checks ship separately; the model works without
+        sections["trust"] = {"skipped": f"slewguard.models.ood unavailable ({exc})"}
+        return sections
+    train = FeatureTable(FEATURE_NAMES, data.train.features)
+    detector = OodDetector().fit(train).calibrate(FeatureTable(FEATURE_NAMES,
+                                                               data.calib.features))
+    out.mkdir(parents=True, exist_ok=True)
+    detector.save(out / OOD_FILE)
+    sections["trust"] = {
+        "ood_file": OOD_FILE, "ood_threshold": detector.threshold,
+        "ood_fit_windows": detector.n_fit, "ood_heldout_windows": detector.n_heldout,
+        "kinematic_min_db": fit_kinematic_thresholds(train, np.asarray(data.train.labels))}
+    return sections
+
+
+def write_model(clf: Any, out: Path, card: dict) -> None:
+    """Save weights, tokenizer and card, then add the build summary to README.md."""
+    from slewguard.models.prune import measure
+
+    clf.card = card
+    clf.save(out)
+    lines = ["", "## Default-model build", "",
+             "| split | dense | pruned |", "|---|---|---|",
+             *(f"| {k} | {card['accuracy_dense'].get(k, float('nan')):.2%} | {v:.2%} |"
+               for k, v in card["metrics"]["accuracy"].items()),
+             "", f"- compression (body, dense/pruned): {card['compression']['ratio']:.2f}x "
+                 f"({card['compression']['dense_body']:,} -> "
+                 f"{card['compression']['pruned_body']:,} parameters)",
+             f"- vocabulary rows: {card['pruning']['vocab_rows']}",
+             f"- weight bytes: {measure.weight_bytes(out):,}",
+             f"- temperature: {card['calibration']['temperature']:.3f} (ECE "
+             f"{card['calibration']['ece_before']:.3f} -> {card['calibration']['ece_after']:.3f})",
+             f"- out-of-distribution detector: {card['trust'].get('ood_file', 'none')} "
+             f"(threshold {card['trust'].get('ood_threshold')}); kinematic thresholds (dB): "
+             f"{card['trust'].get('kinematic_min_db', card['trust'].get('skipped'))}",
+             f"- build wall time: {card['build']['wall_seconds']:.0f} s",
+             *(f"- note: {note}" for note in card["build"]["notes"]),
+             "", "Rebuild with the command above (it is the whole pipeline); "
+             "`slewguard.models.default.load_default()` loads this directory.", ""]
+    with (out / "README.md").open("a") as fh:
+        fh.write("\n".join(lines))
+
+
+def build(config: BuildConfig, out: Path, command: str = "", console: Any = None) -> dict:
+    """Build the default model into ``out``; returns its card (also written as card.json).
+
+    Example:
+        >>> card = build(BuildConfig.for_mode(quick=True), Path("out/default"))  # doctest: +SKIP
+        >>> card["compression"]["ratio"] > 1.5                                   # doctest: +SKIP
+        True
+    """
+    from rich.console import Console
+
+    from slewguard.models.classifier import evaluate
+    from slewguard.models.prune import measure
+
+    console = console or Console(quiet=not config.show_progress)
+    start = time.perf_counter()
+    data = build_data(config, console.log)
+    console.log(f"data: {len(data.train)} train, {len(data.calib)} held-out, "
+                + ", ".join(f"{t.name} {len(t)}" for t in data.tests))
+    with tempfile.TemporaryDirectory(prefix="slewguard-backbone-") as workdir:
+        source, trim = trimmed_backbone(config, data, Path(workdir))
+        console.log(f"{config.family}: vocabulary trimmed to textify's words "
+                    f"({trim['vocab_rows']['before']:,} -> {trim['vocab_rows']['after']} rows)")
+        clf, history = train_dense(config, data, source)
+    dense = accuracies(clf, data)
+    dense_body = measure.body_parameters(clf.model)
+    console.log(f"dense {config.family}: {dense}")
+    base_card = dict(clf.card, base_model=f"{trim['base_model']} (vocabulary trimmed to "
+                     "textify's closed vocabulary before fine-tuning)")
+    pruned, report = prune(clf, config, data)
+    report["vocab_rows"] = trim["vocab_rows"]
+    pruned_acc = accuracies(pruned, data)
+    console.log(f"pruned {report['final_ratio']:.2f}x: {pruned_acc}")
+    card = {**base_card, **fit_trust(pruned, data, out)}
+    on_test = evaluate(pruned, data.tests[0].texts, data.tests[0].labels)  # simulated test
+    card["metrics"] = {**base_card["metrics"], "accuracy": pruned_acc, "history": history,
+                       "per_class": on_test["per_class"], "confusion": on_test["confusion"]}
+    card.update(
+        accuracy_dense=dense, pruning=report, command=command,
+        data=[{k: v for k, v in s.items() if k != "provenance"} for s in data.sources],
+        data_provenance={s["name"]: s["provenance"] for s in data.sources},
+        compression={"dense_body": dense_body, "pruned_body": measure.body_parameters(
+            pruned.model), "ratio": dense_body / measure.body_parameters(pruned.model)},
+        build={**config.model_dump(mode="json"), "notes": data.notes,
+               "wall_seconds": round(time.perf_counter() - start, 1)})
+    card["parameters"] = {**base_card["parameters"], "dense_body": dense_body,
+                          "pruned_body": card["compression"]["pruned_body"]}
+    write_model(pruned, out, card)
+    console.log(f"wrote {out} ({measure.weight_bytes(out):,} weight bytes) in "
+                f"{card['build']['wall_seconds']:.0f} s")
+    return pruned.card
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``build-default-model`` subcommand."""
+    parser = subparsers.add_parser(
+        "build-default-model", help="rebuild the classifier shipped in slewguard/models/default",
+        description="Simulated slewing data + CWRU -> texts -> MiniLM fine-tune -> cascade "
+                    "pruning -> vocabulary trim -> temperature + OOD detector -> model + card.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny backbone and a few short windows (seconds; for tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, training, pruning")
+    parser.add_argument("--target-ratio", type=float, help="body compression (default 8; quick 2)")
+    parser.add_argument("--cwru-root", type=Path, help="CWRU directory (default: shared data)")
+    parser.set_defaults(func=run_build)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command with its options spelled out, as the card records it."""
+    words = ["slewguard", "build-default-model", "--out", str(args.out), "--seed", str(args.seed)]
+    words += ["--quick"] if args.quick else []
+    for name in ("target_ratio", "cwru_root"):
+        if getattr(args, name) is not None:
+            words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return shlex.join(words)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Run the build from parsed arguments."""
+    from transformers.utils import logging as hf_logging
+
+    if not getattr(args, "verbose", False):
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
+                                  cwru_root=args.cwru_root)
+    build(config, args.out, command=command_line(args))
+    return 0

@@ -1,0 +1,123 @@
+"""The default-model build (``--quick``, end to end) and the model shipped in the package."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slewguard import models
+from slewguard.cli import main
+from slewguard.models import default
+from slewguard.signal import datasets, textify
+
+MAX_BYTES = 20 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def quick_model(tmp_path_factory):
+    """`slewguard build-default-model --quick` into a fresh directory, through the real CLI."""
+    out = tmp_path_factory.mktemp("default")
+    assert main(["build-default-model", "--quick", "--out", str(out), "--seed", "1"]) == 0
+    return out
+
+
+def test_quick_build_loads_and_predicts(quick_model):
+    clf = models.load(quick_model)
+    assert clf.classes == list(default.CLASSES)
+    assert clf.template_version == textify.TEMPLATE_VERSION
+    texts = [textify.textify(dict.fromkeys(textify.TEXT_FEATURES, 0.0) | {"rpm": 6.0})] * 3
+    probs = clf.predict_proba(texts)
+    assert probs.shape == (3, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert set(clf.predict(texts)) <= set(default.CLASSES)
+
+
+def test_quick_build_card_records_the_build(quick_model):
+    card = json.loads((quick_model / "card.json").read_text())
+    assert card["command"].startswith("slewguard build-default-model --out ")
+    assert "--quick" in card["command"] and "--seed 1" in card["command"]
+    assert card["template_version"] == textify.TEMPLATE_VERSION
+    assert card["compression"]["ratio"] == pytest.approx(2.0, rel=0.05)
+    assert card["compression"]["pruned_body"] < card["compression"]["dense_body"]
+    assert set(card["accuracy_dense"]) == set(card["metrics"]["accuracy"])
+    assert {"train", "calib", "test-sim", "test-fleet"} <= set(card["metrics"]["accuracy"])
+    assert card["calibration"]["temperature"] > 0
+    assert card["data"][0]["name"] == "simulated" and card["data"][0]["n_train"] > 0
+    assert "Default-model build" in (quick_model / "README.md").read_text()
+
+
+def test_quick_build_stores_the_ood_detector(quick_model):
+    from slewguard.models.ood import OodDetector
+
+    card = json.loads((quick_model / "card.json").read_text())
+    detector = OodDetector.load(quick_model / card["trust"]["ood_file"])
+    assert detector.threshold is not None and detector.n_fit > 0
+    assert set(card["trust"]["kinematic_min_db"]) <= set(default.CLASSES) - {"healthy"}
+
+
+def test_vocabulary_is_trimmed_to_what_textify_writes(quick_model):
+    clf = models.load(quick_model)
+    rows = clf.model.get_input_embeddings().weight.shape[0]
+    assert rows <= len(textify.vocabulary()) + len(clf.tokenizer.all_special_tokens)
+    ids = clf.tokenizer(" ".join(textify.vocabulary()))["input_ids"]
+    assert clf.tokenizer.unk_token_id not in ids
+
+
+def test_featurize_gives_the_texts_of_to_texts():
+    spec = datasets.SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=2,
+                                         window_seconds=8.0, rpm_min=4.0, seed=5,
+                                         bearings=("slew-4pc-1000", "slew-xr-1000"))
+    ws = datasets.simulate_dataset(spec, progress=False).train
+    texts = default.featurize(ws, "train", progress=False)
+    assert texts.texts == datasets.to_texts(ws, progress=False)
+    assert texts.features.shape[0] == len(ws) and texts.labels == ws.labels.tolist()
+
+
+def test_holdout_is_stratified_and_disjoint():
+    ws = datasets.simulate_dataset(datasets.SimulatedDatasetSpec(
+        classes=("healthy", "inner_race"), windows_per_class=6, window_seconds=8.0,
+        rpm_min=4.0), progress=False).train
+    keep, held = default.holdout(ws, 0.3, seed=0)
+    assert not set(keep) & set(held) and len(keep) + len(held) == len(ws)
+    assert set(ws.labels[held]) == {"healthy", "inner_race"}
+
+
+def test_bad_target_ratio_is_refused():
+    with pytest.raises(ValueError, match="target_ratio"):
+        default.BuildConfig.for_mode(quick=True, target_ratio=0.5)
+
+
+def shipped() -> bool:
+    return (default.DEFAULT_MODEL_DIR / "card.json").is_file()
+
+
+@pytest.mark.skipif(not shipped(), reason="no model shipped in slewguard/models/default yet: "
+                    "build it with `slewguard build-default-model`")
+def test_shipped_model_is_small_and_current():
+    card = json.loads((default.DEFAULT_MODEL_DIR / "card.json").read_text())
+    assert card["template_version"] == textify.TEMPLATE_VERSION, (
+        "textify changed since the default model was built: rerun "
+        "`slewguard build-default-model`")
+    size = sum(f.stat().st_size for f in default.DEFAULT_MODEL_DIR.iterdir() if f.is_file())
+    assert size < MAX_BYTES
+    assert card["compression"]["ratio"] > 4
+
+
+@pytest.mark.skipif(not shipped(), reason="no model shipped in slewguard/models/default yet: "
+                    "build it with `slewguard build-default-model`")
+def test_shipped_model_classifies_fresh_windows():
+    """Windows simulated with a seed the build never used, 5 dB SNR, the demo's 20 s windows."""
+    clf = default.load_default()
+    spec = datasets.SimulatedDatasetSpec(
+        classes=default.CLASSES, windows_per_class=7, test_fraction=0.9, window_seconds=20.0,
+        bearings=("slew-4pc-1000", "slew-xr-1000"), rpm_min=3.0, rpm_max=9.0, snr_db_min=5.0,
+        snr_db_max=5.0, severity_min=1.0, severity_max=2.0, speed_profiles=("constant",),
+        seed=987_654)
+    ws = datasets.simulate_dataset(spec, progress=False).test
+    predicted = np.array(clf.predict(datasets.to_texts(ws, progress=False)))
+    accuracy = float(np.mean(predicted == ws.labels))
+    assert accuracy > 0.6, f"accuracy {accuracy:.2f} on {len(ws)} fresh windows"
+    for name in default.CLASSES:  # every class is recognised at least once
+        assert (predicted[ws.labels == name] == name).any(), name
