@@ -63,8 +63,8 @@ class ModelCard(BaseModel):
     seed: int = Field(0, description="random seed of initialisation and shuffling")
     parameters: dict[str, int] = Field(default_factory=dict,
                                        description="total / trainable parameter counts")
-    training: dict[str, str | int | float] = Field(
-        default_factory=dict, description="epochs, lr, batch size, device, dtype")
+    training: dict[str, str | int | float | dict[str, int]] = Field(
+        default_factory=dict, description="epochs, lr, batch size, device, dtype, sizes")
     slewguard_version: str = Field(__version__, description="slewguard version that wrote it")
     created_utc: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"),

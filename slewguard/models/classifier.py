@@ -185,6 +185,8 @@ class TrainSettings(BaseModel):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="weights dtype")
     max_length: int = Field(256, ge=8, description="tokens per text after truncation")
     source: str | None = Field(None, description="local model directory instead of the default")
+    sizes: dict[str, int] = Field(default_factory=dict,
+                                  description="config overrides for gpt2/qwen2/tiny-*: n_layer=6")
     show_progress: bool = Field(True, description="rich progress bar while training")
 
     @field_validator("family")
@@ -272,7 +274,7 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
     classes = list(classes) if classes is not None else class_order([*train_labels, *test_labels])
     torch.manual_seed(settings.seed)
     backbone = backbones.build(
-        settings.family, len(classes), vocabulary=vocabulary,
+        settings.family, len(classes), vocabulary=vocabulary, sizes=settings.sizes,
         source=Path(settings.source) if settings.source else None,
         dtype=getattr(torch, settings.dtype))
     backbone.model.to(settings.device)

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="data set directory (slewguard dataset ...); repeat to combine")
     train.add_argument("--family", default="minilm", choices=FAMILY_CHOICES, help="backbone")
     train.add_argument("--source", type=Path, help="local model directory instead of the default")
+    train.add_argument("--size", action="append", default=[], metavar="KEY=INT",
+                       help="config override for gpt2/qwen2/tiny-* (e.g. n_layer=6); repeatable")
     train.add_argument("--epochs", type=int, default=3, help="passes over the training texts")
     train.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
     train.add_argument("--batch-size", type=int, default=16, help="texts per step")
@@ -64,12 +66,30 @@ def command_line(args: argparse.Namespace) -> str:
     words = ["slewguard", "train"]
     for path in args.data:
         words += ["--data", str(path)]
+    for item in args.size:
+        words += ["--size", item]
     for name in ("family", "source", "epochs", "lr", "batch_size", "max_length", "seed",
                  "device", "dtype", "out"):
         value = getattr(args, name)
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
     return shlex.join(words)
+
+
+def parse_sizes(items: list[str]) -> dict[str, int]:
+    """``["n_layer=6", "n_embd=384"]`` -> ``{"n_layer": 6, "n_embd": 384}``.
+
+    Example:
+        >>> parse_sizes(["n_layer=6"])
+        {'n_layer': 6}
+    """
+    sizes = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key or not value.isdigit():
+            raise ValueError(f"--size {item!r} is not KEY=INT; write e.g. --size n_layer=6")
+        sizes[key] = int(value)
+    return sizes
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -82,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         family=args.family, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, device=args.device, dtype=args.dtype, max_length=args.max_length,
-        source=str(args.source) if args.source else None)
+        source=str(args.source) if args.source else None, sizes=parse_sizes(args.size))
     texts: dict[str, list[str]] = {"train": [], "test": []}
     labels: dict[str, list[str]] = {"train": [], "test": []}
     sources = []

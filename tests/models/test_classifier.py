@@ -88,6 +88,7 @@ def test_trained_card_records_metrics_and_provenance(trained, tmp_path):
     assert card["metrics"]["history"] == history
     assert card["parameters"]["total"] == card["parameters"]["trainable"] > 0
     assert card["training"]["epochs"] == 4 and card["seed"] == 0
+    assert card["training"]["sizes"] == {}
     assert "tiny-llama" in (tmp_path / "README.md").read_text()
 
 

@@ -17,6 +17,12 @@ def test_train_and_predict_are_registered_with_one_line_help():
     assert "--data a --data b" in models_cli.command_line(args)
 
 
+def test_sizes_parse_and_bad_ones_say_how():
+    assert models_cli.parse_sizes(["n_layer=3", "n_embd=64"]) == {"n_layer": 3, "n_embd": 64}
+    with pytest.raises(ValueError, match="--size 'n_layer' is not KEY=INT"):
+        models_cli.parse_sizes(["n_layer"])
+
+
 def test_family_choices_match_the_backbones():
     from slewguard.models import backbones
 
@@ -49,7 +55,8 @@ def dataset_dir(tmp_path_factory):
 def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     model = tmp_path / "model"
     train = [sys.executable, "-m", "slewguard.cli", "train", "--data", str(dataset_dir),
-             "--data", str(dataset_dir), "--family", "tiny-bert", "--epochs", "1",
+             "--data", str(dataset_dir), "--family", "tiny-bert", "--size", "num_hidden_layers=3",
+             "--epochs", "1",
              "--batch-size", "4", "--lr", "1e-3", "--out", str(model)]
     out = subprocess.run(train, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -58,6 +65,8 @@ def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     assert [d["n_train"] for d in card["data"]] == [6, 6]
     assert card["command"].startswith("slewguard train --data ")
     assert len(card["metrics"]["history"]) == 1
+    assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 3
+    assert "--size num_hidden_layers=3" in card["command"]
     assert (model / "training.png").stat().st_size > 1000
     predict = [sys.executable, "-m", "slewguard.cli", "predict", str(model), "--data",
                str(dataset_dir), "--plot", str(tmp_path / "confusion.png")]
