@@ -36,6 +36,7 @@ from functools import cache, cached_property
 
 import numpy as np
 from scipy import fft as sp_fft
+from scipy.ndimage import uniform_filter1d
 
 from slewguard.signal.kinematics import BearingGeometry
 
@@ -120,10 +121,10 @@ def _check_rate(sample_rate_hz: float) -> float:
 
 def _whiten(spectrum: np.ndarray) -> np.ndarray:
     """Spectral pre-whitening: divide by a moving RMS of the magnitude. (B, M) -> (B, M)."""
-    power = np.abs(spectrum).astype(np.float64) ** 2  # float64: the running sum cancels
+    power = np.abs(spectrum).astype(np.float64) ** 2  # float64: running sums cancel
     width = max(8, spectrum.shape[1] // 200)
-    csum = np.cumsum(np.pad(power, ((0, 0), (width // 2 + 1, width - width // 2))), axis=1)
-    smooth = (csum[:, width:] - csum[:, :-width])[:, : spectrum.shape[1]] / width
+    # centred moving mean over [i - width // 2, i + (width - 1) // 2], zeros beyond the ends
+    smooth = uniform_filter1d(power, width, axis=1, mode="constant")
     scale = np.sqrt(smooth + 1e-30 * power.mean(axis=1, keepdims=True) + 1e-300)
     return spectrum / scale.astype(spectrum.real.dtype)
 
@@ -184,22 +185,49 @@ def _squared_envelope(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return env - mean, sk
 
 
-def _envelope_bins(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, np.ndarray]:
-    """Band bins (..., w) -> squared-envelope spectrum bins 0..n_low (..., n_low + 1), its SK (...).
+def _envelope_power(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, int]:
+    """Band bins (..., w) -> |complex envelope|^2 at n >= w + n_low + 1 points (..., n), and n.
 
-    The complex envelope is sampled at w + n_low + 1 points, not 2 w: lags up to n_low of |z|^2
-    then do not alias, and only those are read (cost O(w), not O(2 w) per band). Bin 0 (the
-    mean) is zeroed.
+    Lags up to n_low of |z|^2 then do not alias; n is about w, not 2 w.
     """
     w = bands.shape[-1]
     n_env = sp_fft.next_fast_len(max(w + n_low + 1, 2 * n_low + 2))
     z = sp_fft.ifft(bands, n=n_env, axis=-1, workers=-1)
-    env = z.real**2 + z.imag**2
-    mean = env.mean(axis=-1)
-    sk = (env**2).mean(axis=-1) / (mean**2 + 1e-30) - 2.0
-    low = sp_fft.rfft(env, axis=-1, workers=-1)[..., : n_low + 1]
-    low[..., 0] = 0.0
-    return low, sk
+    return z.real**2 + z.imag**2, n_env
+
+
+def _spectral_kurtosis(power: np.ndarray) -> np.ndarray:
+    """SK E|z|^4 / (E|z|^2)^2 - 2 of envelopes |z|^2 (..., n) -> (...): 0 for noise."""
+    mean = power.mean(axis=-1)
+    return (power * power).mean(axis=-1) / (mean * mean + 1e-30) - 2.0
+
+
+def _envelope_bins(bands: np.ndarray, n_low: int) -> np.ndarray:
+    """Band bins (..., w) -> squared-envelope spectrum at lags 0..n_low (..., n_low + 1).
+
+    Unnormalised: lag f is sum_k X[k] conj(X[k - f]) over pairs of bins inside the band.
+    """
+    power, n_env = _envelope_power(bands, n_low)
+    return sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env
+
+
+def _tree_envelopes(
+    row: np.ndarray, tree: list[tuple[int, int, int]], n_low: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Squared-envelope bins 0..n_low (P, n_low + 1) and SK (P,) of every band of the tree, and
+    the bands (P, 2) [first, stop), in tree order: one envelope FFT pass per tree level."""
+    bands = np.array([(a + i * w, a + (i + 1) * w) for a, w, c in tree for i in range(c)])
+    low, sk = [], []
+    for level in tree:
+        power, n_env = _envelope_power(_levels(row, *level), n_low)
+        sk.append(_spectral_kurtosis(power))
+        low.append(sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env)
+    return np.concatenate(low), np.concatenate(sk), bands
+
+
+def _levels(row: np.ndarray, first: int, width: int, count: int) -> np.ndarray:
+    """One level of the band tree as (count, width) bins."""
+    return row[first : first + count * width].reshape(count, width)
 
 
 def select_band(
@@ -266,6 +294,7 @@ class _Frame:
         axis = np.arange(self.n_axis) * self.step
         oversample = 2 if self.revs_at is None else 8  # order tracking interpolates in time
         n_env = sp_fft.next_fast_len(oversample * low.shape[1], real=True)
+        low = np.concatenate([np.zeros_like(low[:, :1]), low[:, 1:]], axis=1)  # mean removed
         env = sp_fft.irfft(low, n=n_env, axis=1, workers=-1)
         spacing = self.duration_s / n_env  # axis units per envelope sample: s, or revolutions
         if self.revs_at is not None:  # computed order tracking: resample to uniform shaft angle
@@ -340,27 +369,16 @@ def _line_table(frame: _Frame, amp: np.ndarray, n_cols: int | None = None) -> np
 def _window_envelope(
     row: np.ndarray, frame: _Frame, tree: list[tuple[int, int, int]]
 ) -> tuple[np.ndarray, tuple[int, int], float, float]:
-    """Choose one window's band by defect-line evidence; its line table, band, SK, max SK."""
-    best = (-np.inf, (1, 2), 0.0)
-    sk_max = -np.inf
-    n_lines = len(LINES) * HARMONICS
-    for first, width, count in tree:
-        bands = row[first : first + count * width].reshape(count, width)
-        low, sk = _envelope_bins(bands, frame.n_low)
-        table = _line_table(frame, frame.spectra(low, pad=2)[1], n_lines)
-        score = table.reshape(count, len(LINES), HARMONICS).sum(axis=2).max(axis=1)
-        i = int(score.argmax())
-        sk_max = max(sk_max, float(sk.max()))
-        if score[i] > best[0]:
-            best = (score[i], (first + i * width, first + (i + 1) * width), float(sk[i]))
-    (first, stop), sk_band = best[1], best[2]
-    low, _ = _envelope_bins(row[None, first:stop], frame.n_low)
-    return (
-        _line_table(frame, frame.spectra(low, ENVELOPE_PAD)[1])[0],
-        (first, stop),
-        sk_band,
-        sk_max,
-    )
+    """Choose one window's band by defect-line evidence; its line table, band, SK, max SK.
+
+    The band is the first (in tree order) with the largest sum of h1..h3 levels of one line.
+    """
+    low, sk, bands = _tree_envelopes(row, tree, frame.n_low)
+    table = _line_table(frame, frame.spectra(low, pad=2)[1], len(LINES) * HARMONICS)
+    score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
+    i = int(score.argmax())
+    lines = _line_table(frame, frame.spectra(low[i : i + 1], ENVELOPE_PAD)[1])[0]
+    return lines, (int(bands[i, 0]), int(bands[i, 1])), float(sk[i]), float(sk.max())
 
 
 def envelope_spectrum(
@@ -404,7 +422,7 @@ def envelope_spectrum(
     step = 1 / (ENVELOPE_PAD * n / fs)
     frame = _Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, _low_bins(top_hz, n / fs))
     amp = [
-        frame.spectra(_envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[1][0]
+        frame.spectra(_envelope_bins(r[None, a:b], frame.n_low), ENVELOPE_PAD)[1][0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
     ]
     return np.arange(frame.n_axis) * frame.step, np.stack(amp)
