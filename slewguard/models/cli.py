@@ -92,28 +92,42 @@ def parse_sizes(items: list[str]) -> dict[str, int]:
     return sizes
 
 
+def read_texts(paths: list[Path]) -> tuple[dict[str, list[str]], dict[str, list[str]], list]:
+    """Texts and labels per side over every data set directory, plus card provenance rows.
+
+    Every directory is read (and its checksums checked) before any text is computed.
+
+    Example:
+        >>> texts, labels, sources = read_texts([Path("out/sim")])  # doctest: +SKIP
+    """
+    from slewguard.models.card import DataSource
+    from slewguard.signal import datasets
+
+    splits = [datasets.read(path) for path in paths]
+    texts: dict[str, list[str]] = {"train": [], "test": []}
+    labels: dict[str, list[str]] = {"train": [], "test": []}
+    for split in splits:
+        for side in ("train", "test"):
+            ws = getattr(split, side)
+            texts[side] += datasets.to_texts(ws)
+            labels[side] += ws.labels.tolist()
+    sources = [DataSource(path=str(path), name=split.name, note=split.note,
+                          n_train=len(split.train), n_test=len(split.test))
+               for path, split in zip(paths, splits, strict=True)]
+    return texts, labels, sources
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Read the data sets, fine-tune, save the model with its card and a training plot."""
-    from slewguard.models import card as model_card
+    sizes = parse_sizes(args.size)
+    texts, labels, sources = read_texts(args.data)  # bad data fails before torch is imported
     from slewguard.models.classifier import TrainSettings, train_classifier
-    from slewguard.signal import datasets
 
     _quiet_transformers(getattr(args, "verbose", False))
     settings = TrainSettings(
         family=args.family, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, device=args.device, dtype=args.dtype, max_length=args.max_length,
-        source=str(args.source) if args.source else None, sizes=parse_sizes(args.size))
-    texts: dict[str, list[str]] = {"train": [], "test": []}
-    labels: dict[str, list[str]] = {"train": [], "test": []}
-    sources = []
-    for path in args.data:
-        split = datasets.read(path)
-        for side in ("train", "test"):
-            ws = getattr(split, side)
-            texts[side] += datasets.to_texts(ws)
-            labels[side] += ws.labels.tolist()
-        sources.append(model_card.DataSource(path=str(path), name=split.name, note=split.note,
-                                             n_train=len(split.train), n_test=len(split.test)))
+        source=str(args.source) if args.source else None, sizes=sizes)
     clf, history = train_classifier(texts["train"], labels["train"], texts["test"],
                                     labels["test"], settings)
     clf.card.update(data=[s.model_dump() for s in sources], command=command_line(args))
