@@ -2,7 +2,12 @@
 
 The envelope chain follows Randall & Antoni (2011): pre-whiten the spectrum (divide by its moving
 RMS), choose a demodulation band from a kurtogram-like tree of equal-width FFT bands (Nyquist / n,
-n = 1..64), square the band's envelope (inverse FFT of its bins) and take its spectrum. Spectral
+n = 1..64), square the band's envelope (inverse FFT of its bins) and take its spectrum. Every
+window's band tree and spectral axis come from its own speed (never the batch's), so a window's
+features do not depend on which windows share its batch. Cost: one real FFT of the window, then
+per tree level one inverse FFT of about the level's bins (the envelope at w + lags points, not
+2 w: only the envelope-spectrum lags up to the top line are read, and they do not alias); those
+low bins become a short squared envelope, windowed and padded for all bands at once. Spectral
 kurtosis alone picks noise below about 0 dB SNR on slewing rings (a band's SK is ~0.1 there while
 its envelope spectrum still shows the line), so extract() picks the band whose envelope shows the
 most defect-line evidence (the IESFOgram idea, Mauricio et al. 2020), among bands that start above
@@ -52,15 +57,8 @@ N_ENERGY_BANDS = 4
 # Candidate band counts of the kurtogram (band width = Nyquist / n); n > 1 also half-shifted.
 KURTOGRAM_SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
-TIME_NAMES = (
-    "rms",
-    "peak",
-    "crest_factor",
-    "kurtosis",
-    "skewness",
-    "shape_factor",
-    "impulse_factor",
-)
+TIME_NAMES = ("rms", "peak", "crest_factor", "kurtosis", "skewness", "shape_factor")
+TIME_NAMES += ("impulse_factor",)
 BAND_NAMES = tuple(f"band{i + 1}_db" for i in range(N_ENERGY_BANDS))
 SK_NAMES = ("sk_max", "band_sk", "band_centre_rel", "band_width_rel")
 ENVELOPE_NAMES = tuple(f"env_{line}_h{k}_db" for line in LINES for k in range(1, HARMONICS + 1)) + (
@@ -176,15 +174,6 @@ def _band_tree(
     return tree or [(1 + n_bins // 2, n_bins // 2, 1)]
 
 
-def _squared_envelope(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Band bins (..., w) -> squared envelope at >= 2 x band width, mean removed, its SK (...)."""
-    n_env = sp_fft.next_fast_len(2 * bands.shape[-1])
-    env = np.abs(sp_fft.ifft(bands, n=n_env, axis=-1)) ** 2
-    mean = env.mean(axis=-1, keepdims=True)
-    sk = (env**2).mean(axis=-1) / (mean[..., 0] ** 2 + 1e-300) - 2.0
-    return env - mean, sk
-
-
 def _envelope_power(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, int]:
     """Band bins (..., w) -> |complex envelope|^2 at n >= w + n_low + 1 points (..., n), and n.
 
@@ -202,27 +191,24 @@ def _spectral_kurtosis(power: np.ndarray) -> np.ndarray:
     return (power * power).mean(axis=-1) / (mean * mean + 1e-30) - 2.0
 
 
-def _envelope_bins(bands: np.ndarray, n_low: int) -> np.ndarray:
-    """Band bins (..., w) -> squared-envelope spectrum at lags 0..n_low (..., n_low + 1).
+def _envelope_bins(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band bins (..., w) -> squared-envelope spectrum at lags 0..n_low (..., n_low + 1), SK (...).
 
     Unnormalised: lag f is sum_k X[k] conj(X[k - f]) over pairs of bins inside the band.
     """
     power, n_env = _envelope_power(bands, n_low)
-    return sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env
+    low = sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env
+    return low, _spectral_kurtosis(power)
 
 
 def _tree_envelopes(
     row: np.ndarray, tree: list[tuple[int, int, int]], n_low: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Squared-envelope bins 0..n_low (P, n_low + 1) and SK (P,) of every band of the tree, and
-    the bands (P, 2) [first, stop), in tree order: one envelope FFT pass per tree level."""
+    """_envelope_bins (P, n_low + 1), SK (P,) and [first, stop) (P, 2) of every band of the tree,
+    in tree order: one envelope FFT pass per tree level."""
     bands = np.array([(a + i * w, a + (i + 1) * w) for a, w, c in tree for i in range(c)])
-    low, sk = [], []
-    for level in tree:
-        power, n_env = _envelope_power(_levels(row, *level), n_low)
-        sk.append(_spectral_kurtosis(power))
-        low.append(sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env)
-    return np.concatenate(low), np.concatenate(sk), bands
+    parts = [_envelope_bins(_levels(row, *level), n_low) for level in tree]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), bands
 
 
 def _levels(row: np.ndarray, first: int, width: int, count: int) -> np.ndarray:
@@ -251,7 +237,7 @@ def select_band(
     tree = _band_tree(spectrum.shape[1] - 1, sample_rate_hz / n_samples, min_bandwidth_hz)
     for first, width, count in tree:
         seg = spectrum[:, first : first + count * width].reshape(-1, count, width)
-        sk = _squared_envelope(seg)[1]  # (B, count)
+        sk = _spectral_kurtosis(_envelope_power(seg, 0)[0])  # (B, count)
         arg = sk.argmax(axis=1)
         top = sk[np.arange(len(arg)), arg]
         win = top > best_sk
@@ -283,6 +269,7 @@ class _Frame:
     step: float  # axis spacing: Hz (time) or orders (order tracking)
     n_axis: int
     n_low: int  # native (1 / duration) squared-envelope bins the axis needs, with a margin
+    targets: tuple[float, ...] = ()  # line orders: LINES x harmonics, BPFI -+ 1, shaft
 
     def spectra(self, low: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
         """Amplitude spectra from squared-envelope bins 0..n_low (R, n_low + 1) -> (axis, (R, K)).
@@ -313,14 +300,11 @@ class _Frame:
     @cached_property
     def line_cells(self) -> list[tuple[int, int, np.ndarray] | None]:
         """Per target of _targets(): peak search slice [lo, hi) and noise-floor indices, or None."""
+        axis = np.arange(self.n_axis) * self.step
         return [
-            _line_cells(np.arange(self.n_axis) * self.step, o * self.scale)
-            if o * self.revs >= MIN_PERIODS
-            else None
+            _line_cells(axis, o * self.scale) if o * self.revs >= MIN_PERIODS else None
             for o in self.targets
         ]
-
-    targets: tuple[float, ...] = ()  # line orders: LINES x harmonics, BPFI -+ 1, shaft
 
 
 def _targets(orders: dict[str, float]) -> tuple[float, ...]:
@@ -422,7 +406,7 @@ def envelope_spectrum(
     step = 1 / (ENVELOPE_PAD * n / fs)
     frame = _Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, _low_bins(top_hz, n / fs))
     amp = [
-        frame.spectra(_envelope_bins(r[None, a:b], frame.n_low), ENVELOPE_PAD)[1][0]
+        frame.spectra(_envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[1][0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
     ]
     return np.arange(frame.n_axis) * frame.step, np.stack(amp)
@@ -481,7 +465,7 @@ def _check_resolvable(
 
 
 def _low_bins(top_hz: float, duration_s: float) -> int:
-    """Native squared-envelope bins up to top_hz plus LOW_MARGIN_BINS of Hann leakage."""
+    """Native (1 / duration) squared-envelope bins up to top_hz, plus the Hann-leakage margin."""
     return int(np.ceil(top_hz * duration_s)) + LOW_MARGIN_BINS
 
 
@@ -492,17 +476,15 @@ def _frame(
     duration = n / fs
     max_order = _max_order(orders)
     if trace is None:
-        step = 1.0 / (ENVELOPE_PAD * duration)
-        top_hz = max_order * speed / 60.0
-        fr, revs, revs_at = speed / 60.0, speed / 60.0 * duration, None
+        fr, revs, revs_at, top_rpm = speed / 60.0, speed / 60.0 * duration, None, speed
     else:
         revs_at = np.cumsum(trace) / 60.0 / fs  # (N,) revolutions turned
-        step = 1.0 / (ENVELOPE_PAD * revs_at[-1])
-        top_hz = max_order * trace.max() / 60.0
-        fr, revs = 1.0, revs_at[-1]
-    n_axis = int(max_order * fr / step) + 1
-    low = _low_bins(top_hz, duration)
-    return _Frame(fr, revs, duration, revs_at, step, n_axis, low, _targets(orders))
+        fr, revs, top_rpm = 1.0, revs_at[-1], trace.max()
+    step = 1.0 / (ENVELOPE_PAD * revs / fr)  # Hz (time axis) or orders (order axis)
+    low = _low_bins(max_order * top_rpm / 60.0, duration)
+    return _Frame(
+        fr, revs, duration, revs_at, step, int(max_order * fr / step) + 1, low, _targets(orders)
+    )
 
 
 def _max_order(orders: dict[str, float]) -> float:
@@ -530,17 +512,9 @@ def _envelope_block(
         tree = _band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
         frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
         rows.append(_window_envelope(row, frame, tree))
-    bins = np.array([r[1] for r in rows], dtype=np.float64)
-    band = np.stack(
-        [
-            [r[3] for r in rows],
-            [r[2] for r in rows],
-            bins.mean(1) / n_bins,
-            np.diff(bins)[:, 0] / n_bins,
-        ],
-        axis=1,
-    )
-    return band, np.stack([r[0] for r in rows])
+    sk_max, sk_band, bins = (np.array([r[k] for r in rows], np.float64) for k in (3, 2, 1))
+    band = [sk_max, sk_band, bins.mean(1) / n_bins, np.diff(bins)[:, 0] / n_bins]
+    return np.stack(band, axis=1), np.stack([r[0] for r in rows])
 
 
 def extract(
