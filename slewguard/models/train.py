@@ -59,7 +59,7 @@ def fit(
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                running += float(loss)
+                running += loss.item()
                 progress.update(task, advance=1, status=f"loss {loss.item():.3f}")
             record = {"epoch": epoch + 1, "train_loss": running / len(batches)}
             if evaluate is not None:
