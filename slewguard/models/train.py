@@ -59,8 +59,9 @@ def fit(
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                running += loss.item()
-                progress.update(task, advance=1, status=f"loss {loss.item():.3f}")
+                step_loss = loss.item()
+                running += step_loss
+                progress.update(task, advance=1, status=f"loss {step_loss:.3f}")
             record = {"epoch": epoch + 1, "train_loss": running / len(batches)}
             if evaluate is not None:
                 model.eval()
