@@ -232,11 +232,11 @@ def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, cri
                         report.dense_body_parameters / body, 0.0, 0)
     previous = report.stages[-1].metrics if report.stages else report.dense_metrics
     if removed:
-        entry.metrics_before_recovery = _evaluate(evaluate, model)
+        entry.metrics = entry.metrics_before_recovery = _evaluate(evaluate, model)
         if epochs:
             entry.recovery_epochs = epochs
             model = _recover(model, train_batches, config, epochs)
-        entry.metrics = _evaluate(evaluate, model)
+            entry.metrics = _evaluate(evaluate, model)
     else:
         entry.metrics = dict(previous)
     report.stages.append(entry)
