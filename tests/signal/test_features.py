@@ -178,6 +178,23 @@ def test_features_of_a_window_do_not_depend_on_its_batch(profile):
     np.testing.assert_allclose(features(list(range(16)))[[0, 5]], alone, rtol=1e-4, atol=1e-3)
 
 
+def test_envelope_spectrum_matches_the_full_rate_squared_envelope():
+    """The low-lag shortcut equals the textbook chain: |z|^2 at 2 x band width, Hann, padded FFT."""
+    sim = _sim("outer_race", "cwru-6205", 1797.0, 12000.0, 1.0, snr_db=0.0, n=1)
+    x, fs, band_hz = sim.windows[0].astype(np.float64), 12000.0, (2000.0, 3500.0)
+    f, amp = envelope_spectrum(x, fs, band_hz=band_hz, max_freq_hz=400.0, whiten=False)
+    spectrum = np.fft.rfft(x - x.mean())
+    bins = spectrum[round(band_hz[0] * len(x) / fs) : round(band_hz[1] * len(x) / fs)]
+    env = np.abs(np.fft.ifft(bins, n=2 * len(bins))) ** 2
+    env = (env - env.mean()) * np.hanning(len(env))
+    ref = np.abs(np.fft.rfft(env, n=4 * len(env)))
+    ref = np.interp(f, np.arange(len(ref)) / (4 * len(x) / fs), ref)  # Hz axis, 1 / duration
+    ratio_db = 20 * np.log10((amp[0] / amp[0].max()) / (ref / ref.max()))
+    strong = ref > 0.05 * ref.max()
+    assert strong.sum() > 10 and np.abs(ratio_db[strong]).max() < 0.25
+    assert abs(f[amp[0].argmax()] - f[ref.argmax()]) < 0.5
+
+
 def test_time_features_of_known_signals():
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(1, 60_000))
