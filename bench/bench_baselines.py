@@ -183,7 +183,8 @@ def lm_records(path: Path) -> list[dict]:
     for r in json.loads(path.read_text()):
         if "error" in r or r.get("accuracy") is None:
             continue
-        label = "LM dense" if r["method"] == "dense" else f"LM {r['method']} {r['ratio']:.1f}x"
+        label = ("LM dense" if r["method"] == "dense"
+                 else f"LM {r['method']} {r.get('target_ratio', r['ratio']):g}x")
         groups.setdefault((f"cwru-{r['protocol']}", label), []).append(r)
     return [{"set": s, "model": label, "accuracy": float(np.mean([r["accuracy"] for r in rs])),
              "latency_ms": _median(rs, "latency_b1_ms"), "size_kb": 1024 * _median(rs,
