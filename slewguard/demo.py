@@ -239,15 +239,17 @@ def run_stream(args: argparse.Namespace, console: Console) -> int:
     console.rule("2. the stream: sensors -> MQTT -> daemon -> outbox")
     stoppers: list = []
     summary: dict | None = None
-    try:
-        with tempfile.TemporaryDirectory(prefix="slewguard-demo-") as tmp:
-            try:
-                summary = _stream(args, console, Path(tmp), stoppers)
-            finally:
-                while stoppers:
-                    _stop_quietly(stoppers.pop())
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: sensors, daemon and broker stopped")
+    with tempfile.TemporaryDirectory(prefix="slewguard-demo-") as tmp:
+        try:
+            summary = _stream(args, console, Path(tmp), stoppers)
+        except KeyboardInterrupt:
+            console.print("\n[yellow]interrupted[/]: stopping the sensors, the daemon (it "
+                          "stores what it holds) and the broker")
+        finally:
+            while stoppers:
+                _stop_quietly(stoppers.pop())
+    if summary is None:
+        console.print("stopped cleanly")
         return 130
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "stream_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -278,8 +280,9 @@ def _stream(args: argparse.Namespace, console: Console, tmp: Path, stoppers: lis
     app = App(ds.daemon_config(broker, fleet, tmp), classifier=classifier)
     app.start()
     stoppers.append(app.stop)
-    console.print(f"metrics  http://127.0.0.1:{app.http_port}/metrics  (probes: /healthz "
-                  f"/readyz)\noutbox   {app.config.outbox.path} (deleted at the end)")
+    metrics_url = f"http://127.0.0.1:{app.http_port}/metrics"
+    console.print(f"metrics  {metrics_url}  (probes: /healthz /readyz)\n"
+                  f"outbox   {app.config.outbox.path} (deleted at the end)")
     if not app.ingest.subscribed.wait(30):
         raise RuntimeError(f"the daemon did not subscribe on {broker.kind} within 30 s")
     client = connect("127.0.0.1", broker.port, client_id="demo-sensors",
@@ -292,7 +295,9 @@ def _stream(args: argparse.Namespace, console: Console, tmp: Path, stoppers: lis
     sender.start()
     stoppers.append(lambda: (stop.set(), sender.join(30)))
     _watch(args, console, fleet, ledger, sender, app.config.outbox.path)
-    return ds.summarise(fleet, ledger, app.metrics)
+    summary = ds.summarise(fleet, ledger, app.metrics)
+    summary["prometheus_windows_processed"] = ds.scrape_processed(metrics_url)
+    return summary
 
 
 def _watch(args: argparse.Namespace, console: Console, fleet, ledger, sender: threading.Thread,

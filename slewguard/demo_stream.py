@@ -356,13 +356,13 @@ def live_table(fleet: Any, ledger: Ledger, rounds: int) -> Table:
         severity = fleet.severity(sensor, k_last)
         if not mine:
             table.add_row(f"crane{sensor.index + 1}/{sensor.sensor_id}", sensor.fault,
-                          f"{severity:.1f}", f"0/{rounds}", "-", "-", "-")
+                          f"{severity:.1f}" if severity else "-", f"0/{rounds}", "-", "-", "-")
             continue
         last = mine[-1][1]
         right = sum(r.predicted == sensor.fault for _, r in mine)
         colour = "green" if last.predicted == sensor.fault else "red"
         table.add_row(f"crane{sensor.index + 1}/{sensor.sensor_id}", sensor.fault,
-                      f"{severity:.1f}", f"{len(mine)}/{rounds}",
+                      f"{severity:.1f}" if severity else "-", f"{len(mine)}/{rounds}",
                       f"[{colour}]{last.predicted}[/]", f"{last.confidence:.2f}",
                       f"{right}/{len(mine)}")
     return table
@@ -430,10 +430,32 @@ def summary_table(summary: dict[str, Any], rate_hz: float) -> Table:
     lat = s["latency_ms"]
     table.add_row("latency", f"p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, p99 "
                   f"{lat['p99']:.0f} ms (publish -> stored in the outbox)")
-    table.add_row("daemon stages", ", ".join(f"{k} {v:.0f} ms" for k, v in
-                                             s["stage_mean_ms"].items()) + " (means)")
+    stage = s["stage_mean_ms"]
+    batch = ", ".join(f"{k} {stage[k]:.0f} ms" for k in ("features", "inference", "outbox")
+                      if k in stage)
+    table.add_row("daemon", f"{batch} per micro-batch; receipt -> ack "
+                  f"{stage.get('end_to_end', float('nan')):.0f} ms per window (means)")
+    table.add_row("prometheus", f"/metrics said {s['prometheus_windows_processed']:g} windows "
+                  "processed (scraped before the daemon stopped)")
     if s["missing"]:
         table.add_row("[red]missing[/]", ", ".join(s["missing"][:10]))
     if s["publisher_error"]:
         table.add_row("[red]sensors[/]", s["publisher_error"])
     return table
+
+
+def scrape_processed(url: str) -> float:
+    """``slewguard_windows_processed_total`` read over HTTP from a /metrics URL (NaN if absent).
+
+    Example:
+        >>> scrape_processed("http://127.0.0.1:9108/metrics")   # doctest: +SKIP
+        48.0
+    """
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("slewguard_windows_processed_total "):
+            return float(line.split()[1])
+    return float("nan")

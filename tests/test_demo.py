@@ -61,22 +61,24 @@ def run_stream_demo(tmp_path, monkeypatch, capsys, cache, broker):
 
 
 def check_summary(summary, printed, out):
-    assert summary["published"] == summary["stored"] == 2 * 4  # every window in the outbox
-    assert summary["rejected"] == 0 and summary["missing"] == []
-    assert 0.0 <= summary["accuracy"] <= 1.0
-    assert set(summary["recall"]) == {"healthy", "inner_race", "outer_race"}  # 2 of 4 faulty
-    assert summary["throughput_windows_per_s"] > 0
+    why = f"summary {summary}\noutput:\n{printed}"  # shown when an assert fails
+    assert summary["published"] == summary["stored"] == 2 * 4, why  # every window stored
+    assert summary["rejected"] == 0 and summary["missing"] == [], why
+    assert 0.0 <= summary["accuracy"] <= 1.0, why
+    assert set(summary["recall"]) == {"healthy", "inner_race", "outer_race"}, why  # 2 of 4 faulty
+    assert summary["throughput_windows_per_s"] > 0, why
     latency = summary["latency_ms"]
-    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
-    assert summary["stage_mean_ms"]["inference"] > 0
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"], why
+    assert summary["stage_mean_ms"]["inference"] > 0, why
+    assert summary["prometheus_windows_processed"] == 8, why  # scraped over HTTP
     assert (out / "envelope_spectra.png").exists()  # the signal part ran first
-    assert re.search(r"metrics\s+http://127\.0\.0\.1:\d+/metrics", printed)
-    assert "accuracy" in printed and "8 of 8 published windows" in printed
+    assert re.search(r"metrics\s+http://127\.0\.0\.1:\d+/metrics", printed), why
+    assert "accuracy" in printed and "8 of 8 published windows" in printed, why
     port = int(re.search(r"on 127\.0\.0\.1:(\d+)", printed).group(1))
     with pytest.raises(OSError):  # the embedded broker is gone
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     outbox = re.search(r"outbox\s+(\S+outbox\.sqlite3)", printed).group(1)
-    assert not Path(outbox).parent.exists()  # the temp dir with the outbox is removed
+    assert not Path(outbox).parent.exists(), why  # the temp dir with the outbox is removed
     alive = {t.name for t in threading.enumerate()}
     assert not alive & {"sensors", "pipeline", "forwarder", "amqtt"}, alive
 
