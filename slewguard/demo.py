@@ -193,6 +193,9 @@ def run_demo(args: argparse.Namespace) -> int:
     for name in ("windows", "sensors"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name}={getattr(args, name)} must be >= 1")
+    if args.model is not None and not (args.model / "card.json").is_file():
+        raise ValueError(f"--model={str(args.model)!r} holds no card.json: pass a directory "
+                         "written by `slewguard train` (or leave --model out)")
     if args.rate_hz < 0:
         raise ValueError(f"--rate-hz={args.rate_hz} must be >= 0 (0: as fast as possible)")
     console = Console()

@@ -184,7 +184,7 @@ def demo_model(args: Any, console: Console) -> tuple[Any, str]:
     from slewguard import models
 
     if args.model is not None:
-        return models.load(args.model), f"model {args.model}"
+        return models.load(args.model), f"from --model {args.model}"
     shipped = shipped_model_dir()
     if (shipped / "card.json").is_file():
         clf = models.load(shipped)

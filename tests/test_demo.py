@@ -102,3 +102,4 @@ def test_demo_rejects_a_fleet_without_windows(tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--windows", "two"])
     assert main(["demo", "--windows", "0", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--model", str(tmp_path), "--out", str(tmp_path)]) == 2
