@@ -1,7 +1,10 @@
 import json
+import os
 import re
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -103,3 +106,35 @@ def test_demo_rejects_a_fleet_without_windows(tmp_path):
         main(["demo", "--windows", "two"])
     assert main(["demo", "--windows", "0", "--out", str(tmp_path)]) == 2
     assert main(["demo", "--model", str(tmp_path), "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (apt: mosquitto)")
+def test_ctrl_c_stops_sensors_daemon_and_broker(tmp_path, monkeypatch, capsys, model_cache):
+    monkeypatch.setenv("SLEWGUARD_CACHE", str(model_cache))
+
+    def press_ctrl_c_once_sensors_run():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(t.name == "sensors" for t in threading.enumerate()):
+                time.sleep(1.0)  # a few windows in flight; 40 more to go
+                os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt in the main thread
+                return
+            time.sleep(0.05)
+
+    presser = threading.Thread(target=press_ctrl_c_once_sensors_run, daemon=True)
+    presser.start()
+    argv = ["demo", "--broker", "mosquitto", "--windows", "20", "--sensors", "2",
+            "--rate-hz", "1", "--out", str(tmp_path)]
+    code = main(argv)
+    presser.join(5)
+    printed = capsys.readouterr().out
+    assert code == 130, printed
+    assert "interrupted" in printed and "stopped cleanly" in printed
+    assert not (tmp_path / "stream_summary.json").exists()
+    port = int(re.search(r"on 127\.0\.0\.1:(\d+)", printed).group(1))
+    with pytest.raises(OSError):  # mosquitto was stopped
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    outbox = re.search(r"outbox\s+(\S+outbox\.sqlite3)", printed).group(1)
+    assert not Path(outbox).parent.exists()
+    alive = {t.name for t in threading.enumerate()}
+    assert not alive & {"sensors", "pipeline", "forwarder"}, alive
