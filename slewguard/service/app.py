@@ -43,19 +43,18 @@ FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 
 def load_classifier(config: ServiceConfig) -> Any:
-    """The FaultClassifier named by ``config.model`` (``slewguard.models.load``)."""
+    """The FaultClassifier named by ``config.model``: ``model.path``, or the shipped default."""
     from slewguard import models
+    from slewguard.models.default import load_default
 
-    path = config.model.path
-    if path is None:
-        raise ValueError("model.path is not set and this slewguard ships no default model yet: "
-                         "set model.path to a directory written by `slewguard train`")
     device = config.model.device
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return models.load(path, device=device)
+    if config.model.path is None:
+        return load_default(device=device)
+    return models.load(config.model.path, device=device)
 
 
 class App:
@@ -153,8 +152,8 @@ class App:
     def _start_model(self) -> None:
         if self.classifier is None:
             self.classifier = load_classifier(self.config)
-            assert self.config.model.path is not None
-            self.model_label = Path(self.config.model.path).name  # e.g. minilm-pruned-4x
+            path = self.config.model.path
+            self.model_label = Path(path).name if path else "default"  # e.g. minilm-pruned-4x
         else:
             self.model_label = model_name(self.classifier)
         self.metrics.model_loaded.set(1)
