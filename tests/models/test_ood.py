@@ -128,6 +128,16 @@ def test_decide_order_and_reasons():
     assert decide("cage", row, min_db={"outer_race": 10.0}).verdict == "cage"  # not fitted
 
 
+def test_own_line_must_be_the_strongest_impact_line():
+    row = {f"env_{line}_h{k}_db": 0.0 for line in ("ftf", "bpfo", "bpfi", "bsf2")
+           for k in (1, 2, 3)}
+    row |= {"env_bpfo_h1_db": 15.0, "env_bpfi_h2_db": 20.0}
+    assert not kinematic_consistent("outer_race", row, 10.0)
+    assert kinematic_consistent("outer_race", row, 10.0, dominance_db=None)
+    assert kinematic_consistent("outer_race", row, 10.0, dominance_db=6.0)
+    assert kinematic_consistent("inner_race", row, 10.0)
+
+
 def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="not fitted"):
         OodDetector().score(FeatureTable(("rms",), np.zeros((1, 1))))
