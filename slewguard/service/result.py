@@ -5,6 +5,12 @@ key, so the outbox overwrites it and the time-series point lands on the same tim
 Non-finite numbers (e.g. an envelope level without an rpm) travel as JSON ``null`` and come back
 as NaN, so ``to_json`` always emits strict JSON.
 
+Verdicts (``predicted``): a model class; ``"sensor_fault:<check>"`` when a data-quality check
+(signal.quality) failed, with every failed check in ``quality`` and no model probabilities
+(confidence NaN); ``"unknown"`` when the out-of-distribution or the kinematic check overruled the
+model (its calibrated probabilities are kept). ``evidence`` is one short line a technician reads
+(signal.explain); it is text, so the InfluxDB sink (numeric fields only) leaves it out.
+
 Example:
     >>> r = Result("site1", "crane3", "slew", "s1", "m1", "healthy", 0.9, {"healthy": 0.9},
     ...            {"rms": 0.1}, 6.0, 7, 1_700_000_000_000_000_000, "plant/site1/crane3/slew/s1/x")
@@ -38,6 +44,8 @@ class Result:
     seq: int
     start_ns: int
     topic: str
+    evidence: str = ""
+    quality: tuple[str, ...] = field(default=(), hash=False)
 
     def key(self) -> tuple[str, int]:
         """Idempotency key: the sensor and the window's first-sample time in ns."""
@@ -56,6 +64,8 @@ class Result:
     def from_json(cls, text: str | bytes) -> Result:
         """Inverse of ``to_json``; raises ValueError naming missing or unknown fields.
 
+        ``evidence`` and ``quality`` may be absent (results stored before they existed).
+
         Example:
             >>> Result.from_json(Result("a", "b", "c", "d", "m", "healthy", 1.0, {}, {}, 6.0, 0, 0,
             ...                         "t").to_json()).sensor
@@ -63,6 +73,8 @@ class Result:
         """
         doc = json.loads(text)
         names = set(cls.__dataclass_fields__)
+        doc.setdefault("evidence", "")
+        doc["quality"] = tuple(doc.get("quality", ()))
         missing, unknown = sorted(names - set(doc)), sorted(set(doc) - names)
         if missing or unknown:
             raise ValueError(f"result JSON lacks fields {missing} / has unknown fields {unknown}: "
