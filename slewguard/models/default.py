@@ -442,7 +442,8 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any) -> tuple[Any
         data_provenance={s["name"]: s["provenance"] for s in data.sources},
         compression={"dense_body": dense_body, "pruned_body": pruned_body,
                      "ratio": dense_body / pruned_body},
-        parameters={**card["parameters"], "dense_body": dense_body, "pruned_body": pruned_body})
+        parameters={"dense_total": card["parameters"]["total"], "dense_body": dense_body,
+                    "pruned_body": pruned_body})  # save() adds the pruned "total"
     return pruned, card
 
 
@@ -480,6 +481,9 @@ def run_build(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+    if args.quick and Path(args.out).resolve() == DEFAULT_MODEL_DIR:
+        raise ValueError("--quick builds a tiny test model; it must not replace the shipped one: "
+                         "pass --out DIR")
     config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
                                   cwru_root=args.cwru_root, threads=args.threads)
     build(config, args.out, command=command_line(args))

@@ -121,3 +121,8 @@ def test_shipped_model_classifies_fresh_windows():
     assert accuracy > 0.6, f"accuracy {accuracy:.2f} on {len(ws)} fresh windows"
     for name in default.CLASSES:  # every class is recognised at least once
         assert (predicted[ws.labels == name] == name).any(), name
+
+
+def test_quick_refuses_to_overwrite_the_shipped_model(capsys):
+    assert main(["build-default-model", "--quick"]) == 2
+    assert "--out" in capsys.readouterr().err
