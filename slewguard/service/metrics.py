@@ -17,7 +17,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 PREFIX = "slewguard"
-STAGES = ("decode", "features", "inference", "outbox", "end_to_end")
+STAGES = ("decode", "quality", "features", "inference", "trust", "outbox", "end_to_end")
 # Seconds: 1 ms to 1 min; a 10 s window at 25.6 kHz takes tens of ms, a backlog takes seconds.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0, 60.0)
@@ -55,6 +55,14 @@ class Metrics:
             "dead_letters", "Messages published to the dead-letter topic, by reason.", ("reason",))
         self.results_total = self._counter(
             "results", "Diagnoses made, by predicted class.", ("predicted",))
+        self.sensor_faults_total = self._counter(
+            "sensor_faults", "Windows failing a data-quality check, by check (a window failing "
+            "two checks counts in both); they get a sensor_fault verdict, never a bearing fault.",
+            ("check",))
+        self.unknown_total = self._counter(
+            "unknown", "Model verdicts overruled to 'unknown', by reason (ood: outside the "
+            "training data; kinematic: a fault class without its defect-frequency line).",
+            ("reason",))
         self.queue_depth = self._gauge(
             "queue_depth", "Messages waiting in the pipeline queue.")
         self.batch_windows = Histogram(

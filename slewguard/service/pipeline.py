@@ -7,6 +7,13 @@ into texts; an inference thread runs ONE ``predict_proba`` over each batch while
 features are computed. Results go to the outbox in one durable ``put``; only then is each
 message acknowledged. In flight at most: the queue, one batch in each thread and one between.
 
+Trust (service/trust.py): before features, ``quality.check`` runs on the raw windows; a window
+with a sensor fault becomes a ``sensor_fault:<check>`` result (counted in
+``slewguard_sensor_faults_total{check}``, stored like any result, never shown to the model). The
+rest are diagnosed; probabilities are temperature-calibrated when the model card stores a
+temperature, and the OOD detector / kinematic thresholds stored with the model turn a verdict into
+``unknown`` (``slewguard_unknown_total{reason}``). Every result carries an ``evidence`` line.
+
 Messages that can never be diagnosed (bad payload, unknown sensor, a window the features reject)
 go to the dead-letter topic with a reason, are counted, logged at most once per ``LOG_EVERY_S``
 per reason, and acknowledged: a poison message must not loop.
@@ -26,8 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import queue
 import threading
@@ -39,13 +44,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, decode
 from slewguard.service.result import Result
+from slewguard.service.trust import (
+    TrustLayer,
+    apply_torch_threads,
+    load_trust,
+    split_by_quality,
+)
 from slewguard.signal import features, textify
 from slewguard.signal.kinematics import BearingGeometry
+from slewguard.signal.quality import QualityVerdict
 
+__all__ = ["DeadLetters", "Pipeline", "PipelineSettings", "Placement", "SensorMap",
+           "WindowError", "dead_letter_envelope", "model_name"]
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0
 OUTBOX_RETRY_MAX_S = 5.0
@@ -85,6 +100,9 @@ class Placement:
     rpm: float | None = None  # a fixed speed that overrides the payload's
     fallback_rpm: float | None = None  # used when the payload carries no rpm
     sample_rate_hz: float | None = None  # expected rate; None accepts any
+    check_quality: bool = True  # run the data-quality checks before diagnosing
+    expected_rms: float | None = None  # the sensor's normal RMS (loose mount, dead channel)
+    order_lines: tuple[float, ...] = ()  # shaft orders seen as lines (rpm-mismatch check)
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,7 @@ class PipelineSettings:
     max_batch: int = 16
     max_wait_ms: float = 50.0
     queue_size: int = 64
+    torch_threads: int | None = None
 
 
 @dataclass
@@ -109,6 +128,9 @@ class _Prepared:
     items: list[_Item]
     rows: list[dict]
     texts: list[str]
+    values: np.ndarray  # (B, F) the rows in ``names`` order
+    names: tuple[str, ...]
+    faulty: list[tuple[_Item, QualityVerdict, dict]]  # sensor faults: no model needed
 
 
 def model_name(classifier: Any) -> str:
@@ -123,20 +145,6 @@ def model_name(classifier: Any) -> str:
         card = getattr(classifier, "card", None) or {}
         name = card.get("name") or card.get("family") if isinstance(card, dict) else None
     return str(name or type(classifier).__name__)
-
-
-def dead_letter_envelope(inbound: Inbound, reason: str, detail: str) -> bytes:
-    """The JSON dead-letter body: reason, detail, source topic and the original bytes (base64).
-
-    Example:
-        >>> m = Inbound("plant/a/b/c/d/vib", b"junk", 1, 1, 0.0, 1)
-        >>> json.loads(dead_letter_envelope(m, "bad_magic", "no SLGW"))["payload_b64"]
-        'anVuaw=='
-    """
-    return json.dumps({
-        "reason": reason, "detail": detail[:500], "topic": inbound.topic,
-        "payload_b64": base64.b64encode(inbound.payload).decode(), "received_at": time.time(),
-    }).encode()
 
 
 class _RateLimitedLog:
@@ -167,7 +175,7 @@ class Pipeline:
                  resolve: Callable[[str, Window], Placement], metrics: Metrics,
                  ack: Callable[[Inbound], object],
                  dead_letter: Callable[[Inbound, str, str], None],
-                 model: str | None = None) -> None:
+                 model: str | None = None, trust: TrustLayer | None = None) -> None:
         self.max_batch = int(settings.max_batch)
         self.max_wait_s = float(settings.max_wait_ms) / 1000.0
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
@@ -178,6 +186,9 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.dead_letter = dead_letter
+        self.torch_threads = getattr(settings, "torch_threads", None)
+        # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
+        self.trust = trust or TrustLayer(load_trust(classifier))
         self._closing = threading.Event()  # refuse new messages, drain the queue
         self._abort = threading.Event()  # stop now, even mid-retry
         # Features of batch k+1 overlap inference of batch k (numpy/scipy and torch both
@@ -189,6 +200,7 @@ class Pipeline:
 
     def start(self) -> None:
         """Start the two worker threads (features, then inference + store + ack)."""
+        apply_torch_threads(self.torch_threads)
         self._threads = [
             threading.Thread(target=self._run_features, name="pipeline-features", daemon=True),
             threading.Thread(target=self._run_inference, name="pipeline-inference", daemon=True)]
@@ -244,6 +256,7 @@ class Pipeline:
             self._handoff.put(None)  # the inference thread has taken the last batch or aborts
 
     def _run_inference(self) -> None:
+        apply_torch_threads(self.torch_threads)  # OpenMP settings are per thread
         while (prepared := self._handoff.get()) is not None:
             if self._abort.is_set():
                 continue
@@ -274,32 +287,51 @@ class Pipeline:
         return [] if prepared is None else self._finish(prepared)
 
     def _prepare(self, batch: list[Inbound]) -> _Prepared | None:
-        """Decode, reject, featurise and textify; None when nothing is left to infer."""
+        """Decode, reject, check quality, featurise and textify; None when nothing is left."""
         self.metrics.batch_windows.observe(len(batch))
         items = [item for item in map(self._decode, batch) if item is not None]
-        rows, texts, kept = self._featurise(items)
-        return _Prepared(kept, rows, texts) if kept else None
+        started = time.perf_counter()
+        clean, faulty = split_by_quality(self.trust, items, self._warn.warning)
+        self.metrics.stage_seconds.labels(stage="quality").observe(time.perf_counter() - started)
+        rows, texts, kept, values = self._featurise(clean)
+        names = tuple(features.FEATURE_NAMES if not rows else rows[0])
+        return _Prepared(kept, rows, texts, values, names, faulty) if kept or faulty else None
 
     def _finish(self, prepared: _Prepared) -> list[Result]:
         """One predict_proba over the batch, one durable outbox put, then the acks."""
-        kept, rows, texts = prepared.items, prepared.rows, prepared.texts
-        started = time.perf_counter()
-        try:
-            proba = np.asarray(self.classifier.predict_proba(texts), dtype=np.float64)
-        except Exception:  # a model failure is not the messages' fault: leave them unacked
-            log.exception("inference failed on a batch of %d; messages stay unacknowledged",
-                          len(kept))
-            self.metrics.windows_rejected_total.labels(reason="inference_error").inc(len(kept))
+        kept, reasons, results = self._diagnose(prepared)
+        kept += [item for item, _, _ in prepared.faulty]
+        results += [self._fault_result(item, v, row) for item, v, row in prepared.faulty]
+        if not results or not self._store(results):
             return []
-        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
-        results = [self._result(item, row, p) for item, row, p in zip(kept, rows, proba,
-                                                                       strict=True)]
-        if not self._store(results):
-            return []
+        for reason in filter(None, reasons):
+            self.metrics.unknown_total.labels(reason=reason).inc()
         for item, result in zip(kept, results, strict=True):
             self._done(item, result)
         self.batches += 1
         return results
+
+    def _diagnose(self, prepared: _Prepared) -> tuple[list[_Item], list[str], list[Result]]:
+        """Model, then trust: (items, unknown reasons, results); nothing if the model failed."""
+        kept, rows = prepared.items, prepared.rows
+        if not kept:
+            return [], [], []
+        started = time.perf_counter()
+        try:
+            proba = np.asarray(self.classifier.predict_proba(prepared.texts), dtype=np.float64)
+        except Exception:  # a model failure is not the messages' fault: leave them unacked
+            log.exception("inference failed on a batch of %d; messages stay unacknowledged",
+                          len(kept))
+            self.metrics.windows_rejected_total.labels(reason="inference_error").inc(len(kept))
+            return [], [], []
+        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        judged = self.trust.judge(list(self.classifier.classes), proba, prepared.names,
+                                  prepared.values, rows, [_bearing_key(i.place) for i in kept])
+        results = [self._result(item, row, verdict, p, evidence) for item, row, (
+            verdict, p, _, evidence) in zip(kept, rows, judged, strict=True)]
+        self.metrics.stage_seconds.labels(stage="trust").observe(time.perf_counter() - started)
+        return list(kept), [reason for _, _, reason, _ in judged], results
 
     def _decode(self, inbound: Inbound) -> _Item | None:
         started = time.perf_counter()
@@ -311,9 +343,6 @@ class Pipeline:
             if rpm is None:
                 raise WindowError("missing_rpm", f"window from {inbound.topic} has no rpm and the "
                                "sensor config sets none: set rpm_source fixed with an rpm")
-            if place.sample_rate_hz is not None and window.sample_rate_hz != place.sample_rate_hz:
-                raise WindowError("sample_rate_mismatch", f"{inbound.topic}: sample_rate_hz="
-                               f"{window.sample_rate_hz}, config expects {place.sample_rate_hz}")
         except (PayloadError, WindowError) as exc:
             self._reject(inbound, exc.reason, str(exc))
             return None
@@ -321,7 +350,8 @@ class Pipeline:
             self.metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
         return _Item(inbound, window, place, float(rpm))
 
-    def _featurise(self, items: list[_Item]) -> tuple[list[dict], list[str], list[_Item]]:
+    def _featurise(self, items: list[_Item]) -> tuple[list[dict], list[str], list[_Item],
+                                                      np.ndarray]:
         groups: dict[tuple, list[_Item]] = defaultdict(list)
         for item in items:
             w = item.window
@@ -329,36 +359,50 @@ class Pipeline:
         rows: list[dict] = []
         texts: list[str] = []
         kept: list[_Item] = []
+        values: list[np.ndarray] = []
         started = time.perf_counter()
         for group in groups.values():
-            for item, row in self._extract(group):
+            for item, row, vector in self._extract(group):
                 rows.append(row)
                 texts.append(textify.textify(row))
                 kept.append(item)
-        self.metrics.stage_seconds.labels(stage="features").observe(time.perf_counter() - started)
-        return rows, texts, kept
+                values.append(vector)
+        if items:
+            self.metrics.stage_seconds.labels(stage="features").observe(
+                time.perf_counter() - started)
+        return rows, texts, kept, np.stack(values) if values else np.zeros((0, 0), np.float32)
 
-    def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict]]:
+    def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
         """Features of one group in one call; on failure, window by window to isolate the bad."""
         try:
             table = _extract_table(group)
-            return [(item, table.row(i)) for i, item in enumerate(group)]
+            return [(item, table.row(i), table.values[i]) for i, item in enumerate(group)]
         except ValueError as exc:
             if len(group) == 1:
                 self._reject(group[0].inbound, "features", str(exc))
                 return []
         return [pair for item in group for pair in self._extract([item])]
 
-    def _result(self, item: _Item, row: dict, proba: np.ndarray) -> Result:
+    def _result(self, item: _Item, row: dict, verdict: str, proba: np.ndarray,
+                evidence: str) -> Result:
         classes = list(self.classifier.classes)
-        best = int(np.argmax(proba))
         w, p = item.window, item.place
         return Result(
             site=p.site, asset=p.asset, bearing=p.bearing, sensor=p.sensor, model=self.model,
-            predicted=classes[best], confidence=float(proba[best]),
+            predicted=verdict, confidence=float(proba.max()),
             probabilities={c: float(v) for c, v in zip(classes, proba, strict=True)},
             features={k: float(v) for k, v in row.items()}, rpm=item.rpm, seq=int(w.seq),
-            start_ns=int(w.start_ns), topic=item.inbound.topic)
+            start_ns=int(w.start_ns), topic=item.inbound.topic, evidence=evidence)
+
+    def _fault_result(self, item: _Item, verdict: QualityVerdict, row: dict) -> Result:
+        """A sensor-fault result: raw statistics, no model probabilities, never a bearing fault."""
+        w, p = item.window, item.place
+        return Result(
+            site=p.site, asset=p.asset, bearing=p.bearing, sensor=p.sensor, model=self.model,
+            predicted=f"sensor_fault:{verdict.faults[0]}", confidence=float("nan"),
+            probabilities={}, features=row, rpm=item.rpm, seq=int(w.seq),
+            start_ns=int(w.start_ns), topic=item.inbound.topic,
+            evidence=self.trust.sensor_fault_evidence(verdict), quality=verdict.faults)
 
     def _store(self, results: list[Result]) -> bool:
         """Durably store; retry with backoff while the outbox fails (unless aborting)."""
@@ -382,6 +426,8 @@ class Pipeline:
         m = self.metrics
         m.windows_processed_total.inc()
         m.results_total.labels(predicted=result.predicted).inc()
+        for check in result.quality:
+            m.sensor_faults_total.labels(check=check).inc()
         m.last_window_timestamp_seconds.labels(
             site=result.site, asset=result.asset, bearing=result.bearing).set(result.start_ns / 1e9)
         m.stage_seconds.labels(stage="end_to_end").observe(time.monotonic() -
@@ -397,35 +443,15 @@ class Pipeline:
         self.ack(inbound)
 
 
+def _bearing_key(place: Placement) -> str:
+    return f"{place.site}/{place.asset}/{place.bearing}"
+
+
 def _extract_table(group: list[_Item]) -> features.FeatureTable:
     first = group[0]
     windows = np.stack([item.window.samples for item in group])  # (B, N)
     rpm = np.array([item.rpm for item in group], dtype=np.float64)  # (B,)
     return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm)
-
-
-class DeadLetters:
-    """Publishes rejected messages to ``topic`` (QoS 1) through ``publish`` (Ingest.publish)."""
-
-    def __init__(self, topic: str, publish: Callable[..., Any], metrics: Metrics,
-                 user_properties: bool) -> None:
-        self.topic = topic
-        self.publish = publish
-        self.metrics = metrics
-        self.user_properties = user_properties
-
-    def send(self, inbound: Inbound, reason: str, detail: str) -> None:
-        """Publish one dead letter and count it."""
-        properties = None
-        if self.user_properties:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = [("reason", reason), ("source_topic", inbound.topic)]
-        self.publish(self.topic, dead_letter_envelope(inbound, reason, detail), qos=1,
-                     properties=properties)
-        self.metrics.dead_letters_total.labels(reason=reason).inc()
 
 
 class SensorMap:
@@ -463,4 +489,6 @@ class SensorMap:
             site, asset, bearing, name = self.site, "unknown", "unknown", window.sensor_id
         fixed = sensor.rpm if sensor.rpm_source == "fixed" else None
         return Placement(site, asset, bearing, name, self._geometry[index], rpm=fixed,
-                         fallback_rpm=sensor.rpm, sample_rate_hz=sensor.sample_rate_hz)
+                         fallback_rpm=sensor.rpm, sample_rate_hz=sensor.sample_rate_hz,
+                         check_quality=sensor.check_quality, expected_rms=sensor.expected_rms,
+                         order_lines=tuple(sensor.order_lines))

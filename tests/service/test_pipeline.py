@@ -221,15 +221,16 @@ def test_backpressure_bounds_in_flight_messages(mosquitto, tmp_path, classifier)
     assert 1 <= ingest.max_inflight_seen <= bound
 
 
-def test_sensor_config_rejects_wrong_rate_and_missing_rpm(tmp_path, classifier):
+def test_sensor_config_flags_wrong_rate_and_rejects_missing_rpm(tmp_path, classifier):
     config = config_from_dict({"site": "yard1", "sensors": [
         {"topic_filter": "plant/+/+/+/fixed/vib", "bearing": "cwru-6205", "rpm_source": "fixed",
          "rpm": 1797.0},
         {"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205", "sample_rate_hz": 12000}]},
         env={})
     rec = Recorder()
+    metrics = Metrics()
     pipe = Pipeline(PipelineSettings(), classifier, Outbox(tmp_path / "o.sqlite3"),
-                    SensorMap(config).resolve, Metrics(), rec.ack, rec.dead_letter)
+                    SensorMap(config).resolve, metrics, rec.ack, rec.dead_letter)
     x = np.random.default_rng(1).normal(size=3000).astype(np.float32)
     no_rpm = encode_binary(Window("s1", START_NS, 12000.0, None, 0, "g", x))
     wrong_rate = encode_binary(Window("s2", START_NS, 24000.0, 1797.0, 0, "g", np.tile(x, 2)))
@@ -237,6 +238,15 @@ def test_sensor_config_rejects_wrong_rate_and_missing_rpm(tmp_path, classifier):
                             inbound("plant/y/a/b/s2/vib", wrong_rate, 2),
                             inbound("plant/y/a/b/fixed/vib", no_rpm, 3)])
     dead = {mid: reason for kind, mid, reason in rec.events if kind == "dead"}
-    assert dead == {1: "missing_rpm", 2: "sample_rate_mismatch"}
-    assert [(r.sensor, r.rpm) for r in results] == [("fixed", 1797.0)]  # the fixed speed applies
+    assert dead == {1: "missing_rpm"}
+    # A rate other than the configured one is a sensor fault, stored and counted, not diagnosed.
+    by_sensor = {r.sensor: r for r in results}
+    assert by_sensor["fixed"].rpm == 1797.0  # the fixed speed applies
+    assert by_sensor["fixed"].predicted in classifier.classes
+    wrong = by_sensor["s2"]
+    assert wrong.predicted == "sensor_fault:sample_rate_mismatch"
+    assert wrong.quality == ("sample_rate_mismatch",) and wrong.probabilities == {}
+    assert "24000 Hz, configured 12000" in wrong.evidence
+    assert b'slewguard_sensor_faults_total{check="sample_rate_mismatch"} 1.0' in \
+        metrics.exposition()
     assert sorted(rec.acked) == [1, 2, 3]
