@@ -172,6 +172,29 @@ class Outbox:
                                     "ORDER BY id").fetchall()
         return [(i, reason, Result.from_json(body)) for i, reason, body in rows]
 
+    def results_since(self, after_id: int = 0,
+                      limit: int | None = None) -> list[tuple[int, Result, float]]:
+        """Every stored row (any state) with id > ``after_id`` as (id, result, created_s).
+
+        Read-only; ids grow, so pass the last id seen to follow the stream. A redelivered
+        window's row gets a new id and shows up again (the same ``key()``).
+
+        Example:
+            >>> box = Outbox(Path(tempfile.mkdtemp()) / "o.sqlite3")         # doctest: +SKIP
+            >>> [(i, r.predicted) for i, r, _ in box.results_since(0)]         # doctest: +SKIP
+        """
+        with self._lock:
+            return _select_since(self._db, after_id, limit)
+
+    def recent(self, limit: int = 20) -> list[tuple[int, Result, float]]:
+        """The newest ``limit`` rows (any state) as (id, result, created_s), oldest first."""
+        if limit < 1:
+            raise ValueError(f"limit={limit} must be >= 1")
+        with self._lock:
+            rows = self._db.execute("SELECT id, body, created_s FROM outbox ORDER BY id DESC "
+                                    "LIMIT ?", (limit,)).fetchall()
+        return [(i, Result.from_json(body), float(c)) for i, body, c in reversed(rows)]
+
     def close(self) -> None:
         """Checkpoint the WAL and close the connection."""
         with self._lock:
@@ -234,3 +257,36 @@ class Outbox:
             gauge = getattr(self.metrics, name, None)
             if gauge is not None:
                 gauge.set(value)
+
+
+def _select_since(db: sqlite3.Connection, after_id: int,
+                  limit: int | None) -> list[tuple[int, Result, float]]:
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1 (or None for all)")
+    rows = db.execute("SELECT id, body, created_s FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                      (int(after_id), -1 if limit is None else int(limit))).fetchall()
+    return [(i, Result.from_json(body), float(c)) for i, body, c in rows]
+
+
+def read_results(path: str | Path, after_id: int = 0,
+                 limit: int | None = None) -> list[tuple[int, Result, float]]:
+    """``Outbox.results_since`` from another reader: opens ``path`` read-only, never writes.
+
+    Returns [] while the file or its table does not exist yet (the daemon is starting).
+
+    Example:
+        >>> read_results("/nonexistent/outbox.sqlite3")
+        []
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return _select_since(db, after_id, limit)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        db.close()

@@ -12,7 +12,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from slewguard.service.outbox import Outbox, OutboxFullError
+from slewguard.service.outbox import Outbox, OutboxFullError, read_results
 from slewguard.service.result import Result
 
 
@@ -181,3 +181,32 @@ def test_close_checkpoints_the_wal(tmp_path):
     box.close()
     assert not (tmp_path / "o.db-wal").exists() or (tmp_path / "o.db-wal").stat().st_size == 0
     assert Outbox(tmp_path / "o.db").depth() == 1
+
+
+def test_read_queries_follow_the_stream_in_any_state_without_writing(tmp_path):
+    path = tmp_path / "o.db"
+    assert read_results(path) == []  # not created yet: the daemon is still starting
+    clock = FakeClock()
+    box = Outbox(path, clock=clock)
+    first = [result(i) for i in range(3)]
+    box.put(first)
+    clock.now = 1005.0
+    box.put([result(3, predicted="sensor_fault:clipping")])
+    rows = box.results_since(0)
+    assert [(r.seq, created) for _, r, created in rows] == [(0, 1000.0), (1, 1000.0),
+                                                             (2, 1000.0), (3, 1005.0)]
+    assert [r for _, r, _ in rows[:3]] == first
+    box.mark_sent([rows[0][0]])  # sent rows are still there to read
+    last_id = rows[1][0]
+    assert [r.seq for _, r, _ in box.results_since(last_id)] == [2, 3]
+    assert [r.seq for _, r, _ in box.results_since(0, limit=2)] == [0, 1]
+    assert [r.seq for _, r, _ in box.recent(2)] == [2, 3]
+    # Another reader (e.g. the demo's live table) opens the file read-only and sees the same.
+    other = read_results(path, after_id=last_id)
+    assert [(r.seq, r.predicted) for _, r, _ in other] == [(2, "healthy"),
+                                                            (3, "sensor_fault:clipping")]
+    box.put([result(1)])  # a redelivered window: new id, shows up again
+    assert [r.seq for _, r, _ in read_results(path, after_id=rows[-1][0])] == [1]
+    with pytest.raises(ValueError, match="limit=0"):
+        box.results_since(0, limit=0)
+    box.close()
