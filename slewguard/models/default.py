@@ -266,10 +266,13 @@ def trimmed_backbone(config: BuildConfig, data: BuildData, workdir: Path) -> tup
     Trimming first keeps every logit (vocab.trim_vocabulary) and spares fine-tuning and recovery
     the 30k-row embedding table; returns the directory and the rows before / after.
     """
+    import torch
+
     from slewguard.models import backbones
     from slewguard.models.prune.vocab import trim_vocabulary
     from slewguard.signal.textify import vocabulary
 
+    torch.manual_seed(config.seed)  # the classifier head is initialised here, saved with it
     backbone = backbones.build(config.family, len(CLASSES))
     rows = int(backbone.model.get_input_embeddings().weight.shape[0])
     # Every word textify can emit, so texts the build never saw still map to real ids.
@@ -465,7 +468,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def command_line(args: argparse.Namespace) -> str:
     """The command with its options spelled out, as the card records it."""
-    words = ["slewguard", "build-default-model", "--out", str(args.out), "--seed", str(args.seed)]
+    words = ["slewguard", "build-default-model", "--seed", str(args.seed)]
+    if Path(args.out).resolve() != DEFAULT_MODEL_DIR:  # the shipped dir is the default
+        words += ["--out", str(args.out)]
     words += ["--quick"] if args.quick else []
     words += ["--threads", str(args.threads)] if args.threads != 1 else []
     for name in ("target_ratio", "cwru_root"):

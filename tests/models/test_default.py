@@ -36,7 +36,7 @@ def test_quick_build_loads_and_predicts(quick_model):
 
 def test_quick_build_card_records_the_build(quick_model):
     card = json.loads((quick_model / "card.json").read_text())
-    assert card["command"].startswith("slewguard build-default-model --out ")
+    assert card["command"].startswith("slewguard build-default-model --seed 1 --out ")
     assert "--quick" in card["command"] and "--seed 1" in card["command"]
     assert card["template_version"] == textify.TEMPLATE_VERSION
     assert card["compression"]["ratio"] == pytest.approx(2.0, rel=0.05)
