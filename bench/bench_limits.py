@@ -17,7 +17,8 @@ speed varies) or
 threshold from the simulated test split), the accuracy on the rest, and the share of windows that
 would raise a wrong bearing-fault alarm. The classifier is gradient
 boosting by default (``--classical lr`` for logistic regression) or a language model directory
-(``--model DIR``, loaded with slewguard.models.load; texts via textify).
+(``--model DIR``, loaded with slewguard.models.load; texts via textify; its own ood.json and
+card["kinematic_min_db"] from ood.fit_trust are used when present).
 
 Writes OUT/limits.json, OUT/limits.md, OUT/limits.png and prints the tables.
 
@@ -38,7 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_baselines import load_features, models, simulated_spec  # noqa: E402
 
 from slewguard.models.ood import (  # noqa: E402
+    OOD_FILE,
     OodDetector,
+    Trust,
     decide,
     fit_kinematic_thresholds,
 )
@@ -216,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     train = FeatureTable(FEATURE_NAMES, data["x_train"])
     detector = OodDetector().fit(train).calibrate(FeatureTable(FEATURE_NAMES, data["x_test"]))
     trust = (detector, fit_kinematic_thresholds(train, data["y_train"]))
+    if args.model and (args.model / OOD_FILE).is_file():  # the model's own, from fit_trust
+        stored = Trust.load(args.model, classifier.clf.card)
+        trust = (stored.detector, stored.min_db or trust[1])
     results = {}
     points = [(v, x) for v in args.sweeps for x in SWEEPS[v]]
     for variable, value in _track(points, "sweeping", True):
