@@ -124,7 +124,7 @@ class OodDetector:
         """True where a window's score exceeds the stored threshold, (B,) bool."""
         if self.threshold is None:
             raise ValueError("OodDetector has no threshold: call calibrate(heldout_table)")
-        return self.score(table) > self.threshold
+        return ~(self.score(table) <= self.threshold)  # NaN: out of distribution
 
     def worst_feature(self, table: FeatureTable) -> list[str]:
         """Name of the feature furthest outside its range, per window."""
@@ -266,7 +266,7 @@ def decide(predicted: str, features_row: Mapping[str, float], *,
         one = FeatureTable(tuple(features_row), np.array([list(features_row.values())]))
         complete = set(detector.names) <= set(one.names)
         score = float(detector.score(one)[0]) if ood_score is None else ood_score
-        if score > detector.threshold:
+        if not score <= detector.threshold:  # NaN (a feature not computable) is OOD too
             worst = detector.worst_feature(one)[0] if complete else "?"
             return Decision("unknown", f"out of distribution: score {score:.2f} > "
                                        f"{detector.threshold:.2f} (furthest: {worst})")

@@ -103,7 +103,7 @@ def explain(features_row: Mapping[str, float],
     """
     parts = [_lines_text(features_row)]
     kurt, crest = features_row.get("kurtosis"), features_row.get("crest_factor")
-    if kurt is not None and crest is not None:
+    if kurt is not None and crest is not None and _finite(float(kurt)) and _finite(float(crest)):
         parts.append(f"kurtosis {float(kurt):.1f}, crest {float(crest):.1f}")
     if baseline:
         parts.append(_changes_text(features_row, baseline))

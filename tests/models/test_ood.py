@@ -128,6 +128,15 @@ def test_decide_order_and_reasons():
     assert decide("cage", row, min_db={"outer_race": 10.0}).verdict == "cage"  # not fitted
 
 
+def test_nan_features_are_out_of_distribution(fitted):
+    detector, min_db, unseen, _ = fitted
+    row = unseen.row(0) | {"band_sk": float("nan")}
+    assert decide("healthy", row, detector=detector, min_db=min_db).verdict == "unknown"
+    nan_table = FeatureTable(unseen.names, unseen.values[:2].copy())
+    nan_table.values[0, nan_table.names.index("sk_max")] = np.nan
+    assert detector.is_ood(nan_table).tolist()[0] is True
+
+
 def test_own_line_must_be_the_strongest_impact_line():
     row = {f"env_{line}_h{k}_db": 0.0 for line in ("ftf", "bpfo", "bpfi", "bsf2")
            for k in (1, 2, 3)}

@@ -60,6 +60,7 @@ def test_harmonic_count_and_threshold():
 def test_text_is_capped_and_nan_safe():
     row = {f"env_{line}_h{k}_db": 40.0 for line in LINES for k in (1, 2, 3)}
     row |= {"rms": float("nan"), "kurtosis": 123456789.0, "crest_factor": 987654321.0}
+    assert "nan" not in explain({"kurtosis": float("nan"), "crest_factor": 4.0}).lower()
     baseline = {"rms_power": 1.0, "kurtosis": 0.0, "crest_factor": 3.0,
                 **{f"{line}_db": 0.0 for line in LINES}}
     text = explain(row, baseline)
