@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=7)
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory subprocesses")
     p.add_argument("--out", type=Path, default=Path("out/bench_prune"))
+    p.add_argument("--threads", type=int, help="torch CPU threads (--quick: 1, which avoids "
+                   "spin-waiting when the CPU is shared; default: torch's choice)")
     args = p.parse_args(argv)
     quick = args.quick
     args.ratios = args.ratios or ([2.5, 8.7] if quick else list(PAPER_RATIOS))
@@ -258,6 +260,8 @@ def plot(records: list[dict], args, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

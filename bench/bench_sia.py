@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-limit", type=int, help="use only this many training texts "
                    "(a seeded random subset; --quick: 120) to fit a slow CPU")
     p.add_argument("--out", type=Path, default=Path("out/bench_sia"))
+    p.add_argument("--threads", type=int, help="torch CPU threads (--quick: 1, which avoids "
+                   "spin-waiting when the CPU is shared; default: torch's choice)")
     args = p.parse_args(argv)
     args.dense_epochs = args.dense_epochs or (1 if args.quick else 3)
     args.recovery_epochs = args.recovery_epochs or (1 if args.quick else 10)
@@ -198,6 +200,8 @@ def plot(results: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

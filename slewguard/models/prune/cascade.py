@@ -373,9 +373,10 @@ def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit:
 
 
 def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
-                  scores: Sequence[torch.Tensor], budget: int) -> dict[int, int]:
-    """How many of the weakest units to remove per layer so that about ``budget`` parameters go:
-    global order of layer-normalised scores, stopping where one more unit would overshoot."""
+                  scores: Sequence[torch.Tensor], budget: int, minimum: int = 0) -> dict[int, int]:
+    """How many of the weakest units to remove per layer so that about ``budget`` parameters go
+    (and at least ``minimum``): global order of layer-normalised scores, stopping where one more
+    unit would overshoot."""
     candidates = []
     for layer, layer_scores in enumerate(scores):
         cost = unit_cost(surgeon, model, layer, unit)
@@ -385,7 +386,7 @@ def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
     counts: dict[int, int] = {}
     removed = 0
     for _, layer, cost in sorted(candidates, key=lambda c: c[0]):
-        if removed + cost / 2 >= budget:
+        if removed + cost / 2 >= budget and removed >= minimum:
             break
         counts[layer] = counts.get(layer, 0) + 1
         removed += cost
@@ -457,5 +458,5 @@ def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion:
     if budget <= 0:
         return {}
     scores = importance(criterion, unit).score(model, calib)
-    counts = select_counts(surgeon, model, unit, scores, budget)
+    counts = select_counts(surgeon, model, unit, scores, budget, minimum=need)
     return apply_counts(surgeon, model, unit, scores, counts)

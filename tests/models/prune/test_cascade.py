@@ -227,3 +227,16 @@ def test_cascade_vocabulary_stage_trims_embeddings_and_returns_the_tokenizer() -
     new = report.tokenizer(texts[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(pruned(**new).logits).all()
+
+
+def test_cascade_lands_on_a_high_target_when_the_channels_are_nearly_exhausted() -> None:
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=6, num_attention_heads=8,
+        intermediate_size=256, num_labels=3, max_position_embeddings=64)).eval()
+    batches = toy_batches()
+    dense = body_parameters(model)
+    config = CascadeConfig(target_ratio=16.0, layer_share=0.2, head_share=0.2,
+                           channel_share=0.6, **FAST)
+    pruned, _ = run_cascade(model, None, batches, batches, config)
+    assert dense / body_parameters(pruned) == pytest.approx(16.0, rel=0.02)
