@@ -156,6 +156,9 @@ class App:
             self.model_label = Path(path).name if path else "default"  # e.g. minilm-pruned-4x
         else:
             self.model_label = model_name(self.classifier)
+        from slewguard.service.trust import apply_torch_threads
+
+        apply_torch_threads(self.config.model.torch_threads)  # None: torch's default
         self.metrics.model_loaded.set(1)
         self.metrics.set_build_info(__version__, self.model_label)
 

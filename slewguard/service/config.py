@@ -251,6 +251,10 @@ class ModelConfig(_Strict):
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Torch device.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights "
                                                              "dtype for inference.")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads "
+                                      "for inference, set at start; None keeps torch's default "
+                                      "(one per core). On a loaded 2-core box 1 thread was 4-5x "
+                                      "faster per inference than the default.")
 
 
 class InferenceConfig(_Strict):
@@ -261,10 +265,6 @@ class InferenceConfig(_Strict):
                                "fill, in milliseconds.")
     queue_size: int = Field(256, ge=1, description="Decoded windows waiting for inference; when "
                             "full, MQTT acks stop and the broker holds the rest.")
-    torch_threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads "
-                                      "for inference; None keeps torch's default (one per core). "
-                                      "On a loaded 2-core box 1 thread was 4-5x faster per "
-                                      "inference than the default.")
 
     @model_validator(mode="after")
     def _queue_holds_batch(self) -> InferenceConfig:

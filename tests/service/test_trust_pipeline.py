@@ -18,6 +18,7 @@ from slewguard import models
 from slewguard.models.calibrate import softmax
 from slewguard.models.ood import Trust, fit_trust
 from slewguard.service.alerts import Voter
+from slewguard.service.app import App
 from slewguard.service.config import AlertsConfig, MqttConfig, config_from_dict
 from slewguard.service.ingest import Inbound, Ingest
 from slewguard.service.metrics import Metrics
@@ -204,18 +205,21 @@ def test_a_fault_verdict_without_its_defect_line_is_unknown_and_baselines_explai
     assert verdict == "healthy" and "RMS +6 dB" in text and "vs baseline" in text
 
 
-def test_torch_threads_setting_is_applied_when_the_pipeline_starts(tmp_path, classifier):
+def test_torch_threads_setting_is_applied_at_start(tmp_path, classifier):
     before = torch.get_num_threads()
+    sensors = [{"sensor_id": "s1", "bearing": "cwru-6205"}]
+    assert config_from_dict({"site": "y", "sensors": sensors}, env={}).model.torch_threads is None
+    cfg = config_from_dict({"site": "y", "sensors": sensors, "model": {"torch_threads": 1}},
+                           env={})
     pipe = Pipeline(PipelineSettings(torch_threads=1), classifier, Outbox(tmp_path / "o.db"),
-                    SensorMap(config(1.0)).resolve, Metrics(), lambda m: None, lambda *a: None)
+                    SensorMap(cfg).resolve, Metrics(), lambda m: None, lambda *a: None)
     try:
-        pipe.start()
+        torch.set_num_threads(2)
+        App(cfg, classifier=classifier)._start_model()  # the App's start step that loads the model
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        pipe.start()  # the pipeline's own setting (programmatic use)
         assert torch.get_num_threads() == 1
     finally:
         pipe.stop()
         torch.set_num_threads(before)
-    sensors = [{"sensor_id": "s1", "bearing": "cwru-6205"}]
-    assert config_from_dict({"site": "y", "sensors": sensors}, env={}).inference.torch_threads \
-        is None
-    assert config_from_dict({"site": "y", "sensors": sensors, "inference": {"torch_threads": 1}},
-                            env={}).inference.torch_threads == 1
