@@ -90,6 +90,9 @@ class BuildConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="texts per step")
     epoch_scale: float = Field(0.2, gt=0, description="cascade recovery epochs x this "
                                "(paper 10/10/30)")
+    stage_shares: tuple[float, float, float] = Field(
+        (0.5, 0.2, 0.3), description="cascade removal budget shares layers/heads/channels, "
+        "pinned so that a change of the cascade's defaults does not silently change this model")
     finetune_epochs: int = Field(8, ge=0, description="full fine-tuning of the pruned model "
                                  "after the cascade (cheap at 8x; recovers what LoRA left)")
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
@@ -310,7 +313,9 @@ def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
         return {"calib_accuracy": evaluate(wrapped, data.calib.texts, data.calib.labels)[
             "accuracy"]}
 
+    layer, head, channel = config.stage_shares
     cascade = CascadeConfig(target_ratio=config.target_ratio, epoch_scale=config.epoch_scale,
+                            layer_share=layer, head_share=head, channel_share=channel,
                             seed=config.seed, show_progress=config.show_progress)
     model, report = run_cascade(clf.model, clf.tokenizer, train, train, cascade, validate)
     finetune = fit(model, train, config.finetune_epochs, config.finetune_lr, evaluate=validate,
