@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -319,21 +318,11 @@ def publish_fleet(fleet: Any, client: Any, rounds: int, rate_hz: float, ledger: 
 
 def read_outbox(path: Path, ledger: Ledger, after_id: int) -> int:
     """Add outbox rows with id > ``after_id`` to the ledger; returns the highest id seen."""
-    from slewguard.service.result import Result
+    from slewguard.service.outbox import read_results
 
-    if not path.exists():
-        return after_id
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = con.execute("SELECT id, body, created_s FROM outbox WHERE id > ? ORDER BY id",
-                           (after_id,)).fetchall()
-    except sqlite3.OperationalError:  # the daemon has not created the table yet
-        return after_id
-    finally:
-        con.close()
+    rows = read_results(path, after_id=after_id)
     with ledger.lock:
-        for row_id, body, created_s in rows:
-            result = Result.from_json(body)
+        for row_id, result, created_s in rows:
             ledger.stored[(result.sensor, result.seq)] = (result, float(created_s))
             after_id = max(after_id, row_id)
     return after_id
