@@ -10,12 +10,15 @@ Three phases against one daemon process (10 s windows at 25.6 kHz by default):
    is bounded) against its RSS before, and the broker's peak RSS (it holds the backlog).
 Then SIGTERM: time to drain and exit, and the exit code.
 
-The classifier is built from ``--family`` with an untrained classification head (inference cost
-is what matters here, not accuracy). Writes out/bench_service.png (latency histogram).
+Each ``--model`` runs in turn against a fresh daemon: ``default`` is the pruned model shipped in
+slewguard/models/default, a family name (minilm, tiny-bert, ...) builds that backbone with an
+untrained classification head (inference cost is what matters here, not accuracy), anything else
+is a model directory. The default compares the shipped pruned model with the dense MiniLM it was
+pruned from, in the same run. Writes out/bench_service_<model>.png (latency histograms).
 
 Run:
-    .venv/bin/python bench/bench_service.py                       # MiniLM-L6 (22.7M params)
-    .venv/bin/python bench/bench_service.py --family tiny-bert --window-seconds 2
+    .venv/bin/python bench/bench_service.py                       # shipped pruned vs dense MiniLM
+    .venv/bin/python bench/bench_service.py --model tiny-bert --window-seconds 2
 """
 
 from __future__ import annotations
@@ -140,6 +143,13 @@ def publish_at(client: mqtt.Client, windows: Windows, count: int, rate_hz: float
 
 
 def save_model(family: str, path: Path) -> str:
+    if family == "default" or Path(family).is_dir():
+        import shutil
+
+        from slewguard.models.default import default_model_dir
+
+        shutil.copytree(default_model_dir() if family == "default" else Path(family), path)
+        return f"{family} (trained)"
     from slewguard.models import backbones
     from slewguard.models.classifier import FaultClassifier
     from slewguard.signal import textify
@@ -247,22 +257,35 @@ def plot(latencies: np.ndarray, path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--family", default="minilm", help="classifier backbone (default: "
-                        "%(default)s; tiny-bert for a quick run)")
+    parser.add_argument("--model", action="append", help="'default' (the shipped pruned model), "
+                        "a backbone family with an untrained head, or a model directory; "
+                        "repeatable (default: default and minilm)")
     parser.add_argument("--sample-rate-hz", type=float, default=25600.0)
     parser.add_argument("--window-seconds", type=float, default=10.0)
     parser.add_argument("--throughput-windows", type=int, default=40)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--overload-seconds", type=float, default=6.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_service.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "out", help="directory for the PNGs")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        run(args, Path(tmp))
+    rows = []
+    for model in args.model or ["default", "minilm"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(run(args, model, Path(tmp)))
+    print("\n| model | windows/s | p50 ms | p99 ms | overload peak RSS MiB |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['rate']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+              f"{r['peak_mib']:.0f} |")
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        print(f"{first['model']} vs {last['model']}: throughput "
+              f"x{first['rate'] / last['rate']:.2f}, p99 x{last['p99_ms'] / first['p99_ms']:.2f} "
+              "lower")
 
 
-def run(args: argparse.Namespace, work: Path) -> None:
+def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
-    base_model = save_model(args.family, work / "model")
+    base_model = save_model(model, work / "model")
     proc, http_port = start_daemon(work, broker.port, work / "model")
     windows = Windows(args.sample_rate_hz, args.window_seconds)
     assert decode(windows.next(0)[1]).samples.size == int(args.sample_rate_hz *
@@ -289,7 +312,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
             os.kill(proc.pid, signal.SIGKILL)
         broker.stop()
     mib = 2**20
-    print(f"classifier: {args.family} ({base_model}), untrained head; windows "
+    print(f"\nclassifier: {model} ({base_model}); windows "
           f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
           f"{os.cpu_count()} CPU cores")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
@@ -303,9 +326,12 @@ def run(args: argparse.Namespace, work: Path) -> None:
           f"half, {daemon_peak / mib:.0f} MiB in the second; broker peak "
           f"{broker_peak / mib:.0f} MiB")
     print(f"SIGTERM: exit code {code} after {drain_s:.1f} s (drains the queue, flushes outbox)")
-    plot(lat, args.out, f"{args.family}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
+    png = args.out / f"bench_service_{Path(model).name}.png"
+    plot(lat, png, f"{model}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
          f"{rate / 2:.2f} windows/s")
-    print(f"wrote {args.out}")
+    print(f"wrote {png}")
+    return {"model": model, "rate": rate, "p50_ms": np.percentile(lat, 50) * 1000,
+            "p99_ms": np.percentile(lat, 99) * 1000, "peak_mib": daemon_peak / mib}
 
 
 if __name__ == "__main__":
