@@ -4,15 +4,15 @@ The envelope chain follows Randall & Antoni (2011): pre-whiten the spectrum (div
 RMS), choose a demodulation band from a kurtogram-like tree of equal-width FFT bands (Nyquist / n,
 n = 1..64), square the band's envelope (inverse FFT of its bins) and take its spectrum. Every
 window's band tree and spectral axis come from its own speed (never the batch's), so a window's
-features do not depend on which windows share its batch. Cost: one real FFT of the window, then
-per tree level one inverse FFT of about the level's bins (the envelope at w + lags points, not
-2 w: only the envelope-spectrum lags up to the top line are read, and they do not alias); those
-low bins become a short squared envelope, windowed and padded for all bands at once. Spectral
-kurtosis alone picks noise below about 0 dB SNR on slewing rings (a band's SK is ~0.1 there while
-its envelope spectrum still shows the line), so extract() picks the band whose envelope shows the
-most defect-line evidence (the IESFOgram idea, Mauricio et al. 2020), among bands that start above
-the highest envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The kurtogram
-maximum (``sk_max``) and the chosen band's SK (``band_sk``) are features; ``select_band`` is the
+features do not depend on which windows share its batch. Cost: one real FFT of the window, then per
+tree level one inverse FFT of about the level's bins (the envelope at w + lags points, not 2 w:
+only the envelope-spectrum lags up to the top line are read, and they do not alias); those low bins
+become a short squared envelope, windowed and padded for all bands at once. Spectral kurtosis alone
+picks noise below about 0 dB SNR on slewing rings (a band's SK is ~0.1 there while its envelope
+spectrum still shows the line), so extract() picks the band whose envelope shows the most defect-
+line evidence (the IESFOgram idea, Mauricio et al. 2020), among bands that start above the highest
+envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The kurtogram maximum
+(``sk_max``) and the chosen band's SK (``band_sk``) are features; ``kurtogram.select_band`` is the
 plain SK choice. Defect evidence is the envelope amplitude at each kinematic line (ftf, bpfo, bpfi,
 bsf2; harmonics 1..3), the largest within +-LINE_TOLERANCE (slip), in dB above the local noise
 floor (median of a +-FLOOR_SPAN neighbourhood without the search window), clipped at 0. Lines sit
@@ -43,6 +43,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.ndimage import uniform_filter1d
 
+from slewguard.signal import kurtogram
 from slewguard.signal.kinematics import BearingGeometry
 
 LINES = ("ftf", "bpfo", "bpfi", "bsf2")
@@ -54,8 +55,6 @@ FLOOR_SPAN = 0.2  # noise-floor neighbourhood: +-20 % of the line frequency ...
 FLOOR_MIN_BINS = 15  # ... and at least this many bins on each side
 LOW_MARGIN_BINS = 8  # squared-envelope bins kept beyond the axis (Hann leakage)
 N_ENERGY_BANDS = 4
-# Candidate band counts of the kurtogram (band width = Nyquist / n); n > 1 also half-shifted.
-KURTOGRAM_SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 TIME_NAMES = ("rms", "peak", "crest_factor", "kurtosis", "skewness", "shape_factor")
 TIME_NAMES += ("impulse_factor",)
@@ -152,98 +151,6 @@ def _band_energies(spectrum: np.ndarray) -> np.ndarray:
         [power[:, a:b].sum(axis=1) for a, b in zip(edges[:-1], edges[1:], strict=True)], axis=1
     )
     return 10 * np.log10(bands / (power.sum(axis=1, keepdims=True) + 1e-300) + 1e-12)
-
-
-def _band_tree(
-    n_bins: int, bin_hz: float, min_bandwidth_hz: float, shifted: bool = True, min_start_hz=0.0
-) -> list[tuple[int, int, int]]:
-    """Kurtogram candidates as (first bin, width in bins, count): equal bands, half-shifted too.
-
-    Bands narrower than ``min_bandwidth_hz`` or starting below ``min_start_hz`` are left out.
-    """
-    tree = []
-    for n_split in KURTOGRAM_SPLITS:
-        width = n_bins // n_split
-        if n_split > 1 and (width < 32 or width * bin_hz < min_bandwidth_hz):
-            continue
-        for offset in (0, width // 2) if n_split > 1 and shifted else (0,):
-            first, count = 1 + offset, n_split - (1 if offset else 0)
-            skip = max(0, int(np.ceil((min_start_hz / bin_hz - first) / width)))
-            if count > skip:
-                tree.append((first + skip * width, width, count - skip))
-    return tree or [(1 + n_bins // 2, n_bins // 2, 1)]
-
-
-def _envelope_power(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, int]:
-    """Band bins (..., w) -> |complex envelope|^2 at n >= w + n_low + 1 points (..., n), and n.
-
-    Lags up to n_low of |z|^2 then do not alias; n is about w, not 2 w.
-    """
-    w = bands.shape[-1]
-    n_env = sp_fft.next_fast_len(max(w + n_low + 1, 2 * n_low + 2))
-    z = sp_fft.ifft(bands, n=n_env, axis=-1, workers=-1)
-    return z.real**2 + z.imag**2, n_env
-
-
-def _spectral_kurtosis(power: np.ndarray) -> np.ndarray:
-    """SK E|z|^4 / (E|z|^2)^2 - 2 of envelopes |z|^2 (..., n) -> (...): 0 for noise."""
-    mean = power.mean(axis=-1)
-    return (power * power).mean(axis=-1) / (mean * mean + 1e-30) - 2.0
-
-
-def _envelope_bins(bands: np.ndarray, n_low: int) -> tuple[np.ndarray, np.ndarray]:
-    """Band bins (..., w) -> squared-envelope spectrum at lags 0..n_low (..., n_low + 1), SK (...).
-
-    Unnormalised: lag f is sum_k X[k] conj(X[k - f]) over pairs of bins inside the band.
-    """
-    power, n_env = _envelope_power(bands, n_low)
-    low = sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env
-    return low, _spectral_kurtosis(power)
-
-
-def _tree_envelopes(
-    row: np.ndarray, tree: list[tuple[int, int, int]], n_low: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """_envelope_bins (P, n_low + 1), SK (P,) and [first, stop) (P, 2) of every band of the tree,
-    in tree order: one envelope FFT pass per tree level."""
-    bands = np.array([(a + i * w, a + (i + 1) * w) for a, w, c in tree for i in range(c)])
-    parts = [_envelope_bins(_levels(row, *level), n_low) for level in tree]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), bands
-
-
-def _levels(row: np.ndarray, first: int, width: int, count: int) -> np.ndarray:
-    """One level of the band tree as (count, width) bins."""
-    return row[first : first + count * width].reshape(count, width)
-
-
-def select_band(
-    spectrum: np.ndarray, n_samples: int, sample_rate_hz: float, min_bandwidth_hz: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pick each window's band by spectral kurtosis (a fast-kurtogram equivalent).
-
-    ``spectrum`` is ``rfft`` of the windows (B, M). A band's complex envelope is the inverse FFT
-    of its bins; its kurtosis E|c|^4 / (E|c|^2)^2 - 2 is 0 for noise, -1 for a tone. Returns bin
-    ranges (B, 2) [first, stop) and the winning kurtosis (B,).
-
-    Example:
-        >>> x = 0.01 * np.random.default_rng(0).normal(size=(1, 8192))
-        >>> x[0, ::1024] += 1.0  # impulses: a high spectral kurtosis
-        >>> bins, sk = select_band(np.fft.rfft(x), 8192, 1000.0)
-        >>> bins.shape, bool(sk[0] > 3)
-        ((1, 2), True)
-    """
-    best_sk = np.full(spectrum.shape[0], -np.inf)
-    best = np.zeros((spectrum.shape[0], 2), dtype=int)
-    tree = _band_tree(spectrum.shape[1] - 1, sample_rate_hz / n_samples, min_bandwidth_hz)
-    for first, width, count in tree:
-        seg = spectrum[:, first : first + count * width].reshape(-1, count, width)
-        sk = _spectral_kurtosis(_envelope_power(seg, 0)[0])  # (B, count)
-        arg = sk.argmax(axis=1)
-        top = sk[np.arange(len(arg)), arg]
-        win = top > best_sk
-        best_sk[win], best[win, 0] = top[win], first + arg[win] * width
-        best[win, 1] = best[win, 0] + width
-    return best, best_sk
 
 
 def _rows_at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -357,7 +264,7 @@ def _window_envelope(
 
     The band is the first (in tree order) with the largest sum of h1..h3 levels of one line.
     """
-    low, sk, bands = _tree_envelopes(row, tree, frame.n_low)
+    low, sk, bands = kurtogram.tree_envelopes(row, tree, frame.n_low)
     table = _line_table(frame, frame.spectra(low, pad=2)[1], len(LINES) * HARMONICS)
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     i = int(score.argmax())
@@ -375,9 +282,10 @@ def envelope_spectrum(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Squared-envelope spectrum of each window: (freqs_hz (F,), amplitude (B, F)).
 
-    ``band_hz=None`` picks each window's band by spectral kurtosis (``select_band``); extract()
-    picks by defect-line evidence instead and records its band as ``band_centre_rel`` and
-    ``band_width_rel``. The axis has ENVELOPE_PAD bins per 1 / duration, up to ``max_freq_hz``.
+    ``band_hz=None`` picks each window's band by spectral kurtosis
+    (``kurtogram.select_band``); extract() picks by defect-line evidence instead and records
+    its band as ``band_centre_rel`` and ``band_width_rel``. The axis has ENVELOPE_PAD bins per
+    1 / duration, up to ``max_freq_hz``.
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(3, 5000))
@@ -391,7 +299,7 @@ def envelope_spectrum(
     spectrum = np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
     spectrum = _whiten(spectrum) if whiten else spectrum
     if band_hz is None:
-        bins = select_band(spectrum, n, fs)[0]
+        bins = kurtogram.select_band(spectrum, n, fs)[0]
     else:
         lo, hi = (float(v) for v in band_hz)
         first, stop = max(1, round(lo * n / fs)), min(round(hi * n / fs), spectrum.shape[1])
@@ -406,7 +314,7 @@ def envelope_spectrum(
     step = 1 / (ENVELOPE_PAD * n / fs)
     frame = _Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, _low_bins(top_hz, n / fs))
     amp = [
-        frame.spectra(_envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[1][0]
+        frame.spectra(kurtogram.envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[1][0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
     ]
     return np.arange(frame.n_axis) * frame.step, np.stack(amp)
@@ -509,7 +417,8 @@ def _envelope_block(
         # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
         # max-over-bands bias of healthy windows low.
         top_env_hz = max_order * peak_rpm / 60.0
-        tree = _band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False, min_start_hz=top_env_hz)
+        tree = kurtogram.band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False,
+                                   min_start_hz=top_env_hz)
         frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
         rows.append(_window_envelope(row, frame, tree))
     sk_max, sk_band, bins = (np.array([r[k] for r in rows], np.float64) for k in (3, 2, 1))
