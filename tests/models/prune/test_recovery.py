@@ -4,55 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
-)
 
 from slewguard.models.prune.recovery import lora_target_modules, recover
-
-VOCAB = 40
-
-
-def tiny_model(family: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if family == "bert":
-        config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3,
-                            num_attention_heads=4, intermediate_size=64, num_labels=3,
-                            max_position_embeddings=64)
-        return BertForSequenceClassification(config).eval()
-    if family == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4, n_positions=64,
-                            num_labels=3, pad_token_id=0, bos_token_id=1, eos_token_id=1)
-        return GPT2ForSequenceClassification(config).eval()
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                         num_labels=3, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                         max_position_embeddings=64)
-    return LlamaForSequenceClassification(config).eval()
-
-
-def toy_batches(n_batches: int = 4, batch_size: int = 8, seq: int = 10) -> list[dict]:
-    """Label = which of three marker tokens (5, 6, 7) the sequence carries."""
-    generator = torch.Generator().manual_seed(1)
-    batches = []
-    for _ in range(n_batches):
-        ids = torch.randint(10, VOCAB, (batch_size, seq), generator=generator)
-        labels = torch.randint(0, 3, (batch_size,), generator=generator)
-        ids[torch.arange(batch_size), 3] = labels + 5
-        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                        "labels": labels})
-    return batches
+from tests.models.prune.toys import tiny_model, toy_batches
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 def test_recover_trains_adapters_and_head_only_then_merges(family: str) -> None:
-    model = tiny_model(family)
-    batches = toy_batches()
+    model = tiny_model(family, layers=3)
+    batches = toy_batches(4)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     history: list[dict] = []
     merged = recover(model, batches, epochs=3, lr=5e-3, history=history, show_progress=False)
@@ -80,7 +40,7 @@ def test_merged_logits_equal_peft_model_logits(family: str) -> None:
     from slewguard.models.train import fit
 
     batches = toy_batches(n_batches=2)
-    model = tiny_model(family)
+    model = tiny_model(family, layers=3)
     config = LoraConfig(r=4, lora_alpha=16, target_modules=lora_target_modules(model),
                         modules_to_save=list(HEAD_MODULES[family]),
                         fan_in_fan_out=family == "gpt2")
@@ -95,7 +55,7 @@ def test_merged_logits_equal_peft_model_logits(family: str) -> None:
 
 
 def test_recover_zero_epochs_is_identity_and_bad_input_raises() -> None:
-    model = tiny_model("bert")
+    model = tiny_model("bert", layers=3)
     assert recover(model, toy_batches(1), epochs=0) is model
     with pytest.raises(ValueError, match="rank"):
         recover(model, toy_batches(1), epochs=1, rank=0)

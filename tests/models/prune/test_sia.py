@@ -20,20 +20,7 @@ from slewguard.models.prune.sia import (
     measured_check,
     static_check,
 )
-
-VOCAB = 40
-
-
-def toy_batches(n_batches: int = 2, batch_size: int = 8, seq: int = 10) -> list[dict]:
-    generator = torch.Generator().manual_seed(1)
-    batches = []
-    for _ in range(n_batches):
-        ids = torch.randint(10, VOCAB, (batch_size, seq), generator=generator)
-        labels = torch.randint(0, 3, (batch_size,), generator=generator)
-        ids[:, 3] = labels + 5
-        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                        "labels": labels})
-    return batches
+from tests.models.prune.toys import VOCAB, toy_batches
 
 
 def tiny_gqa_swiglu() -> torch.nn.Module:
