@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.service import services
+from tests.service.services import wait_until
 from tests.service.test_webhook import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,16 +47,6 @@ def missing() -> str | None:
         if path is None:
             return f"{name} is not installed (apt: mosquitto prometheus prometheus-alertmanager)"
     return None
-
-
-def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not reached within {timeout_s} s")
 
 
 def fast_rules(directory: Path) -> Path:
@@ -172,7 +163,7 @@ class Stack:
             client.loop_stop()
             client.disconnect()
         wait_until(lambda: b"slewguard_windows_processed_total 9.0" in
-                   self.app.metrics.exposition(), what="9 windows diagnosed")
+                   self.app.metrics.exposition(), 30, "9 windows diagnosed")
 
     def inject(self, predicted: str, count: int, first: int,
                where: tuple[str, str, str, str] = FAULTY) -> None:

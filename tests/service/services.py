@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -43,6 +44,27 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout_s: float = 15.0,
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition", poll_s: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy (returned) or raise TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s} s")
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """(status, body) of a GET, HTTP error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
 
 
 def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:

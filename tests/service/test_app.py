@@ -7,8 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
@@ -17,6 +15,8 @@ from slewguard.service.app import App
 from slewguard.service.config import config_from_dict
 from slewguard.service.publisher import Fleet, FleetSpec
 from tests.service import services
+from tests.service.services import http_get as get
+from tests.service.services import wait_until
 from tests.service.vm import victoria_metrics  # noqa: F401 - pytest fixture
 
 FAST = dict(bearing="cwru-6205", rpm=1797.0, sample_rate_hz=12000.0, window_seconds=0.25)
@@ -44,24 +44,6 @@ def start_app(tmp_path, broker_port, classifier, protocol="5", **sections) -> Ap
     app = App(config, classifier=classifier).start()
     assert app.ingest.subscribed.wait(15), "daemon never subscribed"
     return app
-
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not reached within {timeout_s} s")
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 def outbox_rows(path) -> list[dict]:

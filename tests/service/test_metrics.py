@@ -1,7 +1,5 @@
 import json
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -9,14 +7,7 @@ from slewguard.service.health import HealthServer, failed_checks
 from slewguard.service.metrics import STAGES, Metrics
 from tests.service import services
 from tests.service.conftest import needs_prometheus
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+from tests.service.services import http_get as _get
 
 
 @pytest.fixture
