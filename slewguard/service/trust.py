@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -163,13 +162,8 @@ class TrustLayer:
         for i, (p, row, key) in enumerate(zip(probs, rows, bearing_keys, strict=True)):
             best = classes[int(p.argmax())]
             score = None if scores is None else float(scores[i])
-            if score is not None and not math.isfinite(score):
-                # A feature the detector knows came out NaN (e.g. spectral kurtosis of a pure
-                # tone): nothing like the training data. decide() would let NaN pass.
-                missing = [n for n in detector.names if not math.isfinite(row.get(n, math.nan))]
-                verdict, reason = "unknown", "ood"
-                why = f"out of distribution: {', '.join(missing[:3]) or 'score'} not computable"
-            elif (score is None or score <= detector.threshold) and (
+            # A NaN score (a feature not computable) fails `<=` and decide() calls it OOD.
+            if (score is None or score <= detector.threshold) and (
                     trust.min_db is None or best not in trust.min_db):
                 verdict, reason, why = best, "", ""  # fast path: nothing can overrule it
             else:
