@@ -13,7 +13,12 @@ The fault model (McFadden & Smith 1984; Antoni & Randall 2003), per window:
 - h: decaying structural resonances sum_k g_k sin(2 pi fn_k t) exp(-zeta 2 pi fn_k t), peak 1.
 - g: gear mesh (ring_teeth x shaft rate, harmonics, amplitude-modulated at shaft rate, which puts
   sidebands at mesh +- fr) plus shaft harmonics; all scale with |speed| and vanish at standstill.
-- n: white Gaussian noise at ``snr_db`` relative to each window's clean power (impulses + g).
+- n: white Gaussian noise at ``snr_db``. With ``snr_reference="impacts"`` (default) the signal
+  power is that of a severity-1 outer-race impact train of this bearing at this speed,
+  (1 + spread^2) x BPFO x sum(h^2) / fs: the same noise for every class and severity (a label
+  cannot leak through the noise level), and the SNR of the evidence envelope analysis works on.
+  ``"clean"`` refers to each window's clean power (impulses + g); at slewing speeds the gear mesh
+  is 16-21 dB stronger than the impacts, so that SNR says little about the fault.
 
 "combined" is inner race + outer race (both trains, same severity). Amplitudes are in units of
 the peak of one severity-1 impact. Each window draws from its own child of ``SeedSequence(seed)``
@@ -31,205 +36,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.signal import oaconvolve
 
-from slewguard.signal.kinematics import BearingGeometry, preset
-
-FAULT_CLASSES: tuple[str, ...] = (
-    "healthy",
-    "inner_race",
-    "outer_race",
-    "rolling_element",
-    "cage",
-    "combined",
+from slewguard.signal.scenario import (  # noqa: F401 (re-exported: the spec lives beside)
+    DEFAULT_RESONANCE_FRACTIONS,
+    FAULT_CLASSES,
+    FAULT_TRAINS,
+    MIN_IMPACTS,
+    MIN_SAMPLES,
+    SAMPLE_RATE_RANGE_HZ,
+    STOP_START_MEAN,
+    STOP_START_PHASE,
+    GearSpec,
+    ImpactSpec,
+    ResonanceSpec,
+    SimulationSpec,
 )
-# Impulse trains per class, by kinematics line name.
-FAULT_TRAINS: dict[str, tuple[str, ...]] = {
-    "healthy": (),
-    "inner_race": ("bpfi_hz",),
-    "outer_race": ("bpfo_hz",),
-    "rolling_element": ("bsf2_hz",),
-    "cage": ("ftf_hz",),
-    "combined": ("bpfi_hz", "bpfo_hz"),
-}
+
 # Which rotation carries a line's defect through the load zone (None: no modulation).
 LOAD_ZONE_CARRIER = {"bpfi_hz": "shaft_hz", "bsf2_hz": "ftf_hz", "bpfo_hz": None, "ftf_hz": None}
-MIN_IMPACTS = 3
-MIN_SAMPLES = 64
-SAMPLE_RATE_RANGE_HZ = (1_000.0, 50_000.0)
-DEFAULT_RESONANCE_FRACTIONS = (0.12, 0.21, 0.32)  # x sample rate: well inside Nyquist at any rate
 ANTI_ALIAS_FRACTION = 0.45  # sinusoids above this x sample rate are removed, like a sensor's filter
-# Stop-start cycle: ramp up, run, ramp down, stand still (fractions of the period).
-STOP_START_PHASE = (0.0, 0.15, 0.60, 0.75, 1.0)
 STOP_START_LEVEL = (0.0, 1.0, 1.0, 0.0, 0.0)
-STOP_START_MEAN = 0.6  # mean of that cycle: peak speed = rpm / 0.6
 CHUNK_SAMPLES = 1 << 18  # windows go in chunks of about this many samples (cache-friendly)
 # Layout of the uniform draws each window makes up front.
 N_UNIFORM, U_PROFILE, U_MESH, U_SIDEBAND, U_SHAFT, U_START, U_LOAD = 16, 0, 1, 6, 7, 12, 14
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class ImpactSpec(_Spec):
-    """How the impacts of a localised defect scatter."""
-
-    slip_jitter: float = Field(0.015, ge=0, le=0.2, description="timing jitter std, x period")
-    slip_fraction: float = Field(0.0, ge=0, lt=0.1, description="mean slip: lines sit this low")
-    amplitude_spread: float = Field(0.1, ge=0, le=1, description="impact amplitude std, relative")
-    load_zone_depth: float = Field(0.8, ge=0, le=1, description="modulation depth, 0: none")
-
-
-class ResonanceSpec(_Spec):
-    """Structural resonances every impact rings."""
-
-    frequencies_hz: tuple[float, ...] | None = Field(
-        None, min_length=1, description="None: 0.12, 0.21, 0.32 x sample_rate_hz"
-    )
-    gains: tuple[float, ...] | None = Field(
-        None, description="relative gain per resonance; None: 1, 0.7, 0.49, ..."
-    )
-    damping_ratio: float = Field(0.05, gt=0, lt=1, description="zeta of every resonance")
-
-
-class GearSpec(_Spec):
-    """Deterministic background: ring-gear mesh and shaft harmonics."""
-
-    ring_teeth: int = Field(120, ge=1, description="mesh frequency = ring_teeth x shaft rate")
-    mesh_amplitude: float = Field(0.3, ge=0, description="first mesh harmonic, x impact peak")
-    mesh_harmonics: int = Field(3, ge=1, le=5, description="mesh harmonics k, amplitude / k")
-    sideband_depth: float = Field(0.3, ge=0, le=1, description="AM depth at shaft rate")
-    shaft_amplitude: float = Field(0.2, ge=0, description="shaft 1x amplitude, x impact peak")
-    shaft_harmonics: int = Field(3, ge=1, le=5, description="shaft harmonics k, amplitude / k")
-
-
-class SimulationSpec(_Spec):
-    """Everything that defines a simulated window; invalid combinations raise ValueError.
-
-    Example:
-        >>> SimulationSpec(fault="inner_race", rpm=2.0, window_seconds=20.0).n_samples
-        100000
-    """
-
-    fault: str = Field("healthy", description=f"one of {FAULT_CLASSES}")
-    bearing: str = Field("slew-4pc-1000", description="bearing preset name (kinematics.presets)")
-    rpm: float = Field(6.0, gt=0, le=6000, description="mean |shaft speed| in rpm")
-    sample_rate_hz: float = Field(5000.0, description="1 kHz to 50 kHz")
-    window_seconds: float = Field(30.0, gt=0, description="window length in seconds")
-    snr_db: float | None = Field(
-        10.0, ge=-40, le=100, description="clean power / noise power in dB; None: no noise"
-    )
-    severity: float = Field(1.0, ge=0, le=100, description="impact amplitude scale; 0: none")
-    speed_profile: Literal["constant", "oscillating", "stop_start"] = Field(
-        "constant", description="constant, oscillating (sine through zero) or stop_start"
-    )
-    speed_period_seconds: float = Field(
-        10.0, gt=0, description="period of the oscillating or stop-start speed cycle"
-    )
-    impacts: ImpactSpec = ImpactSpec()
-    resonance: ResonanceSpec = ResonanceSpec()
-    gear: GearSpec = GearSpec()
-
-    @field_validator("fault")
-    @classmethod
-    def _known_fault(cls, v: str) -> str:
-        if v not in FAULT_CLASSES:
-            raise ValueError(f"fault={v!r} is not a fault class: choose one of {FAULT_CLASSES}")
-        return v
-
-    @field_validator("bearing")
-    @classmethod
-    def _known_bearing(cls, v: str) -> str:
-        try:
-            preset(v)
-        except ValueError as exc:
-            raise ValueError(f"bearing={v!r}: {exc}") from None
-        return v
-
-    @field_validator("sample_rate_hz")
-    @classmethod
-    def _sample_rate_in_range(cls, v: float) -> float:
-        lo, hi = SAMPLE_RATE_RANGE_HZ
-        if not lo <= v <= hi:
-            raise ValueError(f"sample_rate_hz={v} must be in [{lo:g}, {hi:g}] Hz (1 to 50 kHz)")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SimulationSpec:
-        self._check_resonances()
-        self._check_window()
-        gear, silent = self.gear, not FAULT_TRAINS[self.fault] or self.severity == 0
-        if self.snr_db is not None and silent and not (gear.mesh_amplitude or gear.shaft_amplitude):
-            raise ValueError(
-                f"snr_db={self.snr_db} has no clean signal to refer to (fault={self.fault!r}, "
-                f"severity={self.severity}, gear amplitudes 0): set gear.mesh_amplitude or "
-                "gear.shaft_amplitude > 0, or snr_db=None"
-            )
-        return self
-
-    def _check_resonances(self) -> None:
-        nyquist = self.sample_rate_hz / 2
-        for f in self.resonances_hz():
-            if not 0 < f < nyquist:
-                raise ValueError(
-                    f"resonance.frequencies_hz contains {f} Hz, outside (0, {nyquist:g}) Hz (the "
-                    f"Nyquist band at sample_rate_hz={self.sample_rate_hz:g}): lower it or raise "
-                    "the sample rate"
-                )
-        gains = self.resonance.gains
-        if gains is not None and len(gains) != len(self.resonances_hz()):
-            raise ValueError(
-                f"resonance.gains={gains} needs one gain per resonance "
-                f"({len(self.resonances_hz())} resonances)"
-            )
-
-    def _check_window(self) -> None:
-        if self.n_samples < MIN_SAMPLES:
-            raise ValueError(
-                f"window_seconds={self.window_seconds} gives {self.n_samples} samples at "
-                f"sample_rate_hz={self.sample_rate_hz:g}: use at least {MIN_SAMPLES} samples"
-            )
-        standstill_s = (1 - STOP_START_PHASE[-2]) * self.speed_period_seconds
-        if self.speed_profile == "stop_start" and self.window_seconds <= standstill_s:
-            raise ValueError(
-                f"window_seconds={self.window_seconds} fits inside the {standstill_s:g} s "
-                f"standstill of speed_period_seconds={self.speed_period_seconds}: a window may "
-                f"not move at all; use speed_period_seconds < {self.window_seconds / 0.25:g}"
-            )
-        orders = self.geometry().orders().as_dict()
-        for line in FAULT_TRAINS[self.fault]:
-            line_hz = orders[line] * self.rpm / 60 * (1 - self.impacts.slip_fraction)
-            if self.window_seconds * line_hz < MIN_IMPACTS:
-                raise ValueError(
-                    f"window_seconds={self.window_seconds} holds only "
-                    f"{self.window_seconds * line_hz:.2f} impacts of {line[:-3]} "
-                    f"({line_hz:.4g} Hz at rpm={self.rpm}) for fault={self.fault!r}: use "
-                    f"window_seconds >= {MIN_IMPACTS / line_hz:.1f} or a higher rpm"
-                )
-
-    @property
-    def n_samples(self) -> int:
-        """Samples per window."""
-        return round(self.window_seconds * self.sample_rate_hz)
-
-    def geometry(self) -> BearingGeometry:
-        """The bearing preset's geometry."""
-        return preset(self.bearing)
-
-    def resonances_hz(self) -> tuple[float, ...]:
-        """Resonance frequencies in Hz, defaults resolved against the sample rate."""
-        given = self.resonance.frequencies_hz
-        return given or tuple(f * self.sample_rate_hz for f in DEFAULT_RESONANCE_FRACTIONS)
-
-    def peak_rpm(self) -> float:
-        """Highest |shaft speed| the speed profile reaches, in rpm."""
-        scale = {"constant": 1.0, "oscillating": math.pi / 2, "stop_start": 1 / STOP_START_MEAN}
-        return self.rpm * scale[self.speed_profile]
 
 
 @dataclass
@@ -427,9 +259,12 @@ def _cos_cycles(cycles: np.ndarray) -> np.ndarray:
 
 
 def add_noise(
-    clean: np.ndarray, snr_db: float | None, rngs: list[np.random.Generator]
+    clean: np.ndarray, snr_db: float | None, rngs: list[np.random.Generator],
+    reference_power: float | None = None,
 ) -> np.ndarray:
     """``clean`` (C, N) plus white Gaussian noise at ``snr_db`` per window, as float32.
+
+    The signal power is ``reference_power`` when given, else each window's clean power.
 
     Example:
         >>> x = add_noise(np.ones((1, 100_000)), 0.0, [np.random.default_rng(0)])
@@ -439,7 +274,9 @@ def add_noise(
     out = clean.astype(np.float32)
     if snr_db is None:
         return out
-    noise_std = np.sqrt(np.mean(np.square(clean), axis=1, dtype=np.float64) / 10 ** (snr_db / 10))
+    power = (np.mean(np.square(clean), axis=1, dtype=np.float64) if reference_power is None
+             else np.full(len(clean), float(reference_power)))
+    noise_std = np.sqrt(power / 10 ** (snr_db / 10))
     for row, rng, std in zip(out, rngs, noise_std, strict=True):
         row += np.float32(std) * rng.standard_normal(row.size, dtype=np.float32)
     return out
@@ -484,6 +321,7 @@ def simulate(spec: SimulationSpec, n_windows: int = 1, seed: int = 0) -> Simulat
     rpm = np.full(n_windows, spec.rpm)
     trace = None if spec.speed_profile == "constant" else np.empty((n_windows, n), np.float32)
     h = impulse_response(spec)
+    reference = spec.reference_power(h) if spec.snr_reference == "impacts" else None
     children = np.random.SeedSequence(int(seed)).spawn(n_windows)
     step = max(1, CHUNK_SAMPLES // n)
     for lo in range(0, n_windows, step):
@@ -491,7 +329,7 @@ def simulate(spec: SimulationSpec, n_windows: int = 1, seed: int = 0) -> Simulat
         hi = lo + len(streams)
         clean, chunk_trace = _clean_chunk(spec, h, [np.random.default_rng(s) for s, _ in streams])
         windows[lo:hi] = add_noise(
-            clean, spec.snr_db, [np.random.default_rng(s) for _, s in streams]
+            clean, spec.snr_db, [np.random.default_rng(s) for _, s in streams], reference
         )
         if chunk_trace is not None:
             trace[lo:hi] = chunk_trace

@@ -68,21 +68,27 @@ def _peak_frequency_hz(window, fs, row, bearing, rpm):
     return f[np.flatnonzero(inside)[amp[0, inside].argmax()]]
 
 
-# At -5 dB (the simulator's SNR counts gear mesh as signal) a single slewing window shows its
-# outer-race line reliably, the inner-race and rolling-element lines only in ~50-90 % of windows:
-# those run at 0 dB here.
+# Every class at -5 dB (SNR referred to a severity-1 outer-race impact train, the simulator's
+# default). Cage faults need CWRU speeds (FTF is 0.05 Hz on a slewing ring at 6 rpm); at 1 s the
+# 6205's cage line (12 Hz) and its rolling-element line (whose FTF load-zone modulation puts a line
+# at FTF) fail in 1 of 12 windows or more (bench/bench_features_detection.py), so they run at 4 s.
 CLASS_CASES = [
     # (fault, bearing, rpm, sample rate, seconds, snr_db)
     ("outer_race", "slew-4pc-1000", 12.0, 5000.0, 30.0, -5.0),
-    ("outer_race", "slew-4pc-1000", 6.0, 5000.0, 60.0, -5.0),
-    ("inner_race", "slew-4pc-1000", 12.0, 5000.0, 30.0, 0.0),
-    ("inner_race", "slew-4pc-1000", 6.0, 5000.0, 30.0, 0.0),
-    ("rolling_element", "slew-4pc-1000", 12.0, 5000.0, 30.0, 0.0),
-    ("rolling_element", "slew-4pc-1000", 6.0, 5000.0, 60.0, 0.0),
+    ("outer_race", "slew-4pc-1000", 6.0, 5000.0, 30.0, -5.0),
+    ("inner_race", "slew-4pc-1000", 12.0, 5000.0, 30.0, -5.0),
+    ("inner_race", "slew-4pc-1000", 6.0, 5000.0, 30.0, -5.0),
+    ("rolling_element", "slew-4pc-1000", 12.0, 5000.0, 30.0, -5.0),
+    ("rolling_element", "slew-4pc-1000", 6.0, 5000.0, 30.0, -5.0),
+    ("outer_race", "slew-xr-1000", 2.0, 5000.0, 60.0, -5.0),
+    ("inner_race", "slew-xr-1000", 2.0, 5000.0, 60.0, -5.0),
+    ("rolling_element", "slew-xr-1000", 2.0, 5000.0, 60.0, -5.0),
+    ("combined", "slew-4pc-1000", 6.0, 5000.0, 30.0, -5.0),
     ("outer_race", "cwru-6205", 1797.0, 12000.0, 1.0, -5.0),
-    ("inner_race", "cwru-6205", 1797.0, 12000.0, 1.0, 0.0),
-    ("rolling_element", "cwru-6205", 1797.0, 12000.0, 1.0, 0.0),
-    ("cage", "cwru-6205", 1797.0, 12000.0, 1.0, 10.0),
+    ("inner_race", "cwru-6205", 1797.0, 12000.0, 1.0, -5.0),
+    ("rolling_element", "cwru-6205", 1797.0, 12000.0, 4.0, -5.0),
+    ("cage", "cwru-6205", 1797.0, 12000.0, 4.0, -5.0),
+    ("combined", "cwru-6205", 1797.0, 12000.0, 1.0, -5.0),
 ]
 
 
@@ -90,12 +96,12 @@ CLASS_CASES = [
 def test_strongest_defect_peak_is_the_class_line(fault, bearing, rpm, fs, seconds, snr_db):
     sim = _sim(fault, bearing, rpm, fs, seconds, snr_db)
     strongest, table = _strongest_line(sim)
-    want = FAULT_LINE[fault][: -len("_hz")]
-    assert strongest == [want] * len(sim.windows)
-    line_hz = preset(bearing).frequencies(rpm).as_dict()[FAULT_LINE[fault]]
+    lines = ("bpfi_hz", "bpfo_hz") if fault == "combined" else (FAULT_LINE[fault],)
+    assert set(strongest) <= {line[: -len("_hz")] for line in lines}, strongest
+    lines_hz = [preset(bearing).frequencies(rpm).as_dict()[line] for line in lines]
     for i, window in enumerate(sim.windows):
         peak_hz = _peak_frequency_hz(window, fs, table.row(i), bearing, rpm)
-        assert abs(peak_hz - line_hz) <= 0.02 * line_hz, (peak_hz, line_hz)
+        assert min(abs(peak_hz - f) / f for f in lines_hz) <= 0.02, (peak_hz, lines_hz)
 
 
 @pytest.mark.parametrize("profile", ["stop_start", "oscillating"])

@@ -86,13 +86,30 @@ def test_shapes_and_dtypes(profile):
 
 @pytest.mark.parametrize("snr_db", [-5.0, 10.0, 25.0])
 @pytest.mark.parametrize("fault", ["healthy", "inner_race"])
-def test_noise_is_at_the_requested_snr(snr_db, fault):
-    noisy = simulate(small_spec(fault=fault, snr_db=snr_db), 2, seed=5).windows.astype(float)
+def test_noise_is_at_the_requested_snr_of_the_clean_signal(snr_db, fault):
+    spec = small_spec(fault=fault, snr_db=snr_db, snr_reference="clean")
+    noisy = simulate(spec, 2, seed=5).windows.astype(float)
     clean = simulate(small_spec(fault=fault, snr_db=None), 2, seed=5).windows.astype(float)
     noise = noisy - clean
     measured = 10 * np.log10(np.mean(clean**2, axis=1) / np.mean(noise**2, axis=1))
     np.testing.assert_allclose(measured, snr_db, atol=0.5)
     assert abs(np.mean(noise)) < 0.05 * np.std(noise)
+
+
+@pytest.mark.parametrize("snr_db", [-5.0, 10.0])
+def test_impact_snr_refers_to_an_outer_race_train_whatever_the_class(snr_db):
+    quiet = {"gear": {"mesh_amplitude": 0.0, "shaft_amplitude": 0.0}}
+    outer = simulate(small_spec(fault="outer_race", snr_db=None, **quiet), 4, seed=5).windows
+    impact_power = np.mean(outer.astype(float) ** 2)
+    noise_power = {}
+    for fault in ("healthy", "inner_race", "outer_race"):
+        for severity in (0.5, 2.0):
+            spec = small_spec(fault=fault, snr_db=snr_db, severity=severity)
+            noisy = simulate(spec, 2, seed=5).windows.astype(float)
+            clean = simulate(spec.model_copy(update={"snr_db": None}), 2, seed=5).windows
+            noise_power[fault, severity] = np.mean((noisy - clean) ** 2)
+    measured = 10 * np.log10(impact_power / np.array(list(noise_power.values())))
+    np.testing.assert_allclose(measured, snr_db, atol=0.3)  # same noise for every class
 
 
 @pytest.mark.parametrize("fault", ["inner_race", "outer_race", "rolling_element", "cage"])
@@ -259,7 +276,9 @@ def test_spec_is_frozen_and_forbids_unknown_keys():
         ({"resonance": {"gains": (1.0, 0.5)}}, r"one gain per resonance"),
         ({"speed_profile": "wobble"}, r"(?s)speed_profile.*oscillating"),
         ({"severity": -1.0}, r"severity"),
-        ({"gear": {"mesh_amplitude": 0.0, "shaft_amplitude": 0.0}}, r"snr_db=None"),
+        ({"gear": {"mesh_amplitude": 0.0, "shaft_amplitude": 0.0}, "snr_reference": "clean"},
+         r"snr_db=None"),
+        ({"snr_reference": "window"}, r"snr_reference"),
     ],
 )
 def test_bad_spec_raises_value_error_naming_parameter_and_fix(kwargs, match):
