@@ -36,12 +36,11 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache, cached_property
+from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from scipy import fft as sp_fft
-from scipy.ndimage import uniform_filter1d
 
 from slewguard.signal import kurtogram
 from slewguard.signal.kinematics import BearingGeometry
@@ -51,8 +50,10 @@ HARMONICS = 3
 LINE_TOLERANCE = 0.02  # +-2 % around each line: slip, and BPFO/BPFI of slewing rings are 6 % apart
 MIN_PERIODS = 3.0  # a line needs this many periods inside the window to be resolved
 ENVELOPE_PAD = 4  # zero-padding factor of the envelope FFT (finer line placement)
+SELECT_PAD = 2  # ... and of the band-choice pass over every candidate band
 FLOOR_SPAN = 0.2  # noise-floor neighbourhood: +-20 % of the line frequency ...
 FLOOR_MIN_BINS = 15  # ... and at least this many bins on each side
+FLOOR_MAX_POINTS = 256  # floor median over at most this many evenly spaced axis points
 LOW_MARGIN_BINS = 8  # squared-envelope bins kept beyond the axis (Hann leakage)
 N_ENERGY_BANDS = 4
 
@@ -117,13 +118,24 @@ def _check_rate(sample_rate_hz: float) -> float:
 
 
 def _whiten(spectrum: np.ndarray) -> np.ndarray:
-    """Spectral pre-whitening: divide by a moving RMS of the magnitude. (B, M) -> (B, M)."""
-    power = np.abs(spectrum).astype(np.float64) ** 2  # float64: running sums cancel
-    width = max(8, spectrum.shape[1] // 200)
-    # centred moving mean over [i - width // 2, i + (width - 1) // 2], zeros beyond the ends
-    smooth = uniform_filter1d(power, width, axis=1, mode="constant")
-    scale = np.sqrt(smooth + 1e-30 * power.mean(axis=1, keepdims=True) + 1e-300)
-    return spectrum / scale.astype(spectrum.real.dtype)
+    """Spectral pre-whitening: divide by the smoothed magnitude. (B, M) -> (B, M).
+
+    The smooth power is the mean of blocks of M / 200 bins, linearly interpolated between block
+    centres (float32; the block sums in float64).
+    """
+    power = spectrum.real**2 + spectrum.imag**2
+    b, m = power.shape
+    width = max(8, m // 200)
+    k = m // width
+    if k < 2:
+        return spectrum / np.sqrt(power.mean(axis=1, keepdims=True) + np.float32(1e-37))
+    means = power[:, : k * width].reshape(b, k, width).mean(axis=2, dtype=np.float64)
+    means = (means + 1e-30 * means.mean(axis=1, keepdims=True) + 1e-37).astype(np.float32)
+    pos = np.clip((np.arange(m) + 0.5) / width - 0.5, 0, k - 1)
+    left = np.minimum(pos.astype(np.intp), k - 2)
+    frac = (pos - left).astype(np.float32)
+    smooth = means[:, left] * (1 - frac) + means[:, left + 1] * frac
+    return spectrum * (1 / np.sqrt(smooth))
 
 
 def _time_features(xc: np.ndarray) -> np.ndarray:
@@ -173,45 +185,55 @@ class _Frame:
     revs: float  # revolutions the shaft turned during the window
     duration_s: float
     revs_at: np.ndarray | None  # (N,) revolutions at each sample (order tracking) or None
-    step: float  # axis spacing: Hz (time) or orders (order tracking)
+    step: float  # axis spacing at ENVELOPE_PAD: Hz (time) or orders (order tracking)
     n_axis: int
     n_low: int  # native (1 / duration) squared-envelope bins the axis needs, with a margin
     targets: tuple[float, ...] = ()  # line orders: LINES x harmonics, BPFI -+ 1, shaft
+    _cells: dict = field(default_factory=dict, repr=False)  # line_cells per pad
 
-    def spectra(self, low: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
-        """Amplitude spectra from squared-envelope bins 0..n_low (R, n_low + 1) -> (axis, (R, K)).
+    def axis(self, pad: int) -> np.ndarray:
+        """Spectral axis of ``spectra(..., pad)``: ENVELOPE_PAD / pad times coarser than step."""
+        step = self.step * ENVELOPE_PAD / pad
+        return np.arange(int((self.n_axis - 1) * self.step / step) + 1) * step
+
+    def spectra(self, low: np.ndarray, pad: int) -> np.ndarray:
+        """Amplitude spectra on ``axis(pad)`` from squared-envelope bins 0..n_low (R, n_low + 1).
 
         The bins are turned back into a short (low-passed) squared envelope, Hann-windowed and
         zero-padded by ``pad``; the Hann window's transform falls as 1 / f^3, so bins beyond
-        n_low barely leak onto the axis.
+        n_low barely leak onto the axis. On the time axis the FFT bins are the axis (no
+        interpolation); order tracking resamples to uniform shaft angle first.
         """
-        axis = np.arange(self.n_axis) * self.step
-        oversample = 2 if self.revs_at is None else 8  # order tracking interpolates in time
-        n_env = sp_fft.next_fast_len(oversample * low.shape[1], real=True)
+        n_out = len(self.axis(pad))
+        n_env = sp_fft.next_fast_len((2 if self.revs_at is None else 8) * low.shape[1], real=True)
         low = np.concatenate([np.zeros_like(low[:, :1]), low[:, 1:]], axis=1)  # mean removed
         env = sp_fft.irfft(low, n=n_env, axis=1, workers=-1)
-        spacing = self.duration_s / n_env  # axis units per envelope sample: s, or revolutions
-        if self.revs_at is not None:  # computed order tracking: resample to uniform shaft angle
-            t_full = np.arange(1, len(self.revs_at) + 1) * (self.duration_s / len(self.revs_at))
-            at_env = np.interp(np.arange(n_env) * spacing, t_full, self.revs_at)
-            grid = np.linspace(0.0, at_env[-1], n_env)
-            env = _rows_at(env, np.interp(grid, at_env, np.arange(n_env)))
-            env = env - env.mean(axis=1, keepdims=True)
-            spacing = grid[1]
-        n_fft = sp_fft.next_fast_len(pad * n_env, real=True)
         window = _hann(n_env)
+        if self.revs_at is None:  # n_fft = pad x n_env: bin k is k / (pad x duration) Hz
+            amp = np.abs(sp_fft.rfft(env * window, n=pad * n_env, axis=1, workers=-1))
+            return amp[:, :n_out] * (2 / window.sum())
+        # computed order tracking: resample to uniform shaft angle
+        spacing = self.duration_s / n_env
+        t_full = np.arange(1, len(self.revs_at) + 1) * (self.duration_s / len(self.revs_at))
+        at_env = np.interp(np.arange(n_env) * spacing, t_full, self.revs_at)
+        grid = np.linspace(0.0, at_env[-1], n_env)
+        env = _rows_at(env, np.interp(grid, at_env, np.arange(n_env)))
+        env = env - env.mean(axis=1, keepdims=True)
+        n_fft = sp_fft.next_fast_len(pad * n_env, real=True)
         amp = np.abs(sp_fft.rfft(env * window, n=n_fft, axis=1, workers=-1)) * 2 / window.sum()
-        own_step = 1.0 / (n_fft * spacing)  # Hz (or orders) per FFT bin
-        return axis, _rows_at(amp, np.minimum(axis / own_step, amp.shape[1] - 1))
+        own_step = 1.0 / (n_fft * grid[1])  # orders per FFT bin
+        return _rows_at(amp, np.minimum(self.axis(pad) / own_step, amp.shape[1] - 1))
 
-    @cached_property
-    def line_cells(self) -> list[tuple[int, int, np.ndarray] | None]:
-        """Per target of _targets(): peak search slice [lo, hi) and noise-floor indices, or None."""
-        axis = np.arange(self.n_axis) * self.step
-        return [
-            _line_cells(axis, o * self.scale) if o * self.revs >= MIN_PERIODS else None
-            for o in self.targets
-        ]
+    def line_cells(self, pad: int) -> list[tuple[int, int, np.ndarray] | None]:
+        """Per target of _targets(): peak search slice [lo, hi) and noise-floor indices on
+        ``axis(pad)``, or None for a line with too few periods in the window."""
+        if pad not in self._cells:
+            axis, cell = self.axis(pad), ENVELOPE_PAD * self.step  # about one resolution cell
+            self._cells[pad] = [
+                _line_cells(axis, o * self.scale, cell) if o * self.revs >= MIN_PERIODS else None
+                for o in self.targets
+            ]
+        return self._cells[pad]
 
 
 def _targets(orders: dict[str, float]) -> tuple[float, ...]:
@@ -220,16 +242,18 @@ def _targets(orders: dict[str, float]) -> tuple[float, ...]:
     return (*lines, orders["bpfi"] - 1.0, orders["bpfi"] + 1.0, 1.0)
 
 
-def _line_cells(axis: np.ndarray, target: float) -> tuple[int, int, np.ndarray]:
-    """Peak search slice within +-LINE_TOLERANCE of target and the local noise-floor indices."""
+def _line_cells(axis: np.ndarray, target: float, cell: float) -> tuple[int, int, np.ndarray]:
+    """Peak search slice within +-LINE_TOLERANCE of target and the local noise-floor indices
+    (every k-th, at most FLOOR_MAX_POINTS: the median needs no more). ``cell``: resolution."""
     step = axis[1] - axis[0]
-    cell = ENVELOPE_PAD * step  # about one true resolution cell
     half_win = max(LINE_TOLERANCE * target, step)
     dist = np.abs(axis - target)
     inside = np.flatnonzero(dist <= half_win)
     reach = max(FLOOR_SPAN * target, FLOOR_MIN_BINS * cell)
     in_floor = (dist <= reach) & (dist > 2 * half_win + 2 * cell) & (axis > 2 * cell)
-    return int(inside[0]), int(inside[-1]) + 1, np.flatnonzero(in_floor)
+    floor_at = np.flatnonzero(in_floor)
+    floor_at = floor_at[:: max(1, -(-len(floor_at) // FLOOR_MAX_POINTS))]
+    return int(inside[0]), int(inside[-1]) + 1, floor_at
 
 
 def _line_level_db(amp: np.ndarray, cells: tuple[int, int, np.ndarray] | None) -> np.ndarray:
@@ -244,12 +268,13 @@ def _line_level_db(amp: np.ndarray, cells: tuple[int, int, np.ndarray] | None) -
     return np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)
 
 
-def _line_table(frame: _Frame, amp: np.ndarray, n_cols: int | None = None) -> np.ndarray:
+def _line_table(frame: _Frame, amp: np.ndarray, pad: int, n_cols: int | None = None) -> np.ndarray:
     """dB over floor of every line harmonic, sideband and shaft line -> (R, len(ENVELOPE_NAMES)).
 
-    ``n_cols`` keeps only the first line-harmonic columns (band choice needs no more).
+    ``amp`` is on ``frame.axis(pad)``; ``n_cols`` keeps only the first line-harmonic columns
+    (band choice needs no more).
     """
-    cells = frame.line_cells[:n_cols] if n_cols else frame.line_cells
+    cells = frame.line_cells(pad)[:n_cols] if n_cols else frame.line_cells(pad)
     cols = [_line_level_db(amp, c) for c in cells]
     if n_cols:
         return np.stack(cols, axis=1)
@@ -265,10 +290,10 @@ def _window_envelope(
     The band is the first (in tree order) with the largest sum of h1..h3 levels of one line.
     """
     low, sk, bands = kurtogram.tree_envelopes(row, tree, frame.n_low)
-    table = _line_table(frame, frame.spectra(low, pad=2)[1], len(LINES) * HARMONICS)
+    table = _line_table(frame, frame.spectra(low, SELECT_PAD), SELECT_PAD, len(LINES) * HARMONICS)
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     i = int(score.argmax())
-    lines = _line_table(frame, frame.spectra(low[i : i + 1], ENVELOPE_PAD)[1])[0]
+    lines = _line_table(frame, frame.spectra(low[i : i + 1], ENVELOPE_PAD), ENVELOPE_PAD)[0]
     return lines, (int(bands[i, 0]), int(bands[i, 1])), float(sk[i]), float(sk.max())
 
 
@@ -314,10 +339,10 @@ def envelope_spectrum(
     step = 1 / (ENVELOPE_PAD * n / fs)
     frame = _Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, _low_bins(top_hz, n / fs))
     amp = [
-        frame.spectra(kurtogram.envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[1][0]
+        frame.spectra(kurtogram.envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
     ]
-    return np.arange(frame.n_axis) * frame.step, np.stack(amp)
+    return frame.axis(ENVELOPE_PAD), np.stack(amp)
 
 
 def _speeds(
