@@ -208,7 +208,9 @@ def test_a_fault_verdict_without_its_defect_line_is_unknown_and_baselines_explai
 def test_torch_threads_setting_is_applied_at_start(tmp_path, classifier):
     before = torch.get_num_threads()
     sensors = [{"sensor_id": "s1", "bearing": "cwru-6205"}]
-    assert config_from_dict({"site": "y", "sensors": sensors}, env={}).model.torch_threads is None
+    assert config_from_dict({"site": "y", "sensors": sensors}, env={}).model.torch_threads == 1
+    unset = {"site": "y", "sensors": sensors, "model": {"torch_threads": None}}
+    assert config_from_dict(unset, env={}).model.torch_threads is None
     cfg = config_from_dict({"site": "y", "sensors": sensors, "model": {"torch_threads": 1}},
                            env={})
     pipe = Pipeline(PipelineSettings(torch_threads=1), classifier, Outbox(tmp_path / "o.db"),
