@@ -36,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -170,6 +172,11 @@ def _rows_at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
     i0 = np.clip(np.floor(positions).astype(int), 0, values.shape[1] - 2)
     frac = np.clip(positions - i0, 0.0, 1.0)
     return values[:, i0] * (1 - frac) + values[:, i0 + 1] * frac
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="features")
 
 
 @cache
@@ -435,8 +442,8 @@ def _envelope_block(
     """
     n_bins = white.shape[1] - 1
     max_order = _max_order(orders)
-    rows = []
-    for i, row in enumerate(white):
+
+    def one(i: int) -> tuple[np.ndarray, tuple[int, int], float, float]:
         peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
         # Bands start above the highest envelope line (below it sit shaft and gear tones, not
         # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
@@ -445,7 +452,10 @@ def _envelope_block(
         tree = kurtogram.band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False,
                                    min_start_hz=top_env_hz)
         frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
-        rows.append(_window_envelope(row, frame, tree))
+        return _window_envelope(white[i], frame, tree)
+
+    # Windows are independent and their FFTs release the GIL: one thread per core.
+    rows = list(_pool().map(one, range(len(white)))) if len(white) > 1 else [one(0)]
     sk_max, sk_band, bins = (np.array([r[k] for r in rows], np.float64) for k in (3, 2, 1))
     band = [sk_max, sk_band, bins.mean(1) / n_bins, np.diff(bins)[:, 0] / n_bins]
     return np.stack(band, axis=1), np.stack([r[0] for r in rows])
