@@ -335,7 +335,7 @@ def envelope_spectrum(
     else:
         lo, hi = (float(v) for v in band_hz)
         first, stop = max(1, round(lo * n / fs)), min(round(hi * n / fs), spectrum.shape[1])
-        if not (0 <= lo < hi <= fs / 2 + fs / n and stop - first >= 8):
+        if not (0 <= lo < hi <= fs / 2 + 2 * fs / n and stop - first >= 8):  # a bin of slack
             raise ValueError(
                 f"band_hz={band_hz}: need 0 <= low < high <= Nyquist ({fs / 2:g} Hz) spanning at "
                 "least 8 FFT bins: widen the band or pass longer windows"
