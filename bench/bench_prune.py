@@ -11,7 +11,11 @@ Writes OUT/results.json (every run), OUT/results.md (tables) and OUT/accuracy_vs
 
     .venv/bin/python bench/bench_prune.py --quick          # 1 seed, 2 ratios, few epochs: ~10 min
     .venv/bin/python bench/bench_prune.py                  # full: 2 protocols x 3 seeds x 5 methods
-                                                           # x 6 ratios, paper epochs: many hours
+                                                           # x 6 ratios, paper epochs: ~3 h here
+
+Parts may run in parallel processes (e.g. one per protocol, each with its own --out) and be
+joined afterwards: ``--merge A/results.json B/results.json --out OUT`` writes OUT's tables and
+plot from them without training anything (pass the same --protocols/--ratios/--methods/--seeds).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=7)
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory subprocesses")
     p.add_argument("--out", type=Path, default=Path("out/bench_prune"))
+    p.add_argument("--merge", type=Path, nargs="+", help="results.json files of earlier runs: "
+                   "join them into OUT instead of running")
     p.add_argument("--threads", type=int, help="torch CPU threads (--quick: 1, which avoids "
                    "spin-waiting when the CPU is shared; default: torch's choice)")
     args = p.parse_args(argv)
@@ -266,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()
     start = time.perf_counter()
-    records = run(args)
+    if args.merge:
+        records = [r for path in args.merge for r in json.loads(path.read_text())]
+    else:
+        records = run(args)
     (args.out / "results.json").write_text(json.dumps(records, indent=1))
     (args.out / "results.md").write_text(markdown(records, args))
     plot(records, args, args.out / "accuracy_vs_compression.png")
