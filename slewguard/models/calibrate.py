@@ -7,6 +7,12 @@ classifier's ``predict_proba`` already returns probabilities: log p = z - logsum
 from z by a per-row constant, so ``apply_temperature(probs, T)`` on probabilities equals
 softmax(z / T) on logits.
 
+Whether T is applied is decided out of sample: the held-out split is cut into stratified folds,
+T is fitted on all folds but one and scored on that one, and the fitted T is kept only when these
+cross-fitted scores show a lower NLL and an ECE that does not rise; otherwise T stays 1 and the
+card says why. (The first shipped model's T = 1.16 lowered the held-out NLL but raised its ECE
+0.059 -> 0.079: minimising NLL on 88 windows is not the same as calibrating them.)
+
 The fitted numbers go into the model card as ``card["calibration"]`` (``calibration_record``).
 
 Example:
@@ -22,6 +28,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -147,23 +154,109 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: Path, n_bin
     return path
 
 
-def calibration_record(scores: np.ndarray, labels: np.ndarray, is_probs: bool = True,
-                       n_bins: int = 15) -> dict[str, float]:
-    """Fit T on a held-out split and return the card section: temperature, ECE before/after.
+def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean -log p(true class), nats; probabilities clipped at 1e-30.
 
-    Store it as ``card["calibration"]`` (ModelCard allows extra sections).
+    Example:
+        >>> round(negative_log_likelihood(np.array([[0.5, 0.5]]), np.array([0])), 4)
+        0.6931
+    """
+    p, y = _check(probs, labels, "probs")
+    return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-30, 1.0)).mean())
+
+
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index (0..n_folds-1) per row, each class dealt round-robin after a seeded shuffle.
+
+    Example:
+        >>> np.bincount(stratified_folds(np.array([0, 0, 0, 1, 1, 1]), 3)).tolist()
+        [2, 2, 2]
+    """
+    if n_folds < 2:
+        raise ValueError(f"n_folds={n_folds}: cross-fitting needs at least 2 folds")
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(y), dtype=int)
+    offset = 0  # continue the deal across classes so small classes do not all land in fold 0
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        folds[idx] = (offset + np.arange(len(idx))) % n_folds
+        offset += len(idx)
+    return folds
+
+
+def cross_fit(logits: np.ndarray, labels: np.ndarray, n_folds: int = 5, n_bins: int = 15,
+              seed: int = 0) -> dict[str, Any]:
+    """Out-of-sample effect of temperature scaling: T fitted without each fold, scored on it.
+
+    Returns NLL and ECE of the pooled out-of-fold probabilities at T = 1 (``*_before``) and at
+    each fold's own T (``*_after``), with the per-fold temperatures.
+
+    Example:
+        >>> cf = cross_fit(3 * z, y)                           # doctest: +SKIP
+        >>> cf["nll_after"] < cf["nll_before"]                 # doctest: +SKIP
+        True
+    """
+    z, y = _check(logits, labels, "logits")
+    folds = stratified_folds(y, min(n_folds, len(y)), seed)
+    after, temperatures = np.zeros_like(z), []
+    for fold in np.unique(folds):
+        inside = folds == fold
+        t = fit_temperature(z[~inside], y[~inside])
+        after[inside] = softmax(z[inside] / t)
+        temperatures.append(t)
+    before = softmax(z)
+    return {"folds": len(temperatures), "temperatures": temperatures,
+            "nll_before": negative_log_likelihood(before, y),
+            "nll_after": negative_log_likelihood(after, y),
+            "ece_before": expected_calibration_error(before, y, n_bins),
+            "ece_after": expected_calibration_error(after, y, n_bins)}
+
+
+def scaling_verdict(crossfit: dict[str, Any]) -> tuple[bool, str]:
+    """Apply the fitted T? Only when cross-fitted NLL falls and cross-fitted ECE does not rise.
+
+    Example:
+        >>> scaling_verdict({"folds": 5, "nll_before": 0.5, "nll_after": 0.4,
+        ...                  "ece_before": 0.10, "ece_after": 0.12})[0]
+        False
+    """
+    numbers = (f"cross-fitted over {crossfit['folds']} folds of the held-out split: NLL "
+               f"{crossfit['nll_before']:.4f} -> {crossfit['nll_after']:.4f}, ECE "
+               f"{crossfit['ece_before']:.4f} -> {crossfit['ece_after']:.4f}")
+    if crossfit["nll_after"] >= crossfit["nll_before"]:
+        return False, f"T kept at 1: scaling does not lower the NLL out of sample ({numbers})"
+    if crossfit["ece_after"] > crossfit["ece_before"]:
+        return False, f"T kept at 1: scaling raises the ECE out of sample ({numbers})"
+    return True, f"fitted T applied: it lowers the NLL and not the ECE out of sample ({numbers})"
+
+
+def calibration_record(scores: np.ndarray, labels: np.ndarray, is_probs: bool = True,
+                       n_bins: int = 15, n_folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Fit T on a held-out split, keep it only if it helps out of sample; the card section.
+
+    ``temperature`` is what to apply (1.0 when scaling was rejected), ``temperature_fitted`` the
+    NLL-optimal T on the whole split, ``reason`` the cross-fitted evidence (``cross_fit``,
+    ``scaling_verdict``), ``ece_before`` / ``ece_after`` the held-out ECE at T = 1 and at the
+    applied T. Store it as ``card["calibration"]`` (ModelCard allows extra sections).
 
     Example:
         >>> rec = calibration_record(probs_val, y_val)               # doctest: +SKIP
-        >>> sorted(rec)                                               # doctest: +SKIP
-        ['ece_after', 'ece_before', 'n_heldout', 'n_bins', 'temperature']
+        >>> rec["temperature"] == (rec["temperature_fitted"] if rec["applied"] else 1.0)
+        ... # doctest: +SKIP
+        True
     """
     z = _as_logits(scores, is_probs)
-    t = fit_temperature(z, labels)
-    return {"temperature": t,
+    fitted = fit_temperature(z, labels)
+    applied, reason, crossfit = False, "T kept at 1: one held-out row cannot be cross-fitted", {}
+    if len(z) >= 2:
+        crossfit = cross_fit(z, labels, n_folds, n_bins, seed)
+        applied, reason = scaling_verdict(crossfit)
+    t = fitted if applied else 1.0
+    return {"temperature": t, "temperature_fitted": fitted, "applied": applied, "reason": reason,
             "ece_before": expected_calibration_error(softmax(z), labels, n_bins),
             "ece_after": expected_calibration_error(softmax(z / t), labels, n_bins),
-            "n_heldout": int(len(z)), "n_bins": int(n_bins)}
+            "crossfit": crossfit, "n_heldout": int(len(z)), "n_bins": int(n_bins)}
 
 
 def card_temperature(card: dict | object) -> float:

@@ -5,10 +5,13 @@ from slewguard.models.calibrate import (
     apply_temperature,
     calibration_record,
     card_temperature,
+    cross_fit,
     expected_calibration_error,
     fit_temperature,
     reliability_diagram,
+    scaling_verdict,
     softmax,
+    stratified_folds,
 )
 
 
@@ -48,15 +51,73 @@ def test_probabilities_and_logits_give_the_same_calibration():
                                apply_temperature(3 * z, t_probs, is_probs=False), atol=1e-9)
 
 
+def _confidently_wrong(n, share=0.04, seed=0):
+    """A calibrated model except for a few windows it gets wrong with logit 12 against 0.
+
+    Minimising NLL lets those few drag T to ~2, which makes every other window underconfident:
+    the held-out NLL falls but the ECE more than doubles.
+    """
+    z, y = _generative(n, seed=seed)
+    idx = np.random.default_rng(seed + 100).choice(n, int(share * n), replace=False)
+    z[idx] = 0.0
+    z[idx, (y[idx] + 1) % z.shape[1]] = 12.0
+    return z, y
+
+
 def test_calibration_record_is_what_the_card_stores(tmp_path):
     z, y = _generative(2000, seed=5)
     record = calibration_record(softmax(3 * z), y)
-    assert set(record) == {"temperature", "ece_before", "ece_after", "n_heldout", "n_bins"}
+    assert record["applied"] and record["reason"].startswith("fitted T applied")
+    assert record["temperature"] == record["temperature_fitted"]
     assert record["ece_after"] < record["ece_before"]
+    cf = record["crossfit"]
+    assert cf["folds"] == 5 and cf["nll_after"] < cf["nll_before"]
+    assert cf["ece_after"] < cf["ece_before"]
     assert card_temperature({"calibration": record}) == record["temperature"]
     assert card_temperature({}) == 1.0
     png = reliability_diagram(softmax(3 * z), y, tmp_path / "rel" / "reliability.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaling_that_does_not_help_out_of_sample_keeps_t_at_one():
+    z, y = _confidently_wrong(1000)
+    record = calibration_record(z, y, is_probs=False)
+    assert record["temperature_fitted"] > 1.5  # NLL alone would apply it
+    assert not record["applied"] and record["temperature"] == 1.0
+    assert "raises the ECE out of sample" in record["reason"]
+    assert record["crossfit"]["ece_after"] > record["crossfit"]["ece_before"]
+    assert record["ece_after"] == record["ece_before"]  # what the daemon will report: unscaled
+    assert card_temperature({"calibration": record}) == 1.0
+
+
+def test_verdict_rejects_a_temperature_that_raises_the_nll_out_of_sample():
+    ok, reason = scaling_verdict({"folds": 5, "nll_before": 0.40, "nll_after": 0.41,
+                                  "ece_before": 0.10, "ece_after": 0.05})
+    assert not ok and "does not lower the NLL" in reason
+
+
+def test_cross_fit_scores_each_fold_with_a_temperature_fitted_without_it():
+    z, y = _generative(600, seed=7)
+    cf = cross_fit(3 * z, y, n_folds=3)
+    assert cf["folds"] == 3 and len(cf["temperatures"]) == 3
+    assert all(2.3 < t < 3.7 for t in cf["temperatures"])
+    assert cf["ece_after"] < 0.5 * cf["ece_before"]
+
+
+def test_folds_are_stratified_and_cover_every_row():
+    y = np.repeat([0, 1, 2], [10, 7, 3])
+    folds = stratified_folds(y, 5, seed=1)
+    assert folds.shape == y.shape and set(folds) == set(range(5))
+    assert np.bincount(folds).max() - np.bincount(folds).min() <= 1
+    for label, count in ((0, 10), (1, 7)):
+        assert np.bincount(folds[y == label], minlength=5).min() >= count // 5
+    with pytest.raises(ValueError, match="n_folds=1"):
+        stratified_folds(y, 1)
+
+
+def test_too_small_a_split_keeps_t_at_one():
+    record = calibration_record(np.array([[3.0, 0.0]]), np.array([1]), is_probs=False)
+    assert record["temperature"] == 1.0 and "cannot be cross-fitted" in record["reason"]
 
 
 def test_ece_of_perfect_and_of_wrong_predictions():

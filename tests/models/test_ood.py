@@ -173,12 +173,14 @@ def test_fit_trust_writes_what_trust_load_reads(fitted, tmp_path):
     _, _, table, labels = fitted
     classes = ["healthy", "inner_race", "outer_race", "rolling_element"]
     rng = np.random.default_rng(0)
-    logits = 6 * np.eye(4)[[classes.index(c) for c in labels]] + 3 * rng.normal(size=(len(labels),
-                                                                                     4))
+    truth = np.array([classes.index(c) for c in labels])
+    said = np.where(rng.random(len(truth)) < 0.3, (truth + 1) % 4, truth)  # 30 % wrong ...
+    logits = 6 * np.eye(4)[said] + rng.normal(size=(len(labels), 4))  # ... at ~99 % confidence
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     card = fit_trust(tmp_path, classes, table, labels, table, proba, labels)
     assert (tmp_path / "ood.json").is_file() and (tmp_path / "reliability.png").is_file()
-    assert card["calibration"]["temperature"] > 1.0  # noisy logits were over-confident
+    assert card["calibration"]["applied"], card["calibration"]["reason"]
+    assert card["calibration"]["temperature"] > 1.0  # over-confident logits get softened
     trust = Trust.load(tmp_path, card)
     assert trust.detector is not None and trust.min_db == card["kinematic_min_db"]
     probs, decisions = trust.judge(classes, proba, table)
