@@ -17,13 +17,24 @@ speed varies) or
 threshold from the simulated test split), the accuracy on the rest, and the share of windows that
 would raise a wrong bearing-fault alarm. The classifier is gradient
 boosting by default (``--classical lr`` for logistic regression) or a language model directory
-(``--model DIR``, loaded with slewguard.models.load; texts via textify; its own ood.json and
-card["kinematic_min_db"] from ood.fit_trust are used when present).
+(``--model DIR``, loaded with slewguard.models.load, on ``--threads`` torch threads; texts via
+textify; its stored OOD detector and kinematic thresholds are read as the daemon reads them,
+``service.trust.load_trust``, and fitted here when the model has none).
 
 Writes OUT/limits.json, OUT/limits.md, OUT/limits.png and prints the tables.
 
     .venv/bin/python bench/bench_limits.py --quick          # ~5-8 min on 2 shared cores
     .venv/bin/python bench/bench_limits.py --model out/model --out out/bench_limits_lm
+
+Dense and pruned language model of the shipped build: ``--keep-dense DIR`` saves the fine-tuned
+dense MiniLM the build prunes (same data, same seed; the pruned model is unchanged by it), then
+one run per model:
+
+    .venv/bin/slewguard build-default-model --keep-dense out/default_dense   # rebuilds the shipped
+    # model too; --out out/default_pruned leaves slewguard/models/default alone (bit-identical)
+    .venv/bin/python bench/bench_limits.py --model out/default_dense --out out/bench_limits_dense
+    .venv/bin/python bench/bench_limits.py --model slewguard/models/default \
+        --out out/bench_limits_default
 """
 
 from __future__ import annotations
@@ -38,13 +49,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_baselines import load_features, models, simulated_spec  # noqa: E402
 
-from slewguard.models.ood import (  # noqa: E402
-    OOD_FILE,
-    OodDetector,
-    Trust,
-    decide,
-    fit_kinematic_thresholds,
-)
+from slewguard.models.ood import OodDetector, decide, fit_kinematic_thresholds  # noqa: E402
+from slewguard.service.trust import load_trust  # noqa: E402
 from slewguard.signal.datasets import _track  # noqa: E402
 from slewguard.signal.features import FEATURE_NAMES, FeatureTable, extract  # noqa: E402
 from slewguard.signal.kinematics import preset  # noqa: E402
@@ -65,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=None, help="windows per class per point")
     p.add_argument("--classical", choices=("gbm", "lr"), default="gbm")
     p.add_argument("--model", type=Path, default=None, help="a slewguard model directory")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads with --model")
     p.add_argument("--sweeps", nargs="+", default=list(SWEEPS), choices=list(SWEEPS))
     p.add_argument("--out", type=Path, default=Path("out/bench_limits"))
     p.add_argument("--seed", type=int, default=0)
@@ -214,14 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     spec = simulated_spec(args.quick, args.seed)
     base = argparse.Namespace(out=args.baseline_out, quick=args.quick, seed=args.seed)
     data = load_features("simulated-slewing", base)
+    if args.model:
+        import torch
+
+        torch.set_num_threads(args.threads)
     classifier = LanguageModel(args.model) if args.model else Classical(args.classical, data,
                                                                           args.seed)
     train = FeatureTable(FEATURE_NAMES, data["x_train"])
     detector = OodDetector().fit(train).calibrate(FeatureTable(FEATURE_NAMES, data["x_test"]))
     trust = (detector, fit_kinematic_thresholds(train, data["y_train"]))
-    if args.model and (args.model / OOD_FILE).is_file():  # the model's own, from fit_trust
-        stored = Trust.load(args.model, classifier.clf.card)
-        trust = (stored.detector, stored.min_db or trust[1])
+    if args.model:  # the model's own pieces, read as the daemon reads them (both card layouts)
+        stored = load_trust(classifier.clf, args.model)
+        trust = (stored.detector or trust[0], stored.min_db or trust[1])
     results = {}
     points = [(v, x) for v in args.sweeps for x in SWEEPS[v]]
     for variable, value in _track(points, "sweeping", True):

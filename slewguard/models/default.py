@@ -70,6 +70,8 @@ class BuildConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     family: str = Field("minilm", description="backbone (backbones.SUPPORTED_FAMILIES)")
+    classes: tuple[str, ...] = Field(CLASSES, min_length=2, description="output classes, in "
+                                     "order (other data sets, e.g. bench_baselines' CWRU 3-class)")
     seed: int = Field(0, ge=0, description="seed of simulation, training and pruning")
     target_ratio: float = Field(8.0, gt=1.0, description="body compression dense/pruned")
     windows_per_class: int = Field(100, ge=4, description="simulated windows per class")
@@ -185,7 +187,7 @@ def simulated_splits(config: BuildConfig) -> tuple[Any, Any]:
     """The simulated training split and the demo-fleet test set (6 rpm, 0 dB, severity 2)."""
     from slewguard.signal.datasets import SimulatedDatasetSpec, simulate_dataset
 
-    common = dict(classes=CLASSES, sample_rate_hz=config.sample_rate_hz,
+    common = dict(classes=config.classes, sample_rate_hz=config.sample_rate_hz,
                   window_seconds=config.window_seconds)
     spec = SimulatedDatasetSpec(
         **common, windows_per_class=config.windows_per_class, bearings=SIM_BEARINGS,
@@ -276,7 +278,7 @@ def trimmed_backbone(config: BuildConfig, data: BuildData, workdir: Path) -> tup
     from slewguard.signal.textify import vocabulary
 
     torch.manual_seed(config.seed)  # the classifier head is initialised here, saved with it
-    backbone = backbones.build(config.family, len(CLASSES))
+    backbone = backbones.build(config.family, len(config.classes))
     rows = int(backbone.model.get_input_embeddings().weight.shape[0])
     # Every word textify can emit, so texts the build never saw still map to real ids.
     texts = [*data.train.texts, " ".join(vocabulary())]
@@ -295,7 +297,7 @@ def train_dense(config: BuildConfig, data: BuildData, source: Path) -> tuple[Any
 
     return train_classifier(
         data.train.texts, data.train.labels, data.calib.texts, data.calib.labels,
-        classes=CLASSES, family=config.family, source=str(source), epochs=config.epochs,
+        classes=config.classes, family=config.family, source=str(source), epochs=config.epochs,
         lr=config.lr, batch_size=config.batch_size, seed=config.seed, max_length=64,
         show_progress=config.show_progress)
 
@@ -376,8 +378,7 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
                  f"{card['compression']['pruned_body']:,} parameters)",
              f"- vocabulary rows: {card['pruning']['vocab_rows']}",
              f"- weight bytes: {measure.weight_bytes(out):,}",
-             f"- temperature: {card['calibration']['temperature']:.3f} (ECE "
-             f"{card['calibration']['ece_before']:.3f} -> {card['calibration']['ece_after']:.3f})",
+             calibration_line(card["calibration"]),
              f"- out-of-distribution detector: {card['trust'].get('ood_file', 'none')} "
              f"(threshold {card['trust'].get('ood_threshold')}); kinematic thresholds (dB): "
              f"{card['trust'].get('kinematic_min_db', card['trust'].get('skipped'))}",
@@ -389,13 +390,32 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
         fh.write("\n".join(lines))
 
 
-def build(config: BuildConfig, out: Path, command: str = "", console: Any = None) -> dict:
+def calibration_line(record: dict) -> str:
+    """The README line of a ``calibrate.calibration_record``: applied T, held-out ECE, why.
+
+    Example:
+        >>> calibration_line({"temperature": 1.0, "temperature_fitted": 1.16, "applied": False,
+        ...                   "ece_before": 0.06, "ece_after": 0.06, "reason": "T kept at 1"})
+        '- temperature: 1.000 (fitted 1.160, not applied; held-out ECE 0.060 -> 0.060): T kept at 1'
+    """
+    fitted = record.get("temperature_fitted", record["temperature"])
+    applied = "applied" if record.get("applied", True) else "not applied"
+    return (f"- temperature: {record['temperature']:.3f} (fitted {fitted:.3f}, {applied}; "
+            f"held-out ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f}): "
+            f"{record.get('reason', '')}")
+
+
+def build(config: BuildConfig, out: Path, command: str = "", console: Any = None,
+          dense_out: Path | None = None) -> dict:
     """Build the default model into ``out``; returns its card (also written as card.json).
 
     Example:
         >>> card = build(BuildConfig.for_mode(quick=True), Path("out/default"))  # doctest: +SKIP
         >>> card["compression"]["ratio"] > 1.5                                   # doctest: +SKIP
         True
+
+    ``dense_out``: also save the fine-tuned dense model the pruning starts from (with its own
+    temperature, ``ood.json`` and card), e.g. for ``bench/bench_limits.py --model``.
     """
     import torch
     from rich.console import Console
@@ -410,7 +430,7 @@ def build(config: BuildConfig, out: Path, command: str = "", console: Any = None
         data = build_data(config, console.log)
         console.log(f"data: {len(data.train)} train, {len(data.calib)} held-out, "
                     + ", ".join(f"{t.name} {len(t)}" for t in data.tests))
-        pruned, card = train_and_prune(config, data, console.log)
+        pruned, card = train_and_prune(config, data, console.log, dense_out, command)
         card.update(fit_trust(pruned, data, out), command=command,
                     build={**config.model_dump(mode="json"), "notes": data.notes,
                            "wall_seconds": round(time.perf_counter() - start, 1)})
@@ -422,9 +442,13 @@ def build(config: BuildConfig, out: Path, command: str = "", console: Any = None
     return pruned.card
 
 
-def train_and_prune(config: BuildConfig, data: BuildData, log: Any) -> tuple[Any, dict]:
+def train_and_prune(config: BuildConfig, data: BuildData, log: Any, dense_out: Path | None = None,
+                    command: str = "") -> tuple[Any, dict]:
     """Trim the vocabulary, fine-tune dense, prune; returns the pruned classifier and its card
-    (accuracy dense vs pruned per split, compression, pruning report, data provenance)."""
+    (accuracy dense vs pruned per split, compression, pruning report, data provenance).
+
+    ``dense_out``: save the dense classifier there (``save_dense``) before pruning changes it.
+    """
     from slewguard.models.classifier import evaluate
     from slewguard.models.prune import measure
 
@@ -435,6 +459,11 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any) -> tuple[Any
         clf, history = train_dense(config, data, source)
     dense, dense_body = accuracies(clf, data), measure.body_parameters(clf.model)
     log(f"dense {config.family}: {dense}")
+    if dense_out is not None:
+        keep = f"{command} --keep-dense {shlex.quote(str(dense_out))}" if command else ""
+        save_dense(clf, data, dense_out, {"accuracy": dense, "command": keep,
+                                          "base_model": trim["base_model"]})
+        log(f"dense model saved in {dense_out}")
     card = dict(clf.card, base_model=f"{trim['base_model']} (vocabulary trimmed to textify's "
                 "closed vocabulary before fine-tuning)")
     pruned, report = prune(clf, config, data)
@@ -455,6 +484,27 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any) -> tuple[Any
     return pruned, card
 
 
+def save_dense(clf: Any, data: BuildData, out: Path, extra: dict) -> None:
+    """Save the dense fine-tuned classifier with its held-out temperature and trust thresholds.
+
+    ``extra``: accuracy per split, the build command and the base model, for its card. The OOD
+    detector and kinematic thresholds depend on the features only, so they equal the pruned
+    model's; the temperature is its own.
+
+    Example:
+        >>> save_dense(clf, data, Path("out/dense"), {"accuracy": {"test-sim": 0.88}})
+        ... # doctest: +SKIP
+    """
+    card = dict(clf.card, base_model=f"{extra.get('base_model', 'unknown')} (vocabulary "
+                "trimmed to textify's closed vocabulary before fine-tuning)",
+                command=extra.get("command", ""),
+                data=[{k: v for k, v in s.items() if k != "provenance"} for s in data.sources])
+    card["metrics"] = {**card["metrics"], "accuracy": extra["accuracy"]}
+    card.update(fit_trust(clf, data, Path(out)))
+    clf.card = card
+    clf.save(out)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``build-default-model`` subcommand."""
     parser = subparsers.add_parser(
@@ -468,6 +518,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-ratio", type=float, help="body compression (default 8; quick 2)")
     parser.add_argument("--cwru-root", type=Path, help="CWRU directory (default: shared data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--keep-dense", type=Path, metavar="DIR",
+                        help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
 
 
@@ -496,5 +548,8 @@ def run_build(args: argparse.Namespace) -> int:
                          "pass --out DIR")
     config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
                                   cwru_root=args.cwru_root, threads=args.threads)
-    build(config, args.out, command=command_line(args))
+    keep = getattr(args, "keep_dense", None)
+    if keep is not None and Path(keep).resolve() == Path(args.out).resolve():
+        raise ValueError(f"--keep-dense {keep} is the --out directory: pass another DIR")
+    build(config, args.out, command=command_line(args), dense_out=keep)
     return 0
