@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-lr", type=float, default=1e-4)
     p.add_argument("--epoch-scale", type=float, help="recovery epochs x this (default 1.0)")
     p.add_argument("--shares", type=float, nargs=3, help="cascade layer/head/channel shares")
-    p.add_argument("--criterion", default="wanda", help="cascade head + channel criterion")
+    p.add_argument("--criterion", default="taylor", help="cascade head + channel criterion")
     p.add_argument("--latency-runs", type=int, default=7)
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory subprocesses")
     p.add_argument("--out", type=Path, default=Path("out/bench_prune"))

@@ -1,13 +1,13 @@
 """The default model shipped in the package, and the one command that rebuilds it.
 
-``slewguard build-default-model`` simulates slewing-bearing windows (several bearing presets,
-1-12 rpm, SNR -2..10 dB, severities up to the demo fleet's 2.0, constant and oscillating speed),
-adds the CWRU recordings when they are present and turns every window into a textify text. It
-trims the pretrained MiniLM's vocabulary to textify's closed vocabulary (logits unchanged, and
+``slewguard build-default-model`` simulates slewing-bearing windows (several bearing presets, 1-12
+rpm, impact SNR -10..10 dB, severities up to the demo fleet's 2.0, constant and oscillating speed),
+adds the CWRU recordings when they are present and turns every window into a textify text. It trims
+the pretrained MiniLM's vocabulary to textify's closed vocabulary (logits unchanged, and
 fine-tuning no longer drags a 30k-row embedding table), fine-tunes it, prunes it with the cascade
-(layers -> heads -> FFN channels, LoRA recovery after each) followed by a short full fine-tuning
-of the small pruned model, fits the temperature and the out-of-distribution detector on a
-held-out split and writes everything with its card into ``slewguard/models/default/``.
+(layers -> heads -> FFN channels, LoRA recovery after each) followed by a short full fine-tuning of
+the small pruned model, fits the temperature and the out-of-distribution detector on a held-out
+split and writes everything with its card into ``slewguard/models/default/``.
 ``--quick`` runs the same path on a tiny random BERT and a few short windows (seconds, for tests).
 
 Files in the model directory: the weights and config (``export.save_pruned``), the tokenizer,
@@ -77,7 +77,8 @@ class BuildConfig(BaseModel):
     windows_per_class: int = Field(100, ge=4, description="simulated windows per class")
     window_seconds: float = Field(20.0, gt=0, description="simulated window length (publisher: 20)")
     sample_rate_hz: float = Field(5000.0, description="simulated sample rate (publisher: 5000)")
-    snr_db: tuple[float, float] = Field((-2.0, 10.0), description="simulated SNR range in dB")
+    snr_db: tuple[float, float] = Field((-10.0, 10.0), description="simulated SNR range in dB "
+                                        "(impact SNR, simulate.SimulationSpec.snr_reference)")
     severity: tuple[float, float] = Field((0.5, 2.0), description="simulated fault severity range")
     calib_fraction: float = Field(0.2, gt=0, lt=0.5, description="share of train held out for "
                                   "validation, temperature and OOD threshold")
@@ -95,6 +96,8 @@ class BuildConfig(BaseModel):
     stage_shares: tuple[float, float, float] = Field(
         (0.5, 0.2, 0.3), description="cascade removal budget shares layers/heads/channels, "
         "pinned so that a change of the cascade's defaults does not silently change this model")
+    criterion: str = Field("taylor", description="cascade head and channel importance, pinned "
+                           "like the stage shares (taylor measured ahead of wanda, cascade.py)")
     finetune_epochs: int = Field(8, ge=0, description="full fine-tuning of the pruned model "
                                  "after the cascade (cheap at 8x; recovers what LoRA left)")
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
@@ -318,6 +321,7 @@ def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
     layer, head, channel = config.stage_shares
     cascade = CascadeConfig(target_ratio=config.target_ratio, epoch_scale=config.epoch_scale,
                             layer_share=layer, head_share=head, channel_share=channel,
+                            head_criterion=config.criterion, channel_criterion=config.criterion,
                             seed=config.seed, show_progress=config.show_progress)
     model, report = run_cascade(clf.model, clf.tokenizer, train, train, cascade, validate)
     finetune = fit(model, train, config.finetune_epochs, config.finetune_lr, evaluate=validate,

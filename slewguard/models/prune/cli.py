@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="body-parameter compression dense/pruned, e.g. 2.5")
     prune.add_argument("--method", default="cascade", choices=METHOD_CHOICES, help="pruner")
     prune.add_argument("--out", type=Path, required=True, help="pruned model directory to write")
-    prune.add_argument("--head-criterion", default="wanda", choices=CRITERIA)
-    prune.add_argument("--channel-criterion", default="wanda", choices=CRITERIA)
+    prune.add_argument("--head-criterion", default="taylor", choices=CRITERIA,
+                       help="taylor (default, needs a backward pass) or e.g. wanda (forward only)")
+    prune.add_argument("--channel-criterion", default="taylor", choices=CRITERIA)
     prune.add_argument("--shares", type=float, nargs=3, metavar=("LAYERS", "HEADS", "CHANNELS"),
                        help="split of the removal budget over the stages (sums to 1)")
     prune.add_argument("--epoch-scale", type=float, default=1.0,
