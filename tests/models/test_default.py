@@ -9,7 +9,7 @@ import pytest
 
 from slewguard import models
 from slewguard.cli import main
-from slewguard.models import default
+from slewguard.models import build_data, default
 from slewguard.signal import datasets, textify
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -70,7 +70,7 @@ def test_featurize_gives_the_texts_of_to_texts():
                                          window_seconds=8.0, rpm_min=4.0, seed=5,
                                          bearings=("slew-4pc-1000", "slew-xr-1000"))
     ws = datasets.simulate_dataset(spec, progress=False).train
-    texts = default.featurize(ws, "train", progress=False)
+    texts = build_data.featurize(ws, "train", progress=False)
     assert texts.texts == datasets.to_texts(ws, progress=False)
     assert texts.features.shape[0] == len(ws) and texts.labels == ws.labels.tolist()
 
