@@ -38,7 +38,7 @@ from slewguard.service.outbox import Outbox
 from slewguard.service.pipeline import DeadLetters, Pipeline, SensorMap, model_name
 
 log = logging.getLogger(__name__)
-FORWARDER_IDLE_S = 0.2  # outbox poll interval without an InfluxDB sink
+FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
 FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 

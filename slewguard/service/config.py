@@ -302,7 +302,8 @@ class InfluxConfig(_Strict):
     measurement: str = Field("bearing_diagnosis", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                              description="Measurement name of every point.")
     batch_size: int = Field(500, ge=1, le=10_000, description="Results per write request.")
-    flush_interval_s: float = Field(1.0, gt=0, description="Idle poll interval of the forwarder.")
+    flush_interval_s: float = Field(1.0, gt=0, description="Longest idle wait of the forwarder; "
+                                    "newly stored results wake it at once.")
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout per write in seconds.")
     retry_min_s: float = Field(0.5, gt=0, description="First backoff after a retryable error.")
     retry_max_s: float = Field(60.0, gt=0, description="Longest backoff between retries.")

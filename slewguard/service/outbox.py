@@ -81,6 +81,7 @@ class Outbox:
         self.dropped: Counter[str] = Counter()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.stored = threading.Event()  # set by put(): wakes an idle forwarder at once
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL, not NORMAL: in WAL mode NORMAL survives a process crash but can lose the last
@@ -110,6 +111,7 @@ class Outbox:
             else:
                 raise OutboxFullError(f"outbox {self.path}: {len(rows)} results do not fit in "
                                       f"max_bytes={self.max_bytes}; raise outbox.max_bytes")
+        self.stored.set()
         self.refresh_metrics()
 
     def _insert(self, rows: list[tuple[str, int, str]]) -> int | None:

@@ -204,3 +204,22 @@ def test_mqtt_sink_publishes_diag_and_retained_state(mosquitto, tmp_path):
             MqttResultSink(client, prefix="plant").write(batch[:1])
     finally:
         live.close()
+
+
+def test_an_idle_forwarder_wakes_when_results_are_stored(tmp_path):
+    box = Outbox(tmp_path / "o.db")
+    sink, stop = Flaky(0, None), threading.Event()
+    fwd = Forwarder(box, [sink], idle_s=60.0)  # without the wake-up a result would wait 60 s
+    thread = threading.Thread(target=fwd.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the forwarder has found the outbox empty and is waiting
+        box.put(results(2))
+        deadline = time.monotonic() + 20
+        while len(sink.stored) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [r.seq for r in sink.stored] == [0, 1] and box.depth() == 0
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()  # stop is honoured during the idle wait too

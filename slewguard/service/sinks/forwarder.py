@@ -74,6 +74,15 @@ class Backoff:
         self.attempt = 0
 
 
+def _wait_either(wake: threading.Event, stop: threading.Event, timeout_s: float) -> None:
+    """Wait until ``wake`` or ``stop`` is set, or ``timeout_s`` passes (stop seen within 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or wake.wait(min(0.05, remaining)):
+            return
+
+
 class Forwarder:
     """Moves results from ``outbox`` to ``sinks``; ``run`` loops, ``step`` does one batch.
 
@@ -94,14 +103,25 @@ class Forwarder:
         self.last_error: str | None = None
 
     def run(self, stop: threading.Event) -> None:
-        """Drain until ``stop`` is set; waits use ``sleep`` if given, else ``stop.wait``."""
+        """Drain until ``stop`` is set; waits use ``sleep`` if given, else ``stop.wait``.
+
+        When idle it waits at most ``idle_s`` and wakes as soon as the outbox stores results
+        (``outbox.stored``), so a result leaves within milliseconds of its ack; backoff waits
+        after a failed write are not shortened.
+        """
+        wake = getattr(self.outbox, "stored", None)
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # before claiming: a put after this point wakes the next wait
             delay = self.step()
-            if delay > 0:
-                if self.sleep is not None:
-                    self.sleep(delay)
-                else:
-                    stop.wait(delay)
+            if delay <= 0:
+                continue
+            if self.sleep is not None:
+                self.sleep(delay)
+            elif wake is not None and delay == self.idle_s and self.last_error is None:
+                _wait_either(wake, stop, delay)
+            else:
+                stop.wait(delay)
 
     def step(self) -> float:
         """Forward one batch; returns how long to wait before the next step, in seconds."""
