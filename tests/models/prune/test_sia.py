@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import (
@@ -117,3 +119,21 @@ def test_sia_command_prints_the_static_verdict(family: str, word: str, capsys) -
     assert main(["sia", family]) == 0
     out = capsys.readouterr().out
     assert "SIA static check" in out and word in out.splitlines()[0]
+
+
+def test_sia_command_measures_on_a_data_set_and_writes_json(tmp_path, capsys) -> None:
+    from slewguard.cli import main
+
+    data = tmp_path / "sim"
+    assert main(["dataset", "simulate", "--out", str(data), "--windows-per-class", "3",
+                 "--window-seconds", "10", "--sample-rate-hz", "2000", "--rpm-min", "6",
+                 "--quiet", "--class", "healthy", "--class", "outer_race"]) == 0
+    report = tmp_path / "sia.json"
+    assert main(["sia", "tiny-llama", "--data", str(data), "--samples", "4", "--pairs", "2",
+                 "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "SIA static check" in out and "(pass --data" not in out
+    verdicts = json.loads(report.read_text())
+    assert verdicts["static"]["satisfied"] is False  # GQA + SwiGLU
+    assert set(verdicts["measured"]) >= {"satisfied"}
+    assert isinstance(verdicts["measured"]["satisfied"], bool)
