@@ -112,10 +112,12 @@ def test_demo_rejects_a_fleet_without_windows(tmp_path):
 def test_ctrl_c_stops_sensors_daemon_and_broker(tmp_path, monkeypatch, capsys, model_cache):
     monkeypatch.setenv("SLEWGUARD_CACHE", str(model_cache))
 
+    before = {t.ident for t in threading.enumerate()}  # an earlier demo's thread does not count
+
     def press_ctrl_c_once_sensors_run():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any(t.name == "sensors" for t in threading.enumerate()):
+            if any(t.name == "sensors" and t.ident not in before for t in threading.enumerate()):
                 time.sleep(1.0)  # a few windows in flight; 40 more to go
                 os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt in the main thread
                 return
