@@ -113,6 +113,7 @@ def test_ctrl_c_stops_sensors_daemon_and_broker(tmp_path, monkeypatch, capsys, m
     monkeypatch.setenv("SLEWGUARD_CACHE", str(model_cache))
 
     before = {t.ident for t in threading.enumerate()}  # an earlier demo's thread does not count
+    pressed: list[float] = []
 
     def press_ctrl_c_once_sensors_run():
         deadline = time.monotonic() + 120
@@ -120,17 +121,25 @@ def test_ctrl_c_stops_sensors_daemon_and_broker(tmp_path, monkeypatch, capsys, m
             if any(t.name == "sensors" and t.ident not in before for t in threading.enumerate()):
                 time.sleep(1.0)  # a few windows in flight; 40 more to go
                 os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt in the main thread
+                pressed.append(time.monotonic())
                 return
             time.sleep(0.05)
 
+    # Ctrl-C is the default SIGINT handler (KeyboardInterrupt in the main thread); make sure no
+    # earlier test in this process left another one installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     presser = threading.Thread(target=press_ctrl_c_once_sensors_run, daemon=True)
     presser.start()
     argv = ["demo", "--broker", "mosquitto", "--windows", "20", "--sensors", "2",
             "--rate-hz", "1", "--out", str(tmp_path)]
-    code = main(argv)
+    try:
+        code = main(argv)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     presser.join(5)
     printed = capsys.readouterr().out
-    assert code == 130, printed
+    assert code == 130, (f"Ctrl-C pressed: {bool(pressed)}; SIGINT handler before the test: "
+                         f"{previous!r}\n{printed}")
     assert "interrupted" in printed and "stopped cleanly" in printed
     assert not (tmp_path / "stream_summary.json").exists()
     port = int(re.search(r"on 127\.0\.0\.1:(\d+)", printed).group(1))
