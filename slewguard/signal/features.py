@@ -200,8 +200,10 @@ class _Frame:
 
     def axis(self, pad: int) -> np.ndarray:
         """Spectral axis of ``spectra(..., pad)``: ENVELOPE_PAD / pad times coarser than step."""
-        step = self.step * ENVELOPE_PAD / pad
-        return np.arange(int((self.n_axis - 1) * self.step / step) + 1) * step
+        return np.arange(self._axis_len(pad)) * (self.step * ENVELOPE_PAD / pad)
+
+    def _axis_len(self, pad: int) -> int:
+        return int((self.n_axis - 1) * self.step / (self.step * ENVELOPE_PAD / pad)) + 1
 
     def spectra(self, low: np.ndarray, pad: int) -> np.ndarray:
         """Amplitude spectra on ``axis(pad)`` from squared-envelope bins 0..n_low (R, n_low + 1).
@@ -211,7 +213,7 @@ class _Frame:
         n_low barely leak onto the axis. On the time axis the FFT bins are the axis (no
         interpolation); order tracking resamples to uniform shaft angle first.
         """
-        n_out = len(self.axis(pad))
+        n_out = self._axis_len(pad)
         n_env = sp_fft.next_fast_len((2 if self.revs_at is None else 8) * low.shape[1], real=True)
         low = np.concatenate([np.zeros_like(low[:, :1]), low[:, 1:]], axis=1)  # mean removed
         env = sp_fft.irfft(low, n=n_env, axis=1, workers=-1)

@@ -101,6 +101,7 @@ class Forwarder:
         self.backoff = backoff or Backoff()
         self.clock, self.sleep = clock, sleep
         self.last_error: str | None = None
+        self.idle = False  # the last step found the outbox empty
 
     def run(self, stop: threading.Event) -> None:
         """Drain until ``stop`` is set; waits use ``sleep`` if given, else ``stop.wait``.
@@ -118,7 +119,7 @@ class Forwarder:
                 continue
             if self.sleep is not None:
                 self.sleep(delay)
-            elif wake is not None and delay == self.idle_s and self.last_error is None:
+            elif wake is not None and self.idle:
                 _wait_either(wake, stop, delay)
             else:
                 stop.wait(delay)
@@ -127,6 +128,7 @@ class Forwarder:
         """Forward one batch; returns how long to wait before the next step, in seconds."""
         self.outbox.refresh_metrics()
         rows = self.outbox.claim(self.batch_size)
+        self.idle = not rows
         if not rows:
             return self.idle_s
         try:
