@@ -8,12 +8,18 @@ For each backbone, fine-tuned on CWRU faults-3class:
    kill channels, which is the paper's collapse (ChatGLM-2: 88.75 -> 19.75 -> 87.25);
 3. coupling-aware structural L1 pruning at the same ratio (KV groups with their query heads,
    gate/up/down triples), before and after recovery; on SmolLM2 also the non-coupled surgery
-   (equal query heads per group).
+   (equal query heads per group);
+4. the coupling-aware cascade at the same ratio (layers, then KV groups, then gate/up/down
+   triples, Taylor criterion, LoRA between stages) with the same total recovery epochs as 2 and 3
+   (stage epochs 10/10/30 scaled to sum to --recovery-epochs).
 
-Writes OUT/sia.json, OUT/sia.md and OUT/sia.png.
+Each dense model is fine-tuned once and kept in OUT/dense_FAMILY_e<epochs>_n<texts>_s<seed>
+(delete it to retrain), so a rerun with other --variants reuses it. Writes OUT/sia.json (one
+entry per family, variants of earlier runs kept), OUT/sia.md and OUT/sia.png.
 
     .venv/bin/python bench/bench_sia.py --quick     # 1 dense epoch, 1 recovery epoch
     .venv/bin/python bench/bench_sia.py             # 3 dense epochs, 10 recovery epochs
+    .venv/bin/python bench/bench_sia.py --families smollm2 --variants cascade --no-measured
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from slewguard.models.classifier import (
     FaultClassifier,
     TrainSettings,
     evaluate,
+    load,
     make_batches,
     train_classifier,
 )
 from slewguard.models.prune import measure
 from slewguard.models.prune.baselines import run_baseline
-from slewguard.models.prune.cascade import CascadeConfig
+from slewguard.models.prune.cascade import CascadeConfig, run_cascade
 from slewguard.models.prune.recovery import recover
 from slewguard.models.prune.sia import measured_check, static_check
 from slewguard.models.prune.surgery import surgeon_for
@@ -49,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--families", nargs="+", default=["minilm", "smollm2"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                   help="pruning variants to run (per_head only runs on GQA models)")
+    p.add_argument("--no-measured", dest="measured", action="store_false",
+                   help="skip the measured SIA check (slow on SmolLM2: ~10 min here)")
     p.add_argument("--fraction", type=float, default=0.5,
                    help="share of heads and of FFN components the naive pruner removes")
     p.add_argument("--dense-epochs", type=int)
@@ -64,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.recovery_epochs = args.recovery_epochs or (1 if args.quick else 10)
     args.train_limit = args.train_limit or (120 if args.quick else None)
     return args
+
+
+VARIANTS = ("naive", "coupling_aware", "per_head", "cascade")
+STAGE_EPOCHS = (10, 10, 30)  # the cascade's layer / head / channel recovery epochs (paper)
 
 
 @torch.no_grad()
@@ -112,37 +127,84 @@ def _zero_ffn(p: dict, fraction: float) -> int:
 
 
 def _copy(clf: FaultClassifier) -> FaultClassifier:
-    return FaultClassifier(copy.deepcopy(clf.model), clf.tokenizer, clf.classes,
-                           clf.template_version, max_length=clf.max_length)
+    return _with(clf, copy.deepcopy(clf.model))
 
 
-def study(family: str, data, args) -> dict:
+def dense_model(family: str, data, args) -> tuple[FaultClassifier, float]:
+    """The fine-tuned dense classifier of ``family``: from its OUT/dense_... cache, else trained and
+    saved there. Returns it and the seconds its training took (0 when loaded)."""
+    path = args.out / (f"dense_{family}_e{args.dense_epochs}_n{len(data['train'][0])}"
+                       f"_s{args.seed}")
+    if (path / "card.json").is_file():
+        return load(path), 0.0
     torch.manual_seed(args.seed)
     settings = TrainSettings(family=family, epochs=args.dense_epochs, seed=args.seed,
                              lr=1e-4 if family == "minilm" else 5e-5, batch_size=16)
     start = time.perf_counter()
     dense, _ = train_classifier(*data["train"], *data["test"], settings)
-    out = {"family": family, "dense_seconds": time.perf_counter() - start,
-           "dense_accuracy": evaluate(dense, *data["test"])["accuracy"]}
+    seconds = time.perf_counter() - start
+    dense.save(path)
+    return dense, seconds
+
+
+def study(family: str, data, args, out: dict) -> dict:
+    """Run the requested checks and variants of ``family`` into ``out`` and return it."""
+    dense, seconds = dense_model(family, data, args)
+    out.update(family=family, dense_accuracy=evaluate(dense, *data["test"])["accuracy"])
+    if seconds:  # 0: loaded from the cache, the training time is in an earlier run's entry
+        out["dense_seconds"] = seconds
     batches = make_batches(dense, *data["train"], batch_size=16, seed=args.seed)
     static = static_check(dense.model.config)
-    measured = measured_check(dense.model, batches[:2], pairs_per_type=6)
     out["static"] = {"satisfied": static.satisfied, "evidence": list(static.evidence)}
-    out["measured"] = {"satisfied": measured.satisfied, "evidence": measured.evidence,
-                       "pair_stats": measured.pair_stats, "ranking": measured.ranking}
-    naive = _copy(dense)
-    out["naive_ratio"] = naive_l1_zero(naive.model, args.fraction)
-    out["naive"] = _before_after(naive, batches, data, args)
-    variants = [("coupling_aware", True)] + ([("per_head", False)]
-                                             if surgeon_for(dense.model).gqa else [])
-    for name, coupled in variants:
-        clf = _copy(dense)
-        config = CascadeConfig(target_ratio=out["naive_ratio"], coupling_aware=coupled,
-                               seed=args.seed, show_progress=False)
-        clf.model, report = run_baseline("magnitude", clf.model, batches, batches, config)
-        out[f"{name}_ratio"] = report.final_ratio
-        out[name] = _before_after(clf, batches, data, args)
+    if args.measured:
+        measured = measured_check(dense.model, batches[:2], pairs_per_type=6)
+        out["measured"] = {"satisfied": measured.satisfied, "evidence": measured.evidence,
+                           "pair_stats": measured.pair_stats, "ranking": measured.ranking}
+    out["naive_ratio"] = naive_l1_zero(_copy(dense).model, args.fraction)
+    gqa = surgeon_for(dense.model).gqa
+    for name in args.variants:
+        if name == "per_head" and not gqa:
+            continue
+        clf, start = _copy(dense), time.perf_counter()
+        if name == "naive":
+            naive_l1_zero(clf.model, args.fraction)
+            out[name] = _before_after(clf, batches, data, args)
+        elif name == "cascade":
+            out[name] = _cascade(clf, batches, data, args, out["naive_ratio"])
+            out[f"{name}_ratio"] = out[name].pop("ratio")
+        else:
+            config = CascadeConfig(target_ratio=out["naive_ratio"], seed=args.seed,
+                                   coupling_aware=name == "coupling_aware", show_progress=False)
+            clf.model, report = run_baseline("magnitude", clf.model, batches, batches, config)
+            out[f"{name}_ratio"] = report.final_ratio
+            out[name] = _before_after(clf, batches, data, args)
+        out[name]["seconds"] = time.perf_counter() - start
+        print(f"[{family}] {name}: {out[name]}", flush=True)
     return out
+
+
+def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> dict[str, float]:
+    """The coupling-aware cascade (Taylor) with ``args.recovery_epochs`` epochs over its stages;
+    "before recovery" is the accuracy right after its last removal."""
+    config = CascadeConfig(target_ratio=ratio, coupling_aware=True, seed=args.seed,
+                           epoch_scale=args.recovery_epochs / sum(STAGE_EPOCHS),
+                           show_progress=False)
+    def accuracy(model: torch.nn.Module) -> dict[str, float]:
+        return {"accuracy": evaluate(_with(clf, model), *data["test"])["accuracy"]}
+
+    clf.model, report = run_cascade(clf.model, clf.tokenizer, batches, batches, config,
+                                    evaluate=accuracy)
+    last = report.stages[-1]
+    return {"before_recovery": last.metrics_before_recovery.get("accuracy", float("nan")),
+            "after_recovery": evaluate(clf, *data["test"])["accuracy"],
+            "ratio": report.final_ratio,
+            "stages": [f"{st.stage}: {st.granularity} {st.ratio:.2f}x "
+                       f"{st.metrics.get('accuracy', float('nan')):.3f}" for st in report.stages]}
+
+
+def _with(clf: FaultClassifier, model: torch.nn.Module) -> FaultClassifier:
+    return FaultClassifier(model, clf.tokenizer, clf.classes, clf.template_version,
+                           max_length=clf.max_length)
 
 
 def _before_after(clf: FaultClassifier, batches, data, args) -> dict[str, float]:
@@ -151,23 +213,39 @@ def _before_after(clf: FaultClassifier, batches, data, args) -> dict[str, float]
     return {"before_recovery": before, "after_recovery": evaluate(clf, *data["test"])["accuracy"]}
 
 
+def _merge(path: Path, entry: dict) -> list[dict]:
+    """Fold ``entry`` into the family's entry of ``path`` (read now, so runs with other
+    --variants in parallel on the same OUT keep each other's results); returns all entries."""
+    results = json.loads(path.read_text()) if path.is_file() else []
+    old = next((r for r in results if r["family"] == entry["family"]), None)
+    if old is None:
+        results.append(entry)
+    else:
+        old.update(entry)
+    path.write_text(json.dumps(results, indent=1))
+    return results
+
+
 def markdown(results: list[dict], args) -> str:
     lines = [f"# bench_sia ({'quick' if args.quick else 'full'}): CWRU faults-3class, L1 at "
              f"~2x, dense epochs {args.dense_epochs}, recovery epochs {args.recovery_epochs}", "",
              "| model | dense | pruning | ratio | before recovery | after recovery |",
              "|---|---|---|---|---|---|"]
     for r in results:
-        for name in ("naive", "coupling_aware", "per_head"):
+        for name in VARIANTS:
             if name in r:
                 lines.append(f"| {r['family']} | {100 * r['dense_accuracy']:.2f} | {name} | "
                              f"{r.get(f'{name}_ratio', 0):.2f}x | "
                              f"{100 * r[name]['before_recovery']:.2f} | "
                              f"{100 * r[name]['after_recovery']:.2f} |")
     for r in results:
+        measured = r.get("measured", {"satisfied": None, "evidence": []})
+        verdict = {True: "satisfied", False: "VIOLATED", None: "not run"}[measured["satisfied"]]
         lines += ["", f"## {r['family']}: static SIA "
-                  f"{'satisfied' if r['static']['satisfied'] else 'VIOLATED'}, measured "
-                  f"{'satisfied' if r['measured']['satisfied'] else 'VIOLATED'}"]
-        lines += [f"- {e}" for e in r["static"]["evidence"] + r["measured"]["evidence"]]
+                  f"{'satisfied' if r['static']['satisfied'] else 'VIOLATED'}, measured {verdict}"]
+        lines += [f"- {e}" for e in r["static"]["evidence"] + measured["evidence"]]
+        if "cascade" in r:
+            lines.append(f"- coupling-aware cascade stages: {'; '.join(r['cascade']['stages'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -180,7 +258,7 @@ def plot(results: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels, before, after = [], [], []
     for r in results:
-        for name in ("naive", "coupling_aware", "per_head"):
+        for name in VARIANTS:
             if name in r:
                 labels.append(f"{r['family']}\n{name}")
                 before.append(100 * r[name]["before_recovery"])
@@ -211,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         keep = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))
         keep = sorted(keep[: args.train_limit].tolist())
         data["train"] = ([texts[i] for i in keep], [labels[i] for i in keep])
-    results = []
+    path = args.out / "sia.json"
     for family in args.families:
-        results.append(study(family, data, args))
-        (args.out / "sia.json").write_text(json.dumps(results, indent=1))
+        entry = study(family, data, args, {"family": family})
+        results = _merge(path, entry)
     (args.out / "sia.md").write_text(markdown(results, args))
     plot(results, args.out / "sia.png")
     print(markdown(results, args))
