@@ -78,7 +78,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 VARIANTS = ("naive", "coupling_aware", "per_head", "cascade")
-STAGE_EPOCHS = (10, 10, 30)  # the cascade's layer / head / channel recovery epochs (paper)
 
 
 @torch.no_grad()
@@ -187,7 +186,7 @@ def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> dict[st
     """The coupling-aware cascade (Taylor) with ``args.recovery_epochs`` epochs over its stages;
     "before recovery" is the accuracy right after its last removal."""
     config = CascadeConfig(target_ratio=ratio, coupling_aware=True, seed=args.seed,
-                           epoch_scale=args.recovery_epochs / sum(STAGE_EPOCHS),
+                           epoch_scale=args.recovery_epochs / _stage_epochs(),
                            show_progress=False)
     def accuracy(model: torch.nn.Module) -> dict[str, float]:
         return {"accuracy": evaluate(_with(clf, model), *data["test"])["accuracy"]}
@@ -200,6 +199,12 @@ def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> dict[st
             "ratio": report.final_ratio,
             "stages": [f"{st.stage}: {st.granularity} {st.ratio:.2f}x "
                        f"{st.metrics.get('accuracy', float('nan')):.3f}" for st in report.stages]}
+
+
+def _stage_epochs() -> int:
+    """The cascade's default layer + head + channel recovery epochs (the paper's 10/10/30)."""
+    fields = CascadeConfig.model_fields
+    return sum(fields[f"{stage}_epochs"].default for stage in ("layer", "head", "channel"))
 
 
 def _with(clf: FaultClassifier, model: torch.nn.Module) -> FaultClassifier:
