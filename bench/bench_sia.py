@@ -146,10 +146,10 @@ def dense_model(family: str, data, args) -> tuple[FaultClassifier, float]:
     return dense, seconds
 
 
-def study(family: str, data, args, out: dict) -> dict:
-    """Run the requested checks and variants of ``family`` into ``out`` and return it."""
+def study(family: str, data, args) -> dict:
+    """The requested checks and variants of ``family``, as its sia.json entry."""
     dense, seconds = dense_model(family, data, args)
-    out.update(family=family, dense_accuracy=evaluate(dense, *data["test"])["accuracy"])
+    out = {"family": family, "dense_accuracy": evaluate(dense, *data["test"])["accuracy"]}
     if seconds:  # 0: loaded from the cache, the training time is in an earlier run's entry
         out["dense_seconds"] = seconds
     batches = make_batches(dense, *data["train"], batch_size=16, seed=args.seed)
@@ -169,8 +169,8 @@ def study(family: str, data, args, out: dict) -> dict:
             naive_l1_zero(clf.model, args.fraction)
             out[name] = _before_after(clf, batches, data, args)
         elif name == "cascade":
-            out[name] = _cascade(clf, batches, data, args, out["naive_ratio"])
-            out[f"{name}_ratio"] = out[name].pop("ratio")
+            out[name], out[f"{name}_ratio"] = _cascade(clf, batches, data, args,
+                                                       out["naive_ratio"])
         else:
             config = CascadeConfig(target_ratio=out["naive_ratio"], seed=args.seed,
                                    coupling_aware=name == "coupling_aware", show_progress=False)
@@ -182,9 +182,9 @@ def study(family: str, data, args, out: dict) -> dict:
     return out
 
 
-def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> dict[str, float]:
-    """The coupling-aware cascade (Taylor) with ``args.recovery_epochs`` epochs over its stages;
-    "before recovery" is the accuracy right after its last removal."""
+def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> tuple[dict, float]:
+    """The coupling-aware cascade (Taylor) with ``args.recovery_epochs`` epochs over its stages:
+    its results ("before recovery" is the accuracy right after its last removal) and ratio."""
     config = CascadeConfig(target_ratio=ratio, coupling_aware=True, seed=args.seed,
                            epoch_scale=args.recovery_epochs / _stage_epochs(),
                            show_progress=False)
@@ -196,9 +196,9 @@ def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> dict[st
     last = report.stages[-1]
     return {"before_recovery": last.metrics_before_recovery.get("accuracy", float("nan")),
             "after_recovery": evaluate(clf, *data["test"])["accuracy"],
-            "ratio": report.final_ratio,
             "stages": [f"{st.stage}: {st.granularity} {st.ratio:.2f}x "
-                       f"{st.metrics.get('accuracy', float('nan')):.3f}" for st in report.stages]}
+                       f"{st.metrics.get('accuracy', float('nan')):.3f}" for st in report.stages]
+            }, report.final_ratio
 
 
 def _stage_epochs() -> int:
@@ -250,7 +250,8 @@ def markdown(results: list[dict], args) -> str:
                   f"{'satisfied' if r['static']['satisfied'] else 'VIOLATED'}, measured {verdict}"]
         lines += [f"- {e}" for e in r["static"]["evidence"] + measured["evidence"]]
         if "cascade" in r:
-            lines.append(f"- coupling-aware cascade stages: {'; '.join(r['cascade']['stages'])}")
+            stages = '; '.join(r['cascade']['stages'])
+            lines.append(f"- cascade stages (unit, ratio, accuracy): {stages}")
     return "\n".join(lines) + "\n"
 
 
@@ -296,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         data["train"] = ([texts[i] for i in keep], [labels[i] for i in keep])
     path = args.out / "sia.json"
     for family in args.families:
-        entry = study(family, data, args, {"family": family})
-        results = _merge(path, entry)
+        results = _merge(path, study(family, data, args))
     (args.out / "sia.md").write_text(markdown(results, args))
     plot(results, args.out / "sia.png")
     print(markdown(results, args))
