@@ -49,10 +49,11 @@ class BuildData:
     notes: list[str] = field(default_factory=list)
 
 
-def featurize(ws: Any, name: str, progress: bool = True) -> Texts:
+def featurize(ws: Any, name: str, progress: bool = True, method: str = "tree") -> Texts:
     """Features and texts of a datasets.WindowSet, one window per extract call (as the daemon).
 
-    Same texts as ``datasets.to_texts(ws)``; the features are kept for the OOD detector.
+    Same texts as ``datasets.to_texts(ws, method=method)``; the features are kept for the OOD
+    detector.
 
     Example:
         >>> featurize(split.test, "test-sim").texts[0].split()[0]   # doctest: +SKIP
@@ -68,7 +69,7 @@ def featurize(ws: Any, name: str, progress: bool = True) -> Texts:
     for i in _track(list(range(len(ws))), f"features -> text ({name})", progress):
         trace = None if ws.rpm_trace is None else ws.rpm_trace[i:i + 1]
         values[i] = extract(ws.windows[i:i + 1], ws.sample_rate_hz, preset(str(bearings[i])),
-                            rpm=ws.rpm[i:i + 1], rpm_trace=trace).values[0]
+                            rpm=ws.rpm[i:i + 1], rpm_trace=trace, method=method).values[0]
     texts = textify_table(FeatureTable(FEATURE_NAMES, values))
     return Texts(name, texts, ws.labels.tolist(), values)
 
@@ -131,13 +132,15 @@ def cwru_split(config: BuildConfig) -> Any | None:
 
 def build_data(config: BuildConfig, log: Any) -> BuildData:
     """Simulate, read CWRU, split off the held-out set and turn every window into text."""
-    progress = config.show_progress
+    def feat(ws: Any, name: str) -> Texts:
+        return featurize(ws, name, config.show_progress, config.features)
+
     sim, fleet = simulated_splits(config)
     keep, held = holdout(sim.train, config.calib_fraction, config.seed)
-    parts = {"train": [featurize(sim.train.subset(keep), "sim train", progress)],
-             "calib": [featurize(sim.train.subset(held), "sim held-out", progress)]}
-    tests = [featurize(sim.test, "test-sim", progress),
-             featurize(fleet.test, "test-fleet", progress)]
+    parts = {"train": [feat(sim.train.subset(keep), "sim train")],
+             "calib": [feat(sim.train.subset(held), "sim held-out")]}
+    tests = [feat(sim.test, "test-sim"),
+             feat(fleet.test, "test-fleet")]
     tests[0].note, tests[1].note = sim.note, "demo fleet: slew-4pc-1000, 6 rpm, 0 dB, severity 2"
     sources = [_source(sim, "simulated", len(keep), len(held)),
                _source(fleet, "simulated demo fleet", 0, 0)]
@@ -148,9 +151,9 @@ def build_data(config: BuildConfig, log: Any) -> BuildData:
         log(f"[yellow]{notes[-1]}[/]")
     else:
         keep, held = holdout(cwru.train, config.calib_fraction, config.seed)
-        parts["train"].append(featurize(cwru.train.subset(keep), "cwru train", progress))
-        parts["calib"].append(featurize(cwru.train.subset(held), "cwru held-out", progress))
-        tests.append(featurize(cwru.test, "test-cwru", progress))
+        parts["train"].append(feat(cwru.train.subset(keep), "cwru train"))
+        parts["calib"].append(feat(cwru.train.subset(held), "cwru held-out"))
+        tests.append(feat(cwru.test, "test-cwru"))
         tests[-1].note = cwru.note
         sources.append(_source(cwru, cwru.name, len(keep), len(held)))
     return BuildData(concat_texts("train", parts["train"]), concat_texts("calib", parts["calib"]),

@@ -16,7 +16,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from slewguard import __version__
 
@@ -54,6 +54,8 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(extra="allow")
     classes: list[str] = Field(min_length=2, description="output index -> fault class")
     template_version: str = Field(description="textify TEMPLATE_VERSION the inputs were written in")
+    features: str = Field("tree", description="features.extract band search the inputs were "
+                          "computed with (features.METHODS); cards older than the field: tree")
     family: str = Field(description="backbone family (minilm, gpt2, llama, tiny-bert, ...)")
     base_model: str = Field(description="pretrained weights or 'random init' and their origin")
     data: list[DataSource] = Field(default_factory=list, description="training data provenance")
@@ -69,6 +71,18 @@ class ModelCard(BaseModel):
     created_utc: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"),
         description="when the card was written, ISO 8601 UTC")
+
+
+    @field_validator("features")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from slewguard.signal.features import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"features={value!r} is a band search this slewguard does not "
+                             f"compute (it has {', '.join(METHODS)}): upgrade slewguard or "
+                             "retrain the model")
+        return value
 
 
 def write(card: ModelCard, path: Path) -> None:
@@ -108,7 +122,8 @@ def readme(card: ModelCard) -> str:
         f"# slewguard fault classifier ({card.family})", "",
         f"- base model: {card.base_model}",
         f"- classes: {', '.join(card.classes)}",
-        f"- textify template: {card.template_version}; slewguard {card.slewguard_version}",
+        f"- textify template: {card.template_version}; features: {card.features}; "
+        f"slewguard {card.slewguard_version}",
         f"- parameters: {card.parameters.get('total', 0):,}",
         f"- seed: {card.seed}; created {card.created_utc}",
         f"- command: `{card.command}`" if card.command else "- command: (Python API)",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from slewguard.models.build_data import (  # noqa: F401 (re-exported: bench_baselines uses them)
     BuildData,
@@ -39,6 +39,7 @@ from slewguard.models.build_data import (  # noqa: F401 (re-exported: bench_base
     build_data,
     holdout,
 )
+from slewguard.signal.features import METHODS
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
@@ -108,7 +109,17 @@ class BuildConfig(BaseModel):
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
     threads: int = Field(1, ge=1, description="torch CPU threads; 1 measured 4x faster than 2 "
                          "on the shared 2-core machine (OpenMP spinning under load)")
+    features: str = Field("stft", description="features.extract band search (features.METHODS):"
+                          " stft, measured 3x cheaper per window than the tree at equal "
+                          "detection (bench/bench_features_detection.py), so the daemon keeps up")
     show_progress: bool = Field(True, description="rich progress bars")
+
+    @field_validator("features")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"features={value!r}: pick one of {', '.join(METHODS)}")
+        return value
 
     @classmethod
     def for_mode(cls, quick: bool, **overrides: Any) -> BuildConfig:
@@ -325,6 +336,7 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any, dense_out: P
         log(f"{config.family}: vocabulary trimmed to textify's words "
             f"({trim['vocab_rows']['before']:,} -> {trim['vocab_rows']['after']} rows)")
         clf, history = train_dense(config, data, source)
+    clf.card["features"] = config.features  # the daemon computes the inputs the same way
     dense, dense_body = accuracies(clf, data), measure.body_parameters(clf.model)
     log(f"dense {config.family}: {dense}")
     if dense_out is not None:
@@ -386,6 +398,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-ratio", type=float, help="body compression (default 8; quick 2)")
     parser.add_argument("--cwru-root", type=Path, help="CWRU directory (default: shared data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--features", choices=METHODS, default="stft",
+                        help="features.extract band search (default stft, the daemon's fast one)")
     parser.add_argument("--keep-dense", type=Path, metavar="DIR",
                         help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
@@ -398,6 +412,7 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--out", str(args.out)]
     words += ["--quick"] if args.quick else []
     words += ["--threads", str(args.threads)] if args.threads != 1 else []
+    words += ["--features", args.features] if args.features != "stft" else []
     for name in ("target_ratio", "cwru_root"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -415,7 +430,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise ValueError("--quick builds a tiny test model; it must not replace the shipped one: "
                          "pass --out DIR")
     config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
-                                  cwru_root=args.cwru_root, threads=args.threads)
+                                  cwru_root=args.cwru_root, threads=args.threads,
+                                  features=args.features)
     keep = getattr(args, "keep_dense", None)
     if keep is not None and Path(keep).resolve() == Path(args.out).resolve():
         raise ValueError(f"--keep-dense {keep} is the --out directory: pass another DIR")

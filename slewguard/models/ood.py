@@ -278,7 +278,8 @@ def decide(predicted: str, features_row: Mapping[str, float], *,
     return Decision(predicted, "")
 
 
-def window_features(ws, progress: bool = False, batch_size: int = 32) -> FeatureTable:
+def window_features(ws, progress: bool = False, batch_size: int = 32,
+                    method: str = "tree") -> FeatureTable:
     """features.extract over a datasets.WindowSet, batched per bearing, rows in ws order.
 
     Example:
@@ -295,7 +296,7 @@ def window_features(ws, progress: bool = False, batch_size: int = 32) -> Feature
     for idx in _track(batches, "features", progress):
         trace = None if ws.rpm_trace is None else ws.rpm_trace[idx]
         values[idx] = extract(ws.windows[idx], ws.sample_rate_hz, preset(str(bearings[idx[0]])),
-                              rpm=ws.rpm[idx], rpm_trace=trace).values
+                              rpm=ws.rpm[idx], rpm_trace=trace, method=method).values
     return FeatureTable(FEATURE_NAMES, values)
 
 

@@ -187,6 +187,8 @@ class Pipeline:
         self.ack = ack
         self.dead_letter = dead_letter
         self.torch_threads = getattr(settings, "torch_threads", None)
+        # The band search the model's inputs were computed with (cards before the field: tree).
+        self.features_method = (getattr(classifier, "card", None) or {}).get("features", "tree")
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
         self.trust = trust or TrustLayer(load_trust(classifier))
         self._closing = threading.Event()  # refuse new messages, drain the queue
@@ -375,7 +377,7 @@ class Pipeline:
     def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
         """Features of one group in one call; on failure, window by window to isolate the bad."""
         try:
-            table = _extract_table(group)
+            table = _extract_table(group, self.features_method)
             return [(item, table.row(i), table.values[i]) for i, item in enumerate(group)]
         except ValueError as exc:
             if len(group) == 1:
@@ -447,11 +449,12 @@ def _bearing_key(place: Placement) -> str:
     return f"{place.site}/{place.asset}/{place.bearing}"
 
 
-def _extract_table(group: list[_Item]) -> features.FeatureTable:
+def _extract_table(group: list[_Item], method: str) -> features.FeatureTable:
     first = group[0]
     windows = np.stack([item.window.samples for item in group])  # (B, N)
     rpm = np.array([item.rpm for item in group], dtype=np.float64)  # (B,)
-    return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm)
+    return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm,
+                            method=method)
 
 
 class SensorMap:

@@ -473,8 +473,11 @@ def _sha256(file: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def to_texts(ws: WindowSet, progress: bool = True, batch_size: int = 1) -> list[str]:
+def to_texts(ws: WindowSet, progress: bool = True, batch_size: int = 1,
+             method: str = "tree") -> list[str]:
     """One feature text per window (features.extract + textify), in batches per bearing.
+
+    ``method`` is extract's band search (features.METHODS); a model's card names its own.
 
     extract() sets its bands and order axis from the whole batch, so one window per call (the
     default) gives the text the daemon computes per window; batching measured no faster.
@@ -492,7 +495,7 @@ def to_texts(ws: WindowSet, progress: bool = True, batch_size: int = 1) -> list[
     for idx in _track(batches, "features -> text", progress):
         trace = None if ws.rpm_trace is None else ws.rpm_trace[idx]
         table = extract(ws.windows[idx], ws.sample_rate_hz, preset(str(bearings[idx[0]])),
-                        rpm=ws.rpm[idx], rpm_trace=trace)
+                        rpm=ws.rpm[idx], rpm_trace=trace, method=method)
         for i, text in zip(idx, textify_table(table), strict=True):
             texts[i] = text
     return texts

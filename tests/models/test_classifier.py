@@ -113,6 +113,19 @@ def test_load_refuses_another_template_version(tmp_path):
         load(tmp_path, template_version="t9")
 
 
+def test_card_names_the_band_search_and_load_refuses_an_unknown_one(tmp_path):
+    tiny_classifier().save(tmp_path)
+    card_file = tmp_path / "card.json"
+    card = json.loads(card_file.read_text())
+    assert card["features"] == "tree"  # the default, also for cards written before the field
+    del card["features"]
+    card_file.write_text(json.dumps(card))
+    assert load(tmp_path, template_version=TEMPLATE).card["features"] == "tree"
+    card_file.write_text(json.dumps({**card, "features": "wavelet"}))
+    with pytest.raises(ValueError, match="features='wavelet'.*tree, stft.*retrain"):
+        load(tmp_path, template_version=TEMPLATE)
+
+
 def test_load_refuses_unsupported_architectures(tmp_path):
     tiny_classifier().save(tmp_path)
     card_file, config_file = tmp_path / "card.json", tmp_path / "config.json"

@@ -39,6 +39,7 @@ def test_quick_build_card_records_the_build(quick_model):
     assert card["command"].startswith("slewguard build-default-model --seed 1 --out ")
     assert "--quick" in card["command"] and "--seed 1" in card["command"]
     assert card["template_version"] == textify.TEMPLATE_VERSION
+    assert card["features"] == "stft"  # the daemon's band search, recorded for it
     assert card["compression"]["ratio"] == pytest.approx(2.0, rel=0.05)
     assert card["compression"]["pruned_body"] < card["compression"]["dense_body"]
     assert set(card["accuracy_dense"]) == set(card["metrics"]["accuracy"])
@@ -72,6 +73,9 @@ def test_featurize_gives_the_texts_of_to_texts():
     ws = datasets.simulate_dataset(spec, progress=False).train
     texts = build_data.featurize(ws, "train", progress=False)
     assert texts.texts == datasets.to_texts(ws, progress=False)
+    fast = build_data.featurize(ws, "train", progress=False, method="stft")
+    assert fast.texts == datasets.to_texts(ws, progress=False, method="stft")
+    assert not np.array_equal(fast.features, texts.features)
     assert texts.features.shape[0] == len(ws) and texts.labels == ws.labels.tolist()
 
 
@@ -116,7 +120,8 @@ def test_shipped_model_classifies_fresh_windows():
         snr_db_max=5.0, severity_min=1.0, severity_max=2.0, speed_profiles=("constant",),
         seed=987_654)
     ws = datasets.simulate_dataset(spec, progress=False).test
-    predicted = np.array(clf.predict(datasets.to_texts(ws, progress=False)))
+    texts = datasets.to_texts(ws, progress=False, method=clf.card["features"])
+    predicted = np.array(clf.predict(texts))
     accuracy = float(np.mean(predicted == ws.labels))
     assert accuracy > 0.6, f"accuracy {accuracy:.2f} on {len(ws)} fresh windows"
     for name in default.CLASSES:  # every class is recognised at least once

@@ -57,7 +57,7 @@ def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     train = [sys.executable, "-m", "slewguard.cli", "train", "--data", str(dataset_dir),
              "--data", str(dataset_dir), "--family", "tiny-bert", "--size", "num_hidden_layers=3",
              "--epochs", "1",
-             "--batch-size", "4", "--lr", "1e-3", "--out", str(model)]
+             "--batch-size", "4", "--lr", "1e-3", "--features", "stft", "--out", str(model)]
     out = subprocess.run(train, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     card = json.loads((model / "card.json").read_text())
@@ -67,6 +67,7 @@ def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     assert len(card["metrics"]["history"]) == 1
     assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 3
     assert "--size num_hidden_layers=3" in card["command"]
+    assert card["features"] == "stft" and "--features stft" in card["command"]
     assert (model / "training.png").stat().st_size > 1000
     predict = [sys.executable, "-m", "slewguard.cli", "predict", str(model), "--data",
                str(dataset_dir), "--plot", str(tmp_path / "confusion.png")]

@@ -94,6 +94,25 @@ def test_batched_inference_equals_one_window_at_a_time(tmp_path, classifier):
         assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
 
 
+def test_features_are_computed_by_the_band_search_the_model_card_names(tmp_path):
+    from slewguard.service.payload import decode
+    from slewguard.signal.features import extract
+    from slewguard.signal.kinematics import preset
+    from tests.service.conftest import tiny_classifier
+
+    message = fleet_messages(1, 1)[0]
+    window = decode(message.payload)
+    for method in ("tree", "stft"):
+        clf = tiny_classifier()
+        clf.card["features"] = method
+        got = make(tmp_path / method, clf)[0].process([message])[0].features
+        want = extract(window.samples, window.sample_rate_hz, preset("cwru-6205"),
+                       rpm=window.rpm, method=method).row(0)
+        assert got["band_width_rel"] == pytest.approx(want["band_width_rel"])
+        assert got["env_bpfo_h1_db"] == pytest.approx(want["env_bpfo_h1_db"], abs=1e-3)
+    assert make(tmp_path / "none", tiny_classifier())[0].features_method == "tree"
+
+
 def test_poison_messages_are_dead_lettered_acked_and_counted(tmp_path, classifier):
     pipe, outbox, rec, metrics = make(tmp_path, classifier)
     good = fleet_messages(1, 2)

@@ -9,6 +9,7 @@ from slewguard.signal.features import (
     FEATURE_NAMES,
     LINE_TOLERANCE,
     LINES,
+    METHODS,
     FeatureTable,
     envelope_spectrum,
     extract,
@@ -38,7 +39,7 @@ def _sim(fault, bearing="slew-4pc-1000", rpm=6.0, fs=5000.0, seconds=30.0, snr_d
     return simulate(spec, n_windows=n, seed=7)
 
 
-def _strongest_line(sim):
+def _strongest_line(sim, method="tree"):
     """Name of the strongest h1 defect line per window (by dB over the local floor)."""
     table = extract(
         sim.windows,
@@ -46,6 +47,7 @@ def _strongest_line(sim):
         preset(sim.spec.bearing),
         rpm=sim.rpm,
         rpm_trace=sim.rpm_trace,
+        method=method,
     )
     return [LINES[i] for i in table.values[:, H1].argmax(axis=1)], table
 
@@ -92,10 +94,11 @@ CLASS_CASES = [
 ]
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("fault,bearing,rpm,fs,seconds,snr_db", CLASS_CASES)
-def test_strongest_defect_peak_is_the_class_line(fault, bearing, rpm, fs, seconds, snr_db):
+def test_strongest_defect_peak_is_the_class_line(fault, bearing, rpm, fs, seconds, snr_db, method):
     sim = _sim(fault, bearing, rpm, fs, seconds, snr_db)
-    strongest, table = _strongest_line(sim)
+    strongest, table = _strongest_line(sim, method)
     lines = ("bpfi_hz", "bpfo_hz") if fault == "combined" else (FAULT_LINE[fault],)
     assert set(strongest) <= {line[: -len("_hz")] for line in lines}, strongest
     lines_hz = [preset(bearing).frequencies(rpm).as_dict()[line] for line in lines]
@@ -104,11 +107,12 @@ def test_strongest_defect_peak_is_the_class_line(fault, bearing, rpm, fs, second
         assert min(abs(peak_hz - f) / f for f in lines_hz) <= 0.02, (peak_hz, lines_hz)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("profile", ["stop_start", "oscillating"])
-def test_order_tracking_finds_bpfo_under_varying_speed(profile):
+def test_order_tracking_finds_bpfo_under_varying_speed(profile, method):
     sim = _sim("outer_race", snr_db=10.0, speed_profile=profile)
     assert sim.rpm_trace is not None
-    strongest, table = _strongest_line(sim)
+    strongest, table = _strongest_line(sim, method)
     assert strongest == ["bpfo"] * len(sim.windows)
     assert (table.values[:, FEATURE_NAMES.index("env_bpfo_h1_db")] > 15).all()
 
@@ -122,16 +126,18 @@ def test_order_tracking_at_constant_speed_matches_the_time_axis():
     assert (on_time.values[:, H1[LINES.index("bpfo")]] > 15).all()
 
 
-def test_healthy_window_has_no_strong_defect_peak():
+@pytest.mark.parametrize("method", METHODS)
+def test_healthy_window_has_no_strong_defect_peak(method):
     for bearing, rpm, fs, seconds in (
         ("slew-4pc-1000", 6.0, 5000.0, 30.0),
         ("cwru-6205", 1797.0, 12000.0, 1.0),
     ):
         sim = _sim("healthy", bearing, rpm, fs, seconds, snr_db=0.0, n=3)
-        healthy = extract(sim.windows, fs, preset(bearing), rpm=rpm).values[:, H1]
+        healthy = extract(sim.windows, fs, preset(bearing), rpm=rpm, method=method).values[:, H1]
         assert healthy.max() < 14.0
         outer = extract(
-            _sim("outer_race", bearing, rpm, fs, seconds, 0.0).windows, fs, preset(bearing), rpm=rpm
+            _sim("outer_race", bearing, rpm, fs, seconds, 0.0).windows, fs, preset(bearing),
+            rpm=rpm, method=method,
         ).values[:, H1[LINES.index("bpfo")]]
         assert outer.min() > healthy.max() + 5.0
 
@@ -168,14 +174,16 @@ def _mixed_batch(size, profile="constant"):
     return np.concatenate([p.windows for p in parts]), np.concatenate([p.rpm for p in parts]), trace
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("profile", ["constant", "oscillating"])
-def test_features_of_a_window_do_not_depend_on_its_batch(profile):
+def test_features_of_a_window_do_not_depend_on_its_batch(profile, method):
     windows, rpm, trace = _mixed_batch(16, profile)
     bearing = preset("cwru-6205")
 
     def features(rows):
         tr = None if trace is None else trace[rows]
-        return extract(windows[rows], 12000.0, bearing, rpm=rpm[rows], rpm_trace=tr).values
+        return extract(windows[rows], 12000.0, bearing, rpm=rpm[rows], rpm_trace=tr,
+                       method=method).values
 
     alone = np.concatenate([features([i]) for i in (0, 5)])
     np.testing.assert_allclose(
@@ -228,12 +236,13 @@ def _cwru_windows(name):
     return signal[: 4 * n].reshape(4, n), fs, float(meta["rpm"])
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     "name,line", [("12k_DE_IR_021_0.mat", "bpfi"), ("12k_DE_OR_021_0.mat", "bpfo")]
 )
-def test_real_cwru_recordings_show_their_defect_line(name, line):
+def test_real_cwru_recordings_show_their_defect_line(name, line, method):
     windows, fs, rpm = _cwru_windows(name)
-    table = extract(windows, fs, preset("cwru-6205"), rpm=rpm)
+    table = extract(windows, fs, preset("cwru-6205"), rpm=rpm, method=method)
     h1 = table.values[:, H1]
     assert [LINES[i] for i in h1.argmax(axis=1)] == [line] * len(windows)
     assert (h1[:, LINES.index(line)] > 15).all()
@@ -248,6 +257,7 @@ BAD_INPUTS = [
     (dict(sample_rate_hz=-5.0), "sample_rate_hz=-5"),
     (dict(sample_rate_hz=800.0, windows=np.zeros(800)), "sample_rate_hz=800"),
     (dict(rpm_trace=np.ones((1, 5))), "rpm_trace"),
+    (dict(method="fast"), "method='fast'"),
 ]
 
 

@@ -67,14 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sia.set_defaults(func=run_sia)
 
 
-def _texts(paths: list[Path], side: str) -> tuple[list[str], list[str], list[dict]]:
+def _texts(paths: list[Path], side: str, method: str) -> tuple[list[str], list[str], list[dict]]:
+    """Texts (features by the model's band search ``method``), labels and provenance rows."""
     from slewguard.signal import datasets
 
     texts, labels, sources = [], [], []
     for path in paths:
         split = datasets.read(path)
         ws = getattr(split, side)
-        texts += datasets.to_texts(ws)
+        texts += datasets.to_texts(ws, method=method)
         labels += ws.labels.tolist()
         sources.append({"path": str(path), "name": split.name, "note": split.note})
     return texts, labels, sources
@@ -91,8 +92,9 @@ def run_prune(args: argparse.Namespace) -> int:
     _quiet_transformers(getattr(args, "verbose", False))
     clf = load(args.model, device=args.device)
     clf.model.to(getattr(torch, args.dtype))
-    train_texts, train_labels, sources = _texts(args.data, "train")
-    test_texts, test_labels, _ = _texts(args.data, "test")
+    method = clf.card.get("features", "tree")
+    train_texts, train_labels, sources = _texts(args.data, "train", method)
+    test_texts, test_labels, _ = _texts(args.data, "test", method)
     batches = make_batches(clf, train_texts, train_labels, args.batch_size, args.seed)
     names = ("layer_share", "head_share", "channel_share")
     shares = dict(zip(names, args.shares, strict=True)) if args.shares else {}
@@ -193,7 +195,7 @@ def run_sia(args: argparse.Namespace) -> int:
     if args.data is not None:
         from slewguard.models.classifier import make_batches
 
-        texts, labels, _ = _texts([args.data], "train")
+        texts, labels, _ = _texts([args.data], "train", clf.card.get("features", "tree"))
         texts, labels = texts[: args.samples], labels[: args.samples]
         batches = make_batches(clf, texts, labels, batch_size=8, seed=0)
         measured = measured_check(clf.model, batches, layers=args.layer,

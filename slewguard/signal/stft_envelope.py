@@ -1,0 +1,125 @@
+"""Band choice and envelope spectrum from one short-time Fourier transform: the fast feature chain.
+
+The tree chain (``kurtogram``) demodulates every candidate band of the window's full spectrum: per
+tree level an inverse FFT of about the whole spectrum. Here a single STFT does all bands at once
+(the idea of Antoni's STFT spectral kurtosis and of fast spectral correlation, Antoni et al.
+2017). The frame length is the longest power of two whose bins are still at least as wide as the
+highest envelope line (a band narrower than a line's frequency cannot carry it), so a bin's
+energy |X(t, f)|^2 over frames (hop half a frame: a frame rate of at least twice the highest
+line) is that narrow band's squared envelope. The energy series are whitened (each bin
+divided by its mean) and transformed once per bin; a band's squared-envelope spectrum is then the
+sum of its bins' spectra (the transform is linear), so every candidate band costs a cumulative
+sum, not an FFT. Bands are scored by defect-line evidence on the native 1 / duration axis and the
+winner's spectrum goes through the same Hann-padded line reading as the tree chain.
+
+What differs from the tree chain: bands are whole STFT bins (fs / frame wide), whitening is per
+bin rather than per ~64 Hz, and SK is Antoni's per-bin STFT kurtosis (0 for Gaussian noise); a
+band's SK is the largest of its bins'. Cost: one STFT (about one real FFT of the window) and
+bins x frames short FFTs; no full-length FFT at all.
+
+Example:
+    >>> frame_length(25600.0, 644.0)
+    32
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from scipy import fft as sp_fft
+
+from slewguard.signal.kurtogram import KURTOGRAM_SPLITS
+
+MIN_FRAME = 4  # extract() guarantees fs >= 6 x the top line, so fs / frame >= top
+DFT_MAX_FRAME = 64  # up to this frame a DFT by matrix product beats pocketfft's per-row calls
+
+
+def frame_length(sample_rate_hz: float, top_env_hz: float) -> int:
+    """Longest power-of-two frame whose bins (fs / frame Hz) are at least top_env_hz wide."""
+    longest = sample_rate_hz / max(top_env_hz, 1e-9)
+    return max(MIN_FRAME, 1 << int(np.floor(np.log2(max(longest, 1.0)))))
+
+
+def stft_energy(x: np.ndarray, frame: int) -> np.ndarray:
+    """|STFT|^2 of one window (N,), Hann frames at hop frame / 2 -> (bins, frames), bins
+    0 .. frame / 2 - 1 (no Nyquist), each bin's series contiguous.
+
+    Frame k covers samples [k hop - hop, k hop + hop) (zero outside the window): N / hop frames
+    (N a multiple of the hop), one more otherwise. Short frames (<= DFT_MAX_FRAME) go through
+    two matrix products with the windowed DFT's halves (no strided copy, no transpose), longer
+    ones through a batched real FFT.
+    """
+    hop = frame // 2
+    n_blocks = -(-len(x) // hop)
+    blocks = np.zeros((n_blocks + 2, hop), x.dtype)  # a zero block before and after
+    blocks.reshape(-1)[hop : hop + len(x)] = x
+    if frame <= DFT_MAX_FRAME:
+        head, tail = _windowed_dft(frame, x.dtype)  # (2 bins, hop) each: real rows, imag rows
+        spec = head @ blocks[:-1].T + tail @ blocks[1:].T  # (2 bins, frames)
+        spec *= spec
+        return spec[: frame // 2] + spec[frame // 2 :]
+    frames = blocks.reshape(-1)[: (n_blocks + 1) * hop + hop]
+    frames = np.lib.stride_tricks.sliding_window_view(frames, frame)[::hop]
+    spec = sp_fft.rfft(frames * np.hanning(frame).astype(x.dtype), axis=1)[:, : frame // 2].T
+    return np.ascontiguousarray(spec.real) ** 2 + np.ascontiguousarray(spec.imag) ** 2
+
+
+@cache
+def _windowed_dft(frame: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Hann-windowed DFT rows for bins 0 .. frame / 2 - 1, real parts then imaginary parts,
+    split into the frame's first and second halves: (frame, frame / 2) each."""
+    k = np.arange(frame // 2)[:, None] * np.arange(frame)[None, :]
+    dft = np.hanning(frame) * np.exp(-2j * np.pi * k / frame)
+    rows = np.concatenate([dft.real, dft.imag]).astype(dtype)
+    return np.ascontiguousarray(rows[:, : frame // 2]), np.ascontiguousarray(rows[:, frame // 2 :])
+
+
+def band_levels(n_bins: int, first_bin: int) -> list[tuple[int, int]]:
+    """Candidate bands [first, stop) in STFT bins: widths n_bins / n (n in KURTOGRAM_SPLITS, at
+    least one bin), starting at multiples of the width, from ``first_bin`` on.
+
+    Example:
+        >>> band_levels(8, 2)[:3]
+        [(2, 8), (2, 4), (4, 8)]
+    """
+    bands: dict[tuple[int, int], None] = {}  # ordered and unique
+    for width in sorted({max(1, n_bins // n) for n in KURTOGRAM_SPLITS}, reverse=True):
+        for start in range(0, n_bins, width):
+            first, stop = max(start, first_bin), min(start + width, n_bins)
+            if stop - first >= max(1, width // 2):
+                bands[first, stop] = None
+    return list(bands) or [(first_bin, n_bins)]
+
+
+def band_spectra(
+    energy: np.ndarray, bands: list[tuple[int, int]], n_low: int, n_time: int
+) -> np.ndarray:
+    """Hann-windowed squared-envelope spectra of every band, |.| at 1 / duration bins 0..n_low
+    (len(bands), n_low + 1), from whitened energy (bins, frames); ``n_time`` frames span the
+    window. Bins 0 and 1 (the mean's main lobe) read 0.
+
+    One real FFT per bin; a band's spectrum is the sum of its bins' (a matrix product).
+    """
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_time, dtype=np.float32) / n_time)
+    per_bin = sp_fft.rfft(energy[:, :n_time] * window, axis=1)[:, : n_low + 1]
+    member = np.zeros((len(bands), len(energy)), per_bin.dtype)
+    for i, (first, stop) in enumerate(bands):
+        member[i, first:stop] = 1
+    amp = np.abs(member @ per_bin)
+    amp[:, :2] = 0
+    return amp
+
+
+def band_envelope(energy: np.ndarray, band: tuple[int, int], n_low: int, n_time: int):
+    """Squared-envelope bins 0..n_low (1, n_low + 1) of one band, unwindowed, complex."""
+    return sp_fft.rfft(energy[band[0] : band[1], :n_time].sum(axis=0))[None, : n_low + 1]
+
+
+def spectral_kurtosis(energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Antoni's STFT SK per bin, E|X|^4 / (E|X|^2)^2 - 2 (0 for Gaussian noise), and the mean
+    energy, of energy (bins, frames) -> (bins,), (bins,)."""
+    n = energy.shape[1]  # float32 sums are pairwise: exact enough for a ratio, no cast
+    mean = energy.sum(axis=1).astype(np.float64) / n
+    fourth = np.einsum("ij,ij->i", energy, energy).astype(np.float64) / n
+    return fourth / (mean * mean + 1e-30) - 2.0, mean
