@@ -24,8 +24,8 @@ of sample (``calibrate.calibration_record``), ECE on the test set before and aft
 bench/bench_prune.py (``--lm-results``) join, marked, when that file exists.
 
 Writes OUT/results.json, OUT/results.md, OUT/reliability_<set>_<model>.png,
-OUT/features_<key>_<set>.npz (cache; the key hashes the signal code, so a change of the features
-re-extracts) and prints the table.
+OUT/features_<key>_<method>_<set>.npz (cache; the key hashes the signal code, so a change of the
+features re-extracts) and prints the table. ``--features`` picks the band search.
 
     .venv/bin/python bench/bench_baselines.py --quick --no-lm   # classical only: ~3-5 min
     .venv/bin/python bench/bench_baselines.py --quick           # + dense/pruned MiniLM, few epochs
@@ -63,7 +63,7 @@ from slewguard.signal.datasets import (
     load_cwru,
     simulate_dataset,
 )
-from slewguard.signal.features import FEATURE_NAMES, FeatureTable
+from slewguard.signal.features import FEATURE_NAMES, METHODS, FeatureTable
 
 # One thread, as on an edge box: OpenMP thread start-up dominates a one-window prediction
 # (measured ~200 ms per window for the GBM with the default pool on 2 busy cores).
@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lm-results", type=Path, default=Path("out/bench_prune/results.json"))
     p.add_argument("--out", type=Path, default=Path("out/bench_baselines"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--features", choices=METHODS, default="tree",
+                   help="features.extract band search (the language model reads the same)")
     args = p.parse_args(argv)
     args.runs = args.runs or (21 if args.quick else 51)
     # The sets hold 56-220 training texts, fewer than the shipped build's 350: at its batch of 32
@@ -128,7 +130,8 @@ def features_key() -> str:
 
 def load_features(name: str, args) -> dict | None:
     """{"x_train", "y_train", "x_test", "y_test", "extract_ms", "load_hp_train", "note"} (npz)."""
-    cache = args.out / f"features_{features_key()}_{name}{'_quick' if args.quick else ''}.npz"
+    tag = f"{features_key()}_{args.features}_{name}{'_quick' if args.quick else ''}"
+    cache = args.out / f"features_{tag}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             return {k: data[k] for k in data.files} | {"note": str(np.load(cache)["note"])}
@@ -140,8 +143,8 @@ def load_features(name: str, args) -> dict | None:
         print(f"skipping {name}: {exc}")
         return None
     start = time.perf_counter()
-    train = window_features(split.train, progress=True)
-    test = window_features(split.test, progress=True)
+    train = window_features(split.train, progress=True, method=args.features)
+    test = window_features(split.test, progress=True, method=args.features)
     extract_ms = 1e3 * (time.perf_counter() - start) / (len(train) + len(test))
     data = {"x_train": train.values, "y_train": split.train.labels, "x_test": test.values,
             "y_test": split.test.labels, "extract_ms": np.float64(extract_ms),

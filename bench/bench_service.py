@@ -13,8 +13,9 @@ Then SIGTERM: time to drain and exit, and the exit code.
 Each ``--model`` runs in turn against a fresh daemon: ``default`` is the pruned model shipped in
 slewguard/models/default, a family name (minilm, tiny-bert, ...) builds that backbone with an
 untrained classification head (inference cost is what matters here, not accuracy), anything else
-is a model directory. The default compares the shipped pruned model with the dense MiniLM it was
-pruned from, in the same run. Writes out/bench_service_<model>.png (latency histograms).
+is a model directory (its card names its features' band search; ``--features`` sets a family
+model's). The default compares the shipped pruned model with the dense MiniLM it was pruned
+from, in the same run. Writes out/bench_service_<model>.png (latency histograms).
 
 Run:
     .venv/bin/python bench/bench_service.py                       # shipped pruned vs dense MiniLM
@@ -142,7 +143,7 @@ def publish_at(client: mqtt.Client, windows: Windows, count: int, rate_hz: float
     return sent
 
 
-def save_model(family: str, path: Path) -> str:
+def save_model(family: str, path: Path, features: str) -> str:
     if family == "default" or Path(family).is_dir():
         import shutil
 
@@ -158,9 +159,17 @@ def save_model(family: str, path: Path) -> str:
     backbone = backbones.build(family, len(FAULT_CLASSES))
     clf = FaultClassifier(backbone.model, backbone.tokenizer, FAULT_CLASSES,
                           textify.TEMPLATE_VERSION,
-                          {"family": family, "base_model": backbone.base_model})
+                          {"family": family, "base_model": backbone.base_model,
+                           "features": features})
     clf.save(path)
     return backbone.base_model
+
+
+def features_of(model: Path) -> str:
+    """The band search named by the model directory's card (tree when the card predates it)."""
+    import json
+
+    return json.loads((model / "card.json").read_text()).get("features", "tree")
 
 
 def start_daemon(work: Path, broker_port: int, model: Path) -> tuple[subprocess.Popen, int]:
@@ -260,6 +269,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="'default' (the shipped pruned model), "
                         "a backbone family with an untrained head, or a model directory; "
                         "repeatable (default: default and minilm)")
+    parser.add_argument("--features", choices=("tree", "stft"), default="stft",
+                        help="band search of a family model (a model directory's card decides)")
     parser.add_argument("--sample-rate-hz", type=float, default=25600.0)
     parser.add_argument("--window-seconds", type=float, default=10.0)
     parser.add_argument("--throughput-windows", type=int, default=40)
@@ -271,10 +282,11 @@ def main() -> None:
     for model in args.model or ["default", "minilm"]:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(run(args, model, Path(tmp)))
-    print("\n| model | windows/s | p50 ms | p99 ms | overload peak RSS MiB |")
-    print("|---|---|---|---|---|")
+    print("\n| model | features | windows/s | p50 ms | p99 ms | overload peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['rate']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+        print(f"| {r['model']} | {r['features']} | {r['rate']:.2f} | {r['p50_ms']:.0f} | "
+              f"{r['p99_ms']:.0f} | "
               f"{r['peak_mib']:.0f} |")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
@@ -285,7 +297,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
-    base_model = save_model(model, work / "model")
+    base_model = save_model(model, work / "model", args.features)
     proc, http_port = start_daemon(work, broker.port, work / "model")
     windows = Windows(args.sample_rate_hz, args.window_seconds)
     assert decode(windows.next(0)[1]).samples.size == int(args.sample_rate_hz *
@@ -312,7 +324,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
             os.kill(proc.pid, signal.SIGKILL)
         broker.stop()
     mib = 2**20
-    print(f"\nclassifier: {model} ({base_model}); windows "
+    print(f"\nclassifier: {model} ({base_model}), features {features_of(work / 'model')}; "
+          "windows "
           f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
           f"{os.cpu_count()} CPU cores")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
@@ -330,7 +343,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     plot(lat, png, f"{model}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
          f"{rate / 2:.2f} windows/s")
     print(f"wrote {png}")
-    return {"model": model, "rate": rate, "p50_ms": np.percentile(lat, 50) * 1000,
+    return {"model": model, "features": features_of(work / "model"), "rate": rate,
+            "p50_ms": np.percentile(lat, 50) * 1000,
             "p99_ms": np.percentile(lat, 99) * 1000, "peak_mib": daemon_peak / mib}
 
 

@@ -1,8 +1,9 @@
 """Signal-stage throughput: simulate() and features.extract() in windows per second.
 
 Two window shapes (10 s at 25.6 kHz, 60 s at 5 kHz), a batch and a single window each, median of
-``--runs`` timed runs after one warm-up. Prints a markdown table; "x real time" is seconds of
-signal handled per second of wall time on one process.
+``--runs`` timed runs after one warm-up; extract() once per band search (``--methods``: the
+kurtogram tree and the one-STFT search, in the same run). Prints a markdown table; "x real time"
+is seconds of signal handled per second of wall time on one process.
 
     .venv/bin/python bench/bench_signal.py            # about 1-2 minutes on 2 shared cores
     .venv/bin/python bench/bench_signal.py --runs 7 --speed-profile oscillating
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
-from slewguard.signal.features import extract
+from slewguard.signal.features import METHODS, extract
 from slewguard.signal.simulate import SimulationSpec, simulate
 
 SHAPES = ((25_600.0, 10.0), (5_000.0, 60.0))  # (sample_rate_hz, window_seconds)
@@ -65,13 +66,14 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
             cases.append(
                 Case("simulate", spec, batch, lambda s, sp=spec, b=batch: simulate(sp, b, s))
             )
-        for batch in (args.extract_batch, 1):
-            trace = None if sim.rpm_trace is None else sim.rpm_trace[:batch]
+        for method in args.methods:
+            for batch in (args.extract_batch, 1):
+                trace = None if sim.rpm_trace is None else sim.rpm_trace[:batch]
 
-            def run(_seed: int, b=batch, x=sim, tr=trace, f=fs, g=bearing) -> object:
-                return extract(x.windows[:b], f, g, rpm=x.rpm[:b], rpm_trace=tr)
+                def run(_seed: int, b=batch, x=sim, tr=trace, f=fs, g=bearing, m=method) -> object:
+                    return extract(x.windows[:b], f, g, rpm=x.rpm[:b], rpm_trace=tr, method=m)
 
-            cases.append(Case("extract", spec, batch, run))
+                cases.append(Case(f"extract ({method})", spec, batch, run))
     return cases
 
 
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="windows per simulate() batch")
     parser.add_argument("--extract-batch", type=int, default=8, help="windows per extract() batch")
     parser.add_argument("--fault", default="inner_race")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="extract() band searches to time")
     parser.add_argument(
         "--speed-profile", default="constant", choices=("constant", "oscillating", "stop_start")
     )
