@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                        help="weights dtype")
     train.add_argument("--features", default="tree", choices=("tree", "stft"),
-                       help="features.extract band search (tree: the reference; stft: ~3x "
-                            "cheaper per window, what the shipped model uses); the card keeps it")
+                       help="features.extract band search (tree: the reference; stft: ~4x "
+                            "cheaper per window, less accurate; README); the card keeps it")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.set_defaults(func=run_train)
 

@@ -109,9 +109,9 @@ class BuildConfig(BaseModel):
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
     threads: int = Field(1, ge=1, description="torch CPU threads; 1 measured 4x faster than 2 "
                          "on the shared 2-core machine (OpenMP spinning under load)")
-    features: str = Field("stft", description="features.extract band search (features.METHODS):"
-                          " stft, measured 3x cheaper per window than the tree at equal "
-                          "detection (bench/bench_features_detection.py), so the daemon keeps up")
+    features: str = Field("tree", description="features.extract band search (features.METHODS)"
+                          ": tree; stft costs ~4x less CPU per window in the daemon, but its "
+                          "texts measured 3-8 pp less separable on this build's data (README)")
     show_progress: bool = Field(True, description="rich progress bars")
 
     @field_validator("features")
@@ -398,8 +398,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-ratio", type=float, help="body compression (default 8; quick 2)")
     parser.add_argument("--cwru-root", type=Path, help="CWRU directory (default: shared data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--features", choices=METHODS, default="stft",
-                        help="features.extract band search (default stft, the daemon's fast one)")
+    parser.add_argument("--features", choices=METHODS, default="tree",
+                        help="features.extract band search (default tree; stft: ~4x cheaper "
+                             "features in the daemon, less accurate; README)")
     parser.add_argument("--keep-dense", type=Path, metavar="DIR",
                         help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
@@ -412,7 +413,7 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--out", str(args.out)]
     words += ["--quick"] if args.quick else []
     words += ["--threads", str(args.threads)] if args.threads != 1 else []
-    words += ["--features", args.features] if args.features != "stft" else []
+    words += ["--features", args.features] if args.features != "tree" else []
     for name in ("target_ratio", "cwru_root"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]

@@ -19,7 +19,8 @@ MAX_BYTES = 20 * 1024 * 1024
 def quick_model(tmp_path_factory):
     """`slewguard build-default-model --quick` into a fresh directory, through the real CLI."""
     out = tmp_path_factory.mktemp("default")
-    assert main(["build-default-model", "--quick", "--out", str(out), "--seed", "1"]) == 0
+    assert main(["build-default-model", "--quick", "--out", str(out), "--seed", "1",
+                 "--features", "stft"]) == 0
     return out
 
 
@@ -39,7 +40,7 @@ def test_quick_build_card_records_the_build(quick_model):
     assert card["command"].startswith("slewguard build-default-model --seed 1 --out ")
     assert "--quick" in card["command"] and "--seed 1" in card["command"]
     assert card["template_version"] == textify.TEMPLATE_VERSION
-    assert card["features"] == "stft"  # the daemon's band search, recorded for it
+    assert card["features"] == "stft" and "--features stft" in card["command"]
     assert card["compression"]["ratio"] == pytest.approx(2.0, rel=0.05)
     assert card["compression"]["pruned_body"] < card["compression"]["dense_body"]
     assert set(card["accuracy_dense"]) == set(card["metrics"]["accuracy"])
