@@ -104,12 +104,17 @@ def band_spectra(
     """
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_time, dtype=np.float32) / n_time)
     per_bin = sp_fft.rfft(energy[:, :n_time] * window, axis=1)[:, : n_low + 1]
-    member = np.zeros((len(bands), len(energy)), per_bin.dtype)
-    for i, (first, stop) in enumerate(bands):
-        member[i, first:stop] = 1
-    amp = np.abs(member @ per_bin)
+    amp = np.abs(_membership(bands, len(energy), per_bin.dtype) @ per_bin)
     amp[:, :2] = 0
     return amp
+
+
+def _membership(bands: list[tuple[int, int]], n_bins: int, dtype: np.dtype) -> np.ndarray:
+    """(len(bands), n_bins) 0/1 matrix: row i adds up band i's bins."""
+    member = np.zeros((len(bands), n_bins), dtype)
+    for i, (first, stop) in enumerate(bands):
+        member[i, first:stop] = 1
+    return member
 
 
 def band_envelope(energy: np.ndarray, band: tuple[int, int], n_low: int, n_time: int):
@@ -128,9 +133,7 @@ def band_kurtosis(energy: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarra
     m_eff x Var e / (E e)^2 - 1 is then 0, and m_eff x (SK of one bin + 1) - 1 for an impact train
     seen alike by every bin.
     """
-    member = np.zeros((len(bands), len(energy)), energy.dtype)
-    for i, (first, stop) in enumerate(bands):
-        member[i, first:stop] = 1
+    member = _membership(bands, len(energy), energy.dtype)
     series = member @ energy  # (bands, frames)
     mean = series.mean(axis=1, dtype=np.float64)
     power = np.einsum("ij,ij->i", series, series).astype(np.float64) / series.shape[1]
