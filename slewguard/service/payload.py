@@ -167,7 +167,7 @@ def _decode_binary(payload: bytes) -> Window:
         raise PayloadError("unsupported_version", f"schema version {version}; this daemon "
                            f"reads version {VERSION}: upgrade slewguard or the sender")
     (crc,) = CRC.unpack_from(payload, len(payload) - CRC.size)
-    if zlib.crc32(payload[: -CRC.size]) != crc:
+    if zlib.crc32(memoryview(payload)[: -CRC.size]) != crc:  # no copy of the body
         raise PayloadError("checksum", f"CRC32 {crc:#010x} does not match the "
                            f"{len(payload)}-byte message: it was corrupted or truncated")
     if fmt not in SAMPLE_FORMATS or unit not in UNITS:
@@ -194,7 +194,9 @@ def _decode_binary(payload: bytes) -> Window:
         raise PayloadError("bad_header", f"scale={scale} must be finite and > 0")
     raw = np.frombuffer(payload, dtype=dtype, count=n, offset=offset)
     with np.errstate(over="ignore"):  # a huge scale overflows to inf: rejected as nan_samples
-        samples = (raw * scale).astype(np.float32) if fmt == 1 else raw.astype(np.float32)
+        samples = raw.astype(np.float32)  # int16 is exact in float32; no float64 temporary
+        if fmt == 1:
+            samples *= np.float32(scale)
     window = Window(sensor_id, start_ns, rate, None if math.isnan(rpm) else rpm, seq,
                     UNITS[unit], samples)
     return _check_window(window)

@@ -619,7 +619,7 @@ def extract(
     orders = {"ftf": o.ftf_hz, "bpfo": o.bpfo_hz, "bpfi": o.bpfi_hz, "bsf2": o.bsf2_hz}
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
-    mean = x.mean(axis=1, keepdims=True, dtype=np.float64)
+    mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
     xc = (x - mean).astype(np.float32, copy=False)  # float32: features are ratios
     if method == "stft":
         energies, band, lines = _stft_block(xc, speeds, trace, orders, fs)
