@@ -23,10 +23,10 @@ Two band searches (``method``): "tree" is the above, the reference; "stft" build
 band from one short-time Fourier transform (``stft_envelope``: bins as wide as the highest
 envelope line, a band's squared-envelope spectrum the sum of its bins') and reads the chosen
 band's lines the same way; its SK columns come from the bands' energy series
-(``stft_envelope.band_kurtosis``: 0 for noise, growing with band width for impacts, as the tree's
-do). It needs no full-length FFT: 3-4 x less CPU per
-10 s window at 25.6 kHz (bench/bench_signal.py). A model card records the method its inputs
-were computed with, and the daemon follows it.
+(``stft_envelope.band_kurtosis``: 0 for noise, growing with band width for impacts, as the
+tree's do). It needs no full-length FFT: 2.3-3.2 x less time per window (bench/bench_signal.py),
+for texts that measured less separable than the tree's (README). A model card records the method
+its inputs were computed with, and the daemon follows it.
 
 Conventions: ``kurtosis`` is excess kurtosis (0 for Gaussian noise); band energies are 4 equal
 bands from 0 to Nyquist in dB relative to the total; ``band_centre_rel`` / ``band_width_rel`` are
@@ -266,7 +266,6 @@ class _Frame:
             ]
         return self._cells[pad]
 
-
     def score_cells(self, pad: int, n_cols: int) -> tuple:
         """line_cells(pad)[:n_cols] as flat peak indices, their reduceat starts, floor indices
         (T, FLOOR_MAX_POINTS) and the columns they fill (resolved lines with a floor)."""
@@ -283,6 +282,7 @@ class _Frame:
                 [j for j, _ in cells],
             )
         return self._cells[key]
+
 
 def _targets(orders: dict[str, float]) -> tuple[float, ...]:
     """Orders whose level is read: each line's harmonics, BPFI's shaft sidebands, the shaft."""
@@ -559,7 +559,7 @@ def _stft_window(
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     sk = stft_envelope.band_kurtosis(energy, bands)
     if (sk >= TONAL_SK).any():  # a steady tone (gear mesh) rules the band: its beats with its
-        score[sk < TONAL_SK] = -1.0  # sidebands read as lines (cage at 12 rpm: 8 -> 42 %)
+        score[sk < TONAL_SK] = -1.0  # sidebands read as lines (bench_features_detection's 12 rpm cage: 8 -> 42 %)
     i = int(score.argmax())
     low = stft_envelope.band_envelope(energy, bands[i], n_low, n_time)
     lines = _line_table(frame, frame.spectra(low, ENVELOPE_PAD), ENVELOPE_PAD)[0]
@@ -600,7 +600,8 @@ def extract(
     ``rpm`` is the shaft speed (a number or one per window); ``rpm_trace`` (B, N), a speed sample
     per vibration sample, switches on computed order tracking for varying speed or reversal.
     ``method`` is the band search: "tree" (the kurtogram tree over the full spectrum, the
-    reference) or "stft" (every band from one STFT, several times cheaper; ``stft_envelope``).
+    reference) or "stft" (every band from one STFT, 2-3 x cheaper, texts measured less
+    separable; ``stft_envelope``).
 
     Example:
         >>> from slewguard.signal.kinematics import preset
