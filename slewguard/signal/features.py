@@ -558,8 +558,10 @@ def _stft_window(
     table = _line_scores(frame, amp, pad, len(LINES) * HARMONICS)
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     sk = stft_envelope.band_kurtosis(energy, bands)
-    if (sk >= TONAL_SK).any():  # a steady tone (gear mesh) rules the band: its beats with its
-        score[sk < TONAL_SK] = -1.0  # sidebands read as lines (bench_features_detection's 12 rpm cage: 8 -> 42 %)
+    # A steady tone (gear mesh) rules a band of SK < TONAL_SK: its beats with its sidebands read
+    # as lines (bench_features_detection, slewing cage at 12 rpm: 8 -> 42 % with this rule).
+    if (sk >= TONAL_SK).any():
+        score[sk < TONAL_SK] = -1.0
     i = int(score.argmax())
     low = stft_envelope.band_envelope(energy, bands[i], n_low, n_time)
     lines = _line_table(frame, frame.spectra(low, ENVELOPE_PAD), ENVELOPE_PAD)[0]
