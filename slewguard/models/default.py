@@ -110,8 +110,8 @@ class BuildConfig(BaseModel):
     threads: int = Field(1, ge=1, description="torch CPU threads; 1 measured 4x faster than 2 "
                          "on the shared 2-core machine (OpenMP spinning under load)")
     features: str = Field("tree", description="features.extract band search (features.METHODS)"
-                          ": tree; stft costs ~4x less CPU per window in the daemon, but its "
-                          "texts measured 3-8 pp less separable on this build's data (README)")
+                          ": tree; stft takes 2.3-3.2x less time per window (bench_signal), "
+                          "but its pruned models scored 3-11 pp lower on this build (README)")
     show_progress: bool = Field(True, description="rich progress bars")
 
     @field_validator("features")
@@ -399,8 +399,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cwru-root", type=Path, help="CWRU directory (default: shared data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--features", choices=METHODS, default="tree",
-                        help="features.extract band search (default tree; stft: ~4x cheaper "
-                             "features in the daemon, less accurate; README)")
+                        help="features.extract band search (default tree; stft: 2-3x cheaper "
+                             "features, less accurate; README)")
     parser.add_argument("--keep-dense", type=Path, metavar="DIR",
                         help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
