@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slewguard.service.payload import Window, decode, encode_binary  # noqa: E402
+from slewguard.signal.features import METHODS  # noqa: E402
 from tests.service import services  # noqa: E402
 
 SENSORS = 4
@@ -166,10 +167,10 @@ def save_model(family: str, path: Path, features: str) -> str:
 
 
 def features_of(model: Path) -> str:
-    """The band search named by the model directory's card (tree when the card predates it)."""
-    import json
+    """The band search named by the model directory's card."""
+    from slewguard.models.card import read
 
-    return json.loads((model / "card.json").read_text()).get("features", "tree")
+    return read(model).features
 
 
 def start_daemon(work: Path, broker_port: int, model: Path) -> tuple[subprocess.Popen, int]:
@@ -269,7 +270,7 @@ def main() -> None:
     parser.add_argument("--model", action="append", help="'default' (the shipped pruned model), "
                         "a backbone family with an untrained head, or a model directory; "
                         "repeatable (default: default and minilm)")
-    parser.add_argument("--features", choices=("tree", "stft"), default="stft",
+    parser.add_argument("--features", choices=METHODS, default="stft",
                         help="band search of a family model (a model directory's card decides)")
     parser.add_argument("--sample-rate-hz", type=float, default=25600.0)
     parser.add_argument("--window-seconds", type=float, default=10.0)

@@ -13,8 +13,10 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -72,17 +74,23 @@ class ModelCard(BaseModel):
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"),
         description="when the card was written, ISO 8601 UTC")
 
-
     @field_validator("features")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from slewguard.signal.features import METHODS
+        from slewguard.signal.features import check_method
 
-        if value not in METHODS:
-            raise ValueError(f"features={value!r} is a band search this slewguard does not "
-                             f"compute (it has {', '.join(METHODS)}): upgrade slewguard or "
-                             "retrain the model")
-        return value
+        return check_method(value, "features", "upgrade slewguard or retrain the model")
+
+
+def features_method(card: Mapping[str, Any] | None) -> str:
+    """The band search a model's inputs are computed with: its card's ``features``, or the
+    default for cards (and hand-built classifiers) without one.
+
+    Example:
+        >>> features_method({}), features_method({"features": "stft"})
+        ('tree', 'stft')
+    """
+    return (card or {}).get("features", ModelCard.model_fields["features"].default)
 
 
 def write(card: ModelCard, path: Path) -> None:

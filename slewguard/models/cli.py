@@ -16,6 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from slewguard.signal.features import METHODS
+
 FAMILY_CHOICES = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
                   "tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2")
 
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train")
     train.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                        help="weights dtype")
-    train.add_argument("--features", default="tree", choices=("tree", "stft"),
+    train.add_argument("--features", default="tree", choices=METHODS,
                        help="features.extract band search (tree: the reference; stft: 2-3x "
                             "cheaper per window, less accurate; README); the card keeps it")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
@@ -151,13 +153,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Classify one side of a data set with a saved model and print accuracy + confusion."""
+    from slewguard.models.card import features_method
     from slewguard.models.classifier import evaluate, load
     from slewguard.signal import datasets
 
     _quiet_transformers(getattr(args, "verbose", False))
     clf = load(args.model, device=args.device)
     ws = getattr(datasets.read(args.data), args.split)
-    texts = datasets.to_texts(ws, method=clf.card.get("features", "tree"))
+    texts = datasets.to_texts(ws, method=features_method(clf.card))
     result = evaluate(clf, texts, ws.labels.tolist())
     show_confusion(result["confusion"], clf.classes,
                    f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows")

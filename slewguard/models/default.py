@@ -39,7 +39,7 @@ from slewguard.models.build_data import (  # noqa: F401 (re-exported: bench_base
     build_data,
     holdout,
 )
-from slewguard.signal.features import METHODS
+from slewguard.signal.features import METHODS, check_method
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
@@ -117,9 +117,7 @@ class BuildConfig(BaseModel):
     @field_validator("features")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"features={value!r}: pick one of {', '.join(METHODS)}")
-        return value
+        return check_method(value, "features")
 
     @classmethod
     def for_mode(cls, quick: bool, **overrides: Any) -> BuildConfig:

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from slewguard.models.card import features_method
 from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
@@ -187,8 +188,7 @@ class Pipeline:
         self.ack = ack
         self.dead_letter = dead_letter
         self.torch_threads = getattr(settings, "torch_threads", None)
-        # The band search the model's inputs were computed with (cards before the field: tree).
-        self.features_method = (getattr(classifier, "card", None) or {}).get("features", "tree")
+        self.features_method = features_method(getattr(classifier, "card", None))
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
         self.trust = trust or TrustLayer(load_trust(classifier))
         self._closing = threading.Event()  # refuse new messages, drain the queue

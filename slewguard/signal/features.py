@@ -132,6 +132,19 @@ def _check_rate(sample_rate_hz: float) -> float:
     return fs
 
 
+def check_method(value: str, name: str = "method", fix: str = "pick one of them") -> str:
+    """``value`` if it is a band search this slewguard computes, else a ValueError naming it.
+
+    Example:
+        >>> check_method("stft")
+        'stft'
+    """
+    if value not in METHODS:
+        raise ValueError(f"{name}={value!r} is not a band search this slewguard computes "
+                         f"({', '.join(METHODS)}): {fix}")
+    return value
+
+
 def _whiten(spectrum: np.ndarray) -> np.ndarray:
     """Spectral pre-whitening: divide by the smoothed magnitude. (B, M) -> (B, M).
 
@@ -612,8 +625,7 @@ def extract(
         >>> row["rpm"], row["env_bpfo_h1_db"] < 15
         (6.0, True)
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: pick one of {METHODS}")
+    check_method(method)
     x = _as_batch(windows, np.float32 if method == "stft" else np.float64)
     fs = _check_rate(sample_rate_hz)
     n = x.shape[1]

@@ -15,6 +15,8 @@ import json
 import shlex
 from pathlib import Path
 
+from slewguard.models.card import features_method
+
 METHOD_CHOICES = ("cascade", "magnitude", "wanda", "taylor-lora", "shortgpt")
 CRITERIA = ("l1", "wanda", "taylor")
 
@@ -92,7 +94,7 @@ def run_prune(args: argparse.Namespace) -> int:
     _quiet_transformers(getattr(args, "verbose", False))
     clf = load(args.model, device=args.device)
     clf.model.to(getattr(torch, args.dtype))
-    method = clf.card.get("features", "tree")
+    method = features_method(clf.card)
     train_texts, train_labels, sources = _texts(args.data, "train", method)
     test_texts, test_labels, _ = _texts(args.data, "test", method)
     batches = make_batches(clf, train_texts, train_labels, args.batch_size, args.seed)
@@ -195,7 +197,7 @@ def run_sia(args: argparse.Namespace) -> int:
     if args.data is not None:
         from slewguard.models.classifier import make_batches
 
-        texts, labels, _ = _texts([args.data], "train", clf.card.get("features", "tree"))
+        texts, labels, _ = _texts([args.data], "train", features_method(clf.card))
         texts, labels = texts[: args.samples], labels[: args.samples]
         batches = make_batches(clf, texts, labels, batch_size=8, seed=0)
         measured = measured_check(clf.model, batches, layers=args.layer,
