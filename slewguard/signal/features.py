@@ -19,6 +19,8 @@ floor (median of a +-FLOOR_SPAN neighbourhood without the search window), clippe
 in orders (multiples of shaft speed): at order x fr for a constant ``rpm``; with an ``rpm_trace``
 the squared envelope is first resampled to uniform shaft angle (computed order tracking).
 
+Reading the lines (the speed frame, peaks over the floor) lives in ``lines``.
+
 Two band searches (``method``): "tree" is the above, the reference; "stft" builds every candidate
 band from one short-time Fourier transform (``stft_envelope``: bins as wide as the highest
 envelope line, a band's squared-envelope spectrum the sum of its bins') and reads the chosen
@@ -47,8 +49,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -56,19 +58,23 @@ from threadpoolctl import ThreadpoolController
 
 from slewguard.signal import kurtogram, stft_envelope
 from slewguard.signal.kinematics import BearingGeometry
+from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported with LINES)
+    ENVELOPE_PAD,
+    HARMONICS,
+    LINE_TOLERANCE,
+    LINES,
+    MIN_PERIODS,
+    SELECT_PAD,
+    Frame,
+    axis_top_order,
+    line_scores,
+    line_table,
+    low_bins,
+    window_frame,
+)
 
 METHODS = ("tree", "stft")  # band search: kurtogram tree (reference) or one STFT (fast)
 
-LINES = ("ftf", "bpfo", "bpfi", "bsf2")
-HARMONICS = 3
-LINE_TOLERANCE = 0.02  # +-2 % around each line: slip, and BPFO/BPFI of slewing rings are 6 % apart
-MIN_PERIODS = 3.0  # a line needs this many periods inside the window to be resolved
-ENVELOPE_PAD = 4  # zero-padding factor of the envelope FFT (finer line placement)
-SELECT_PAD = 2  # ... and of the band-choice pass over every candidate band
-FLOOR_SPAN = 0.2  # noise-floor neighbourhood: +-20 % of the line frequency ...
-FLOOR_MIN_BINS = 15  # ... and at least this many bins on each side
-FLOOR_MAX_POINTS = 256  # floor median over at most this many evenly spaced axis points
-LOW_MARGIN_BINS = 8  # squared-envelope bins kept beyond the axis (Hann leakage)
 N_ENERGY_BANDS = 4
 TONAL_SK = -0.25  # stft band choice: below this SK a tone carries over half a band's power
 
@@ -197,13 +203,6 @@ def _band_energies(spectrum: np.ndarray) -> np.ndarray:
     return 10 * np.log10(bands / (power.sum(axis=1, keepdims=True) + 1e-300) + 1e-12)
 
 
-def _rows_at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation of every row of values (R, L) at fractional indices (P,)."""
-    i0 = np.clip(np.floor(positions).astype(int), 0, values.shape[1] - 2)
-    frac = np.clip(positions - i0, 0.0, 1.0)
-    return values[:, i0] * (1 - frac) + values[:, i0 + 1] * frac
-
-
 @cache
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="features")
@@ -214,162 +213,18 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-@cache
-def _hann(n: int) -> np.ndarray:
-    return np.hanning(n).astype(np.float32)
-
-
-@dataclass
-class _Frame:
-    """One window's speed frame: where lines sit and on which axis its spectra are read."""
-
-    scale: float  # axis units per order: shaft Hz (time axis) or 1 (order axis)
-    revs: float  # revolutions the shaft turned during the window
-    duration_s: float
-    revs_at: np.ndarray | None  # (N,) revolutions at each sample (order tracking) or None
-    step: float  # axis spacing at ENVELOPE_PAD: Hz (time) or orders (order tracking)
-    n_axis: int
-    n_low: int  # native (1 / duration) squared-envelope bins the axis needs, with a margin
-    targets: tuple[float, ...] = ()  # line orders: LINES x harmonics, BPFI -+ 1, shaft
-    _cells: dict = field(default_factory=dict, repr=False)  # line_cells per pad
-
-    def axis(self, pad: int) -> np.ndarray:
-        """Spectral axis of ``spectra(..., pad)``: ENVELOPE_PAD / pad times coarser than step."""
-        return np.arange(self._axis_len(pad)) * (self.step * ENVELOPE_PAD / pad)
-
-    def _axis_len(self, pad: int) -> int:
-        return int((self.n_axis - 1) * self.step / (self.step * ENVELOPE_PAD / pad)) + 1
-
-    def spectra(self, low: np.ndarray, pad: int) -> np.ndarray:
-        """Amplitude spectra on ``axis(pad)`` from squared-envelope bins 0..n_low (R, n_low + 1).
-
-        The bins are turned back into a short (low-passed) squared envelope, Hann-windowed and
-        zero-padded by ``pad``; the Hann window's transform falls as 1 / f^3, so bins beyond
-        n_low barely leak onto the axis. On the time axis the FFT bins are the axis (no
-        interpolation); order tracking resamples to uniform shaft angle first.
-        """
-        n_out = self._axis_len(pad)
-        n_env = sp_fft.next_fast_len((2 if self.revs_at is None else 8) * low.shape[1], real=True)
-        low = np.concatenate([np.zeros_like(low[:, :1]), low[:, 1:]], axis=1)  # mean removed
-        env = sp_fft.irfft(low, n=n_env, axis=1, workers=-1)
-        window = _hann(n_env)
-        if self.revs_at is None:  # n_fft = pad x n_env: bin k is k / (pad x duration) Hz
-            amp = np.abs(sp_fft.rfft(env * window, n=pad * n_env, axis=1, workers=-1))
-            return amp[:, :n_out] * (2 / window.sum())
-        # computed order tracking: resample to uniform shaft angle
-        spacing = self.duration_s / n_env
-        t_full = np.arange(1, len(self.revs_at) + 1) * (self.duration_s / len(self.revs_at))
-        at_env = np.interp(np.arange(n_env) * spacing, t_full, self.revs_at)
-        grid = np.linspace(0.0, at_env[-1], n_env)
-        env = _rows_at(env, np.interp(grid, at_env, np.arange(n_env)))
-        env = env - env.mean(axis=1, keepdims=True)
-        n_fft = sp_fft.next_fast_len(pad * n_env, real=True)
-        amp = np.abs(sp_fft.rfft(env * window, n=n_fft, axis=1, workers=-1)) * 2 / window.sum()
-        own_step = 1.0 / (n_fft * grid[1])  # orders per FFT bin
-        return _rows_at(amp, np.minimum(self.axis(pad) / own_step, amp.shape[1] - 1))
-
-    def line_cells(self, pad: int) -> list[tuple[int, int, np.ndarray] | None]:
-        """Per target of _targets(): peak search slice [lo, hi) and noise-floor indices on
-        ``axis(pad)``, or None for a line with too few periods in the window."""
-        if pad not in self._cells:
-            axis, cell = self.axis(pad), ENVELOPE_PAD * self.step  # about one resolution cell
-            self._cells[pad] = [
-                _line_cells(axis, o * self.scale, cell) if o * self.revs >= MIN_PERIODS else None
-                for o in self.targets
-            ]
-        return self._cells[pad]
-
-    def score_cells(self, pad: int, n_cols: int) -> tuple:
-        """line_cells(pad)[:n_cols] as flat peak indices, their reduceat starts, floor indices
-        (T, FLOOR_MAX_POINTS) and the columns they fill (resolved lines with a floor)."""
-        key = ("score", pad, n_cols)
-        if key not in self._cells:
-            cells = [(j, c) for j, c in enumerate(self.line_cells(pad)[:n_cols]) if c and len(c[2])]
-            spans = [np.arange(lo, hi) for _, (lo, hi, _) in cells]
-            starts = np.cumsum([0] + [len(a) for a in spans[:-1]])
-            pick = np.linspace(0, 1, FLOOR_MAX_POINTS)
-            floor = [f[np.round(pick * (len(f) - 1)).astype(int)] for _, (_, _, f) in cells]
-            self._cells[key] = (
-                np.concatenate(spans) if spans else np.zeros(0, int),
-                starts, np.array(floor).reshape(len(cells), FLOOR_MAX_POINTS),
-                [j for j, _ in cells],
-            )
-        return self._cells[key]
-
-
-def _targets(orders: dict[str, float]) -> tuple[float, ...]:
-    """Orders whose level is read: each line's harmonics, BPFI's shaft sidebands, the shaft."""
-    lines = [k * orders[line] for line in LINES for k in range(1, HARMONICS + 1)]
-    return (*lines, orders["bpfi"] - 1.0, orders["bpfi"] + 1.0, 1.0)
-
-
-def _line_cells(axis: np.ndarray, target: float, cell: float) -> tuple[int, int, np.ndarray]:
-    """Peak search slice within +-LINE_TOLERANCE of target and the local noise-floor indices
-    (every k-th, at most FLOOR_MAX_POINTS: the median needs no more). ``cell``: resolution."""
-    step = axis[1] - axis[0]
-    half_win = max(LINE_TOLERANCE * target, step)
-    dist = np.abs(axis - target)
-    inside = np.flatnonzero(dist <= half_win)
-    reach = max(FLOOR_SPAN * target, FLOOR_MIN_BINS * cell)
-    in_floor = (dist <= reach) & (dist > 2 * half_win + 2 * cell) & (axis > 2 * cell)
-    floor_at = np.flatnonzero(in_floor)
-    floor_at = floor_at[:: max(1, -(-len(floor_at) // FLOOR_MAX_POINTS))]
-    return int(inside[0]), int(inside[-1]) + 1, floor_at
-
-
-def _line_level_db(amp: np.ndarray, cells: tuple[int, int, np.ndarray] | None) -> np.ndarray:
-    """Peak in the search slice over the median floor, dB >= 0 (0 when unresolved). -> (R,)."""
-    if cells is None:
-        return np.zeros(amp.shape[0])
-    lo, hi, floor_at = cells
-    peak = amp[:, lo:hi].max(axis=1)
-    floor = np.median(amp[:, floor_at], axis=1) if len(floor_at) else np.zeros(amp.shape[0])
-    with np.errstate(all="ignore"):
-        db = 20 * np.log10(peak / floor)
-    return np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)
-
-
-def _line_table(frame: _Frame, amp: np.ndarray, pad: int, n_cols: int | None = None) -> np.ndarray:
-    """dB over floor of every line harmonic, sideband and shaft line -> (R, len(ENVELOPE_NAMES)).
-
-    ``amp`` is on ``frame.axis(pad)``; ``n_cols`` keeps only the first line-harmonic columns
-    (band choice needs no more).
-    """
-    cells = frame.line_cells(pad)[:n_cols] if n_cols else frame.line_cells(pad)
-    cols = [_line_level_db(amp, c) for c in cells]
-    if n_cols:
-        return np.stack(cols, axis=1)
-    sideband = 0.5 * (cols[-3] + cols[-2])
-    return np.stack(cols[:-3] + [sideband, cols[-1]], axis=1)
-
-
-def _line_scores(frame: _Frame, amp: np.ndarray, pad: int, n_cols: int) -> np.ndarray:
-    """Approximate _line_table(frame, amp, pad, n_cols) in three numpy calls, for band choice:
-    every floor median over exactly FLOOR_MAX_POINTS points (resampled). (R, n_cols)."""
-    peak_at, starts, floor_at, cols = frame.score_cells(pad, n_cols)
-    out = np.zeros((amp.shape[0], n_cols))
-    if not cols:
-        return out
-    peak = np.maximum.reduceat(amp[:, peak_at], starts, axis=1)
-    floor = np.median(amp[:, floor_at], axis=2)
-    with np.errstate(all="ignore"):
-        db = 20 * np.log10(peak / floor)
-    out[:, cols] = np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)
-    return out
-
-
 def _window_envelope(
-    row: np.ndarray, frame: _Frame, tree: list[tuple[int, int, int]]
+    row: np.ndarray, frame: Frame, tree: list[tuple[int, int, int]]
 ) -> tuple[np.ndarray, tuple[int, int], float, float]:
     """Choose one window's band by defect-line evidence; its line table, band, SK, max SK.
 
     The band is the first (in tree order) with the largest sum of h1..h3 levels of one line.
     """
     low, sk, bands = kurtogram.tree_envelopes(row, tree, frame.n_low)
-    table = _line_table(frame, frame.spectra(low, SELECT_PAD), SELECT_PAD, len(LINES) * HARMONICS)
+    table = line_table(frame, frame.spectra(low, SELECT_PAD), SELECT_PAD, len(LINES) * HARMONICS)
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     i = int(score.argmax())
-    lines = _line_table(frame, frame.spectra(low[i : i + 1], ENVELOPE_PAD), ENVELOPE_PAD)[0]
+    lines = line_table(frame, frame.spectra(low[i : i + 1], ENVELOPE_PAD), ENVELOPE_PAD)[0]
     return lines, (int(bands[i, 0]), int(bands[i, 1])), float(sk[i]), float(sk.max())
 
 
@@ -413,7 +268,7 @@ def envelope_spectrum(
     top_hz = float(np.diff(bins, axis=1).min()) * fs / n
     top_hz = top_hz if max_freq_hz is None else min(top_hz, max_freq_hz)
     step = 1 / (ENVELOPE_PAD * n / fs)
-    frame = _Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, _low_bins(top_hz, n / fs))
+    frame = Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, low_bins(top_hz, n / fs))
     amp = [
         frame.spectra(kurtogram.envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
@@ -473,48 +328,6 @@ def _check_resolvable(
         )
 
 
-def _low_bins(top_hz: float, duration_s: float) -> int:
-    """Native (1 / duration) squared-envelope bins up to top_hz, plus the Hann-leakage margin."""
-    return int(np.ceil(top_hz * duration_s)) + LOW_MARGIN_BINS
-
-
-def _frame(
-    speed: float, trace: np.ndarray | None, fs: float, n: int, orders: dict[str, float]
-) -> _Frame:
-    """One window's _Frame; a constant speed's frame (and its line cells) is built once."""
-    if trace is None:
-        return _steady_frame(float(speed), fs, n, tuple(orders.items()))
-    return _new_frame(speed, trace, fs, n, orders)
-
-
-@lru_cache(maxsize=64)
-def _steady_frame(speed: float, fs: float, n: int, orders: tuple) -> _Frame:
-    return _new_frame(speed, None, fs, n, dict(orders))
-
-
-def _new_frame(
-    speed: float, trace: np.ndarray | None, fs: float, n: int, orders: dict[str, float]
-) -> _Frame:
-    """One window's _Frame from its own speed only: time axis in Hz, or order axis (rpm_trace)."""
-    duration = n / fs
-    max_order = _max_order(orders)
-    if trace is None:
-        fr, revs, revs_at, top_rpm = speed / 60.0, speed / 60.0 * duration, None, speed
-    else:
-        revs_at = np.cumsum(trace) / 60.0 / fs  # (N,) revolutions turned
-        fr, revs, top_rpm = 1.0, revs_at[-1], trace.max()
-    step = 1.0 / (ENVELOPE_PAD * revs / fr)  # Hz (time axis) or orders (order axis)
-    low = _low_bins(max_order * top_rpm / 60.0, duration)
-    return _Frame(
-        fr, revs, duration, revs_at, step, int(max_order * fr / step) + 1, low, _targets(orders)
-    )
-
-
-def _max_order(orders: dict[str, float]) -> float:
-    """Top of the envelope axis in orders: the highest harmonic's floor reach plus 2 orders."""
-    return (1 + FLOOR_SPAN) * HARMONICS * max(orders.values()) + 2.0
-
-
 def _envelope_block(
     white: np.ndarray, n: int, speeds: np.ndarray, trace: np.ndarray | None, orders: dict, fs: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -524,7 +337,7 @@ def _envelope_block(
     and spectral axis come from its own speed, so its features do not depend on the batch.
     """
     n_bins = white.shape[1] - 1
-    max_order = _max_order(orders)
+    max_order = axis_top_order(orders)
 
     def one(i: int) -> tuple[np.ndarray, tuple[int, int], float, float]:
         peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
@@ -534,7 +347,7 @@ def _envelope_block(
         top_env_hz = max_order * peak_rpm / 60.0
         tree = kurtogram.band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False,
                                    min_start_hz=top_env_hz)
-        frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
+        frame = window_frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
         return _window_envelope(white[i], frame, tree)
 
     # Windows are independent and their FFTs release the GIL: one thread per core.
@@ -545,7 +358,7 @@ def _envelope_block(
 
 
 def _stft_window(
-    x: np.ndarray, fs: float, frame: _Frame, top_env_hz: float
+    x: np.ndarray, fs: float, frame: Frame, top_env_hz: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One window's band energies (4,), band columns (len(SK_NAMES),) and line levels from one
     STFT (``stft_envelope``): bands of whole STFT bins above the highest envelope line, chosen by
@@ -568,7 +381,7 @@ def _stft_window(
         low = np.concatenate([stft_envelope.band_envelope(energy, b, n_low, n_time)
                               for b in bands])
         pad, amp = SELECT_PAD, frame.spectra(low, SELECT_PAD)
-    table = _line_scores(frame, amp, pad, len(LINES) * HARMONICS)
+    table = line_scores(frame, amp, pad, len(LINES) * HARMONICS)
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     sk = stft_envelope.band_kurtosis(energy, bands)
     # A steady tone (gear mesh) rules a band of SK < TONAL_SK: its beats with its sidebands read
@@ -577,7 +390,7 @@ def _stft_window(
         score[sk < TONAL_SK] = -1.0
     i = int(score.argmax())
     low = stft_envelope.band_envelope(energy, bands[i], n_low, n_time)
-    lines = _line_table(frame, frame.spectra(low, ENVELOPE_PAD), ENVELOPE_PAD)[0]
+    lines = line_table(frame, frame.spectra(low, ENVELOPE_PAD), ENVELOPE_PAD)[0]
     first, stop = bands[i]
     band = [sk.max(), sk[i], (first + stop - 1) / 2 / n_bins, (stop - first) / n_bins]
     return energies, np.array(band), lines
@@ -588,11 +401,11 @@ def _stft_block(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Band energies, band columns and line levels of every window by the STFT chain."""
     n = xc.shape[1]
-    max_order = _max_order(orders)
+    max_order = axis_top_order(orders)
 
     def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
-        frame = _frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
+        frame = window_frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
         return _stft_window(xc[i], fs, frame, max_order * peak_rpm / 60.0)
 
     # One BLAS thread per window thread: OpenBLAS's own threads on top of the pool's measured
