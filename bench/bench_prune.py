@@ -45,6 +45,8 @@ from slewguard.models.prune.cascade import CascadeConfig, run_cascade
 from slewguard.signal import datasets
 
 PAPER_RATIOS = (1.3, 2.5, 3.7, 5.8, 8.7, 13.8)
+# a recovering method with "-kd" also distils from the dense model during recovery
+KD_METHODS = ("cascade-kd", "taylor-lora-kd")
 PROTOCOLS = ("faults-3class", "paper-4class")
 
 
@@ -54,7 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     p.add_argument("--ratios", type=float, nargs="+", help=f"default {PAPER_RATIOS}")
     p.add_argument("--seeds", type=int, nargs="+", help="default 42 123 456")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS),
+                   choices=(*METHODS, *KD_METHODS))
+    p.add_argument("--distill-weight", type=float, default=0.5, help="-kd methods: weight of "
+                   "the dense model's soft logits in the recovery loss")
+    p.add_argument("--distill-temperature", type=float, default=2.0)
     p.add_argument("--family", default="minilm", help="backbone (backbones.SUPPORTED_FAMILIES)")
     p.add_argument("--dense-epochs", type=int, help="dense fine-tuning epochs (default 10)")
     p.add_argument("--dense-lr", type=float, default=1e-4)
@@ -136,9 +142,12 @@ def prune_one(dense: FaultClassifier, method: str, ratio: float, seed: int, data
     batches = make_batches(clf, *data["train"], batch_size=16, seed=seed)
     shares = dict(zip(("layer_share", "head_share", "channel_share"), args.shares,
                       strict=True)) if args.shares else {}
+    distill = method.endswith("-kd")
+    method = method.removesuffix("-kd")
     config = CascadeConfig(target_ratio=ratio, epoch_scale=args.epoch_scale, seed=seed,
                            head_criterion=args.criterion, channel_criterion=args.criterion,
-                           **shares)
+                           distill_weight=args.distill_weight if distill else 0.0,
+                           distill_temperature=args.distill_temperature, **shares)
 
     def accuracy(model: torch.nn.Module) -> dict[str, float]:
         clf.model = model
@@ -150,9 +159,9 @@ def prune_one(dense: FaultClassifier, method: str, ratio: float, seed: int, data
     else:
         model, report = run_baseline(method, clf.model, batches, batches, config, accuracy)
     clf.model = model.eval()
-    record = {"method": method, "target_ratio": ratio, "ratio": report.final_ratio,
-              "accuracy": report.final_metrics.get("accuracy"), "seconds":
-              time.perf_counter() - start, "stages": report.as_dict()["stages"]}
+    record = {"method": method + ("-kd" if distill else ""), "target_ratio": ratio,
+              "ratio": report.final_ratio, "accuracy": report.final_metrics.get("accuracy"),
+              "seconds": time.perf_counter() - start, "stages": report.as_dict()["stages"]}
     return clf, record
 
 

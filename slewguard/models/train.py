@@ -17,6 +17,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 Batch = dict[str, torch.Tensor]
+# (model, index of the batch in ``batches``, the batch) -> loss; the default is the model's own
+LossFn = Callable[[torch.nn.Module, int, Batch], torch.Tensor]
 
 
 def fit(
@@ -30,11 +32,13 @@ def fit(
     description: str = "train",
     show_progress: bool = True,
     seed: int = 0,
+    loss_fn: LossFn | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with AdamW and a linear decay; returns one record per epoch.
 
     Only parameters with ``requires_grad`` are optimised, so a peft-wrapped model trains its
     adapters alone. ``evaluate(model)`` runs after every epoch and its numbers join the record.
+    ``loss_fn(model, i, batches[i])`` replaces the model's own loss (e.g. distillation).
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
@@ -54,7 +58,8 @@ def fit(
             model.train()
             running = 0.0
             for i in torch.randperm(len(batches), generator=generator).tolist():
-                loss = model(**batches[i]).loss
+                loss = model(**batches[i]).loss if loss_fn is None \
+                    else loss_fn(model, i, batches[i])
                 loss.backward()
                 optimizer.step()
                 schedule.step()

@@ -32,6 +32,7 @@ from slewguard.models.prune.cascade import (
     apply_counts,
     calibration_subset,
     check_reachable,
+    distillation,
     granularity,
     removable,
     resolve_coupling,
@@ -57,8 +58,9 @@ def run_baseline(
 ) -> tuple[torch.nn.Module, CascadeReport]:
     """Prune ``model`` to ``config.target_ratio`` with a baseline ``method`` (see the module doc).
 
-    ``config`` supplies the ratio, calibration size, LoRA settings and seed; its stage shares and
-    criteria are ignored. Returns the pruned model and a report with one or two stages.
+    ``config`` supplies the ratio, calibration size, LoRA and distillation settings and seed;
+    its stage shares and criteria are ignored. Returns the pruned model and a report with one or
+    two stages.
 
     Example:
         >>> model, report = run_baseline("shortgpt", model, train, calib,
@@ -81,12 +83,13 @@ def run_baseline(
     else:
         criterion, recovers = ONE_SHOT[method]
         goal_body = check_reachable(surgeon, model, config.target_ratio, coupled)
-        removed = _one_shot(surgeon, model, criterion, calib, goal_body, coupled)
-        epochs = 0
+        epochs, loss_fn = 0, None
         if recovers:
             epochs = sum(config.epochs(s) for s in ("layers", "heads", "channels"))
+            loss_fn = distillation(model, train_batches, config)
+        removed = _one_shot(surgeon, model, criterion, calib, goal_body, coupled)
         model, entry = _finish_stage(model, report, "channels", criterion, removed, epochs,
-                                     train_batches, config, evaluate)
+                                     train_batches, config, evaluate, loss_fn)
         entry.granularity = f"{granularity(surgeon, 'heads', coupled)}+channel"
     entry.seconds = time.perf_counter() - start
     return model, report

@@ -32,10 +32,15 @@ from rich.console import Console
 
 from slewguard.models.prune import measure
 from slewguard.models.prune.importance import importance
-from slewguard.models.prune.recovery import TARGETS, recover
+from slewguard.models.prune.recovery import (
+    TARGETS,
+    distillation_loss,
+    recover,
+    teacher_logits,
+)
 from slewguard.models.prune.sia import static_check
 from slewguard.models.prune.surgery import Surgeon, surgeon_for
-from slewguard.models.train import Batch
+from slewguard.models.train import Batch, LossFn
 
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]
 
@@ -78,6 +83,11 @@ class CascadeConfig(BaseModel):
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (paper: 16)")
     lora_lr: float = Field(5e-4, gt=0, description="recovery learning rate (AdamW, linear decay)")
     lora_target: str = Field("attention", description=f"LoRA targets, one of {TARGETS}")
+    distill_weight: float = Field(0.0, ge=0, le=1, description="recovery also distils from "
+                                  "the dense model's logits with this weight (0: labels only, "
+                                  "the paper)")
+    distill_temperature: float = Field(2.0, gt=0, description="softmax temperature of the "
+                                       "distillation")
     calibration_samples: int = Field(128, ge=1, description="calibration examples used to "
                                      "score each stage (taken from calib_batches in order)")
     seed: int = Field(42, description="seed for recovery shuffling and LoRA initialisation")
@@ -209,6 +219,7 @@ def run_cascade(
     console = Console(quiet=not config.show_progress)
     report = CascadeReport("cascade", config.target_ratio, dense, coupled,
                            _evaluate(evaluate, model))
+    loss_fn = distillation(model, train_batches, config)
     budget = dense - goal_body
     shares = (("layers", config.layer_share, config.layer_criterion),
               ("heads", config.head_share, config.head_criterion),
@@ -223,7 +234,8 @@ def run_cascade(
         removed = prune_stage(surgeon, model, stage, criterion, calib, stage_goal, goal_body,
                               coupled)
         model, entry = _finish_stage(model, report, stage, criterion, removed,
-                                     config.epochs(stage), train_batches, config, evaluate)
+                                     config.epochs(stage), train_batches, config, evaluate,
+                                     loss_fn)
         entry.seconds = time.perf_counter() - start
         console.log(f"{stage}: body {entry.body_parameters:,} ({entry.ratio:.2f}x) "
                     f"{entry.metrics} in {entry.seconds:.1f} s")
@@ -234,8 +246,8 @@ def run_cascade(
 
 def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, criterion: str,
                   removed: dict[str, list[int]], epochs: int, train_batches: Sequence[Batch],
-                  config: CascadeConfig, evaluate: Evaluate | None
-                  ) -> tuple[torch.nn.Module, StageReport]:
+                  config: CascadeConfig, evaluate: Evaluate | None,
+                  loss_fn: LossFn | None = None) -> tuple[torch.nn.Module, StageReport]:
     """Measure, evaluate, recover (when something went) and append the stage's report."""
     surgeon = surgeon_for(model)
     unit = granularity(surgeon, stage, report.coupling_aware)
@@ -247,7 +259,7 @@ def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, cri
         entry.metrics = entry.metrics_before_recovery = _evaluate(evaluate, model)
         if epochs:
             entry.recovery_epochs = epochs
-            model = _recover(model, train_batches, config, epochs)
+            model = _recover(model, train_batches, config, epochs, loss_fn)
             entry.metrics = _evaluate(evaluate, model)
     else:
         entry.metrics = dict(previous)
@@ -256,10 +268,26 @@ def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, cri
 
 
 def _recover(model: torch.nn.Module, train_batches: Sequence[Batch], config: CascadeConfig,
-             epochs: int) -> torch.nn.Module:
+             epochs: int, loss_fn: LossFn | None) -> torch.nn.Module:
     return recover(model, train_batches, epochs, lr=config.lora_lr, rank=config.lora_rank,
                    alpha=config.lora_alpha, target=config.lora_target, seed=config.seed,
-                   show_progress=config.show_progress)
+                   show_progress=config.show_progress, loss_fn=loss_fn)
+
+
+def distillation(model: torch.nn.Module, train_batches: Sequence[Batch],
+                 config: CascadeConfig) -> LossFn | None:
+    """The recovery loss ``config`` asks for: None (labels) or distillation from ``model`` now.
+
+    Called on the dense model before anything is removed, so every stage distils from it.
+
+    Example:
+        >>> distillation(model, batches, CascadeConfig(target_ratio=2)) is None   # doctest: +SKIP
+        True
+    """
+    if not config.distill_weight:
+        return None
+    return distillation_loss(teacher_logits(model, train_batches), config.distill_weight,
+                             config.distill_temperature)
 
 
 def _evaluate(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[str, float]:

@@ -5,6 +5,10 @@ task's own training split; the classifier head trains with them (``modules_to_sa
 are merged into the weights afterwards, so what comes back is a plain transformers model with the
 same shapes as before: the next pruning stage and the exporter never see a peft module.
 
+Beyond the paper, recovery may also distil from the dense model: ``teacher_logits`` computes its
+logits once per training batch (eval mode, no gradient) and ``distillation_loss`` mixes the
+temperature-softened KL to them with the labels' cross-entropy (Hinton et al. 2015).
+
 Example:
     >>> model = recover(model, train_batches, epochs=10)          # doctest: +SKIP
     >>> any("lora" in name for name, _ in model.named_parameters())  # doctest: +SKIP
@@ -17,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from slewguard.models.train import Batch, fit
+from slewguard.models.train import Batch, LossFn, fit
 
 # Per family: the attention projections LoRA adapts (suffixes of module names) and the classifier
 # head that trains in full. A new architecture is a new entry here.
@@ -79,11 +83,13 @@ def recover(
     seed: int = 0,
     show_progress: bool = True,
     history: list[dict[str, float]] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> torch.nn.Module:
     """Train LoRA adapters (+ the classifier head) on ``batches``, merge, return the plain model.
 
     ``history`` (a list) receives ``fit``'s per-epoch records when given. ``epochs=0`` returns the
-    model untouched (useful for "no recovery" baselines).
+    model untouched (useful for "no recovery" baselines). ``loss_fn`` replaces the labels' loss
+    (``distillation_loss``).
 
     Example:
         >>> model = recover(model, batches, epochs=10, rank=4, alpha=16)   # doctest: +SKIP
@@ -109,7 +115,8 @@ def recover(
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, config)
     records = fit(peft_model, batches, epochs=epochs, lr=lr, evaluate=evaluate,
-                  description="LoRA recovery", show_progress=show_progress, seed=seed)
+                  description="LoRA recovery", show_progress=show_progress, seed=seed,
+                  loss_fn=loss_fn)
     if history is not None:
         history.extend(records)
     merged = peft_model.merge_and_unload()
@@ -117,6 +124,58 @@ def recover(
         param.requires_grad_(trainable.get(name, True))
     merged.eval()
     return merged
+
+
+def teacher_logits(model: torch.nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
+    """``model``'s logits for every batch (eval mode, no gradient): the distillation targets.
+
+    Example:
+        >>> targets = teacher_logits(dense_model, train_batches)    # doctest: +SKIP
+        >>> targets[0].shape                                       # doctest: +SKIP
+        torch.Size([16, 3])
+    """
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [model(**{k: v for k, v in b.items() if k != "labels"}).logits.detach().float()
+               for b in batches]
+    model.train(was_training)
+    return out
+
+
+def distillation_loss(targets: Sequence[torch.Tensor], weight: float = 0.5,
+                      temperature: float = 2.0) -> LossFn:
+    """A ``fit`` loss: ``(1 - weight) * CE(labels) + weight * T^2 * KL(teacher_T || student_T)``.
+
+    ``targets[i]`` are the teacher's logits for batch ``i`` (``teacher_logits``). ``weight`` 0
+    is plain cross-entropy, 1 ignores the labels.
+
+    Example:
+        >>> targets = teacher_logits(dense, batches)                    # doctest: +SKIP
+        >>> loss_fn = distillation_loss(targets, weight=0.5)            # doctest: +SKIP
+        >>> model = recover(model, batches, epochs=10, loss_fn=loss_fn)  # doctest: +SKIP
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distillation weight={weight} must be in [0, 1] (0: labels only)")
+    if temperature <= 0:
+        raise ValueError(f"distillation temperature={temperature} must be > 0 (2 is usual)")
+    functional = torch.nn.functional
+
+    def loss(model: torch.nn.Module, index: int, batch: Batch) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits.float()
+        teacher = targets[index]
+        if teacher.shape != logits.shape:
+            raise ValueError(f"teacher logits for batch {index} have shape "
+                             f"{tuple(teacher.shape)}, the student's {tuple(logits.shape)}: "
+                             "compute them with teacher_logits on the same batches")
+        hard = functional.cross_entropy(logits, batch["labels"])
+        soft = functional.kl_div(functional.log_softmax(logits / temperature, dim=-1),
+                                 functional.log_softmax(teacher / temperature, dim=-1),
+                                 reduction="batchmean", log_target=True)
+        return (1.0 - weight) * hard + weight * temperature ** 2 * soft
+
+    return loss
 
 
 def _is_linear(module: torch.nn.Module) -> bool:

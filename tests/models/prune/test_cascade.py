@@ -210,3 +210,35 @@ def test_cascade_lands_on_a_high_target_when_the_channels_are_nearly_exhausted()
                            channel_share=0.6, **FAST)
     pruned, _ = run_cascade(model, None, batches, batches, config)
     assert dense / body_parameters(pruned) == pytest.approx(16.0, rel=0.02)
+
+
+def test_cascade_distils_every_stage_from_the_dense_model(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    import slewguard.models.prune.cascade as cascade_module
+
+    model, batches = tiny_model("bert"), toy_batches()
+    with torch.no_grad():
+        dense_logits = [model(input_ids=b["input_ids"]).logits for b in batches]
+    seen: list = []
+    original = cascade_module.recover
+
+    def spy(model, batches, epochs, **kwargs):
+        seen.append(kwargs["loss_fn"])
+        return original(model, batches, epochs, **kwargs)
+
+    monkeypatch.setattr(cascade_module, "recover", spy)
+    config = CascadeConfig(target_ratio=2.5, distill_weight=1.0, **FAST)
+    run_cascade(model, None, batches, batches, config)
+    assert len(seen) == 3 and all(fn is not None for fn in seen)
+    assert len({id(fn) for fn in seen}) == 1  # one teacher, computed before any removal
+    # weight 1, the dense model against the stored targets: zero loss, so they are its logits
+    dense = tiny_model("bert")
+    with torch.no_grad():
+        assert float(seen[0](dense, 0, batches[0])) == pytest.approx(0.0, abs=1e-6)
+    assert torch.allclose(dense(input_ids=batches[0]["input_ids"]).logits, dense_logits[0])
+    seen.clear()
+    run_cascade(tiny_model("bert"), None, batches, batches,
+                CascadeConfig(target_ratio=2.5, **FAST))
+    assert seen == [None, None, None]  # the paper's recovery: labels only
+    with pytest.raises(ValidationError, match="distill_weight"):
+        CascadeConfig(target_ratio=2.5, distill_weight=1.5)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slewguard.models.prune.recovery import lora_target_modules, recover
+from slewguard.models.prune.recovery import (
+    distillation_loss,
+    lora_target_modules,
+    recover,
+    teacher_logits,
+)
 from tests.models.prune.toys import tiny_model, toy_batches
 
 
@@ -61,3 +66,51 @@ def test_recover_zero_epochs_is_identity_and_bad_input_raises() -> None:
         recover(model, toy_batches(1), epochs=1, rank=0)
     with pytest.raises(ValueError, match="target"):
         lora_target_modules(model, target="everything")
+
+
+def _kl_to(targets: list[torch.Tensor], model: torch.nn.Module, batches: list[dict]) -> float:
+    """Mean KL(softmax(targets) || softmax(model)) over the batches."""
+    functional = torch.nn.functional
+    with torch.no_grad():
+        return sum(float(functional.kl_div(
+            functional.log_softmax(model(input_ids=b["input_ids"]).logits, -1),
+            functional.log_softmax(t, -1), reduction="batchmean", log_target=True))
+            for t, b in zip(targets, batches, strict=True)) / len(batches)
+
+
+def test_distillation_loss_is_cross_entropy_at_weight_zero_and_zero_on_itself() -> None:
+    model, batches = tiny_model("bert", layers=2), toy_batches(2)
+    targets = teacher_logits(model, batches)
+    assert targets[0].shape == (8, 3) and not targets[0].requires_grad
+    with torch.no_grad():
+        own = model(**batches[1]).loss
+        assert float(distillation_loss(targets, weight=0.0)(model, 1, batches[1])) == \
+            pytest.approx(float(own), rel=1e-5)
+        # the model against its own logits: the KL part is 0, only (1 - w) * CE remains
+        half = distillation_loss(targets, weight=0.5, temperature=3.0)(model, 1, batches[1])
+        assert float(half) == pytest.approx(0.5 * float(own), rel=1e-4)
+
+
+def test_recovery_with_distillation_moves_the_student_toward_the_teacher() -> None:
+    batches = toy_batches(4)
+    # a teacher that names the next class: learnable from the marker, contrary to the labels
+    targets = [4 * torch.nn.functional.one_hot((b["labels"] + 1) % 3, 3).float()
+               for b in batches]
+    plain = recover(tiny_model("bert", layers=2), batches, epochs=15, lr=3e-2,
+                    show_progress=False)
+    distilled = recover(tiny_model("bert", layers=2), batches, epochs=15, lr=3e-2,
+                        show_progress=False, loss_fn=distillation_loss(targets, weight=1.0))
+    start = _kl_to(targets, tiny_model("bert", layers=2), batches)
+    assert _kl_to(targets, distilled, batches) < 0.5 * start
+    assert _kl_to(targets, distilled, batches) < 0.25 * _kl_to(targets, plain, batches)
+
+
+def test_distillation_rejects_bad_settings_and_mismatched_teachers() -> None:
+    model, batches = tiny_model("bert", layers=2), toy_batches(1)
+    with pytest.raises(ValueError, match=r"weight=1.5 must be in \[0, 1\]"):
+        distillation_loss([], weight=1.5)
+    with pytest.raises(ValueError, match="temperature=0"):
+        distillation_loss([], temperature=0)
+    wrong = distillation_loss([torch.zeros(8, 5)], weight=0.5)
+    with pytest.raises(ValueError, match=r"shape \(8, 5\), the student's \(8, 3\)"):
+        wrong(model, 0, batches[0])
