@@ -47,16 +47,12 @@ Example:
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 from scipy import fft as sp_fft
-from threadpoolctl import ThreadpoolController
 
-from slewguard.signal import kurtogram, stft_envelope
+from slewguard.signal import kurtogram, numeric, stft_envelope
 from slewguard.signal.kinematics import BearingGeometry
 from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported with LINES)
     ENVELOPE_PAD,
@@ -203,16 +199,6 @@ def _band_energies(spectrum: np.ndarray) -> np.ndarray:
     return 10 * np.log10(bands / (power.sum(axis=1, keepdims=True) + 1e-300) + 1e-12)
 
 
-@cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="features")
-
-
-@cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
 def _window_envelope(
     row: np.ndarray, frame: Frame, tree: list[tuple[int, int, int]]
 ) -> tuple[np.ndarray, tuple[int, int], float, float]:
@@ -350,8 +336,7 @@ def _envelope_block(
         frame = window_frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
         return _window_envelope(white[i], frame, tree)
 
-    # Windows are independent and their FFTs release the GIL: one thread per core.
-    rows = list(_pool().map(one, range(len(white)))) if len(white) > 1 else [one(0)]
+    rows = numeric.map_rows(one, len(white))  # windows are independent: one thread per core
     sk_max, sk_band, bins = (np.array([r[k] for r in rows], np.float64) for k in (3, 2, 1))
     band = [sk_max, sk_band, bins.mean(1) / n_bins, np.diff(bins)[:, 0] / n_bins]
     return np.stack(band, axis=1), np.stack([r[0] for r in rows])
@@ -408,10 +393,7 @@ def _stft_block(
         frame = window_frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
         return _stft_window(xc[i], fs, frame, max_order * peak_rpm / 60.0)
 
-    # One BLAS thread per window thread: OpenBLAS's own threads on top of the pool's measured
-    # 2 x the CPU per window on 2 cores (the short-frame STFT is a matrix product).
-    with _blas().limit(limits=1, user_api="blas"):
-        rows = list(_pool().map(one, range(len(xc)))) if len(xc) > 1 else [one(0)]
+    rows = numeric.map_rows(one, len(xc))
     return tuple(np.stack([r[k] for r in rows]) for k in range(3))
 
 

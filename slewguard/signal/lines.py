@@ -25,6 +25,8 @@ from functools import cache, lru_cache
 import numpy as np
 from scipy import fft as sp_fft
 
+from slewguard.signal.numeric import median
+
 LINES = ("ftf", "bpfo", "bpfi", "bsf2")
 HARMONICS = 3
 LINE_TOLERANCE = 0.02  # +-2 % around each line: slip, and BPFO/BPFI of slewing rings are 6 % apart
@@ -153,7 +155,7 @@ def _line_level_db(amp: np.ndarray, cells: tuple[int, int, np.ndarray] | None) -
         return np.zeros(amp.shape[0])
     lo, hi, floor_at = cells
     peak = amp[:, lo:hi].max(axis=1)
-    floor = np.median(amp[:, floor_at], axis=1) if len(floor_at) else np.zeros(amp.shape[0])
+    floor = median(amp[:, floor_at]) if len(floor_at) else np.zeros(amp.shape[0])
     with np.errstate(all="ignore"):
         db = 20 * np.log10(peak / floor)
     return np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)
@@ -181,7 +183,7 @@ def line_scores(frame: Frame, amp: np.ndarray, pad: int, n_cols: int) -> np.ndar
     if not cols:
         return out
     peak = np.maximum.reduceat(amp[:, peak_at], starts, axis=1)
-    floor = np.median(amp[:, floor_at], axis=2)
+    floor = median(amp[:, floor_at])
     with np.errstate(all="ignore"):
         db = 20 * np.log10(peak / floor)
     out[:, cols] = np.where(np.isfinite(db), np.maximum(db, 0.0), 0.0)

@@ -41,6 +41,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.signal import welch, zoom_fft
 
+from slewguard.signal import numeric
+from slewguard.signal.numeric import median
+
 # Fixed set, most telling first: usable as a Prometheus label value and in "sensor_fault:<name>".
 QUALITY_FAULTS: tuple[str, ...] = (
     "flat_line",
@@ -197,8 +200,8 @@ def _spikes(x: np.ndarray, cfg: QualityThresholds):
     # Median and MAD from an evenly strided subsample of ~16k samples: as exact as the test
     # needs, and two partitions of whole 10 s windows cost more than the rest of the checks.
     sub = x[:, :: max(1, x.shape[1] // 16384)]
-    centre = np.median(sub, axis=1, keepdims=True)
-    sigma = 1.4826 * np.median(np.abs(sub - centre), axis=1, keepdims=True) + 1e-30
+    centre = median(sub)[:, None]
+    sigma = 1.4826 * median(np.abs(sub - centre))[:, None] + 1e-30
     dev = np.abs(x - centre)
     row, idx = _true_at(dev > cfg.spike_sigma * sigma)
     # A struck structure rings: within +-SPIKE_REACH samples some sample keeps a good part of the
@@ -355,6 +358,21 @@ def check(windows: np.ndarray, sample_rate_hz: float,
         raise ValueError(f"sample_rate_hz={sample_rate_hz} must be a positive number of Hz")
     exp = expected or QualityExpectations()
     cfg = thresholds or QualityThresholds()
+    trace = None if rpm_trace is None else np.atleast_2d(rpm_trace)
+    if trace is not None and trace.shape[0] != x.shape[0]:
+        raise ValueError(f"rpm_trace has shape {trace.shape} for {x.shape[0]} windows: pass one "
+                         "speed per sample, shaped like the windows")
+    chunks = numeric.row_chunks(len(x))  # rows are independent: one chunk per core
+
+    def part(k: int) -> list[QualityVerdict]:
+        rows = chunks[k]
+        return _check_rows(x[rows], fs, exp, cfg, None if trace is None else trace[rows])
+
+    return [v for verdicts in numeric.map_rows(part, len(chunks)) for v in verdicts]
+
+
+def _check_rows(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: QualityThresholds,
+                rpm_trace: np.ndarray | None) -> list[QualityVerdict]:
     rms = _std(x)
     rail = _rail_masks(x, cfg)
     found = {"flat_line": _flat(x, rms, cfg, exp), "clipping": _clipping(rail, cfg),

@@ -177,6 +177,12 @@ def test_spectral_flatness_and_line_frequency():
     assert abs(freq[0] - 12.6) < 0.02 and prominence[0] > 30
 
 
+def test_rpm_trace_must_have_a_row_per_window():
+    x = np.random.default_rng(0).normal(size=(3, 5000))
+    with pytest.raises(ValueError, match=r"rpm_trace has shape \(2, 5000\) for 3 windows"):
+        check(x, FS, rpm_trace=np.full((2, 5000), 6.0))
+
+
 @pytest.mark.parametrize(("windows", "rate", "needle"), [
     (np.zeros((2, 10)), FS, "N >= 64"),
     (np.full((1, 100), np.nan), FS, "NaN"),
