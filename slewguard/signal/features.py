@@ -168,6 +168,13 @@ def _whiten(spectrum: np.ndarray) -> np.ndarray:
     return spectrum * (1 / np.sqrt(smooth))
 
 
+def _centre(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-removed float32 windows (features are ratios) and their time statistics."""
+    mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
+    xc = (x - mean).astype(np.float32, copy=False)
+    return xc, _time_features(xc)
+
+
 def _time_features(xc: np.ndarray) -> np.ndarray:
     """Time statistics of mean-removed float32 windows. (B, N) -> (B, 7).
 
@@ -429,8 +436,9 @@ def extract(
     orders = {"ftf": o.ftf_hz, "bpfo": o.bpfo_hz, "bpfi": o.bpfi_hz, "bsf2": o.bsf2_hz}
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
-    mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
-    xc = (x - mean).astype(np.float32, copy=False)  # float32: features are ratios
+    # mean removal and time statistics: one chunk of rows per core
+    centred = numeric.map_chunks(lambda rows: _centre(x[rows]), len(x))
+    xc = np.concatenate([c for c, _ in centred])
     if method == "stft":
         energies, band, lines = _stft_block(xc, speeds, trace, orders, fs)
     else:
@@ -438,6 +446,6 @@ def extract(
         energies = _band_energies(raw)
         band, lines = _envelope_block(_whiten(raw), n, speeds, trace, orders, fs)
     values = np.concatenate(
-        [_time_features(xc), energies, band, lines, speeds[:, None]], axis=1
+        [np.concatenate([t for _, t in centred]), energies, band, lines, speeds[:, None]], axis=1
     )
     return FeatureTable(FEATURE_NAMES, values.astype(np.float32))

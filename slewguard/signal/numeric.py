@@ -4,7 +4,8 @@
 on the line-floor blocks (bench_signal): numpy partitions for both middle elements, this
 partitions once at the upper one and takes the lower as the maximum of the half below it.
 
-``map_rows`` runs a per-window function over a batch on one thread per core. Windows are
+``map_rows`` runs a per-window function over a batch on one thread per core, ``map_chunks``
+a batched one over one contiguous chunk of rows per core. Windows are
 independent and numpy's FFTs, partitions and reductions release the GIL, so the threads run in
 parallel; OpenBLAS is held to one thread inside (its own threads on top of the pool's measured
 2 x the CPU per window on 2 cores). Called from inside the pool it runs serially instead of
@@ -64,6 +65,17 @@ def map_rows(fn: Callable[[int], T], count: int) -> list[T]:
         return [fn(i) for i in range(count)]
     with _blas().limit(limits=1, user_api="blas"):
         return list(_pool().map(fn, range(count))) if count > 1 else [fn(i) for i in range(count)]
+
+
+def map_chunks(fn: Callable[[slice], T], count: int) -> list[T]:
+    """``fn`` over ``row_chunks(count)`` on the pool, in order: batched numpy work per core.
+
+    Example:
+        >>> sum(map_chunks(lambda rows: rows.stop - rows.start, 9))
+        9
+    """
+    chunks = row_chunks(count)
+    return map_rows(lambda k: fn(chunks[k]), len(chunks))
 
 
 def row_chunks(count: int) -> list[slice]:

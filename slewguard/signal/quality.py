@@ -362,13 +362,12 @@ def check(windows: np.ndarray, sample_rate_hz: float,
     if trace is not None and trace.shape[0] != x.shape[0]:
         raise ValueError(f"rpm_trace has shape {trace.shape} for {x.shape[0]} windows: pass one "
                          "speed per sample, shaped like the windows")
-    chunks = numeric.row_chunks(len(x))  # rows are independent: one chunk per core
 
-    def part(k: int) -> list[QualityVerdict]:
-        rows = chunks[k]
+    def part(rows: slice) -> list[QualityVerdict]:
         return _check_rows(x[rows], fs, exp, cfg, None if trace is None else trace[rows])
 
-    return [v for verdicts in numeric.map_rows(part, len(chunks)) for v in verdicts]
+    # rows are independent: one chunk of them per core
+    return [v for verdicts in numeric.map_chunks(part, len(x)) for v in verdicts]
 
 
 def _check_rows(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: QualityThresholds,
