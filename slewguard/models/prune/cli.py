@@ -17,6 +17,7 @@ from pathlib import Path
 
 from slewguard.models.card import features_method
 
+DISTILL_WEIGHT = 0.0
 METHOD_CHOICES = ("cascade", "magnitude", "wanda", "taylor-lora", "shortgpt")
 CRITERIA = ("l1", "wanda", "taylor")
 
@@ -48,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="GQA/gated-FFN coupling-aware units (auto: from the SIA check)")
     prune.add_argument("--include-vocab", action="store_true",
                        help="finally trim the vocabulary to the tokens the data uses")
+    prune.add_argument("--distill-weight", type=float, default=DISTILL_WEIGHT,
+                       help="recovery also distils from the dense model's logits with this "
+                            "weight, 0..1 (0: labels only, the paper)")
+    prune.add_argument("--distill-temperature", type=float, default=2.0,
+                       help="softmax temperature of the distillation")
     prune.add_argument("--batch-size", type=int, default=16, help="texts per recovery step")
     prune.add_argument("--seed", type=int, default=42, help="recovery seed")
     prune.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run")
@@ -105,7 +111,8 @@ def run_prune(args: argparse.Namespace) -> int:
         channel_criterion=args.channel_criterion, epoch_scale=args.epoch_scale,
         calibration_samples=args.calibration_samples, seed=args.seed,
         coupling_aware={"auto": None, "on": True, "off": False}[args.coupling],
-        include_vocab=args.include_vocab, **shares)
+        include_vocab=args.include_vocab, distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature, **shares)
 
     def accuracy(model: torch.nn.Module) -> dict[str, float]:
         clf.model = model
@@ -151,7 +158,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
     for path in args.data:
         words += ["--data", str(path)]
     for name in ("target_ratio", "method", "out", "head_criterion", "channel_criterion",
-                 "epoch_scale", "calibration_samples", "coupling", "batch_size", "seed",
+                 "epoch_scale", "calibration_samples", "coupling", "distill_weight",
+                 "distill_temperature", "batch_size", "seed",
                  "device", "dtype"):
         words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.shares:

@@ -166,11 +166,12 @@ def test_prune_command_writes_a_loadable_model_at_the_ratio(tmp_path, capsys) ->
     assert main(["train", "--data", str(tmp_path / "data"), "--family", "tiny-bert",
                  "--epochs", "1", "--out", str(tmp_path / "dense")]) == 0
     assert main(["prune", str(tmp_path / "dense"), "--data", str(tmp_path / "data"),
-                 "--target-ratio", "1.5", "--epoch-scale", "0.03", "--out",
-                 str(tmp_path / "pruned")]) == 0
+                 "--target-ratio", "1.5", "--epoch-scale", "0.03", "--distill-weight", "0.5",
+                 "--out", str(tmp_path / "pruned")]) == 0
     clf = load(tmp_path / "pruned")
     assert clf.card["pruning"]["ratio"] == pytest.approx(1.5, rel=0.02)
     assert clf.card["pruning"]["command"].startswith("slewguard prune")
+    assert "--distill-weight 0.5 --distill-temperature 2.0" in clf.card["pruning"]["command"]
     assert (tmp_path / "pruned" / "prune_report.json").is_file()
     assert (tmp_path / "pruned" / "prune.png").stat().st_size > 0
     assert clf.predict_proba(["rms 1"]).shape == (1, 2)
