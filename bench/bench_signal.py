@@ -1,8 +1,9 @@
-"""Signal-stage throughput: simulate() and features.extract() in windows per second.
+"""Signal-stage throughput: simulate(), features.extract() and quality.check() in windows/s.
 
 Two window shapes (10 s at 25.6 kHz, 60 s at 5 kHz), a batch and a single window each, median of
 ``--runs`` timed runs after one warm-up; extract() once per band search (``--methods``: the
-kurtogram tree and the one-STFT search, in the same run). Prints a markdown table; "x real time"
+kurtogram tree and the one-STFT search, in the same run), and the data-quality checks the
+daemon runs before them (quality.check). Prints a markdown table; "x real time"
 is seconds of signal handled per second of wall time on one process.
 
     .venv/bin/python bench/bench_signal.py            # about 1-2 minutes on 2 shared cores
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
+from slewguard.signal import quality
 from slewguard.signal.features import METHODS, extract
 from slewguard.signal.simulate import SimulationSpec, simulate
 
@@ -74,6 +76,9 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
                     return extract(x.windows[:b], f, g, rpm=x.rpm[:b], rpm_trace=tr, method=m)
 
                 cases.append(Case(f"extract ({method})", spec, batch, run))
+        for batch in (args.extract_batch, 1):
+            cases.append(Case("quality checks", spec, batch,
+                              lambda _s, b=batch, x=sim, f=fs: quality.check(x.windows[:b], f)))
     return cases
 
 
