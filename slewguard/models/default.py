@@ -110,7 +110,7 @@ class BuildConfig(BaseModel):
     threads: int = Field(1, ge=1, description="torch CPU threads; 1 measured 4x faster than 2 "
                          "on the shared 2-core machine (OpenMP spinning under load)")
     features: str = Field("tree", description="features.extract band search (features.METHODS)"
-                          ": tree; stft takes 2.3-3.2x less time per window (bench_signal), "
+                          ": tree; stft takes 2.9-3.5x less time per window (bench_signal), "
                           "but its pruned models scored 3-11 pp lower on this build (README)")
     show_progress: bool = Field(True, description="rich progress bars")
 

@@ -26,7 +26,7 @@ band from one short-time Fourier transform (``stft_envelope``: bins as wide as t
 envelope line, a band's squared-envelope spectrum the sum of its bins') and reads the chosen
 band's lines the same way; its SK columns come from the bands' energy series
 (``stft_envelope.band_kurtosis``: 0 for noise, growing with band width for impacts, as the
-tree's do). It needs no full-length FFT: 2.3-3.2 x less time per window (bench/bench_signal.py),
+tree's do). It needs no full-length FFT: 2.9-3.5 x less time per window (bench/bench_signal.py),
 for texts that measured less separable than the tree's (README). A model card records the method
 its inputs were computed with, and the daemon follows it.
 
@@ -417,7 +417,7 @@ def extract(
     ``rpm`` is the shaft speed (a number or one per window); ``rpm_trace`` (B, N), a speed sample
     per vibration sample, switches on computed order tracking for varying speed or reversal.
     ``method`` is the band search: "tree" (the kurtogram tree over the full spectrum, the
-    reference) or "stft" (every band from one STFT, 2-3 x cheaper, texts measured less
+    reference) or "stft" (every band from one STFT, about 3 x cheaper, texts measured less
     separable; ``stft_envelope``).
 
     Example:
