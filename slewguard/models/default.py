@@ -104,6 +104,9 @@ class BuildConfig(BaseModel):
         "pinned so that a change of the cascade's defaults does not silently change this model")
     criterion: str = Field("taylor", description="cascade head and channel importance, pinned "
                            "like the stage shares (taylor measured ahead of wanda, cascade.py)")
+    distill_weight: float = Field(0.0, ge=0, le=1, description="cascade recovery's "
+                                  "distillation from the dense model, pinned like the stage "
+                                  "shares (the shipped build has none)")
     finetune_epochs: int = Field(8, ge=0, description="full fine-tuning of the pruned model "
                                  "after the cascade (cheap at 8x; recovers what LoRA left)")
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
@@ -195,7 +198,8 @@ def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
     cascade = CascadeConfig(target_ratio=config.target_ratio, epoch_scale=config.epoch_scale,
                             layer_share=layer, head_share=head, channel_share=channel,
                             head_criterion=config.criterion, channel_criterion=config.criterion,
-                            seed=config.seed, show_progress=config.show_progress)
+                            distill_weight=config.distill_weight, seed=config.seed,
+                            show_progress=config.show_progress)
     model, report = run_cascade(clf.model, clf.tokenizer, train, train, cascade, validate)
     finetune = fit(model, train, config.finetune_epochs, config.finetune_lr, evaluate=validate,
                    description="fine-tune pruned", show_progress=config.show_progress,
