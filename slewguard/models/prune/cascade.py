@@ -8,6 +8,9 @@ the stages by ``*_share``; coarse stages round to whole layers/heads and the las
 for the exact number of FFN channels, so the result lands within one channel of the target.
 A stage also removes more than its share when the later stages could not otherwise reach it.
 
+Beyond the paper, ``distill_weight`` > 0 makes every recovery also match the dense model's
+logits, computed once before the first removal (``recovery.distillation_loss``).
+
 Coupling-aware (GQA / gated FFN, automatic when the static SIA check says violated): attention is
 removed by whole KV groups with their query heads, and gated channels go as gate/up/down triples
 scored jointly.
