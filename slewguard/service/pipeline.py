@@ -293,8 +293,7 @@ class Pipeline:
     def _prepare(self, batch: list[Inbound]) -> _Prepared | None:
         """Decode, reject, check quality, featurise and textify; None when nothing is left."""
         self.metrics.batch_windows.observe(len(batch))
-        # decode (CRC, int16 -> float32) releases the GIL: one thread per core
-        decoded = numeric.map_rows(lambda i: self._decode(batch[i]), len(batch))
+        decoded = numeric.map_rows(lambda i: self._decode(batch[i]), len(batch))  # GIL-free
         items = [item for item in decoded if item is not None]
         started = time.perf_counter()
         clean, faulty = split_by_quality(self.trust, items, self._warn.warning)

@@ -35,12 +35,7 @@ from rich.console import Console
 
 from slewguard.models.prune import measure
 from slewguard.models.prune.importance import importance
-from slewguard.models.prune.recovery import (
-    TARGETS,
-    distillation_loss,
-    recover,
-    teacher_logits,
-)
+from slewguard.models.prune.recovery import TARGETS, dense_teacher, recover
 from slewguard.models.prune.sia import static_check
 from slewguard.models.prune.surgery import Surgeon, surgeon_for
 from slewguard.models.train import Batch, LossFn
@@ -279,18 +274,8 @@ def _recover(model: torch.nn.Module, train_batches: Sequence[Batch], config: Cas
 
 def distillation(model: torch.nn.Module, train_batches: Sequence[Batch],
                  config: CascadeConfig) -> LossFn | None:
-    """The recovery loss ``config`` asks for: None (labels) or distillation from ``model`` now.
-
-    Called on the dense model before anything is removed, so every stage distils from it.
-
-    Example:
-        >>> distillation(model, batches, CascadeConfig(target_ratio=2)) is None   # doctest: +SKIP
-        True
-    """
-    if not config.distill_weight:
-        return None
-    return distillation_loss(teacher_logits(model, train_batches), config.distill_weight,
-                             config.distill_temperature)
+    """``recovery.dense_teacher`` with ``config``'s weight and temperature (None at weight 0)."""
+    return dense_teacher(model, train_batches, config.distill_weight, config.distill_temperature)
 
 
 def _evaluate(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[str, float]:

@@ -178,5 +178,19 @@ def distillation_loss(targets: Sequence[torch.Tensor], weight: float = 0.5,
     return loss
 
 
+def dense_teacher(model: torch.nn.Module, batches: Sequence[Batch], weight: float,
+                  temperature: float = 2.0) -> LossFn | None:
+    """A recovery loss distilling from ``model`` as it is now (call it on the dense model, before
+    anything is removed), or None (the labels' own loss) when ``weight`` is 0.
+
+    Example:
+        >>> dense_teacher(dense, batches, weight=0.0) is None   # doctest: +SKIP
+        True
+    """
+    if not weight:
+        return None
+    return distillation_loss(teacher_logits(model, batches), weight, temperature)
+
+
 def _is_linear(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
