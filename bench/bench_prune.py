@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epoch-scale", type=float, help="recovery epochs x this (default 1.0)")
     p.add_argument("--shares", type=float, nargs=3, help="cascade layer/head/channel shares")
     p.add_argument("--criterion", default="taylor", help="cascade head + channel criterion")
+    p.add_argument("--validate-load", type=float, help="validation instead of the test: "
+                   "train on the training side's other loads, test on this one (HP), e.g. 2")
     p.add_argument("--latency-runs", type=int, default=7)
     p.add_argument("--no-memory", action="store_true", help="skip peak-memory subprocesses")
     p.add_argument("--out", type=Path, default=Path("out/bench_prune"))
@@ -93,8 +95,28 @@ def load_texts(protocol: str, out: Path) -> dict[str, tuple[list[str], list[str]
     split = datasets.load_cwru(protocol=protocol)
     data = {side: (datasets.to_texts(getattr(split, side)), getattr(split, side).labels.tolist())
             for side in ("train", "test")}
+    data["train_load_hp"] = split.train.load_hp.tolist()
     cache.write_text(json.dumps(data))
     return data
+
+
+def hold_out_load(data: dict, load_hp: float) -> dict[str, tuple[list[str], list[str]]]:
+    """Validation protocol: train on the training side's other loads, test on ``load_hp``.
+
+    Picks settings without looking at the 3 HP test side (leave-one-load-out)."""
+    texts, labels = data["train"]
+    loads = data.get("train_load_hp")
+    if loads is None:
+        raise ValueError("the text cache predates load tags: delete texts_*.json in --out")
+    sides: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    for text, label, load in zip(texts, labels, loads, strict=True):
+        side = sides["test" if load == load_hp else "train"]
+        side[0].append(text)
+        side[1].append(label)
+    if not sides["test"][0] or not sides["train"][0]:
+        raise ValueError(f"--validate-load {load_hp:g}: the training side has loads "
+                         f"{sorted(set(loads))}; pick one of them, not the only one")
+    return sides
 
 
 def latency_ms(clf: FaultClassifier, texts: list[str], batch: int, runs: int) -> float:
@@ -178,6 +200,8 @@ def run(args) -> list[dict]:
     records = []
     for protocol in args.protocols:
         data = load_texts(protocol, args.out)
+        if args.validate_load is not None:
+            data = hold_out_load(data, args.validate_load)
         for seed in args.seeds:
             torch.manual_seed(seed)
             dense = train_dense(data, seed, args)
