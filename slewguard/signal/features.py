@@ -168,11 +168,11 @@ def _whiten(spectrum: np.ndarray) -> np.ndarray:
     return spectrum * (1 / np.sqrt(smooth))
 
 
-def _centre(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean-removed float32 windows (features are ratios) and their time statistics."""
+def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Mean-removed windows into ``out`` (float32: features are ratios); their time statistics."""
     mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
-    xc = (x - mean).astype(np.float32, copy=False)
-    return xc, _time_features(xc)
+    np.subtract(x, mean, out=out, casting="unsafe")  # float64 windows: subtract, then round
+    return _time_features(out)
 
 
 def _time_features(xc: np.ndarray) -> np.ndarray:
@@ -437,8 +437,8 @@ def extract(
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
     # mean removal and time statistics: one chunk of rows per core
-    centred = numeric.map_chunks(lambda rows: _centre(x[rows]), len(x))
-    xc = np.concatenate([c for c, _ in centred])
+    xc = np.empty(x.shape, np.float32)  # filled chunk by chunk: no per-chunk copies to join
+    times = numeric.map_chunks(lambda rows: _centre(x[rows], xc[rows]), len(x))
     if method == "stft":
         energies, band, lines = _stft_block(xc, speeds, trace, orders, fs)
     else:
@@ -446,6 +446,6 @@ def extract(
         energies = _band_energies(raw)
         band, lines = _envelope_block(_whiten(raw), n, speeds, trace, orders, fs)
     values = np.concatenate(
-        [np.concatenate([t for _, t in centred]), energies, band, lines, speeds[:, None]], axis=1
+        [np.concatenate(times), energies, band, lines, speeds[:, None]], axis=1
     )
     return FeatureTable(FEATURE_NAMES, values.astype(np.float32))
