@@ -73,8 +73,10 @@ def weight_bytes(path: str | Path) -> int:
 
 
 _RSS_SCRIPT = """
-import json, resource, sys, torch
+import json, os, resource, sys, torch
 import slewguard.models.export as export
+
+WEIGHTS = SUFFIXES
 
 
 def status(field):
@@ -82,31 +84,58 @@ def status(field):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
 
 
+def own_bytes(model_dir):
+    # resident pages of anonymous mappings and of the model's weight files (smaps, not the
+    # status counters, which lag by up to 64 pages per thread)
+    total, path = 0, ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                path = head[5] if len(head) > 5 else ""
+            elif head[0] == "Rss:":
+                weights = path.startswith(model_dir) and path.endswith(WEIGHTS)
+                total += int(head[1]) * 1024 if weights or not path.startswith("/") else 0
+    return total
+
+
+model_dir = os.path.realpath(sys.argv[1])
 try:  # Linux: reset the high-water mark so import-time peaks do not hide the model's
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    before = status("VmRSS:")
+    before, own_before = status("VmRSS:"), own_bytes(model_dir)
 except OSError:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-model = export.load_model(sys.argv[1]).eval()
+model = export.load_model(model_dir).eval()
 ids = torch.ones((int(sys.argv[2]), int(sys.argv[3])), dtype=torch.long)
 with torch.no_grad():
     model(input_ids=ids, attention_mask=torch.ones_like(ids))
-try:
-    after = status("VmHWM:")
+try:  # what stays (heap, weights) plus the transient peak above the end (activations)
+    after = max(status("VmHWM:"), before)
+    own = own_bytes(model_dir) - own_before + after - status("VmRSS:")
 except OSError:
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"import_rss_bytes": before, "peak_rss_bytes": max(after, before)}))
-"""
+    after = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, before)
+    own = after - before
+print(json.dumps({"import_rss_bytes": before, "peak_rss_bytes": after,
+                  "model_bytes": max(own, 0)}))
+""".replace("SUFFIXES", repr(WEIGHT_SUFFIXES))
 
 
 def peak_inference_rss(model_dir: str | Path, batch_size: int = 1, seq_len: int = 64,
                        timeout_seconds: float = 600.0) -> dict[str, int]:
     """Peak resident memory of a fresh process that loads ``model_dir`` and runs one forward pass.
 
-    Returns ``peak_rss_bytes`` (high-water mark from loading to the end of the forward pass) and
-    ``import_rss_bytes`` (resident after importing torch and slewguard, before loading; on Linux
-    the high-water mark is reset there): their difference is what the model costs. For benches.
+    Returns:
+    - ``import_rss_bytes``: resident after importing torch and slewguard, before loading (on
+      Linux the high-water mark is reset there);
+    - ``peak_rss_bytes``: the high-water mark from loading to the end of the forward pass;
+    - ``model_bytes``: what the model itself costs at that peak, its weights and the heap
+      (activations, buffers): the peak less the anonymous memory at import and less the pages
+      of shared libraries (torch's kernels, which a first forward pass faults in lazily and which
+      every model of any size pays alike; read from /proc/self/smaps). Elsewhere it falls back to
+      ``peak_rss_bytes - import_rss_bytes``, which includes those pages.
+
+    For benches.
 
     Example:
         >>> peak_inference_rss("runs/pruned")["peak_rss_bytes"]   # doctest: +SKIP

@@ -237,12 +237,25 @@ def test_eager_attention_matches_masking_too(family):
 
 
 @pytest.mark.slow
-def test_peak_inference_rss_runs_the_saved_model_in_a_fresh_process(tmp_path):
+def test_peak_inference_rss_counts_the_models_own_weights_not_the_runtime(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
     from slewguard.models.export import save_pruned
 
-    save_pruned(tiny_model("gpt2"), tmp_path)
-    rss = peak_inference_rss(tmp_path, batch_size=2, seq_len=8)
-    assert 0 < rss["import_rss_bytes"] <= rss["peak_rss_bytes"]
+    sizes = {}
+    for layers in (1, 5):
+        config = BertConfig(vocab_size=64, hidden_size=256, num_hidden_layers=layers,
+                            num_attention_heads=4, intermediate_size=1024,
+                            max_position_embeddings=16, num_labels=3)
+        save_pruned(BertForSequenceClassification(config).eval(), tmp_path / str(layers))
+        sizes[layers] = peak_inference_rss(tmp_path / str(layers), batch_size=2, seq_len=8)
+    for rss in sizes.values():
+        assert 0 < rss["import_rss_bytes"] <= rss["peak_rss_bytes"]
+        assert 0 < rss["model_bytes"] <= rss["peak_rss_bytes"] - rss["import_rss_bytes"]
+    # four more layers hold 4 x 789,760 float32 parameters = 12.6 MB: the extra model
+    # memory is their weights (touched pages), whatever the runtime faulted in
+    extra = sizes[5]["model_bytes"] - sizes[1]["model_bytes"]
+    assert 0.8 * 12.6e6 < extra < 1.3 * 12.6e6, extra
     with pytest.raises(ValueError, match="not a directory"):
         peak_inference_rss(tmp_path / "missing")
 
