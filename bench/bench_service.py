@@ -41,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slewguard.service.payload import Window, decode, encode_binary  # noqa: E402
+from slewguard.service.payload import Window, decode, encode_binary, restamp  # noqa: E402
 from slewguard.signal.features import METHODS  # noqa: E402
 from tests.service import services  # noqa: E402
 
@@ -60,17 +60,29 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-class PeakRss:
-    """Samples a process's RSS every 0.1 s in a thread."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` and their threads so far (0 for one that exited)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.samples, self._stop = pid, [], threading.Event()
+
+class PeakRss:
+    """Samples the summed RSS of processes every 0.1 s in a thread."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids, self.samples, self._stop = pids, [], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self.samples.append(rss_bytes(self.pid))
+            self.samples.append(sum(rss_bytes(pid) for pid in self.pids))
 
     def stop(self) -> tuple[int, int]:
         """Peak RSS over the first and the second half of the sampling: equal when bounded."""
@@ -81,8 +93,9 @@ class PeakRss:
 
 
 class Windows:
-    """Pre-simulated windows (2 per sensor, half of them faulty) re-stamped per sequence number,
-    so publishing is not limited by the simulator."""
+    """Pre-simulated windows (2 per sensor, half of them faulty), encoded once and re-stamped
+    per sequence number (``payload.restamp``), so publishing is limited neither by the simulator
+    nor by quantising samples: real sensors do that work on their own hardware."""
 
     def __init__(self, sample_rate_hz: float, window_seconds: float) -> None:
         from slewguard.signal.simulate import SimulationSpec, simulate
@@ -93,7 +106,9 @@ class Windows:
             spec = SimulationSpec(fault=fault, bearing="cwru-6205", rpm=1797.0,
                                   sample_rate_hz=sample_rate_hz, window_seconds=window_seconds,
                                   snr_db=0.0)
-            self.pool.append(simulate(spec, n_windows=2, seed=i).windows)
+            self.pool.append([encode_binary(Window(f"s{i + 1}", 0, sample_rate_hz, 1797.0, 0, "g",
+                                                   x))
+                              for x in simulate(spec, n_windows=2, seed=i).windows])
         self.start_ns = time.time_ns()
         self.seq = 0
 
@@ -102,9 +117,9 @@ class Windows:
         seq = self.seq
         self.seq += 1
         sid = f"s{sensor + 1}"
-        w = Window(sid, self.start_ns + int(seq * self.window_seconds * 1e9), self.fs, 1797.0,
-                   seq, "g", self.pool[sensor][seq % 2])
-        return f"plant/bench/crane{sensor + 1}/slew/{sid}/vib", encode_binary(w), (sid, seq)
+        payload = restamp(self.pool[sensor][seq % 2],
+                          self.start_ns + int(seq * self.window_seconds * 1e9), seq)
+        return f"plant/bench/crane{sensor + 1}/slew/{sid}/vib", payload, (sid, seq)
 
 
 class Results:
@@ -173,14 +188,23 @@ def features_of(model: Path) -> str:
     return read(model).features
 
 
-def start_daemon(work: Path, broker_port: int, model: Path) -> tuple[subprocess.Popen, int]:
+def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
+                 shared: bool = False, max_batch: int = 16) -> tuple[subprocess.Popen, int]:
+    """``slewguard serve`` number ``index`` (its files under work/d<index>); ``shared`` splits
+    the sensors' topics with the other daemons through a shared subscription."""
+    work = work / f"d{index}"
+    work.mkdir(parents=True, exist_ok=True)
     http_port = services.free_port()
+    mqtt_config = {"port": broker_port, "client_id": f"bench{index}",
+                   "receive_maximum": 2 * max_batch}
+    if shared:
+        mqtt_config["shared_group"] = "bench"
     config = {
         "site": "bench",
-        "mqtt": {"port": broker_port, "client_id": "bench", "receive_maximum": 16},
+        "mqtt": mqtt_config,
         "sensors": [{"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205"}],
         "model": {"path": str(model)},
-        "inference": {"max_batch": 8, "max_wait_ms": 50, "queue_size": 16},
+        "inference": {"max_batch": max_batch, "max_wait_ms": 50, "queue_size": 2 * max_batch},
         "outbox": {"path": str(work / "outbox.sqlite3")},
         "http": {"port": http_port},
     }
@@ -202,13 +226,17 @@ def start_daemon(work: Path, broker_port: int, model: Path) -> tuple[subprocess.
     raise TimeoutError(f"daemon not ready; see {work / 'serve.log'}")
 
 
-def phase_throughput(client, windows, results, count: int) -> float:
+def phase_throughput(client, windows, results, count: int,
+                     pids: dict[str, list[int]]) -> tuple[float, dict[str, float]]:
+    """Sustained windows/s, and CPU ms per window of each process in ``pids`` over the phase."""
+    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
     sent = publish_at(client, windows, count, 0)
     keys = list(sent)
     results.wait(keys, timeout_s=count * 10.0)
+    cpu = {name: 1000 * (cpu_seconds(pid) - cpu[name]) / count for name, pid in pids.items()}
     times = sorted(results.arrived[k] for k in keys if k in results.arrived)
     skip = min(5, len(times) - 2)
-    return (len(times) - 1 - skip) / (times[-1] - times[skip])
+    return (len(times) - 1 - skip) / (times[-1] - times[skip]), cpu
 
 
 def phase_latency(client, windows, results, rate_hz: float, seconds: float) -> np.ndarray:
@@ -217,8 +245,9 @@ def phase_latency(client, windows, results, rate_hz: float, seconds: float) -> n
     return np.array([results.arrived[k] - t for k, t in sent.items() if k in results.arrived])
 
 
-def phase_overload(client, windows, rate_hz: float, seconds: float, pids: list[int]) -> list:
-    samplers = [PeakRss(pid) for pid in pids]
+def phase_overload(client, windows, rate_hz: float, seconds: float,
+                   pids: list[list[int]]) -> list:
+    samplers = [PeakRss(group) for group in pids]
     count = int(rate_hz * seconds)
     started = time.monotonic()
     publish_at(client, windows, count, rate_hz)
@@ -277,16 +306,24 @@ def main() -> None:
     parser.add_argument("--throughput-windows", type=int, default=40)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--overload-seconds", type=float, default=6.0)
+    parser.add_argument("--max-batch", type=int, default=16,
+                        help="inference.max_batch (the config default); queue and MQTT receive "
+                        "maximum are twice it")
+    parser.add_argument("--daemons", type=int, default=1,
+                        help="daemon processes splitting the load on a shared subscription "
+                        "(CPU and RSS are their sums; stage means are the first's)")
     parser.add_argument("--out", type=Path, default=ROOT / "out", help="directory for the PNGs")
     args = parser.parse_args()
     rows = []
     for model in args.model or ["default", "minilm"]:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(run(args, model, Path(tmp)))
-    print("\n| model | features | windows/s | p50 ms | p99 ms | overload peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
+    print("\n| model | features | windows/s | daemon CPU ms/window | p50 ms | p99 ms | "
+          "overload peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['features']} | {r['rate']:.2f} | {r['p50_ms']:.0f} | "
+        print(f"| {r['model']} | {r['features']} | {r['rate']:.2f} | {r['daemon_cpu_ms']:.1f} | "
+              f"{r['p50_ms']:.0f} | "
               f"{r['p99_ms']:.0f} | "
               f"{r['peak_mib']:.0f} |")
     if len(rows) > 1:
@@ -299,7 +336,9 @@ def main() -> None:
 def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
     base_model = save_model(model, work / "model", args.features)
-    proc, http_port = start_daemon(work, broker.port, work / "model")
+    daemons = [start_daemon(work, broker.port, work / "model", i, args.daemons > 1,
+                            args.max_batch) for i in range(args.daemons)]
+    pids = [proc.pid for proc, _ in daemons]
     windows = Windows(args.sample_rate_hz, args.window_seconds)
     assert decode(windows.next(0)[1]).samples.size == int(args.sample_rate_hz *
                                                           args.window_seconds)
@@ -309,28 +348,36 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        rss_idle = rss_bytes(proc.pid)
-        rate = phase_throughput(client, windows, results, args.throughput_windows)
+        rss_idle = sum(rss_bytes(pid) for pid in pids)
+        rate, cpu = phase_throughput(client, windows, results, args.throughput_windows,
+                                     {"daemon": pids, "broker": [broker.proc.pid],
+                                      "bench (publisher + result reader)": [os.getpid()]})
         lat = phase_latency(client, windows, results, rate / 2, args.latency_seconds)
         achieved, (daemon_first, daemon_peak), (_, broker_peak) = phase_overload(
-            client, windows, rate * 10, args.overload_seconds, [proc.pid, broker.proc.pid])
-        stages = stage_means_ms(http_port)
+            client, windows, rate * 10, args.overload_seconds, [pids, [broker.proc.pid]])
+        stages = stage_means_ms(daemons[0][1])
         started = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
-        code = proc.wait(300)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        code = max(proc.wait(300) for proc, _ in daemons)
         drain_s = time.monotonic() - started
     finally:
         client.loop_stop()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+        for proc, _ in daemons:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
         broker.stop()
     mib = 2**20
     print(f"\nclassifier: {model} ({base_model}), features {features_of(work / 'model')}; "
           "windows "
           f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
+          f"{args.daemons} daemon process(es), "
           f"{os.cpu_count()} CPU cores")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
     print(f"sustained throughput: {rate:.2f} windows/s")
+    print("CPU per window during it, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+          + f" ({os.cpu_count()} cores give {1000 * (os.cpu_count() or 1) / rate:.1f} ms per "
+          "window at this rate)")
     print("daemon mean per call, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
           + " (decode per window; features/inference/outbox per micro-batch)")
     print(f"latency at {rate / 2:.2f} windows/s ({lat.size} windows): p50 "
@@ -346,7 +393,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     print(f"wrote {png}")
     return {"model": model, "features": features_of(work / "model"), "rate": rate,
             "p50_ms": np.percentile(lat, 50) * 1000,
-            "p99_ms": np.percentile(lat, 99) * 1000, "peak_mib": daemon_peak / mib}
+            "p99_ms": np.percentile(lat, 99) * 1000, "peak_mib": daemon_peak / mib,
+            "daemon_cpu_ms": cpu["daemon"]}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from slewguard.service import payload as pl
-from slewguard.service.payload import PayloadError, Window, decode, encode_binary, encode_json
+from slewguard.service.payload import (
+    PayloadError,
+    Window,
+    decode,
+    encode_binary,
+    encode_json,
+    restamp,
+)
 
 
 def make_window(n: int = 2048, rpm: float | None = 6.0, seed: int = 0, **kw) -> Window:
@@ -197,3 +204,18 @@ def test_random_bytes_raise_only_payload_errors():
 
 def test_window_duration():
     assert make_window(n=5000).duration_s == pytest.approx(1.0)
+
+
+def test_restamp_changes_only_time_and_sequence_and_keeps_the_checksum_valid():
+    w = make_window(n=64)
+    again = decode(restamp(encode_binary(w), w.start_ns + 10**10, w.seq + 5))
+    assert (again.start_ns, again.seq) == (w.start_ns + 10**10, w.seq + 5)
+    first = decode(encode_binary(w))
+    assert (again.sensor_id, again.rpm, again.sample_rate_hz) == (w.sensor_id, w.rpm,
+                                                                  w.sample_rate_hz)
+    np.testing.assert_array_equal(again.samples, first.samples)
+    with pytest.raises(PayloadError, match="restamp what encode_binary wrote") as err:
+        restamp(encode_json(w), 0, 0)
+    assert err.value.reason == "bad_header"
+    with pytest.raises(ValueError, match="seq=-1"):
+        restamp(encode_binary(w), 0, -1)
