@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -104,16 +104,18 @@ def band_spectra(
     """
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_time, dtype=np.float32) / n_time)
     per_bin = sp_fft.rfft(energy[:, :n_time] * window, axis=1)[:, : n_low + 1]
-    amp = np.abs(_membership(bands, len(energy), per_bin.dtype) @ per_bin)
+    amp = np.abs(_membership(tuple(bands), len(energy), per_bin.dtype) @ per_bin)
     amp[:, :2] = 0
     return amp
 
 
-def _membership(bands: list[tuple[int, int]], n_bins: int, dtype: np.dtype) -> np.ndarray:
-    """(len(bands), n_bins) 0/1 matrix: row i adds up band i's bins."""
+@lru_cache(maxsize=64)
+def _membership(bands: tuple[tuple[int, int], ...], n_bins: int, dtype: np.dtype) -> np.ndarray:
+    """(len(bands), n_bins) 0/1 matrix: row i adds up band i's bins (read-only, cached)."""
     member = np.zeros((len(bands), n_bins), dtype)
     for i, (first, stop) in enumerate(bands):
         member[i, first:stop] = 1
+    member.flags.writeable = False
     return member
 
 
@@ -132,11 +134,15 @@ def band_kurtosis(energy: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarra
     after the Hann window's correlation of neighbours (|r1|^2 = 4/9, |r2|^2 = 1/36); SK =
     m_eff x Var e / (E e)^2 - 1 is then 0, and m_eff x (SK of one bin + 1) - 1 for an impact train
     seen alike by every bin.
+
+    E e^2 of every band comes from the bins' Gram matrix (bins x bins, one product over the
+    frames) instead of each band's series: cheaper, and closer to a float64 computation.
     """
-    member = _membership(bands, len(energy), energy.dtype)
-    series = member @ energy  # (bands, frames)
-    mean = series.mean(axis=1, dtype=np.float64)
-    power = np.einsum("ij,ij->i", series, series).astype(np.float64) / series.shape[1]
-    m = member.sum(axis=1, dtype=np.float64)
+    member = _membership(tuple(bands), len(energy), np.dtype(np.float64))
+    frames = energy.shape[1]
+    gram = (energy @ energy.T).astype(np.float64) / frames  # E[e_k e_l]
+    mean = member @ (energy.sum(axis=1, dtype=np.float64) / frames)
+    power = np.einsum("bk,kl,bl->b", member, gram, member)
+    m = member.sum(axis=1)
     m_eff = m * m / (m + 2 * np.maximum(m - 1, 0) * 4 / 9 + 2 * np.maximum(m - 2, 0) / 36)
     return m_eff * (power / (mean * mean + 1e-30) - 1.0) - 1.0
