@@ -146,14 +146,21 @@ def band_kurtosis(energy: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarra
     m_eff x Var e / (E e)^2 - 1 is then 0, and m_eff x (SK of one bin + 1) - 1 for an impact train
     seen alike by every bin.
 
-    E e^2 of every band comes from the bins' Gram matrix (bins x bins, one product over the
-    frames) instead of each band's series: cheaper, and closer to a float64 computation.
+    With few bins (short frames: fast machines) E e^2 of every band comes from the bins' Gram
+    matrix, one (bins x bins) product over the frames, closer to float64 than each band's
+    series; with many (long frames: slow slewing rings) the series cost less.
     """
-    member = _membership(tuple(bands), len(energy), np.dtype(np.float64))
     frames = energy.shape[1]
-    gram = (energy @ energy.T).astype(np.float64) / frames  # E[e_k e_l]
-    mean = member @ (energy.sum(axis=1, dtype=np.float64) / frames)
-    power = np.einsum("bk,kl,bl->b", member, gram, member)
+    mean_bins = energy.sum(axis=1, dtype=np.float64) / frames
+    if len(energy) <= 2 * len(bands):
+        member = _membership(tuple(bands), len(energy), np.dtype(np.float64))
+        gram = (energy @ energy.T).astype(np.float64) / frames  # E[e_k e_l]
+        power = np.einsum("bk,kl,bl->b", member, gram, member)
+    else:
+        member = _membership(tuple(bands), len(energy), energy.dtype)
+        series = member @ energy  # (bands, frames)
+        power = np.einsum("ij,ij->i", series, series).astype(np.float64) / frames
+    mean = member.astype(np.float64) @ mean_bins
     m = member.sum(axis=1)
     m_eff = m * m / (m + 2 * np.maximum(m - 1, 0) * 4 / 9 + 2 * np.maximum(m - 2, 0) / 36)
     return m_eff * (power / (mean * mean + 1e-30) - 1.0) - 1.0

@@ -14,12 +14,13 @@ def test_frame_is_the_longest_power_of_two_whose_bins_hold_the_top_line(fs, top)
     assert fs / frame >= top and fs / (2 * frame) < top
 
 
+@pytest.mark.parametrize("n", [4096, 4093])  # a whole number of hops (read in place), or not
 @pytest.mark.parametrize("frame", [8, 32, 64, 256])
-def test_stft_energy_matches_a_textbook_stft(frame, monkeypatch):
-    x = np.random.default_rng(0).normal(size=4096).astype(np.float32)
+def test_stft_energy_matches_a_textbook_stft(frame, n, monkeypatch):
+    x = np.random.default_rng(0).normal(size=n).astype(np.float32)
     hop = frame // 2
     padded = np.concatenate([np.zeros(hop), x, np.zeros(2 * hop)])
-    frames = np.stack([padded[k * hop: k * hop + frame] for k in range(len(x) // hop + 1)])
+    frames = np.stack([padded[k * hop: k * hop + frame] for k in range(-(-n // hop) + 1)])
     want = np.abs(sp_fft.rfft(frames * np.hanning(frame), axis=1)[:, : frame // 2].T) ** 2
     got = se.stft_energy(x, frame)
     assert got.shape == want.shape and got.flags["C_CONTIGUOUS"]
@@ -53,6 +54,20 @@ def test_band_kurtosis_is_zero_for_noise_and_grows_with_width_for_impacts():
     assert sk[0] == pytest.approx((one_bin**2).mean() / one_bin.mean() ** 2 - 2, rel=1e-3)
     tone = np.sin(2 * np.pi * 0.1 * np.arange(256_000)) + 0.01 * noise
     assert se.band_kurtosis(_whitened(tone), [(3, 4)])[0] == pytest.approx(-1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("n_bands", [5, 30])  # the band series, or the bins' Gram matrix
+def test_band_kurtosis_follows_its_definition_on_either_path(n_bands):
+    energy = np.random.default_rng(3).gamma(0.5, size=(16, 4000)).astype(np.float32)
+    bands = [(a, b) for a in range(1, 16) for b in range(a + 1, 17)][:: 120 // n_bands][:n_bands]
+    assert len(bands) == n_bands
+    want = []
+    for first, stop in bands:
+        e = energy[first:stop].astype(np.float64).sum(axis=0)
+        m = stop - first
+        m_eff = m * m / (m + 2 * max(m - 1, 0) * 4 / 9 + 2 * max(m - 2, 0) / 36)
+        want.append(m_eff * ((e * e).mean() / e.mean() ** 2 - 1) - 1)
+    np.testing.assert_allclose(se.band_kurtosis(energy, bands), want, rtol=1e-5, atol=1e-5)
 
 
 def test_band_spectra_equal_the_spectrum_of_each_bands_summed_energy():
