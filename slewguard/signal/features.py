@@ -71,6 +71,7 @@ from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported 
 
 METHODS = ("tree", "stft")  # band search: kurtogram tree (reference) or one STFT (fast)
 
+TIME_BLOCK = 1 << 15  # samples per block of the time statistics (128 KB of float32)
 N_ENERGY_BANDS = 4
 TONAL_SK = -0.25  # stft band choice: below this SK a tone carries over half a band's power
 
@@ -169,31 +170,34 @@ def _whiten(spectrum: np.ndarray) -> np.ndarray:
 
 
 def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Mean-removed windows into ``out`` (float32: features are ratios); their time statistics."""
-    mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
-    np.subtract(x, mean, out=out, casting="unsafe")  # float64 windows: subtract, then round
-    return _time_features(out)
+    """Mean-removed windows into ``out`` (float32: features are ratios) and their time statistics
+    (B, 7): RMS, peak, crest, kurtosis, skewness, shape and impulse factors.
 
-
-def _time_features(xc: np.ndarray) -> np.ndarray:
-    """Time statistics of mean-removed float32 windows. (B, N) -> (B, 7).
-
-    Sums by einsum (float32, pairwise: within 1e-7 of float64 sums, 3 x faster than casting).
+    One pass after the mean, in blocks of TIME_BLOCK samples that stay in the core's cache:
+    every statistic reads the block just written instead of the whole batch again (whole-batch
+    passes cost 1.7x the CPU and more under contention for memory). Block sums in float32,
+    summed across blocks in float64: within 1e-6 of float64 sums.
     """
+    b, n = x.shape
+    mean = x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
+    sums = np.zeros((4, b))  # sum of squares, cubes, fourth powers, absolute values
+    peak = np.zeros(b)
+    work = np.empty((2, min(n, TIME_BLOCK)), np.float32)
+    for i in range(b):
+        for start in range(0, n, TIME_BLOCK):
+            stop = min(n, start + TIME_BLOCK)
+            block, sq, ab = out[i, start:stop], work[0, : stop - start], work[1, : stop - start]
+            np.subtract(x[i, start:stop], mean[i], out=block, casting="unsafe")
+            np.multiply(block, block, out=sq)
+            np.abs(block, out=ab)
+            sums[:, i] += (sq.sum(), np.dot(sq, block), np.dot(sq, sq), ab.sum())
+            peak[i] = max(peak[i], float(ab.max()))
     tiny = 1e-30
-    sq = xc * xc  # products, not ** 3 / ** 4 (numpy's pow is ~10 x slower)
-    n = xc.shape[1]
-    rms = np.sqrt(np.einsum("ij,ij->i", xc, xc).astype(np.float64) / n)
-    abs_x = np.abs(xc)
-    peak = abs_x.max(axis=1).astype(np.float64)
-    mean_abs = abs_x.sum(axis=1).astype(np.float64) / n
-    var = rms**2 + tiny
-    kurt = np.einsum("ij,ij->i", sq, sq).astype(np.float64) / n / var**2 - 3.0
-    skew = np.einsum("ij,ij->i", sq, xc).astype(np.float64) / n / var**1.5
-    crest = peak / (rms + tiny)
-    return np.stack(
-        [rms, peak, crest, kurt, skew, rms / (mean_abs + tiny), peak / (mean_abs + tiny)], axis=1
-    )
+    rms = np.sqrt(sums[0] / n)
+    var, mean_abs = rms**2 + tiny, sums[3] / n
+    kurt, skew = sums[2] / n / var**2 - 3.0, sums[1] / n / var**1.5
+    return np.stack([rms, peak, peak / (rms + tiny), kurt, skew, rms / (mean_abs + tiny),
+                     peak / (mean_abs + tiny)], axis=1)
 
 
 def _band_energies(spectrum: np.ndarray) -> np.ndarray:

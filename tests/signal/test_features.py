@@ -209,6 +209,23 @@ def test_envelope_spectrum_matches_the_full_rate_squared_envelope():
     assert abs(f[amp[0].argmax()] - f[ref.argmax()]) < 0.5
 
 
+def test_time_statistics_equal_float64_ones_across_blocks():
+    from slewguard.signal.features import TIME_BLOCK, _centre
+
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(3, 2 * TIME_BLOCK + 777)) * 2 + 5).astype(np.float32)
+    x[:, ::997] += 60.0  # impacts: kurtosis and peak far from noise
+    out = np.empty_like(x)
+    got = _centre(x, out)
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(axis=1, keepdims=True)
+    rms, peak, mean_abs = np.sqrt((xc**2).mean(1)), np.abs(xc).max(1), np.abs(xc).mean(1)
+    want = np.stack([rms, peak, peak / rms, (xc**4).mean(1) / rms**4 - 3,
+                     (xc**3).mean(1) / rms**3, rms / mean_abs, peak / mean_abs], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(out, xc, atol=1e-5)
+    assert want[:, 3].min() > 10  # the impacts made the kurtosis large
+
+
 def test_time_features_of_known_signals():
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(1, 60_000))
