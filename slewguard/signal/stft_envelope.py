@@ -53,9 +53,11 @@ def stft_energy(x: np.ndarray, frame: int) -> np.ndarray:
     """
     hop = frame // 2
     n_blocks = -(-len(x) // hop)
-    if frame <= DFT_MAX_FRAME and len(x) % hop == 0 and n_blocks >= 2:
-        # frame k = blocks k - 1 and k of x itself (no padded copy); the first and the last
-        # frame see one block, the zero one outside adding nothing
+    if frame <= DFT_MAX_FRAME:
+        # frame k = blocks k - 1 and k of x itself (no padded copy of a window of whole blocks);
+        # the first and the last frame see one block, the zero one outside adding nothing
+        if len(x) % hop:
+            x = np.concatenate([x, np.zeros(n_blocks * hop - len(x), x.dtype)])
         head, tail = _windowed_dft(frame, x.dtype)  # (2 bins, hop) each: real rows, imag rows
         blocks = x.reshape(n_blocks, hop)
         spec = np.empty((frame, n_blocks + 1), x.dtype)  # (2 bins, frames)
@@ -66,11 +68,6 @@ def stft_energy(x: np.ndarray, frame: int) -> np.ndarray:
         return spec[: frame // 2] + spec[frame // 2 :]
     blocks = np.zeros((n_blocks + 2, hop), x.dtype)  # a zero block before and after
     blocks.reshape(-1)[hop : hop + len(x)] = x
-    if frame <= DFT_MAX_FRAME:
-        head, tail = _windowed_dft(frame, x.dtype)
-        spec = head @ blocks[:-1].T + tail @ blocks[1:].T
-        spec *= spec
-        return spec[: frame // 2] + spec[frame // 2 :]
     frames = blocks.reshape(-1)[: (n_blocks + 1) * hop + hop]
     frames = np.lib.stride_tricks.sliding_window_view(frames, frame)[::hop]
     spec = sp_fft.rfft(frames * np.hanning(frame).astype(x.dtype), axis=1)[:, : frame // 2].T
@@ -160,7 +157,7 @@ def band_kurtosis(energy: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarra
         member = _membership(tuple(bands), len(energy), energy.dtype)
         series = member @ energy  # (bands, frames)
         power = np.einsum("ij,ij->i", series, series).astype(np.float64) / frames
-    mean = member.astype(np.float64) @ mean_bins
+    mean = np.asarray(member, np.float64) @ mean_bins
     m = member.sum(axis=1)
     m_eff = m * m / (m + 2 * np.maximum(m - 1, 0) * 4 / 9 + 2 * np.maximum(m - 2, 0) / 36)
     return m_eff * (power / (mean * mean + 1e-30) - 1.0) - 1.0
