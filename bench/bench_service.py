@@ -229,11 +229,12 @@ def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
 def phase_throughput(client, windows, results, count: int,
                      pids: dict[str, list[int]]) -> tuple[float, dict[str, float]]:
     """Sustained windows/s, and CPU ms per window of each process in ``pids`` over the phase."""
-    cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu = {name: cpu_seconds(group) for name, group in pids.items()}
     sent = publish_at(client, windows, count, 0)
     keys = list(sent)
     results.wait(keys, timeout_s=count * 10.0)
-    cpu = {name: 1000 * (cpu_seconds(pid) - cpu[name]) / count for name, pid in pids.items()}
+    cpu = {name: 1000 * (cpu_seconds(group) - cpu[name]) / count
+           for name, group in pids.items()}
     times = sorted(results.arrived[k] for k in keys if k in results.arrived)
     skip = min(5, len(times) - 2)
     return (len(times) - 1 - skip) / (times[-1] - times[skip]), cpu

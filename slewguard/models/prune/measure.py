@@ -100,20 +100,24 @@ def own_bytes(model_dir):
 
 
 model_dir = os.path.realpath(sys.argv[1])
-try:  # Linux: reset the high-water mark so import-time peaks do not hide the model's
+linux = os.path.exists("/proc/self/smaps")
+try:  # reset the high-water mark so import-time peaks do not hide the model's
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    before, own_before = status("VmRSS:"), own_bytes(model_dir)
 except OSError:
+    pass
+if linux:
+    before, own_before = status("VmRSS:"), own_bytes(model_dir)
+else:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 model = export.load_model(model_dir).eval()
 ids = torch.ones((int(sys.argv[2]), int(sys.argv[3])), dtype=torch.long)
 with torch.no_grad():
     model(input_ids=ids, attention_mask=torch.ones_like(ids))
-try:  # what stays (heap, weights) plus the transient peak above the end (activations)
+if linux:  # what stays (heap, weights) plus the transient peak above the end (activations)
     after = max(status("VmHWM:"), before)
     own = own_bytes(model_dir) - own_before + after - status("VmRSS:")
-except OSError:
+else:
     after = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, before)
     own = after - before
 print(json.dumps({"import_rss_bytes": before, "peak_rss_bytes": after,
