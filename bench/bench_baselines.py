@@ -57,10 +57,10 @@ from slewguard.models.calibrate import (
     reliability_diagram,
 )
 from slewguard.models.ood import OodDetector, window_features
+from slewguard.signal.cwru import load_cwru
 from slewguard.signal.datasets import (
     DatasetMissingError,
     SimulatedDatasetSpec,
-    load_cwru,
     simulate_dataset,
 )
 from slewguard.signal.features import FEATURE_NAMES, METHODS, FeatureTable

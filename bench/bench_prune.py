@@ -44,7 +44,7 @@ from slewguard.models.classifier import (
 from slewguard.models.prune import measure
 from slewguard.models.prune.baselines import METHODS, run_baseline
 from slewguard.models.prune.cascade import CascadeConfig, run_cascade
-from slewguard.signal import datasets, textify
+from slewguard.signal import cwru, datasets, textify
 
 PAPER_RATIOS = (1.3, 2.5, 3.7, 5.8, 8.7, 13.8)
 # a recovering method with "-kd" also distils from the dense model during recovery
@@ -94,7 +94,7 @@ def load_texts(protocol: str, out: Path) -> dict[str, tuple[list[str], list[str]
     cache = out / f"texts_{protocol}.json"
     if cache.is_file():
         return {k: tuple(v) for k, v in json.loads(cache.read_text()).items()}
-    split = datasets.load_cwru(protocol=protocol)
+    split = cwru.load_cwru(protocol=protocol)
     data = {side: (datasets.to_texts(getattr(split, side)), getattr(split, side).labels.tolist())
             for side in ("train", "test")}
     data["train_load_hp"] = split.train.load_hp.tolist()

@@ -114,7 +114,8 @@ def simulated_splits(config: BuildConfig) -> tuple[Any, Any]:
 
 def cwru_split(config: BuildConfig) -> Any | None:
     """The CWRU split (classes capped per side when asked), or None when the data is absent."""
-    from slewguard.signal.datasets import DatasetMissingError, load_cwru
+    from slewguard.signal.cwru import load_cwru
+    from slewguard.signal.datasets import DatasetMissingError
 
     try:
         split = load_cwru(config.cwru_root, protocol=config.cwru_protocol, window_seconds=1.0)

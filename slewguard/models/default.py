@@ -91,7 +91,7 @@ class BuildConfig(BaseModel):
     fleet_windows_per_class: int = Field(12, ge=1, description="windows per class simulated as "
                                          "the demo fleet sends them (6 rpm, 0 dB, severity 2)")
     cwru_root: Path | None = Field(None, description="CWRU directory (None: the default place)")
-    cwru_protocol: str = Field("paper-4class", description="datasets.load_cwru protocol")
+    cwru_protocol: str = Field("paper-4class", description="cwru.load_cwru protocol")
     cwru_windows_per_class: int | None = Field(45, description="cap per class and side "
                                                "(None: every window)")
     epochs: int = Field(6, ge=1, description="dense fine-tuning epochs")

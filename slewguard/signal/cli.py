@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = dataset.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
     _add_simulate(sub)
     cwru = sub.add_parser("cwru", help="window the CWRU 12 kHz recordings under one protocol")
-    from slewguard.signal.datasets import PROTOCOLS
+    from slewguard.signal.cwru import PROTOCOLS
 
     cwru.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
                       help="faults-3class: IR/B/OR, 0-2 HP -> 3 HP; paper-4class: plus Normal, "
@@ -106,7 +106,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _cwru(args: argparse.Namespace) -> int:
-    from slewguard.signal.datasets import load_cwru, write
+    from slewguard.signal.cwru import load_cwru
+    from slewguard.signal.datasets import write
 
     split = load_cwru(args.root, args.protocol, args.window_seconds, args.hop_seconds,
                       verify_sha256=args.verify_sha256, progress=True)

@@ -8,8 +8,10 @@ import pytest
 import scipy.io
 import scipy.signal
 
+from slewguard.signal import cwru as cwru_data
 from slewguard.signal import datasets
-from slewguard.signal.datasets import SimulatedDatasetSpec, load_cwru, read, simulate_dataset, write
+from slewguard.signal.cwru import load_cwru
+from slewguard.signal.datasets import SimulatedDatasetSpec, read, simulate_dataset, write
 
 # A miniature CWRU tree: the real layout and key names, 1300 samples per 12 kHz file.
 FAULT_N = 1300
@@ -77,7 +79,7 @@ def test_faults_3class_labels_loads_and_split_by_recording(cwru_root):
         ):
             cls, size_code, load_code = rec.split("_")[2:]
             assert level == FAULT_FILE_NO[(cls, size_code)] + int(load_code)
-            assert label == datasets.CWRU_CLASSES[cls]
+            assert label == cwru_data.CWRU_CLASSES[cls]
             assert rpm == RPM_BY_LOAD[int(load_code)] and load == int(load_code)
             assert size == pytest.approx(float("0." + size_code))
 

@@ -204,7 +204,7 @@ def _cwru_dir():
 @pytest.mark.skipif(not (_cwru_dir() / "MANIFEST.tsv").is_file(),
                     reason="CWRU data absent (set SLEWGUARD_CWRU_DIR or ../shared/data/cwru)")
 def test_real_cwru_windows_are_clean_and_a_wrong_rpm_is_caught():
-    from slewguard.signal.datasets import load_cwru
+    from slewguard.signal.cwru import load_cwru
 
     test = load_cwru(_cwru_dir(), protocol="paper-4class").test
     caught = []
