@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +60,8 @@ QUALITY_FAULTS: tuple[str, ...] = (
 
 
 RPM_MIN_REVOLUTIONS = 1.0  # shaft turns a window needs before its rpm is judged
+QUALITY_BLOCK = 1 << 15  # samples per block of the row statistics (128 KB of float32)
+QUALITY_ROWS = 4  # windows per call of the checks: their (rows, N) masks stay in the cache
 SPIKE_REACH = 8  # samples either side a spike must stand alone in (a ring-down lasts longer)
 
 
@@ -130,16 +133,51 @@ def _as_batch(windows: np.ndarray) -> np.ndarray:
     x = x[None, :] if x.ndim == 1 else x
     if x.ndim != 2 or x.shape[1] < 64:
         raise ValueError(f"windows has shape {np.shape(windows)}: pass (N,) or (B, N), N >= 64")
-    if not np.isfinite(x).all():
-        raise ValueError("windows contain NaN/inf: the payload decoder must reject them first")
     return x
 
 
-def _std(x: np.ndarray) -> np.ndarray:
-    """Standard deviation per row, (B,) float64: a float64 mean, then pairwise sums of the
-    mean-removed squares in x's dtype (no float64 copy of the batch)."""
-    centred = x - x.mean(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
-    return np.sqrt(np.einsum("ij,ij->i", centred, centred).astype(np.float64) / x.shape[1])
+@dataclass(frozen=True)
+class _RowStats:
+    """Per-row statistics the checks share, (B,) float64 each."""
+
+    mean: np.ndarray
+    rms: np.ndarray  # about the mean (AC RMS)
+    slope: np.ndarray  # least-squares rise over the whole window
+    ramp_power: float  # mean square of the time axis (about 1 / 12)
+    hi: np.ndarray
+    lo: np.ndarray
+
+
+def _row_stats(x: np.ndarray) -> _RowStats:
+    """Mean, AC RMS, linear trend and extremes of every row without a copy of the batch.
+
+    The mean is a pairwise float32 sum; the centred sums run over cache-sized blocks of each row
+    (a float32 dot per block, summed in float64), so no batch-sized temporary is written: those
+    were most of the checks' cost (page faults on fresh memory, not arithmetic).
+    """
+    b, n = x.shape
+    mean, squares, rise, hi, lo = (np.zeros(b) for _ in range(5))
+    ramp = _ramp(n, x.dtype)
+    work = np.empty(min(n, QUALITY_BLOCK), x.dtype)
+    for i in range(b):
+        row = x[i]  # read once from memory; the passes below find it in the cache
+        mean[i], hi[i], lo[i] = float(row.sum(dtype=x.dtype)) / n, row.max(), row.min()
+        for start in range(0, n, QUALITY_BLOCK):
+            stop = min(n, start + QUALITY_BLOCK)
+            block = work[: stop - start]
+            np.subtract(row[start:stop], mean[i], out=block, casting="unsafe")
+            squares[i] += float(np.dot(block, block))
+            rise[i] += float(np.dot(block, ramp[start:stop]))
+    tt = n * (n + 1) / (12.0 * (n - 1))  # ramp @ ramp: sum of t^2 over n points in [-0.5, 0.5]
+    return _RowStats(mean, np.sqrt(squares / n), rise / tt, tt / n, hi, lo)
+
+
+@lru_cache(maxsize=8)
+def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
+    """linspace(-0.5, 0.5, n) in ``dtype``, read-only: the time axis of a window of duration 1."""
+    ramp = np.linspace(-0.5, 0.5, n).astype(dtype)
+    ramp.flags.writeable = False
+    return ramp
 
 
 def _true_at(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,11 +211,13 @@ def _flat(x: np.ndarray, rms: np.ndarray, cfg: QualityThresholds, exp: QualityEx
     return flat, [f"{d} distinct values, RMS {r:.3g}" for d, r in zip(distinct, rms, strict=True)]
 
 
-def _rail_masks(x: np.ndarray, cfg: QualityThresholds) -> np.ndarray:
+def _rail_masks(x: np.ndarray, stats: _RowStats, cfg: QualityThresholds) -> np.ndarray:
     """Samples on the top or bottom extreme of their window, (B, N) bool."""
-    hi, lo = x.max(axis=1, keepdims=True), x.min(axis=1, keepdims=True)
+    hi, lo = stats.hi[:, None], stats.lo[:, None]
     tol = cfg.clip_rel_tol * (hi - lo)
-    return (x >= hi - tol) | (x <= lo + tol)
+    rail = x >= (hi - tol).astype(x.dtype)
+    rail |= x <= (lo + tol).astype(x.dtype)
+    return rail
 
 
 def _clipping(rail: np.ndarray, cfg: QualityThresholds):
@@ -196,34 +236,32 @@ def _dropout(x: np.ndarray, rail: np.ndarray, fs: float, cfg: QualityThresholds)
     return longest >= need, [f"held for {int(n)} samples" for n in longest]
 
 
-def _spikes(x: np.ndarray, cfg: QualityThresholds):
+def _spikes(x: np.ndarray, stats: _RowStats, cfg: QualityThresholds):
     # Median and MAD from an evenly strided subsample of ~16k samples: as exact as the test
     # needs, and two partitions of whole 10 s windows cost more than the rest of the checks.
     sub = x[:, :: max(1, x.shape[1] // 16384)]
-    centre = median(sub)[:, None]
-    sigma = 1.4826 * median(np.abs(sub - centre))[:, None] + 1e-30
-    dev = np.abs(x - centre)
-    row, idx = _true_at(dev > cfg.spike_sigma * sigma)
-    # A struck structure rings: within +-SPIKE_REACH samples some sample keeps a good part of the
-    # peak. Only candidates are looked at, so this stays cheap.
-    offsets = np.concatenate([-np.arange(1, SPIKE_REACH + 1), np.arange(1, SPIKE_REACH + 1)])
-    around = dev[row[:, None], np.clip(idx[:, None] + offsets, 0, x.shape[1] - 1)].max(axis=1)
-    isolated = around < cfg.spike_neighbour_ratio * dev[row, idx]
-    count = np.bincount(row[isolated], minlength=len(x))
-    top = dev.max(axis=1) / sigma[:, 0]
+    centre = median(sub).astype(np.float64)
+    sigma = 1.4826 * median(np.abs(sub - centre[:, None].astype(x.dtype))) + 1e-30
+    top = np.maximum(stats.hi - centre, centre - stats.lo) / sigma
+    count = np.zeros(len(x), int)
+    # Only rows whose extreme passes the limit can hold a spike (most rows: none).
+    for i in np.flatnonzero(top > cfg.spike_sigma):
+        dev = np.abs(x[i] - x.dtype.type(centre[i]))
+        (idx,) = np.nonzero(dev > cfg.spike_sigma * sigma[i])
+        # A struck structure rings: within +-SPIKE_REACH samples some sample keeps a good part
+        # of the peak. Only candidates are looked at, so this stays cheap.
+        offsets = np.concatenate([-np.arange(1, SPIKE_REACH + 1), np.arange(1, SPIKE_REACH + 1)])
+        around = dev[np.clip(idx[:, None] + offsets, 0, x.shape[1] - 1)].max(axis=1)
+        count[i] = np.count_nonzero(around < cfg.spike_neighbour_ratio * dev[idx])
     return count > 0, [f"{c} isolated spikes, max {t:.0f} sigma" for c, t in zip(count, top,
                                                                                  strict=True)]
 
 
-def _offset_and_drift(x: np.ndarray, rms: np.ndarray, cfg: QualityThresholds):
-    t = np.linspace(-0.5, 0.5, x.shape[1])  # window duration = 1; zero mean
-    mean = x.mean(axis=1, dtype=np.float64)
-    tt = float(t @ t)
-    slope = (x @ t.astype(x.dtype)).astype(np.float64) / tt  # rise over the whole window
+def _offset_and_drift(stats: _RowStats, cfg: QualityThresholds):
+    rms, slope = stats.rms, stats.slope
     # residual power of the line fit = variance - slope^2 x mean(t^2)
-    resid_rms = np.sqrt(np.maximum(rms**2 - slope**2 * tt / x.shape[1], 0.0)) + 1e-300
-    ac_rms = rms + 1e-300
-    dc, drift = np.abs(mean) / ac_rms, np.abs(slope) / resid_rms
+    resid_rms = np.sqrt(np.maximum(rms**2 - slope**2 * stats.ramp_power, 0.0)) + 1e-300
+    dc, drift = np.abs(stats.mean) / (rms + 1e-300), np.abs(slope) / resid_rms
     return (dc > cfg.dc_max_ratio, [f"mean {d:.1f} x RMS" for d in dc],
             drift > cfg.drift_max_ratio, [f"trend {d:.1f} x RMS" for d in drift])
 
@@ -366,19 +404,24 @@ def check(windows: np.ndarray, sample_rate_hz: float,
     def part(rows: slice) -> list[QualityVerdict]:
         return _check_rows(x[rows], fs, exp, cfg, None if trace is None else trace[rows])
 
-    # rows are independent: one chunk of them per core
-    return [v for verdicts in numeric.map_chunks(part, len(x)) for v in verdicts]
+    # rows are independent; chunks of a few rows keep the checks' masks in the cache
+    chunks = [slice(a, min(a + QUALITY_ROWS, len(x))) for a in range(0, len(x), QUALITY_ROWS)]
+    return [v for verdicts in numeric.map_rows(lambda k: part(chunks[k]), len(chunks))
+            for v in verdicts]
 
 
 def _check_rows(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: QualityThresholds,
                 rpm_trace: np.ndarray | None) -> list[QualityVerdict]:
-    rms = _std(x)
-    rail = _rail_masks(x, cfg)
+    stats = _row_stats(x)
+    if not (np.isfinite(stats.hi).all() and np.isfinite(stats.lo).all()):  # NaN propagates
+        raise ValueError("windows contain NaN/inf: the payload decoder must reject them first")
+    rms = stats.rms
+    rail = _rail_masks(x, stats, cfg)
     found = {"flat_line": _flat(x, rms, cfg, exp), "clipping": _clipping(rail, cfg),
-             "dropout": _dropout(x, rail, fs, cfg), "spikes": _spikes(x, cfg),
+             "dropout": _dropout(x, rail, fs, cfg), "spikes": _spikes(x, stats, cfg),
              "loose_mount": _loose(x, rms, fs, cfg, exp),
              "rpm_mismatch": _rpm_mismatch(x, fs, cfg, exp, rpm_trace)}
-    dc, dc_note, drift, drift_note = _offset_and_drift(x, rms, cfg)
+    dc, dc_note, drift, drift_note = _offset_and_drift(stats, cfg)
     found["dc_offset"], found["drift"] = (dc, dc_note), (drift, drift_note)
     rate_bad = exp.sample_rate_hz is not None and (
         abs(fs / exp.sample_rate_hz - 1) > cfg.sample_rate_rel_tol)

@@ -218,3 +218,34 @@ def test_real_cwru_windows_are_clean_and_a_wrong_rpm_is_caught():
         caught += [f == ("rpm_mismatch",) for f in faults]
     # The 1x line of a 1 s CWRU window is not always prominent; where it is, it must be caught.
     assert np.mean(caught) > 0.5
+
+
+def test_row_statistics_match_float64_references_even_on_a_large_offset():
+    from slewguard.signal.quality import _row_stats
+
+    rng = np.random.default_rng(3)
+    n = 100_003  # blocks of the row pass do not divide it
+    t = np.linspace(-0.5, 0.5, n)
+    x = rng.normal(size=(3, n)) + np.array([[0.0], [500.0], [2.0]]) + np.outer([0, 0, 4], t)
+    stats = _row_stats(x.astype(np.float32))
+    ref = x.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(stats.mean, ref.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(stats.rms, ref.std(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(stats.slope, [np.polyfit(t, r, 1)[0] for r in ref], atol=1e-4)
+    assert (stats.hi == ref.max(axis=1)).all() and (stats.lo == ref.min(axis=1)).all()
+
+
+def test_a_batch_gives_each_window_its_own_verdict_across_chunks():
+    # more windows than one call of the checks takes, faults in different chunks
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(11, 20000)).astype(np.float32)
+    x[1, 777] = 60.0  # spike
+    x[6] += 5.0  # offset
+    x[9, 3000:3300] = x[9, 2999]  # dropout
+    x[10] = np.clip(x[10], -1.0, 1.0)  # clipping
+    batch = [v.faults for v in check(x, FS)]
+    assert batch == [check(row, FS)[0].faults for row in x]
+    assert [i for i, f in enumerate(batch) if f] == [1, 6, 9, 10]
+    assert batch[1] == ("spikes",) and batch[6] == ("dc_offset",)
+    with pytest.raises(ValueError, match="NaN/inf"):
+        check(np.where(np.arange(20000) == 5, np.nan, x[0]), FS)
