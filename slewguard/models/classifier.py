@@ -117,12 +117,17 @@ def current_template_version() -> str:
     return textify.TEMPLATE_VERSION
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def load(path: Path | str, template_version: str | None = None,
-         device: str = "cpu") -> FaultClassifier:
+         device: str = "cpu", dtype: str = "float32") -> FaultClassifier:
     """Load a classifier written by ``FaultClassifier.save`` (dense or pruned).
 
     Refuses a directory without a card, a card whose textify template differs from
     ``template_version`` (default: this slewguard's), and architectures slewguard cannot run.
+    ``dtype`` casts the weights for inference (a name from ``DTYPES``): bfloat16 runs the
+    shipped model in 0.66x the CPU time where the CPU has AVX-512 BF16 (bench_service).
 
     Example:
         >>> clf = load("out/model")  # doctest: +SKIP
@@ -139,7 +144,9 @@ def load(path: Path | str, template_version: str | None = None,
             f"slewguard speaks {expected!r}: retrain it with `slewguard train`, or install "
             f"slewguard version {card.slewguard_version} to use it")
     check_architecture(path, card)
-    model = backbones.load_weights(path).to(device).eval()
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported: pass one of {sorted(DTYPES)}")
+    model = backbones.load_weights(path).to(device=device, dtype=DTYPES[dtype]).eval()
     tokenizer = backbones.load_tokenizer(path)
     return FaultClassifier(model, tokenizer, card.classes, card.template_version,
                            card.model_dump(), max_length=int(card.training.get("max_length", 256)))

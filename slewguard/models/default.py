@@ -56,7 +56,7 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-def load_default(device: str = "cpu") -> Any:
+def load_default(device: str = "cpu", dtype: str = "float32") -> Any:
     """The shipped classifier (``slewguard.models.load`` on ``default_model_dir()``).
 
     Example:
@@ -68,7 +68,7 @@ def load_default(device: str = "cpu") -> Any:
     if not (DEFAULT_MODEL_DIR / "card.json").is_file():
         raise ValueError(f"no default model in {DEFAULT_MODEL_DIR}: build it with "
                          "`slewguard build-default-model`")
-    return load(DEFAULT_MODEL_DIR, device=device)
+    return load(DEFAULT_MODEL_DIR, device=device, dtype=dtype)
 
 
 class BuildConfig(BaseModel):

@@ -53,8 +53,8 @@ def load_classifier(config: ServiceConfig) -> Any:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if config.model.path is None:
-        return load_default(device=device)
-    return models.load(config.model.path, device=device)
+        return load_default(device=device, dtype=config.model.dtype)
+    return models.load(config.model.path, device=device, dtype=config.model.dtype)
 
 
 class App:

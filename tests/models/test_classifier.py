@@ -181,3 +181,16 @@ def test_long_texts_are_truncated_to_the_position_table():
     assert clf.max_length == clf.model.config.n_positions == 256
     proba = clf.predict_proba([" ".join(["rms"] * 1000)])
     assert proba.shape == (1, 3)
+
+
+def test_load_casts_to_the_asked_dtype_and_keeps_the_probabilities(tmp_path):
+    clf = tiny_classifier("tiny-bert")
+    clf.save(tmp_path)
+    texts = ["rms high bpfo", "calm quiet", "kurtosis"]
+    half = load(tmp_path, template_version=TEMPLATE, dtype="bfloat16")
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    got = half.predict_proba(texts)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, clf.predict_proba(texts), atol=0.02)
+    with pytest.raises(ValueError, match="dtype='int8'.*bfloat16"):
+        load(tmp_path, template_version=TEMPLATE, dtype="int8")
