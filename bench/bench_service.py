@@ -189,9 +189,11 @@ def features_of(model: Path) -> str:
 
 
 def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
-                 shared: bool = False, max_batch: int = 16) -> tuple[subprocess.Popen, int]:
+                 shared: bool = False, max_batch: int = 16, signal_threads: int | None = None,
+                 dtype: str = "float32") -> tuple[subprocess.Popen, int]:
     """``slewguard serve`` number ``index`` (its files under work/d<index>); ``shared`` splits
-    the sensors' topics with the other daemons through a shared subscription."""
+    the sensors' topics with the other daemons through a shared subscription;
+    ``signal_threads`` and ``dtype`` are the config's inference.signal_threads and model.dtype."""
     work = work / f"d{index}"
     work.mkdir(parents=True, exist_ok=True)
     http_port = services.free_port()
@@ -203,8 +205,9 @@ def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
         "site": "bench",
         "mqtt": mqtt_config,
         "sensors": [{"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205"}],
-        "model": {"path": str(model)},
-        "inference": {"max_batch": max_batch, "max_wait_ms": 50, "queue_size": 2 * max_batch},
+        "model": {"path": str(model), "dtype": dtype},
+        "inference": {"max_batch": max_batch, "max_wait_ms": 50, "queue_size": 2 * max_batch,
+                      "signal_threads": signal_threads},
         "outbox": {"path": str(work / "outbox.sqlite3")},
         "http": {"port": http_port},
     }
@@ -313,8 +316,15 @@ def main() -> None:
     parser.add_argument("--daemons", type=int, default=1,
                         help="daemon processes splitting the load on a shared subscription "
                         "(CPU and RSS are their sums; stage means are the first's)")
+    parser.add_argument("--signal-threads", type=int, default=None,
+                        help="inference.signal_threads of each daemon (default: one per core "
+                        "for one daemon, 1 for several)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="model.dtype of each daemon")
     parser.add_argument("--out", type=Path, default=ROOT / "out", help="directory for the PNGs")
     args = parser.parse_args()
+    if args.signal_threads is None and args.daemons > 1:
+        args.signal_threads = 1
     rows = []
     for model in args.model or ["default", "minilm"]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -338,7 +348,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
     base_model = save_model(model, work / "model", args.features)
     daemons = [start_daemon(work, broker.port, work / "model", i, args.daemons > 1,
-                            args.max_batch) for i in range(args.daemons)]
+                            args.max_batch, args.signal_threads, args.dtype)
+               for i in range(args.daemons)]
     pids = [proc.pid for proc, _ in daemons]
     windows = Windows(args.sample_rate_hz, args.window_seconds)
     assert decode(windows.next(0)[1]).samples.size == int(args.sample_rate_hz *
@@ -372,7 +383,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     print(f"\nclassifier: {model} ({base_model}), features {features_of(work / 'model')}; "
           "windows "
           f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
-          f"{args.daemons} daemon process(es), "
+          f"{args.daemons} daemon process(es), signal threads "
+          f"{args.signal_threads or 'one per core'}, model dtype {args.dtype}, "
           f"{os.cpu_count()} CPU cores")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
     print(f"sustained throughput: {rate:.2f} windows/s")

@@ -270,6 +270,9 @@ class InferenceConfig(_Strict):
                                "fill, in milliseconds.")
     queue_size: int = Field(256, ge=1, description="Decoded windows waiting for inference; when "
                             "full, MQTT acks stop and the broker holds the rest.")
+    signal_threads: int | None = Field(None, ge=1, le=256, description="Threads that compute "
+                                       "the windows of a batch (checks, features); None: one "
+                                       "per core. Set 1 when several daemons share the cores.")
 
     @model_validator(mode="after")
     def _queue_holds_batch(self) -> InferenceConfig:

@@ -114,6 +114,7 @@ class PipelineSettings:
     max_wait_ms: float = 50.0
     queue_size: int = 64
     torch_threads: int | None = None
+    signal_threads: int | None = None  # numeric.set_threads at start (None: one per core)
 
 
 @dataclass
@@ -190,6 +191,7 @@ class Pipeline:
         self.ack = ack
         self.dead_letter = dead_letter
         self.torch_threads = getattr(settings, "torch_threads", None)
+        self.signal_threads = getattr(settings, "signal_threads", None)
         self.features_method = features_method(getattr(classifier, "card", None))
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
         self.trust = trust or TrustLayer(load_trust(classifier))
@@ -205,6 +207,7 @@ class Pipeline:
     def start(self) -> None:
         """Start the two worker threads (features, then inference + store + ack)."""
         apply_torch_threads(self.torch_threads)
+        numeric.set_threads(self.signal_threads)
         self._threads = [
             threading.Thread(target=self._run_features, name="pipeline-features", daemon=True),
             threading.Thread(target=self._run_inference, name="pipeline-inference", daemon=True)]

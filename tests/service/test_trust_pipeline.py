@@ -8,6 +8,7 @@ and loaded back with ``models.load``, as ``slewguard serve`` does.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from slewguard import models
 from slewguard.models.calibrate import softmax
 from slewguard.models.ood import Trust, fit_trust
 from slewguard.service.alerts import Voter
-from slewguard.service.app import App
+from slewguard.service.app import App, load_classifier
 from slewguard.service.config import AlertsConfig, MqttConfig, config_from_dict
 from slewguard.service.ingest import Inbound, Ingest
 from slewguard.service.metrics import Metrics
@@ -26,7 +27,7 @@ from slewguard.service.outbox import Outbox
 from slewguard.service.payload import Window, encode_binary
 from slewguard.service.pipeline import Pipeline, PipelineSettings, SensorMap
 from slewguard.service.trust import TrustLayer, load_trust
-from slewguard.signal import features, textify
+from slewguard.signal import features, numeric, textify
 from slewguard.signal.kinematics import preset
 from slewguard.signal.simulate import SimulationSpec, simulate
 from tests.service import services
@@ -226,3 +227,24 @@ def test_torch_threads_setting_is_applied_at_start(tmp_path, classifier):
     finally:
         pipe.stop()
         torch.set_num_threads(before)
+
+
+def test_signal_threads_and_model_dtype_settings_reach_the_pool_and_the_weights(
+        tmp_path, classifier, saved_model):
+    sensors = [{"sensor_id": "s1", "bearing": "cwru-6205"}]
+    cfg = config_from_dict({"site": "y", "sensors": sensors,
+                            "inference": {"signal_threads": 1},
+                            "model": {"path": str(saved_model), "dtype": "bfloat16"}}, env={})
+    assert config_from_dict({"site": "y", "sensors": sensors}, env={}).inference.signal_threads \
+        is None
+    pipe = Pipeline(cfg.inference, classifier, Outbox(tmp_path / "o.db"),
+                    SensorMap(cfg).resolve, Metrics(), lambda m: None, lambda *a: None)
+    try:
+        pipe.start()
+        assert numeric.row_chunks(8) == [slice(0, 8)]  # one worker: one chunk
+    finally:
+        pipe.stop()
+        numeric.set_threads(None)
+    assert len(numeric.row_chunks(8)) == min(8, os.cpu_count() or 1)
+    loaded = load_classifier(cfg)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}

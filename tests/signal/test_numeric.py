@@ -46,3 +46,20 @@ def test_row_chunks_cover_every_row_once_in_order(count):
     rows = [i for part in chunks for i in range(count)[part]]
     assert rows == list(range(count))
     assert all(part.stop > part.start for part in chunks) or count == 0
+
+
+def test_set_threads_one_runs_rows_in_the_calling_thread_and_none_restores_the_pool():
+    names: list[str] = []
+    try:
+        numeric.set_threads(1)
+        assert numeric.map_rows(lambda i: names.append(threading.current_thread().name) or i,
+                                4) == [0, 1, 2, 3]
+        assert set(names) == {threading.current_thread().name}
+        assert len(numeric.row_chunks(8)) == 1
+        with pytest.raises(ValueError, match="threads=0"):
+            numeric.set_threads(0)
+    finally:
+        numeric.set_threads(None)
+    names.clear()
+    numeric.map_rows(lambda i: names.append(threading.current_thread().name), 4)
+    assert all(name.startswith(numeric.POOL_PREFIX) for name in names)
