@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class Result:
 
     def to_json(self) -> str:
         """Strict JSON (non-finite floats become null); keys sorted so equal results match."""
-        doc = asdict(self)
+        doc = {name: getattr(self, name) for name in self.__dataclass_fields__}  # no deep copy
+        doc["quality"] = list(self.quality)
         doc["confidence"] = _finite_or_none(self.confidence)
         doc["rpm"] = _finite_or_none(self.rpm)
         doc["probabilities"] = {k: _finite_or_none(v) for k, v in self.probabilities.items()}

@@ -210,3 +210,16 @@ def test_read_queries_follow_the_stream_in_any_state_without_writing(tmp_path):
     with pytest.raises(ValueError, match="limit=0"):
         box.results_since(0, limit=0)
     box.close()
+
+
+def test_result_json_round_trips_every_field_and_writes_non_finite_as_null():
+    r = Result("yard1", "crane1", "slew", "s1", "m1", "sensor_fault:spikes", float("nan"), {},
+               {"rms": 0.5, "kurtosis": float("inf")}, 6.0, 3, 1_700_000_000_000_000_000,
+               "plant/yard1/crane1/slew/s1/vib", evidence="2 spikes", quality=("spikes", "drift"))
+    text = r.to_json()
+    assert '"confidence":null' in text and '"kurtosis":null' in text
+    assert '"quality":["spikes","drift"]' in text
+    again = Result.from_json(text)
+    assert again.quality == ("spikes", "drift") and again.evidence == "2 spikes"
+    assert again.features["rms"] == 0.5 and again.to_json() == text
+    assert result(4).to_json() == Result.from_json(result(4).to_json()).to_json()
