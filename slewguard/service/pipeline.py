@@ -457,7 +457,7 @@ def _bearing_key(place: Placement) -> str:
 
 def _extract_table(group: list[_Item], method: str) -> features.FeatureTable:
     first = group[0]
-    windows = np.stack([item.window.samples for item in group])  # (B, N)
+    windows = [item.window.samples for item in group]  # read in place: no (B, N) copy
     rpm = np.array([item.rpm for item in group], dtype=np.float64)  # (B,)
     return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm,
                             method=method)

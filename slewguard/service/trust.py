@@ -134,9 +134,10 @@ class TrustLayer:
         self.thresholds = thresholds or q.QualityThresholds()
         self.baselines = baselines or BaselineTracker()
 
-    def quality(self, windows: np.ndarray, sample_rate_hz: float,
+    def quality(self, windows: np.ndarray | list[np.ndarray], sample_rate_hz: float,
                 expected: q.QualityExpectations) -> list[q.QualityVerdict]:
-        """``quality.check`` on one group of windows (B, N) sharing rate and expectations."""
+        """``quality.check`` on one group of windows ((B, N) or a list of (N,)) sharing rate
+        and expectations."""
         return q.check(windows, sample_rate_hz, expected, self.thresholds)
 
     @staticmethod
@@ -205,7 +206,7 @@ def split_by_quality(layer: TrustLayer, items: list,
         groups[(expected, item.window.sample_rate_hz, item.window.samples.size)].append(item)
     faulty = []
     for (expected, rate, _), group in groups.items():
-        windows = np.stack([item.window.samples for item in group])
+        windows = [item.window.samples for item in group]  # checked a chunk at a time
         try:
             verdicts = layer.quality(windows, rate, expected)
         except ValueError as exc:  # e.g. too short to judge: the features decide
@@ -213,7 +214,8 @@ def split_by_quality(layer: TrustLayer, items: list,
             clean.extend(group)
             continue
         bad = [i for i, v in enumerate(verdicts) if not v.ok]
-        stats = raw_stats(windows[bad], np.array([group[i].rpm for i in bad])) if bad else []
+        stats = raw_stats(np.stack([windows[i] for i in bad]),
+                          np.array([group[i].rpm for i in bad])) if bad else []
         faulty.extend((group[i], verdicts[i], row) for i, row in zip(bad, stats, strict=True))
         clean.extend(item for item, v in zip(group, verdicts, strict=True) if v.ok)
     return clean, faulty

@@ -47,7 +47,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import fft as sp_fft
@@ -116,16 +118,35 @@ def _as_batch(windows: np.ndarray, dtype: type = np.float64) -> np.ndarray:
             f"windows has shape {np.shape(windows)}: pass one window (N,) or a batch (B, N) "
             "with N > 0 samples"
         )
-    if x.shape[1] < 64:
-        raise ValueError(f"windows has {x.shape[1]} samples per window: pass at least 64")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = sorted(set(np.nonzero(bad)[0].tolist()))[:5]
-        raise ValueError(
-            f"windows contain {int(bad.sum())} NaN/inf samples (windows {rows}...): drop or "
-            "interpolate the gaps before feature extraction"
-        )
+    _check_rows(x.shape[1], [np.isfinite(x).all(axis=1)])
     return x
+
+
+def _as_rows(windows: np.ndarray | Sequence[np.ndarray], dtype: type) -> tuple[Any, int]:
+    """Windows as something indexed by row (a (B, N) array, or a list of (N,) arrays kept
+    as they are: a daemon's decoded windows need no stacked copy) and N."""
+    if not isinstance(windows, list | tuple) or not windows or np.ndim(windows[0]) != 1:
+        x = _as_batch(windows, dtype)
+        return x, x.shape[1]
+    rows = [np.asarray(w, dtype=dtype) for w in windows]
+    lengths = {r.shape for r in rows}
+    if len(lengths) != 1 or len(rows[0].shape) != 1:
+        raise ValueError(f"windows are {len(rows)} arrays of shapes {sorted(lengths)[:3]}: pass "
+                         "1-D windows of one length (or a (B, N) array)")
+    _check_rows(len(rows[0]), [np.isfinite(r).all() for r in rows])
+    return rows, len(rows[0])
+
+
+def _check_rows(n: int, finite: list) -> None:
+    if n < 64:
+        raise ValueError(f"windows has {n} samples per window: pass at least 64")
+    finite = np.concatenate([np.atleast_1d(f) for f in finite])
+    if not finite.all():
+        rows = np.flatnonzero(~finite)[:5].tolist()
+        raise ValueError(
+            f"windows {rows} contain NaN/inf samples: drop or interpolate the gaps before "
+            "feature extraction"
+        )
 
 
 def _check_rate(sample_rate_hz: float) -> float:
@@ -180,16 +201,17 @@ def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     float64 sums. The mean is numpy's pairwise float32 sum (relative error about 1e-7; a
     float64-accumulated mean cost 3.6x as much).
     """
-    b, n = x.shape
-    mean = (x.sum(axis=1, keepdims=True, dtype=x.dtype) / n).astype(x.dtype)  # pairwise sums
+    b, n = out.shape
     sums = np.zeros((4, b))  # sum of squares, cubes, fourth powers, absolute values
     peak = np.zeros(b)
     work = np.empty((2, min(n, TIME_BLOCK)), np.float32)
     for i in range(b):
+        row = x[i]  # read once from memory by its sum; the blocks find it in the cache
+        mean = row.dtype.type(row.sum(dtype=row.dtype) / n)  # pairwise sums
         for start in range(0, n, TIME_BLOCK):
             stop = min(n, start + TIME_BLOCK)
             block, sq, ab = out[i, start:stop], work[0, : stop - start], work[1, : stop - start]
-            np.subtract(x[i, start:stop], mean[i], out=block, casting="unsafe")
+            np.subtract(row[start:stop], mean, out=block, casting="unsafe")
             np.multiply(block, block, out=sq)
             np.abs(block, out=ab)
             sums[:, i] += (sq.sum(), np.dot(sq, block), np.dot(sq, sq), ab.sum())
@@ -411,14 +433,15 @@ def _stft_block(
 
 
 def extract(
-    windows: np.ndarray,
+    windows: np.ndarray | Sequence[np.ndarray],
     sample_rate_hz: float,
     bearing: BearingGeometry,
     rpm: float | np.ndarray | None = None,
     rpm_trace: np.ndarray | None = None,
     method: str = "tree",
 ) -> FeatureTable:
-    """Features of a batch of windows (B, N) or one window (N,), FEATURE_NAMES order.
+    """Features of a batch of windows (B, N), a list of windows (N,) or one window (N,), in
+    FEATURE_NAMES order. A list is read in place (no stacked copy of the batch).
 
     ``rpm`` is the shaft speed (a number or one per window); ``rpm_trace`` (B, N), a speed sample
     per vibration sample, switches on computed order tracking for varying speed or reversal.
@@ -434,16 +457,15 @@ def extract(
         (6.0, True)
     """
     check_method(method)
-    x = _as_batch(windows, np.float32 if method == "stft" else np.float64)
+    x, n = _as_rows(windows, np.float32 if method == "stft" else np.float64)
     fs = _check_rate(sample_rate_hz)
-    n = x.shape[1]
-    speeds, trace = _speeds(rpm, rpm_trace, x.shape)
+    speeds, trace = _speeds(rpm, rpm_trace, (len(x), n))
     o = bearing.orders()
     orders = {"ftf": o.ftf_hz, "bpfo": o.bpfo_hz, "bpfi": o.bpfi_hz, "bsf2": o.bsf2_hz}
     revs = speeds / 60.0 * n / fs if trace is None else trace.sum(axis=1) / 60.0 / fs
     _check_resolvable(revs, speeds if trace is None else trace.max(axis=1), orders, fs, n)
     # mean removal and time statistics: one chunk of rows per core
-    xc = np.empty(x.shape, np.float32)  # filled chunk by chunk: no per-chunk copies to join
+    xc = np.empty((len(x), n), np.float32)  # filled chunk by chunk: no per-chunk copies to join
     times = numeric.map_chunks(lambda rows: _centre(x[rows], xc[rows]), len(x))
     if method == "stft":
         energies, band, lines = _stft_block(xc, speeds, trace, orders, fs)

@@ -35,8 +35,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -127,7 +129,17 @@ class QualityVerdict:
     detail: str
 
 
-def _as_batch(windows: np.ndarray) -> np.ndarray:
+def _as_batch(windows: np.ndarray | Sequence[np.ndarray]) -> Any:
+    """A (B, N) float array, or a list of (N,) float arrays kept as they are (stacked a chunk
+    at a time by ``check``: a daemon's decoded windows need no copy of the whole batch)."""
+    if isinstance(windows, list | tuple) and windows and np.ndim(windows[0]) == 1:
+        rows = [np.asarray(w) if np.asarray(w).dtype in (np.float32, np.float64)
+                else np.asarray(w, np.float64) for w in windows]
+        if len({r.shape for r in rows}) != 1 or rows[0].shape[0] < 64:
+            raise ValueError(f"windows are {len(rows)} arrays of shapes "
+                             f"{sorted({r.shape for r in rows})[:3]}: pass 1-D windows of one "
+                             "length N >= 64 (or a (B, N) array)")
+        return rows
     x = np.asarray(windows)
     x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
     x = x[None, :] if x.ndim == 1 else x
@@ -376,11 +388,12 @@ def _rpm_mismatch(x: np.ndarray, fs: float, cfg: QualityThresholds, exp: Quality
     return flags, notes
 
 
-def check(windows: np.ndarray, sample_rate_hz: float,
+def check(windows: np.ndarray | Sequence[np.ndarray], sample_rate_hz: float,
           expected: QualityExpectations | None = None,
           thresholds: QualityThresholds | None = None,
           rpm_trace: np.ndarray | None = None) -> list[QualityVerdict]:
-    """Data-quality verdict for every window of a batch (B, N) or one window (N,).
+    """Data-quality verdict for every window of a batch (B, N), a list of windows (N,) or one
+    window (N,).
 
     ``rpm_trace`` (B, N), the configured speed per sample (an encoder), moves the rpm check
     onto the shaft-angle axis, so it works at varying speed too.
@@ -397,12 +410,13 @@ def check(windows: np.ndarray, sample_rate_hz: float,
     exp = expected or QualityExpectations()
     cfg = thresholds or QualityThresholds()
     trace = None if rpm_trace is None else np.atleast_2d(rpm_trace)
-    if trace is not None and trace.shape[0] != x.shape[0]:
-        raise ValueError(f"rpm_trace has shape {trace.shape} for {x.shape[0]} windows: pass one "
+    if trace is not None and trace.shape[0] != len(x):
+        raise ValueError(f"rpm_trace has shape {trace.shape} for {len(x)} windows: pass one "
                          "speed per sample, shaped like the windows")
 
     def part(rows: slice) -> list[QualityVerdict]:
-        return _check_rows(x[rows], fs, exp, cfg, None if trace is None else trace[rows])
+        chunk = x[rows] if isinstance(x, np.ndarray) else np.stack(x[rows])
+        return _check_rows(chunk, fs, exp, cfg, None if trace is None else trace[rows])
 
     # rows are independent; chunks of a few rows keep the checks' masks in the cache
     chunks = [slice(a, min(a + QUALITY_ROWS, len(x))) for a in range(0, len(x), QUALITY_ROWS)]

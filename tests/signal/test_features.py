@@ -295,3 +295,19 @@ def test_too_short_window_says_how_many_seconds_are_needed():
     x = np.random.default_rng(0).normal(size=5000)  # 1 s at 6 rpm: BSF2 is 2.5 Hz, BPFO 3.6 Hz
     with pytest.raises(ValueError, match=r"at least \d+\.\d s"):
         extract(x, 5000.0, preset("slew-4pc-1000"), rpm=1.0)
+
+
+def test_a_list_of_windows_gives_the_features_of_the_stacked_batch():
+    spec = SimulationSpec(fault="outer_race", bearing="cwru-6205", rpm=1797.0,
+                          sample_rate_hz=12000.0, window_seconds=1.0)
+    x = simulate(spec, n_windows=3, seed=2).windows.astype(np.float32)
+    for method in METHODS:
+        stacked = extract(x, 12000.0, preset("cwru-6205"), rpm=1797.0, method=method).values
+        listed = extract(list(x), 12000.0, preset("cwru-6205"), rpm=1797.0, method=method)
+        np.testing.assert_array_equal(listed.values, stacked)
+    with pytest.raises(ValueError, match="one length"):
+        extract([x[0], x[1, :500]], 12000.0, preset("cwru-6205"), rpm=1797.0)
+    bad = x.copy()
+    bad[1, 7] = np.nan
+    with pytest.raises(ValueError, match=r"windows \[1\] contain NaN"):
+        extract(list(bad), 12000.0, preset("cwru-6205"), rpm=1797.0)

@@ -249,3 +249,13 @@ def test_a_batch_gives_each_window_its_own_verdict_across_chunks():
     assert batch[1] == ("spikes",) and batch[6] == ("dc_offset",)
     with pytest.raises(ValueError, match="NaN/inf"):
         check(np.where(np.arange(20000) == 5, np.nan, x[0]), FS)
+
+
+def test_a_list_of_windows_gets_the_verdicts_of_the_stacked_batch():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 20000)).astype(np.float32)
+    x[2, 100] = 80.0
+    x[5] = np.clip(x[5], -1.0, 1.0)
+    assert [v.faults for v in check(list(x), FS)] == [v.faults for v in check(x, FS)]
+    with pytest.raises(ValueError, match="one length"):
+        check([x[0], x[1, :1000]], FS)
