@@ -64,6 +64,7 @@ QUALITY_FAULTS: tuple[str, ...] = (
 RPM_MIN_REVOLUTIONS = 1.0  # shaft turns a window needs before its rpm is judged
 QUALITY_BLOCK = 1 << 15  # samples per block of the row statistics (128 KB of float32)
 QUALITY_ROWS = 4  # windows per call of the checks: their (rows, N) masks stay in the cache
+OFFSET_EXACT = 4.0  # |mean| / AC RMS above which a row's variance is summed about its mean
 SPIKE_REACH = 8  # samples either side a spike must stand alone in (a ring-down lasts longer)
 
 
@@ -163,25 +164,35 @@ class _RowStats:
 def _row_stats(x: np.ndarray) -> _RowStats:
     """Mean, AC RMS, linear trend and extremes of every row without a copy of the batch.
 
-    The mean is a pairwise float32 sum; the centred sums run over cache-sized blocks of each row
-    (a float32 dot per block, summed in float64), so no batch-sized temporary is written: those
-    were most of the checks' cost (page faults on fresh memory, not arithmetic).
+    Each row is read by its pairwise sum and then, from the cache, by two BLAS dots (x.x and
+    x.ramp) and its extremes: the variance is E[x^2] - mean^2, exact to about 1e-6 relative
+    while the offset stays within OFFSET_EXACT x the AC RMS. A row beyond that (a sensor fault
+    already) is summed again about its mean over cache-sized blocks, so its RMS stays exact.
     """
     b, n = x.shape
-    mean, squares, rise, hi, lo = (np.zeros(b) for _ in range(5))
     ramp = _ramp(n, x.dtype)
-    work = np.empty(min(n, QUALITY_BLOCK), x.dtype)
-    for i in range(b):
-        row = x[i]  # read once from memory; the passes below find it in the cache
-        mean[i], hi[i], lo[i] = float(row.sum(dtype=x.dtype)) / n, row.max(), row.min()
-        for start in range(0, n, QUALITY_BLOCK):
-            stop = min(n, start + QUALITY_BLOCK)
-            block = work[: stop - start]
-            np.subtract(row[start:stop], mean[i], out=block, casting="unsafe")
-            squares[i] += float(np.dot(block, block))
-            rise[i] += float(np.dot(block, ramp[start:stop]))
     tt = n * (n + 1) / (12.0 * (n - 1))  # ramp @ ramp: sum of t^2 over n points in [-0.5, 0.5]
-    return _RowStats(mean, np.sqrt(squares / n), rise / tt, tt / n, hi, lo)
+    mean, var, rise, hi, lo = (np.zeros(b) for _ in range(5))
+    for i in range(b):
+        row = x[i]
+        mean[i] = float(row.sum(dtype=x.dtype)) / n
+        var[i] = float(np.dot(row, row)) / n - mean[i] ** 2
+        rise[i] = float(np.dot(row, ramp))  # the ramp has zero mean: no centring needed
+        hi[i], lo[i] = row.max(), row.min()
+        if mean[i] ** 2 > OFFSET_EXACT**2 * max(var[i], 0.0):
+            var[i] = _centred_power(row, mean[i])
+    return _RowStats(mean, np.sqrt(np.maximum(var, 0.0)), rise / tt, tt / n, hi, lo)
+
+
+def _centred_power(row: np.ndarray, mean: float) -> float:
+    """Mean of (row - mean)^2 over cache-sized blocks (float32 dots summed in float64)."""
+    total = 0.0
+    work = np.empty(min(len(row), QUALITY_BLOCK), row.dtype)
+    for start in range(0, len(row), QUALITY_BLOCK):
+        block = work[: min(len(row), start + QUALITY_BLOCK) - start]
+        np.subtract(row[start : start + len(block)], mean, out=block, casting="unsafe")
+        total += float(np.dot(block, block))
+    return total / len(row)
 
 
 @lru_cache(maxsize=8)
