@@ -254,7 +254,9 @@ class ModelConfig(_Strict):
                               "model shipped with the package.")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Torch device.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights "
-                                                             "dtype for inference.")
+                                                             "dtype for inference; bfloat16 "
+                                                             "pays where the CPU has AVX-512 "
+                                                             "BF16 or AMX.")
     torch_threads: int | None = Field(1, ge=1, le=256, description="torch intra-op threads "
                                       "for inference, set at start; None keeps torch's default "
                                       "(one per core). Default 1: inference overlaps the features "
