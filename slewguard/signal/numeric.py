@@ -110,10 +110,12 @@ def set_threads(threads: int | None) -> None:
         raise ValueError(f"threads={threads}: pass a positive number of workers, or None for "
                          "one per core")
     with _pool_lock:
+        if (None if threads is None else int(threads)) == _threads:
+            return  # unchanged: a pool in use by another thread stays up
         _threads = None if threads is None else int(threads)
-        if _pool.cache_info().currsize:
-            _pool().shutdown(wait=False)  # running rows finish; new ones go to the new pool
-            _pool.cache_clear()
+        # New rows go to a new pool; a call still mapping on the old one finishes there, and
+        # the old pool's idle workers exit once it is garbage (no shutdown race with them).
+        _pool.cache_clear()
 
 
 def _workers() -> int:
