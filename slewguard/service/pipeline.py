@@ -49,6 +49,7 @@ from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, decode
+from slewguard.service.placement import Placement, SensorMap, WindowError
 from slewguard.service.result import Result
 from slewguard.service.trust import (
     TrustLayer,
@@ -57,7 +58,6 @@ from slewguard.service.trust import (
     split_by_quality,
 )
 from slewguard.signal import features, numeric, textify
-from slewguard.signal.kinematics import BearingGeometry
 from slewguard.signal.quality import QualityVerdict
 
 __all__ = ["DeadLetters", "Pipeline", "PipelineSettings", "Placement", "SensorMap",
@@ -79,31 +79,6 @@ class ResultStore(Protocol):
     """What the pipeline needs from the outbox."""
 
     def put(self, results: Sequence[Result]) -> None: ...
-
-
-class WindowError(ValueError):
-    """A window that can never be diagnosed; ``reason`` is a short Prometheus label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a window comes from and how to read it (from the topic and the sensor config)."""
-
-    site: str
-    asset: str
-    bearing: str
-    sensor: str
-    geometry: BearingGeometry
-    rpm: float | None = None  # a fixed speed that overrides the payload's
-    fallback_rpm: float | None = None  # used when the payload carries no rpm
-    sample_rate_hz: float | None = None  # expected rate; None accepts any
-    check_quality: bool = True  # run the data-quality checks before diagnosing
-    expected_rms: float | None = None  # the sensor's normal RMS (loose mount, dead channel)
-    order_lines: tuple[float, ...] = ()  # shaft orders seen as lines (rpm-mismatch check)
 
 
 @dataclass(frozen=True)
@@ -461,43 +436,3 @@ def _extract_table(group: list[_Item], method: str) -> features.FeatureTable:
     rpm = np.array([item.rpm for item in group], dtype=np.float64)  # (B,)
     return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm,
                             method=method)
-
-
-class SensorMap:
-    """Resolves a message to its Placement from the config's sensor entries and the topic.
-
-    Topics following ``plant/<site>/<asset>/<bearing>/<sensor>/vib`` name the place; other topics
-    fall back to the configured site and the payload's sensor id.
-
-    Example:
-        >>> from slewguard.service.config import config_from_dict
-        >>> cfg = config_from_dict({"site": "y", "sensors": [{"topic_filter": "plant/#",
-        ...                         "bearing": "cwru-6205"}]}, env={})
-        >>> w = Window("s1", 0, 12000.0, 1797.0, 0, "g", np.zeros(4, np.float32))
-        >>> SensorMap(cfg).resolve("plant/y/pump/de/s1/vib", w).asset
-        'pump'
-    """
-
-    def __init__(self, config: Any) -> None:
-        self.site = config.site
-        self.sensors = list(config.sensors)
-        self._geometry = [s.bearing.geometry() for s in self.sensors]  # parse presets once
-
-    def resolve(self, topic: str, window: Window) -> Placement:
-        """The Placement for ``topic``/``window``; raises WindowError("unknown_sensor") if none."""
-        index = next((i for i, s in enumerate(self.sensors)
-                      if s.matches(topic, window.sensor_id)), None)
-        if index is None:
-            raise WindowError("unknown_sensor", f"no sensors entry matches topic {topic!r} / "
-                           f"sensor_id {window.sensor_id!r}: add one to the config")
-        sensor = self.sensors[index]
-        levels = topic.split("/")
-        if len(levels) == 6 and levels[-1] == "vib":
-            site, asset, bearing, name = levels[1:5]
-        else:
-            site, asset, bearing, name = self.site, "unknown", "unknown", window.sensor_id
-        fixed = sensor.rpm if sensor.rpm_source == "fixed" else None
-        return Placement(site, asset, bearing, name, self._geometry[index], rpm=fixed,
-                         fallback_rpm=sensor.rpm, sample_rate_hz=sensor.sample_rate_hz,
-                         check_quality=sensor.check_quality, expected_rms=sensor.expected_rms,
-                         order_lines=tuple(sensor.order_lines))

@@ -110,43 +110,21 @@ class FeatureTable:
 
 
 def _as_batch(windows: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-    x = np.asarray(windows, dtype=dtype)
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or x.size == 0:
-        raise ValueError(
-            f"windows has shape {np.shape(windows)}: pass one window (N,) or a batch (B, N) "
-            "with N > 0 samples"
-        )
-    _check_rows(x.shape[1], [np.isfinite(x).all(axis=1)])
+    x, _ = _as_rows(np.asarray(windows, dtype=dtype), dtype)
     return x
 
 
 def _as_rows(windows: np.ndarray | Sequence[np.ndarray], dtype: type) -> tuple[Any, int]:
-    """Windows as something indexed by row (a (B, N) array, or a list of (N,) arrays kept
-    as they are: a daemon's decoded windows need no stacked copy) and N."""
-    if not isinstance(windows, list | tuple) or not windows or np.ndim(windows[0]) != 1:
-        x = _as_batch(windows, dtype)
-        return x, x.shape[1]
-    rows = [np.asarray(w, dtype=dtype) for w in windows]
-    lengths = {r.shape for r in rows}
-    if len(lengths) != 1 or len(rows[0].shape) != 1:
-        raise ValueError(f"windows are {len(rows)} arrays of shapes {sorted(lengths)[:3]}: pass "
-                         "1-D windows of one length (or a (B, N) array)")
-    _check_rows(len(rows[0]), [np.isfinite(r).all() for r in rows])
-    return rows, len(rows[0])
-
-
-def _check_rows(n: int, finite: list) -> None:
-    if n < 64:
-        raise ValueError(f"windows has {n} samples per window: pass at least 64")
-    finite = np.concatenate([np.atleast_1d(f) for f in finite])
+    """``numeric.as_rows`` in ``dtype``, refusing windows with NaN/inf samples."""
+    x, n = numeric.as_rows(windows, dtype)
+    finite = np.array([np.isfinite(row).all() for row in x])
     if not finite.all():
         rows = np.flatnonzero(~finite)[:5].tolist()
         raise ValueError(
             f"windows {rows} contain NaN/inf samples: drop or interpolate the gaps before "
             "feature extraction"
         )
+    return x, n
 
 
 def _check_rate(sample_rate_hz: float) -> float:

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -52,6 +52,37 @@ def median(a: np.ndarray) -> np.ndarray:
     if n % 2:
         return upper
     return (part[..., :half].max(axis=-1) + upper) / 2
+
+
+def as_rows(windows: Any, dtype: Any = None, min_samples: int = 64) -> tuple[Any, int]:
+    """Windows as (rows, N): a (B, N) array for an array (one window (N,) becomes (1, N)), or a
+    list of (N,) arrays for a list of them, kept as they are (a daemon's decoded windows need
+    no stacked copy). ``dtype`` None keeps float32 / float64 and makes anything else float64.
+
+    Example:
+        >>> rows, n = as_rows([np.zeros(64, np.float32), np.ones(64, np.float32)])
+        >>> len(rows), n, rows[1].dtype
+        (2, 64, dtype('float32'))
+    """
+    def cast(a: Any) -> np.ndarray:
+        a = np.asarray(a)
+        if dtype is not None:
+            return a.astype(dtype, copy=False)
+        return a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+
+    if isinstance(windows, list | tuple) and windows and np.ndim(windows[0]) == 1:
+        rows = [cast(w) for w in windows]
+        shapes = sorted({r.shape for r in rows})
+        if len(shapes) != 1 or shapes[0][0] < min_samples:
+            raise ValueError(f"windows are {len(rows)} arrays of shapes {shapes[:3]}: pass 1-D "
+                             f"windows of one length N >= {min_samples} (or a (B, N) array)")
+        return rows, shapes[0][0]
+    x = cast(windows)
+    x = x[None, :] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] < min_samples:
+        raise ValueError(f"windows has shape {np.shape(windows)}: pass one window (N,) or a "
+                         f"batch (B, N) with N >= {min_samples} samples")
+    return x, x.shape[1]
 
 
 def map_rows(fn: Callable[[int], T], count: int) -> list[T]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -128,25 +127,6 @@ class QualityVerdict:
     ok: bool
     faults: tuple[str, ...]
     detail: str
-
-
-def _as_batch(windows: np.ndarray | Sequence[np.ndarray]) -> Any:
-    """A (B, N) float array, or a list of (N,) float arrays kept as they are (stacked a chunk
-    at a time by ``check``: a daemon's decoded windows need no copy of the whole batch)."""
-    if isinstance(windows, list | tuple) and windows and np.ndim(windows[0]) == 1:
-        rows = [np.asarray(w) if np.asarray(w).dtype in (np.float32, np.float64)
-                else np.asarray(w, np.float64) for w in windows]
-        if len({r.shape for r in rows}) != 1 or rows[0].shape[0] < 64:
-            raise ValueError(f"windows are {len(rows)} arrays of shapes "
-                             f"{sorted({r.shape for r in rows})[:3]}: pass 1-D windows of one "
-                             "length N >= 64 (or a (B, N) array)")
-        return rows
-    x = np.asarray(windows)
-    x = x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
-    x = x[None, :] if x.ndim == 1 else x
-    if x.ndim != 2 or x.shape[1] < 64:
-        raise ValueError(f"windows has shape {np.shape(windows)}: pass (N,) or (B, N), N >= 64")
-    return x
 
 
 @dataclass(frozen=True)
@@ -414,7 +394,7 @@ def check(windows: np.ndarray | Sequence[np.ndarray], sample_rate_hz: float,
         >>> check(np.clip(x, -1.5, 1.5), 5000.0)[0].faults
         ('clipping',)
     """
-    x = _as_batch(windows)
+    x, _ = numeric.as_rows(windows)  # a list stays a list: stacked a chunk at a time
     fs = float(sample_rate_hz)
     if not np.isfinite(fs) or fs <= 0:
         raise ValueError(f"sample_rate_hz={sample_rate_hz} must be a positive number of Hz")
