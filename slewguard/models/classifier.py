@@ -117,7 +117,7 @@ def current_template_version() -> str:
     return textify.TEMPLATE_VERSION
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names load() casts to
 
 
 def load(path: Path | str, template_version: str | None = None,
@@ -127,7 +127,8 @@ def load(path: Path | str, template_version: str | None = None,
     Refuses a directory without a card, a card whose textify template differs from
     ``template_version`` (default: this slewguard's), and architectures slewguard cannot run.
     ``dtype`` casts the weights for inference (a name from ``DTYPES``): bfloat16 runs the
-    shipped model in 0.66x the CPU time where the CPU has AVX-512 BF16 (bench_service).
+    shipped model in 0.65x the CPU time, same predictions, where the CPU has AVX-512 BF16
+    (bench/bench_dtype.py).
 
     Example:
         >>> clf = load("out/model")  # doctest: +SKIP
@@ -146,7 +147,7 @@ def load(path: Path | str, template_version: str | None = None,
     check_architecture(path, card)
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported: pass one of {sorted(DTYPES)}")
-    model = backbones.load_weights(path).to(device=device, dtype=DTYPES[dtype]).eval()
+    model = backbones.load_weights(path).to(device=device, dtype=getattr(torch, dtype)).eval()
     tokenizer = backbones.load_tokenizer(path)
     return FaultClassifier(model, tokenizer, card.classes, card.template_version,
                            card.model_dump(), max_length=int(card.training.get("max_length", 256)))

@@ -73,7 +73,6 @@ from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported 
 
 METHODS = ("tree", "stft")  # band search: kurtogram tree (reference) or one STFT (fast)
 
-TIME_BLOCK = 1 << 15  # samples per block of the time statistics (128 KB of float32)
 N_ENERGY_BANDS = 4
 TONAL_SK = -0.25  # stft band choice: below this SK a tone carries over half a band's power
 
@@ -172,7 +171,7 @@ def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Mean-removed windows into ``out`` (float32: features are ratios) and their time statistics
     (B, 7): RMS, peak, crest, kurtosis, skewness, shape and impulse factors.
 
-    One pass after the mean, in blocks of TIME_BLOCK samples that stay in the core's cache:
+    One pass after the mean, in blocks of numeric.CACHE_BLOCK samples that stay in the core's cache:
     every statistic reads the block just written instead of the whole batch again (whole-batch
     passes took 1.7x the CPU on one 10 s window alone; inside the daemon the difference was
     within the noise). Block sums in float32, summed across blocks in float64: within 1e-6 of
@@ -182,12 +181,12 @@ def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     b, n = out.shape
     sums = np.zeros((4, b))  # sum of squares, cubes, fourth powers, absolute values
     peak = np.zeros(b)
-    work = np.empty((2, min(n, TIME_BLOCK)), np.float32)
+    work = np.empty((2, min(n, numeric.CACHE_BLOCK)), np.float32)
     for i in range(b):
         row = x[i]  # read once from memory by its sum; the blocks find it in the cache
         mean = row.dtype.type(row.sum(dtype=row.dtype) / n)  # pairwise sums
-        for start in range(0, n, TIME_BLOCK):
-            stop = min(n, start + TIME_BLOCK)
+        for start in range(0, n, numeric.CACHE_BLOCK):
+            stop = min(n, start + numeric.CACHE_BLOCK)
             block, sq, ab = out[i, start:stop], work[0, : stop - start], work[1, : stop - start]
             np.subtract(row[start:stop], mean, out=block, casting="unsafe")
             np.multiply(block, block, out=sq)

@@ -33,6 +33,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 T = TypeVar("T")
+CACHE_BLOCK = 1 << 15  # samples per block of a blocked row pass (128 KB of float32)
 POOL_PREFIX = "signal-rows"
 
 

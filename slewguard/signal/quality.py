@@ -61,7 +61,6 @@ QUALITY_FAULTS: tuple[str, ...] = (
 
 
 RPM_MIN_REVOLUTIONS = 1.0  # shaft turns a window needs before its rpm is judged
-QUALITY_BLOCK = 1 << 15  # samples per block of the row statistics (128 KB of float32)
 QUALITY_ROWS = 4  # windows per call of the checks: their (rows, N) masks stay in the cache
 OFFSET_EXACT = 4.0  # |mean| / AC RMS above which a row's variance is summed about its mean
 SPIKE_REACH = 8  # samples either side a spike must stand alone in (a ring-down lasts longer)
@@ -167,9 +166,9 @@ def _row_stats(x: np.ndarray) -> _RowStats:
 def _centred_power(row: np.ndarray, mean: float) -> float:
     """Mean of (row - mean)^2 over cache-sized blocks (float32 dots summed in float64)."""
     total = 0.0
-    work = np.empty(min(len(row), QUALITY_BLOCK), row.dtype)
-    for start in range(0, len(row), QUALITY_BLOCK):
-        block = work[: min(len(row), start + QUALITY_BLOCK) - start]
+    work = np.empty(min(len(row), numeric.CACHE_BLOCK), row.dtype)
+    for start in range(0, len(row), numeric.CACHE_BLOCK):
+        block = work[: min(len(row), start + numeric.CACHE_BLOCK) - start]
         np.subtract(row[start : start + len(block)], mean, out=block, casting="unsafe")
         total += float(np.dot(block, block))
     return total / len(row)
@@ -247,13 +246,13 @@ def _spikes(x: np.ndarray, stats: _RowStats, cfg: QualityThresholds):
     sigma = 1.4826 * median(np.abs(sub - centre[:, None].astype(x.dtype))) + 1e-30
     top = np.maximum(stats.hi - centre, centre - stats.lo) / sigma
     count = np.zeros(len(x), int)
-    # Only rows whose extreme passes the limit can hold a spike (most rows: none).
+    # A struck structure rings: within +-SPIKE_REACH samples some sample keeps a good part of the
+    # peak. Only rows whose extreme passes the limit (most rows: none) and only their candidate
+    # samples are looked at, so this stays cheap.
+    offsets = np.concatenate([-np.arange(1, SPIKE_REACH + 1), np.arange(1, SPIKE_REACH + 1)])
     for i in np.flatnonzero(top > cfg.spike_sigma):
         dev = np.abs(x[i] - x.dtype.type(centre[i]))
         (idx,) = np.nonzero(dev > cfg.spike_sigma * sigma[i])
-        # A struck structure rings: within +-SPIKE_REACH samples some sample keeps a good part
-        # of the peak. Only candidates are looked at, so this stays cheap.
-        offsets = np.concatenate([-np.arange(1, SPIKE_REACH + 1), np.arange(1, SPIKE_REACH + 1)])
         around = dev[np.clip(idx[:, None] + offsets, 0, x.shape[1] - 1)].max(axis=1)
         count[i] = np.count_nonzero(around < cfg.spike_neighbour_ratio * dev[idx])
     return count > 0, [f"{c} isolated spikes, max {t:.0f} sigma" for c, t in zip(count, top,

@@ -210,10 +210,11 @@ def test_envelope_spectrum_matches_the_full_rate_squared_envelope():
 
 
 def test_time_statistics_equal_float64_ones_across_blocks():
-    from slewguard.signal.features import TIME_BLOCK, _centre
+    from slewguard.signal.features import _centre
+    from slewguard.signal.numeric import CACHE_BLOCK
 
     rng = np.random.default_rng(4)
-    x = (rng.normal(size=(3, 2 * TIME_BLOCK + 777)) * 2 + 5).astype(np.float32)
+    x = (rng.normal(size=(3, 2 * CACHE_BLOCK + 777)) * 2 + 5).astype(np.float32)
     x[:, ::997] += 60.0  # impacts: kurtosis and peak far from noise
     out = np.empty_like(x)
     got = _centre(x, out)
