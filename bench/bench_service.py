@@ -41,6 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_broker import cpu_seconds as process_cpu_seconds  # noqa: E402
 from slewguard.service.payload import Window, decode, encode_binary, restamp  # noqa: E402
 from slewguard.signal.features import METHODS  # noqa: E402
 from tests.service import services  # noqa: E402
@@ -65,10 +66,9 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += process_cpu_seconds(pid)
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
