@@ -10,15 +10,17 @@ Three phases against one daemon process (10 s windows at 25.6 kHz by default):
    is bounded) against its RSS before, and the broker's peak RSS (it holds the backlog).
 Then SIGTERM: time to drain and exit, and the exit code.
 
-Each ``--model`` runs in turn against a fresh daemon: ``default`` is the pruned model shipped in
-slewguard/models/default, a family name (minilm, tiny-bert, ...) builds that backbone with an
-untrained classification head (inference cost is what matters here, not accuracy), anything else
-is a model directory (its card names its features' band search; ``--features`` sets a family
-model's). The default compares the shipped pruned model with the dense MiniLM it was pruned
-from, in the same run. Writes out/bench_service_<model>.png (latency histograms).
+Each ``--model`` runs in turn against a fresh daemon: ``default`` and ``fast`` are the pruned
+models shipped in slewguard/models/ (tree and stft band search), a family name (minilm,
+tiny-bert, ...) builds that backbone with an untrained classification head (inference cost is
+what matters here, not accuracy), anything else is a model directory (its card names its
+features' band search; ``--features`` sets a family model's). The default compares the shipped
+pruned model with the dense MiniLM it was pruned from, in the same run. Writes
+out/bench_service_<model>.png (latency histograms).
 
 Run:
     .venv/bin/python bench/bench_service.py                       # shipped pruned vs dense MiniLM
+    .venv/bin/python bench/bench_service.py --model fast --model minilm --daemons 2
     .venv/bin/python bench/bench_service.py --model tiny-bert --window-seconds 2
 """
 
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_broker import cpu_seconds as process_cpu_seconds  # noqa: E402
+from slewguard.models.default import SHIPPED_MODELS  # noqa: E402
 from slewguard.service.payload import Window, decode, encode_binary, restamp  # noqa: E402
 from slewguard.signal.features import METHODS  # noqa: E402
 from tests.service import services  # noqa: E402
@@ -160,12 +163,10 @@ def publish_at(client: mqtt.Client, windows: Windows, count: int, rate_hz: float
 
 
 def save_model(family: str, path: Path, features: str) -> str:
-    if family == "default" or Path(family).is_dir():
+    if family in SHIPPED_MODELS or Path(family).is_dir():
         import shutil
 
-        from slewguard.models.default import default_model_dir
-
-        shutil.copytree(default_model_dir() if family == "default" else Path(family), path)
+        shutil.copytree(SHIPPED_MODELS.get(family, Path(family)), path)
         return f"{family} (trained)"
     from slewguard.models import backbones
     from slewguard.models.classifier import FaultClassifier
@@ -300,7 +301,8 @@ def plot(latencies: np.ndarray, path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", action="append", help="'default' (the shipped pruned model), "
+    parser.add_argument("--model", action="append", help="'default' or 'fast' (the shipped "
+                        "pruned models: tree or stft band search), "
                         "a backbone family with an untrained head, or a model directory; "
                         "repeatable (default: default and minilm)")
     parser.add_argument("--features", choices=METHODS, default="stft",

@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bearing sends (0: as fast as possible)")
     stream.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                         help="embedded broker: mosquitto when installed, else amqtt in-process")
-    stream.add_argument("--model", type=Path, default=None, help="model directory (default: "
-                        "the shipped model; without one a tiny model is trained here)")
+    stream.add_argument("--model", type=Path, default=None, help="model directory or shipped "
+                        "model name (default, fast; default: the shipped default model; "
+                        "without one a tiny model is trained here)")
     stream.add_argument("--timeout-s", type=float, default=120.0, help="longest wait for the "
                         "daemon to store every window after the sensors finished")
     demo.set_defaults(func=run_demo)
@@ -187,15 +188,19 @@ def plot_envelope_spectra(views: list[ClassView], bearing: str, path: Path) -> P
 
 def run_demo(args: argparse.Namespace) -> int:
     """The signal part, then (unless ``--signal-only``) the stream; returns the exit code."""
+    from slewguard.models.default import SHIPPED_MODELS, shipped_model_dir
     from slewguard.signal.kinematics import preset
 
     preset(args.bearing)  # an unknown name fails here, listing the known ones
     for name in ("windows", "sensors"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name}={getattr(args, name)} must be >= 1")
+    if args.model is not None and not args.model.exists() and str(args.model) in SHIPPED_MODELS:
+        args.model = shipped_model_dir(str(args.model))  # a shipped model by name, e.g. fast
     if args.model is not None and not (args.model / "card.json").is_file():
         raise ValueError(f"--model={str(args.model)!r} holds no card.json: pass a directory "
-                         "written by `slewguard train` (or leave --model out)")
+                         f"written by `slewguard train`, a shipped model "
+                         f"({', '.join(SHIPPED_MODELS)}), or leave --model out")
     if args.rate_hz < 0:
         raise ValueError(f"--rate-hz={args.rate_hz} must be >= 0 (0: as fast as possible)")
     console = Console()

@@ -12,6 +12,7 @@ import pytest
 
 from slewguard.cli import main
 from slewguard.demo_stream import mosquitto_binary
+from slewguard.models.default import shipped_model_dir
 from slewguard.signal.simulate import FAULT_CLASSES
 from slewguard.signal.textify import parse
 
@@ -52,11 +53,11 @@ def model_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("slewguard-cache")
 
 
-def run_stream_demo(tmp_path, monkeypatch, capsys, cache, broker):
+def run_stream_demo(tmp_path, monkeypatch, capsys, cache, broker, extra=()):
     monkeypatch.setenv("SLEWGUARD_CACHE", str(cache))
     out = tmp_path / "out"
     argv = ["demo", "--broker", broker, "--windows", "2", "--sensors", "4", "--rate-hz", "0",
-            "--out", str(out)]
+            "--out", str(out), *extra]
     code = main(argv)
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -101,11 +102,23 @@ def test_demo_falls_back_to_amqtt_in_process(tmp_path, monkeypatch, capsys, mode
     check_summary(summary, printed, out)
 
 
+@pytest.mark.skipif(not (shipped_model_dir("fast") / "card.json").is_file(),
+                    reason="no fast model shipped in slewguard/models/fast (README: the shipped "
+                    "models)")
+def test_demo_runs_the_fast_shipped_model_by_name(tmp_path, monkeypatch, capsys, model_cache):
+    monkeypatch.chdir(tmp_path)  # "fast" is no directory here: the shipped model's name
+    summary, printed, out = run_stream_demo(tmp_path, monkeypatch, capsys, model_cache, "amqtt",
+                                            ["--model", "fast"])
+    assert "from --model" in printed and str(shipped_model_dir("fast")) in printed
+    check_summary(summary, printed, out)
+
+
 def test_demo_rejects_a_fleet_without_windows(tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--windows", "two"])
     assert main(["demo", "--windows", "0", "--out", str(tmp_path)]) == 2
     assert main(["demo", "--model", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--model", "quick", "--out", str(tmp_path)]) == 2  # no such shipped one
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto not installed (apt: mosquitto)")

@@ -42,6 +42,11 @@ from slewguard.models.build_data import (  # noqa: F401 (re-exported: bench_base
 from slewguard.signal.features import METHODS, check_method
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+FAST_MODEL_DIR = Path(__file__).resolve().parent / "fast"
+# The models shipped in the package: "default" (tree band search, the most accurate) and "fast"
+# (stft band search: 3x cheaper features, for daemons that must take more windows per core).
+SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "fast": FAST_MODEL_DIR}
+WEIGHTS_DTYPES = ("float32", "bfloat16")  # how a build stores its weights
 CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
 OOD_FILE = "ood.json"
 
@@ -56,8 +61,21 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
-def load_default(device: str = "cpu", dtype: str = "float32") -> Any:
-    """The shipped classifier (``slewguard.models.load`` on ``default_model_dir()``).
+def shipped_model_dir(name: str = "default") -> Path:
+    """The directory of a model shipped with slewguard, by name (``SHIPPED_MODELS``).
+
+    Example:
+        >>> shipped_model_dir("fast").name
+        'fast'
+    """
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"shipped model {name!r} does not exist: pick one of "
+                         f"{', '.join(SHIPPED_MODELS)}, or pass a model directory")
+    return SHIPPED_MODELS[name]
+
+
+def load_default(device: str = "cpu", dtype: str = "float32", name: str = "default") -> Any:
+    """A shipped classifier (``slewguard.models.load`` on ``shipped_model_dir(name)``).
 
     Example:
         >>> load_default().classes   # doctest: +SKIP
@@ -65,10 +83,12 @@ def load_default(device: str = "cpu", dtype: str = "float32") -> Any:
     """
     from slewguard.models.classifier import load
 
-    if not (DEFAULT_MODEL_DIR / "card.json").is_file():
-        raise ValueError(f"no default model in {DEFAULT_MODEL_DIR}: build it with "
-                         "`slewguard build-default-model`")
-    return load(DEFAULT_MODEL_DIR, device=device, dtype=dtype)
+    path = shipped_model_dir(name)
+    if not (path / "card.json").is_file():
+        flags = "" if name == "default" else f" with --out {path} (README: the shipped models)"
+        raise ValueError(f"no {name} model in {path}: build it with "
+                         f"`slewguard build-default-model`{flags}")
+    return load(path, device=device, dtype=dtype)
 
 
 class BuildConfig(BaseModel):
@@ -115,12 +135,23 @@ class BuildConfig(BaseModel):
     features: str = Field("tree", description="features.extract band search (features.METHODS)"
                           ": tree; stft takes 2.9-3.5x less time per window (bench_signal), "
                           "but its pruned models scored 3-11 pp lower on this build (README)")
+    weights_dtype: str = Field("float32", description="dtype the weights are stored in "
+                               "(WEIGHTS_DTYPES): bfloat16 halves the file; accuracies and the "
+                               "temperature are measured on the rounded weights")
     show_progress: bool = Field(True, description="rich progress bars")
 
     @field_validator("features")
     @classmethod
     def _known_method(cls, value: str) -> str:
         return check_method(value, "features")
+
+    @field_validator("weights_dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype={value!r} is not a storage dtype of this build: "
+                             f"pick one of {', '.join(WEIGHTS_DTYPES)}")
+        return value
 
     @classmethod
     def for_mode(cls, quick: bool, **overrides: Any) -> BuildConfig:
@@ -246,10 +277,17 @@ def fit_trust(clf: Any, data: BuildData, out: Path) -> dict:
 
 def write_model(clf: Any, out: Path, card: dict) -> None:
     """Save weights, tokenizer and card, then add the build summary to README.md."""
+    import torch
+
     from slewguard.models.prune import measure
 
     clf.card = card
-    clf.save(out)
+    kept = clf.model.dtype
+    clf.model.to(getattr(torch, card["build"]["weights_dtype"]))
+    try:
+        clf.save(out)
+    finally:
+        clf.model.to(kept)
     lines = ["", "## Default-model build", "",
              "| split | dense | pruned |", "|---|---|---|",
              *(f"| {k} | {card['accuracy_dense'].get(k, float('nan')):.2%} | {v:.2%} |"
@@ -258,7 +296,8 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
                  f"({card['compression']['dense_body']:,} -> "
                  f"{card['compression']['pruned_body']:,} parameters)",
              f"- vocabulary rows: {card['pruning']['vocab_rows']}",
-             f"- weight bytes: {measure.weight_bytes(out):,}",
+             f"- weight bytes: {measure.weight_bytes(out):,} "
+             f"({card['build']['weights_dtype']})",
              calibration_line(card["calibration"]),
              f"- out-of-distribution detector: {card['trust'].get('ood_file', 'none')} "
              f"(threshold {card['trust'].get('ood_threshold')}); kinematic thresholds (dB): "
@@ -266,7 +305,8 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
              f"- build wall time: {card['build']['wall_seconds']:.0f} s",
              *(f"- note: {note}" for note in card["build"]["notes"]),
              "", "Rebuild with the command above (it is the whole pipeline); "
-             "`slewguard.models.default.load_default()` loads this directory.", ""]
+             "`slewguard.models.default.load_default(name)` loads a shipped model "
+             f"({', '.join(SHIPPED_MODELS)}).", ""]
     with (out / "README.md").open("a") as fh:
         fh.write("\n".join(lines))
 
@@ -350,6 +390,7 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any, dense_out: P
                 "closed vocabulary before fine-tuning)")
     pruned, report = prune(clf, config, data)
     report["vocab_rows"] = trim["vocab_rows"]
+    round_weights(pruned.model, config.weights_dtype)  # what follows sees the stored weights
     pruned_acc, pruned_body = accuracies(pruned, data), measure.body_parameters(pruned.model)
     log(f"pruned {report['final_ratio']:.2f}x: {pruned_acc}")
     on_test = evaluate(pruned, data.tests[0].texts, data.tests[0].labels)  # simulated test
@@ -364,6 +405,26 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any, dense_out: P
         parameters={"dense_total": card["parameters"]["total"], "dense_body": dense_body,
                     "pruned_body": pruned_body})  # save() adds the pruned "total"
     return pruned, card
+
+
+def round_weights(model: Any, dtype: str) -> None:
+    """Round ``model``'s floating-point weights in place to ``dtype``'s precision, keeping
+    their own dtype: the model then computes what it will after being stored in ``dtype``.
+
+    Example:
+        >>> import torch
+        >>> layer = torch.nn.Linear(1, 1)
+        >>> _ = layer.weight.data.fill_(1 + 2**-10)
+        >>> round_weights(layer, "bfloat16"); layer.weight.item()
+        1.0
+    """
+    import torch
+
+    store = getattr(torch, dtype)
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(store))
 
 
 def save_dense(clf: Any, data: BuildData, out: Path, extra: dict) -> None:
@@ -403,6 +464,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--features", choices=METHODS, default="tree",
                         help="features.extract band search (default tree; stft: 2-3x cheaper "
                              "features, less accurate; README)")
+    parser.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="float32",
+                        help="store the weights in this dtype (bfloat16: half the file; the "
+                             "card's accuracies are measured on the rounded weights)")
     parser.add_argument("--keep-dense", type=Path, metavar="DIR",
                         help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
@@ -416,6 +480,8 @@ def command_line(args: argparse.Namespace) -> str:
     words += ["--quick"] if args.quick else []
     words += ["--threads", str(args.threads)] if args.threads != 1 else []
     words += ["--features", args.features] if args.features != "tree" else []
+    dtype = getattr(args, "weights_dtype", "float32")
+    words += ["--weights-dtype", dtype] if dtype != "float32" else []
     for name in ("target_ratio", "cwru_root"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -429,12 +495,13 @@ def run_build(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    if args.quick and Path(args.out).resolve() == DEFAULT_MODEL_DIR:
-        raise ValueError("--quick builds a tiny test model; it must not replace the shipped one: "
-                         "pass --out DIR")
+    if args.quick and Path(args.out).resolve() in SHIPPED_MODELS.values():
+        raise ValueError(f"--quick builds a tiny test model; it must not replace the shipped "
+                         f"one in {args.out}: pass --out DIR")
     config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
                                   cwru_root=args.cwru_root, threads=args.threads,
-                                  features=args.features)
+                                  features=args.features,
+                                  weights_dtype=getattr(args, "weights_dtype", None))
     keep = getattr(args, "keep_dense", None)
     if keep is not None and Path(keep).resolve() == Path(args.out).resolve():
         raise ValueError(f"--keep-dense {keep} is the --out directory: pass another DIR")

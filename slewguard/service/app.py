@@ -43,7 +43,8 @@ FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 
 def load_classifier(config: ServiceConfig) -> Any:
-    """The FaultClassifier named by ``config.model``: ``model.path``, or the shipped default."""
+    """The FaultClassifier named by ``config.model``: ``model.path``, or the shipped model
+    ``model.shipped``."""
     from slewguard import models
     from slewguard.models.default import load_default
 
@@ -53,7 +54,7 @@ def load_classifier(config: ServiceConfig) -> Any:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if config.model.path is None:
-        return load_default(device=device, dtype=config.model.dtype)
+        return load_default(device=device, dtype=config.model.dtype, name=config.model.shipped)
     return models.load(config.model.path, device=device, dtype=config.model.dtype)
 
 
@@ -153,7 +154,8 @@ class App:
         if self.classifier is None:
             self.classifier = load_classifier(self.config)
             path = self.config.model.path
-            self.model_label = Path(path).name if path else "default"  # e.g. minilm-pruned-4x
+            # e.g. minilm-pruned-4x, or the shipped model's name
+            self.model_label = Path(path).name if path else self.config.model.shipped
         else:
             self.model_label = model_name(self.classifier)
         from slewguard.service.trust import apply_torch_threads

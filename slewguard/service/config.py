@@ -251,7 +251,11 @@ class ModelConfig(_Strict):
     """Which classifier to load and where to run it."""
 
     path: Path | None = Field(None, description="Saved FaultClassifier directory; None loads the "
-                              "model shipped with the package.")
+                              "shipped model named by `shipped`.")
+    shipped: Literal["default", "fast"] = Field("default", description="Shipped model when "
+                                                "`path` is unset: default (tree band search, "
+                                                "most accurate) or fast (stft band search, "
+                                                "about 3x the windows per core; README).")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Torch device.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights "
                                                              "dtype for inference; bfloat16 "
@@ -262,6 +266,13 @@ class ModelConfig(_Strict):
                                       "(one per core). Default 1: inference overlaps the features "
                                       "thread, and on the 2-core box torch's default spun against "
                                       "it (bench_service: 469 ms per batch of 8 against ~15 ms).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.path is not None and self.shipped != "default":
+            raise ValueError(f"path={str(self.path)!r} and shipped={self.shipped!r} both name a "
+                             "model: set one of them")
+        return self
 
 
 class InferenceConfig(_Strict):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from slewguard import models
 from slewguard.cli import main
@@ -20,7 +21,7 @@ def quick_model(tmp_path_factory):
     """`slewguard build-default-model --quick` into a fresh directory, through the real CLI."""
     out = tmp_path_factory.mktemp("default")
     assert main(["build-default-model", "--quick", "--out", str(out), "--seed", "1",
-                 "--features", "stft"]) == 0
+                 "--features", "stft", "--weights-dtype", "bfloat16"]) == 0
     return out
 
 
@@ -41,6 +42,8 @@ def test_quick_build_card_records_the_build(quick_model):
     assert "--quick" in card["command"] and "--seed 1" in card["command"]
     assert card["template_version"] == textify.TEMPLATE_VERSION
     assert card["features"] == "stft" and "--features stft" in card["command"]
+    assert "--weights-dtype bfloat16" in card["command"]
+    assert card["build"]["weights_dtype"] == "bfloat16"
     assert card["compression"]["ratio"] == pytest.approx(2.0, rel=0.05)
     assert card["compression"]["pruned_body"] < card["compression"]["dense_body"]
     assert set(card["accuracy_dense"]) == set(card["metrics"]["accuracy"])
@@ -48,6 +51,37 @@ def test_quick_build_card_records_the_build(quick_model):
     assert card["calibration"]["temperature"] > 0
     assert card["data"][0]["name"] == "simulated" and card["data"][0]["n_train"] > 0
     assert "Default-model build" in (quick_model / "README.md").read_text()
+
+
+def test_bfloat16_build_stores_bfloat16_and_loads_as_asked(quick_model):
+    from safetensors import safe_open
+
+    with safe_open(quick_model / "model.safetensors", "pt") as fh:
+        names = fh.keys()  # a safetensors handle, not a dict
+        dtypes = {str(fh.get_tensor(name).dtype) for name in names}
+    assert dtypes == {"torch.bfloat16"}
+    clf = models.load(quick_model)  # float32 by default: the stored values, widened
+    weights = [p for p in clf.model.parameters() if p.is_floating_point()]
+    assert {p.dtype for p in weights} == {torch.float32}
+    assert all(torch.equal(p, p.to(torch.bfloat16).float()) for p in weights)
+
+
+def test_round_weights_keeps_dtype_and_rounds_to_storage_precision():
+    layer = torch.nn.Linear(4, 3)
+    before = layer.weight.detach().clone()
+    default.round_weights(layer, "bfloat16")
+    assert layer.weight.dtype == torch.float32
+    assert torch.equal(layer.weight, before.to(torch.bfloat16).float())
+    assert not torch.equal(layer.weight, before)  # random float32 values do not survive
+    default.round_weights(layer, "float32")
+    assert torch.equal(layer.weight, before.to(torch.bfloat16).float())
+
+
+def test_unknown_weights_dtype_and_shipped_name_are_refused():
+    with pytest.raises(ValueError, match="weights_dtype='int8'.*float32, bfloat16"):
+        default.BuildConfig.for_mode(quick=True, weights_dtype="int8")
+    with pytest.raises(ValueError, match="'tiny'.*default, fast"):
+        default.load_default(name="tiny")
 
 
 def test_quick_build_stores_the_ood_detector(quick_model):
@@ -94,27 +128,39 @@ def test_bad_target_ratio_is_refused():
         default.BuildConfig.for_mode(quick=True, target_ratio=0.5)
 
 
-def shipped() -> bool:
-    return (default.DEFAULT_MODEL_DIR / "card.json").is_file()
+def shipped(name: str) -> bool:
+    return (default.shipped_model_dir(name) / "card.json").is_file()
 
 
-@pytest.mark.skipif(not shipped(), reason="no model shipped in slewguard/models/default yet: "
-                    "build it with `slewguard build-default-model`")
-def test_shipped_model_is_small_and_current():
-    card = json.loads((default.DEFAULT_MODEL_DIR / "card.json").read_text())
+SHIPPED = [pytest.param(name, marks=pytest.mark.skipif(
+    not shipped(name), reason=f"no {name} model shipped in slewguard/models/{name} yet: build it "
+    "with `slewguard build-default-model` (README: the shipped models)"))
+    for name in default.SHIPPED_MODELS]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_is_small_and_current(name):
+    folder = default.shipped_model_dir(name)
+    card = json.loads((folder / "card.json").read_text())
     assert card["template_version"] == textify.TEMPLATE_VERSION, (
-        "textify changed since the default model was built: rerun "
-        "`slewguard build-default-model`")
-    size = sum(f.stat().st_size for f in default.DEFAULT_MODEL_DIR.iterdir() if f.is_file())
+        f"textify changed since the {name} model was built: rerun the command in its card")
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     assert size < MAX_BYTES
     assert card["compression"]["ratio"] > 4
+    expected = {"default": "tree", "fast": "stft"}[name]
+    assert card.get("features", "tree") == expected  # no key: an older card, tree
 
 
-@pytest.mark.skipif(not shipped(), reason="no model shipped in slewguard/models/default yet: "
-                    "build it with `slewguard build-default-model`")
-def test_shipped_model_classifies_fresh_windows():
+def test_shipped_models_together_stay_under_the_package_budget():
+    """Every shipped model stays in git history: together they stay under 20 MB."""
+    files = [f for d in default.SHIPPED_MODELS.values() if d.is_dir() for f in d.iterdir()]
+    assert sum(f.stat().st_size for f in files if f.is_file()) < MAX_BYTES
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_classifies_fresh_windows(name):
     """Windows simulated with a seed the build never used, 5 dB SNR, the demo's 20 s windows."""
-    clf = default.load_default()
+    clf = default.load_default(name=name)
     spec = datasets.SimulatedDatasetSpec(
         classes=default.CLASSES, windows_per_class=7, test_fraction=0.9, window_seconds=20.0,
         bearings=("slew-4pc-1000", "slew-xr-1000"), rpm_min=3.0, rpm_max=9.0, snr_db_min=5.0,
@@ -125,10 +171,12 @@ def test_shipped_model_classifies_fresh_windows():
     predicted = np.array(clf.predict(texts))
     accuracy = float(np.mean(predicted == ws.labels))
     assert accuracy > 0.6, f"accuracy {accuracy:.2f} on {len(ws)} fresh windows"
-    for name in default.CLASSES:  # every class is recognised at least once
-        assert (predicted[ws.labels == name] == name).any(), name
+    for label in default.CLASSES:  # every class is recognised at least once
+        assert (predicted[ws.labels == label] == label).any(), label
 
 
-def test_quick_refuses_to_overwrite_the_shipped_model(capsys):
-    assert main(["build-default-model", "--quick"]) == 2
+@pytest.mark.parametrize("name", list(default.SHIPPED_MODELS))
+def test_quick_refuses_to_overwrite_a_shipped_model(name, capsys):
+    args = [] if name == "default" else ["--out", str(default.shipped_model_dir(name))]
+    assert main(["build-default-model", "--quick", *args]) == 2
     assert "--out" in capsys.readouterr().err

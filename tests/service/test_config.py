@@ -108,6 +108,9 @@ def test_unknown_key_in_a_list_entry_names_its_index():
     ({"inference": {"max_batch": 64, "queue_size": 8}}, "inference: queue_size=8 must be >="),
     ({"influx": {"url": "localhost:8086"}}, "influx: url='localhost:8086'"),
     ({"site": "my site"}, "site: String should match pattern"),
+    ({"model": {"path": "/models/x", "shipped": "fast"}}, "model: path='/models/x' and "
+     "shipped='fast' both name a model"),
+    ({"model": {"shipped": "tiny"}}, "model.shipped: Input should be 'default' or 'fast'"),
 ])
 def test_cross_field_and_value_errors(change, expected):
     errs = errors_of(minimal(**change))

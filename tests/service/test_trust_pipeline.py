@@ -17,6 +17,7 @@ import torch
 
 from slewguard import models
 from slewguard.models.calibrate import softmax
+from slewguard.models.default import load_default, shipped_model_dir
 from slewguard.models.ood import Trust, fit_trust
 from slewguard.service.alerts import Voter
 from slewguard.service.app import App, load_classifier
@@ -248,3 +249,18 @@ def test_signal_threads_and_model_dtype_settings_reach_the_pool_and_the_weights(
     assert len(numeric.row_chunks(8)) == min(8, os.cpu_count() or 1)
     loaded = load_classifier(cfg)
     assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.skipif(not (shipped_model_dir("fast") / "card.json").is_file(),
+                    reason="no fast model shipped in slewguard/models/fast (README: the shipped "
+                    "models)")
+def test_shipped_setting_runs_the_named_shipped_model():
+    sensors = [{"sensor_id": "s1", "bearing": "cwru-6205"}]
+    cfg = config_from_dict({"site": "y", "sensors": sensors, "model": {"shipped": "fast"}},
+                           env={})
+    app = App(cfg)
+    app._start_model()  # the App's start step that loads the model
+    assert app.model_label == "fast"
+    assert app.classifier.card["features"] == "stft"  # the daemon computes stft features for it
+    assert app.classifier.card["command"] == load_default(name="fast").card["command"]
+    assert {p.dtype for p in app.classifier.model.parameters()} == {torch.float32}
