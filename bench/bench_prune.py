@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cascade LoRA epochs after each stage (default 10 10 30, the paper's); "
                    "the one-shot baselines recover for their sum")
     p.add_argument("--criterion", default="taylor", help="cascade head + channel criterion")
+    p.add_argument("--layer-criterion", default="lcr", choices=("lcr", "block_influence"),
+                   help="cascade layer criterion (lcr: the paper's; block_influence: ShortGPT's)")
     p.add_argument("--validate-load", type=float, help="validation instead of the test: "
                    "train on the training side's other loads, test on this one (HP), e.g. 2")
     p.add_argument("--latency-runs", type=int, default=7)
@@ -180,6 +182,7 @@ def prune_one(dense: FaultClassifier, method: str, ratio: float, seed: int, data
     method = method.removesuffix("-kd").removesuffix("-vocab")
     config = CascadeConfig(target_ratio=ratio, epoch_scale=args.epoch_scale, seed=seed,
                            head_criterion=args.criterion, channel_criterion=args.criterion,
+                           layer_criterion=args.layer_criterion,
                            distill_weight=args.distill_weight if distill else 0.0,
                            distill_temperature=args.distill_temperature,
                            include_vocab=vocab, **stages)

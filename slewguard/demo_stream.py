@@ -165,15 +165,6 @@ async def _amqtt_started(broker_class: Any, config: dict) -> Any:
     return broker
 
 
-def shipped_model_dir() -> Path:
-    """Where the package's default (pruned) model lives, whether or not it was built yet."""
-    try:
-        from slewguard.models.default import default_model_dir
-    except ImportError:
-        return Path(__file__).resolve().parent / "models" / "default"
-    return default_model_dir()
-
-
 def demo_model(args: Any, console: Console) -> tuple[Any, str]:
     """The classifier for the daemon and a line saying where it came from.
 
@@ -181,6 +172,7 @@ def demo_model(args: Any, console: Console) -> tuple[Any, str]:
     of the demo fleet's settings (cached, so the next run starts at once).
     """
     from slewguard import models
+    from slewguard.models.default import shipped_model_dir
 
     if args.model is not None:
         return models.load(args.model), f"from --model {args.model}"
