@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from slewguard.models.card import read  # noqa: E402
 from slewguard.models.classifier import load  # noqa: E402
-from slewguard.models.default import BuildConfig, default_model_dir  # noqa: E402
+from slewguard.models.default import BuildConfig  # noqa: E402
+from slewguard.models.shipped import default_model_dir  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_broker import cpu_seconds as process_cpu_seconds  # noqa: E402
-from slewguard.models.default import SHIPPED_MODELS  # noqa: E402
+from slewguard.models.shipped import SHIPPED_MODELS  # noqa: E402
 from slewguard.service.payload import Window, decode, encode_binary, restamp  # noqa: E402
 from slewguard.signal.features import METHODS  # noqa: E402
 from tests.service import services  # noqa: E402

@@ -188,7 +188,7 @@ def plot_envelope_spectra(views: list[ClassView], bearing: str, path: Path) -> P
 
 def run_demo(args: argparse.Namespace) -> int:
     """The signal part, then (unless ``--signal-only``) the stream; returns the exit code."""
-    from slewguard.models.default import SHIPPED_MODELS, shipped_model_dir
+    from slewguard.models.shipped import SHIPPED_MODELS, shipped_model_dir
     from slewguard.signal.kinematics import preset
 
     preset(args.bearing)  # an unknown name fails here, listing the known ones

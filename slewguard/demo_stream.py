@@ -172,7 +172,7 @@ def demo_model(args: Any, console: Console) -> tuple[Any, str]:
     of the demo fleet's settings (cached, so the next run starts at once).
     """
     from slewguard import models
-    from slewguard.models.default import shipped_model_dir
+    from slewguard.models.shipped import shipped_model_dir
 
     if args.model is not None:
         return models.load(args.model), f"from --model {args.model}"

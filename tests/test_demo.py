@@ -12,7 +12,7 @@ import pytest
 
 from slewguard.cli import main
 from slewguard.demo_stream import mosquitto_binary
-from slewguard.models.default import shipped_model_dir
+from slewguard.models.shipped import shipped_model_dir
 from slewguard.signal.simulate import FAULT_CLASSES
 from slewguard.signal.textify import parse
 

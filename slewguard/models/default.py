@@ -15,7 +15,7 @@ Files in the model directory: the weights and config (``export.save_pruned``), t
 
 Example:
     $ slewguard build-default-model                # rebuilds slewguard/models/default/
-    >>> clf = load_default()                       # doctest: +SKIP
+    >>> clf = load_default()  # models.shipped         # doctest: +SKIP
     >>> clf.predict(["outer 6 6 5 inner 0 1 0 ball 0 0 0 cage 0 0 0 side 1 shaft 0 "
     ...              "kurt 1 crest 3 sk 4 rms 4 speed 3"])   # doctest: +SKIP
     ['outer_race']
@@ -39,56 +39,17 @@ from slewguard.models.build_data import (  # noqa: F401 (re-exported: bench_base
     build_data,
     holdout,
 )
+from slewguard.models.shipped import (  # noqa: F401 (re-exported: the shipped default's README
+    DEFAULT_MODEL_DIR,
+    SHIPPED_MODELS,
+    default_model_dir,  # and older callers name them here)
+    load_default,
+)
 from slewguard.signal.features import METHODS, check_method
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-FAST_MODEL_DIR = Path(__file__).resolve().parent / "fast"
-# The models shipped in the package: "default" (tree band search, the most accurate) and "fast"
-# (stft band search: 3x cheaper features, for daemons that must take more windows per core).
-SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "fast": FAST_MODEL_DIR}
 WEIGHTS_DTYPES = ("float32", "bfloat16")  # how a build stores its weights
 CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
 OOD_FILE = "ood.json"
-
-
-def default_model_dir() -> Path:
-    """The directory of the model shipped with slewguard (``slewguard/models/default``).
-
-    Example:
-        >>> default_model_dir().name
-        'default'
-    """
-    return DEFAULT_MODEL_DIR
-
-
-def shipped_model_dir(name: str = "default") -> Path:
-    """The directory of a model shipped with slewguard, by name (``SHIPPED_MODELS``).
-
-    Example:
-        >>> shipped_model_dir("fast").name
-        'fast'
-    """
-    if name not in SHIPPED_MODELS:
-        raise ValueError(f"shipped model {name!r} does not exist: pick one of "
-                         f"{', '.join(SHIPPED_MODELS)}, or pass a model directory")
-    return SHIPPED_MODELS[name]
-
-
-def load_default(device: str = "cpu", dtype: str = "float32", name: str = "default") -> Any:
-    """A shipped classifier (``slewguard.models.load`` on ``shipped_model_dir(name)``).
-
-    Example:
-        >>> load_default().classes   # doctest: +SKIP
-        ['healthy', 'inner_race', 'outer_race', 'rolling_element']
-    """
-    from slewguard.models.classifier import load
-
-    path = shipped_model_dir(name)
-    if not (path / "card.json").is_file():
-        flags = "" if name == "default" else f" with --out {path} (README: the shipped models)"
-        raise ValueError(f"no {name} model in {path}: build it with "
-                         f"`slewguard build-default-model`{flags}")
-    return load(path, device=device, dtype=dtype)
 
 
 class BuildConfig(BaseModel):
@@ -305,7 +266,7 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
              f"- build wall time: {card['build']['wall_seconds']:.0f} s",
              *(f"- note: {note}" for note in card["build"]["notes"]),
              "", "Rebuild with the command above (it is the whole pipeline); "
-             "`slewguard.models.default.load_default(name)` loads a shipped model "
+             "`slewguard.models.shipped.load_default(name)` loads a shipped model "
              f"({', '.join(SHIPPED_MODELS)}).", ""]
     with (out / "README.md").open("a") as fh:
         fh.write("\n".join(lines))

@@ -46,7 +46,7 @@ def load_classifier(config: ServiceConfig) -> Any:
     """The FaultClassifier named by ``config.model``: ``model.path``, or the shipped model
     ``model.shipped``."""
     from slewguard import models
-    from slewguard.models.default import load_default
+    from slewguard.models.shipped import load_default
 
     device = config.model.device
     if device == "auto":

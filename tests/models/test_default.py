@@ -10,7 +10,7 @@ import torch
 
 from slewguard import models
 from slewguard.cli import main
-from slewguard.models import build_data, default
+from slewguard.models import build_data, default, shipped
 from slewguard.signal import datasets, textify
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -81,7 +81,7 @@ def test_unknown_weights_dtype_and_shipped_name_are_refused():
     with pytest.raises(ValueError, match="weights_dtype='int8'.*float32, bfloat16"):
         default.BuildConfig.for_mode(quick=True, weights_dtype="int8")
     with pytest.raises(ValueError, match="'tiny'.*default, fast"):
-        default.load_default(name="tiny")
+        shipped.load_default(name="tiny")
 
 
 def test_quick_build_stores_the_ood_detector(quick_model):
@@ -128,19 +128,19 @@ def test_bad_target_ratio_is_refused():
         default.BuildConfig.for_mode(quick=True, target_ratio=0.5)
 
 
-def shipped(name: str) -> bool:
-    return (default.shipped_model_dir(name) / "card.json").is_file()
+def is_built(name: str) -> bool:
+    return (shipped.shipped_model_dir(name) / "card.json").is_file()
 
 
 SHIPPED = [pytest.param(name, marks=pytest.mark.skipif(
-    not shipped(name), reason=f"no {name} model shipped in slewguard/models/{name} yet: build it "
+    not is_built(name), reason=f"no {name} model shipped in slewguard/models/{name} yet: build it "
     "with `slewguard build-default-model` (README: the shipped models)"))
-    for name in default.SHIPPED_MODELS]
+    for name in shipped.SHIPPED_MODELS]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_is_small_and_current(name):
-    folder = default.shipped_model_dir(name)
+    folder = shipped.shipped_model_dir(name)
     card = json.loads((folder / "card.json").read_text())
     assert card["template_version"] == textify.TEMPLATE_VERSION, (
         f"textify changed since the {name} model was built: rerun the command in its card")
@@ -153,14 +153,14 @@ def test_shipped_model_is_small_and_current(name):
 
 def test_shipped_models_together_stay_under_the_package_budget():
     """Every shipped model stays in git history: together they stay under 20 MB."""
-    files = [f for d in default.SHIPPED_MODELS.values() if d.is_dir() for f in d.iterdir()]
+    files = [f for d in shipped.SHIPPED_MODELS.values() if d.is_dir() for f in d.iterdir()]
     assert sum(f.stat().st_size for f in files if f.is_file()) < MAX_BYTES
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_classifies_fresh_windows(name):
     """Windows simulated with a seed the build never used, 5 dB SNR, the demo's 20 s windows."""
-    clf = default.load_default(name=name)
+    clf = shipped.load_default(name=name)
     spec = datasets.SimulatedDatasetSpec(
         classes=default.CLASSES, windows_per_class=7, test_fraction=0.9, window_seconds=20.0,
         bearings=("slew-4pc-1000", "slew-xr-1000"), rpm_min=3.0, rpm_max=9.0, snr_db_min=5.0,
@@ -175,8 +175,8 @@ def test_shipped_model_classifies_fresh_windows(name):
         assert (predicted[ws.labels == label] == label).any(), label
 
 
-@pytest.mark.parametrize("name", list(default.SHIPPED_MODELS))
+@pytest.mark.parametrize("name", list(shipped.SHIPPED_MODELS))
 def test_quick_refuses_to_overwrite_a_shipped_model(name, capsys):
-    args = [] if name == "default" else ["--out", str(default.shipped_model_dir(name))]
+    args = [] if name == "default" else ["--out", str(shipped.shipped_model_dir(name))]
     assert main(["build-default-model", "--quick", *args]) == 2
     assert "--out" in capsys.readouterr().err

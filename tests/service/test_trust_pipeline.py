@@ -17,8 +17,8 @@ import torch
 
 from slewguard import models
 from slewguard.models.calibrate import softmax
-from slewguard.models.default import load_default, shipped_model_dir
 from slewguard.models.ood import Trust, fit_trust
+from slewguard.models.shipped import load_default, shipped_model_dir
 from slewguard.service.alerts import Voter
 from slewguard.service.app import App, load_classifier
 from slewguard.service.config import AlertsConfig, MqttConfig, config_from_dict

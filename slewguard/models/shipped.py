@@ -1,0 +1,61 @@
+"""The models shipped in the package, by name, and the one call that loads them.
+
+"default" (tree band search, the most accurate) and "fast" (stft band search: features a third
+of the tree's cost, for daemons that must take more windows per core; README, the shipped
+models). ``slewguard build-default-model`` (``models.default``) builds either.
+
+Example:
+    >>> shipped_model_dir("fast").name
+    'fast'
+    >>> load_default(name="fast").card["features"]   # doctest: +SKIP
+    'stft'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+FAST_MODEL_DIR = Path(__file__).resolve().parent / "fast"
+SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "fast": FAST_MODEL_DIR}
+
+
+def default_model_dir() -> Path:
+    """The directory of the model shipped with slewguard (``slewguard/models/default``).
+
+    Example:
+        >>> default_model_dir().name
+        'default'
+    """
+    return DEFAULT_MODEL_DIR
+
+
+def shipped_model_dir(name: str = "default") -> Path:
+    """The directory of a model shipped with slewguard, by name (``SHIPPED_MODELS``).
+
+    Example:
+        >>> shipped_model_dir("fast").name
+        'fast'
+    """
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"shipped model {name!r} does not exist: pick one of "
+                         f"{', '.join(SHIPPED_MODELS)}, or pass a model directory")
+    return SHIPPED_MODELS[name]
+
+
+def load_default(device: str = "cpu", dtype: str = "float32", name: str = "default") -> Any:
+    """A shipped classifier (``slewguard.models.load`` on ``shipped_model_dir(name)``).
+
+    Example:
+        >>> load_default().classes   # doctest: +SKIP
+        ['healthy', 'inner_race', 'outer_race', 'rolling_element']
+    """
+    from slewguard.models.classifier import load
+
+    path = shipped_model_dir(name)
+    if not (path / "card.json").is_file():
+        flags = "" if name == "default" else f" with --out {path} (README: the shipped models)"
+        raise ValueError(f"no {name} model in {path}: build it with "
+                         f"`slewguard build-default-model`{flags}")
+    return load(path, device=device, dtype=dtype)
