@@ -441,8 +441,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += ["--quick"] if args.quick else []
     words += ["--threads", str(args.threads)] if args.threads != 1 else []
     words += ["--features", args.features] if args.features != "tree" else []
-    dtype = getattr(args, "weights_dtype", "float32")
-    words += ["--weights-dtype", dtype] if dtype != "float32" else []
+    words += ["--weights-dtype", args.weights_dtype] if args.weights_dtype != "float32" else []
     for name in ("target_ratio", "cwru_root"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -462,7 +461,7 @@ def run_build(args: argparse.Namespace) -> int:
     config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
                                   cwru_root=args.cwru_root, threads=args.threads,
                                   features=args.features,
-                                  weights_dtype=getattr(args, "weights_dtype", None))
+                                  weights_dtype=args.weights_dtype)
     keep = getattr(args, "keep_dense", None)
     if keep is not None and Path(keep).resolve() == Path(args.out).resolve():
         raise ValueError(f"--keep-dense {keep} is the --out directory: pass another DIR")

@@ -28,7 +28,7 @@ def default_model_dir() -> Path:
         >>> default_model_dir().name
         'default'
     """
-    return DEFAULT_MODEL_DIR
+    return shipped_model_dir("default")
 
 
 def shipped_model_dir(name: str = "default") -> Path:

@@ -45,11 +45,14 @@ from slewguard.service.alerts_config import ALERT_STATES, AlertsConfig, WebhookC
 
 __all__ = ["ALERT_STATES", "AlertsConfig", "ConfigError", "ServiceConfig", "WebhookConfig",
            "config_from_dict", "load_config"]
+from slewguard.models.shipped import SHIPPED_MODELS
 from slewguard.signal import kinematics
 
 ENV_PREFIX = "SLEWGUARD_"
 # A concrete results topic used to check that no input filter would subscribe to our own output.
 _PROBE = "{prefix}/site/asset/bearing/sensor/diag"
+# One name per model shipped in the package (models/shipped.py): a new one needs no edit here.
+ShippedName = Literal[tuple(SHIPPED_MODELS)]
 
 
 class ConfigError(ValueError):
@@ -252,7 +255,7 @@ class ModelConfig(_Strict):
 
     path: Path | None = Field(None, description="Saved FaultClassifier directory; None loads the "
                               "shipped model named by `shipped`.")
-    shipped: Literal["default", "fast"] = Field("default", description="Shipped model when "
+    shipped: ShippedName = Field("default", description="Shipped model when "
                                                 "`path` is unset: default (tree band search, "
                                                 "most accurate) or fast (stft band search, "
                                                 "about 3x the windows per core; README).")
