@@ -65,6 +65,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-weight", type=float, default=0.5, help="-kd methods: weight of "
                    "the dense model's soft logits in the recovery loss")
     p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument("--distill-teacher", default="dense", choices=("dense", "previous"),
+                   help="cascade-kd: distil from the dense model or from the model before "
+                   "each stage")
+    p.add_argument("--rounds", type=int, default=1, help="cascade: head + channel rounds")
+    p.add_argument("--calibration-samples", type=int, default=128,
+                   help="examples each importance estimate sees")
+    p.add_argument("--lora-target", default="attention", choices=("attention", "attention+ffn"),
+                   help="what LoRA recovery adapts (every recovering method)")
     p.add_argument("--family", default="minilm", help="backbone (backbones.SUPPORTED_FAMILIES)")
     p.add_argument("--dense-epochs", type=int, help="dense fine-tuning epochs (default 10)")
     p.add_argument("--dense-lr", type=float, default=1e-4)
@@ -185,7 +193,9 @@ def prune_one(dense: FaultClassifier, method: str, ratio: float, seed: int, data
                            layer_criterion=args.layer_criterion,
                            distill_weight=args.distill_weight if distill else 0.0,
                            distill_temperature=args.distill_temperature,
-                           include_vocab=vocab, **stages)
+                           distill_teacher=args.distill_teacher, rounds=args.rounds,
+                           calibration_samples=args.calibration_samples,
+                           lora_target=args.lora_target, include_vocab=vocab, **stages)
 
     def accuracy(model: torch.nn.Module) -> dict[str, float]:
         clf.model = model

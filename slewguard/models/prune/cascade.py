@@ -9,7 +9,10 @@ for the exact number of FFN channels, so the result lands within one channel of 
 A stage also removes more than its share when the later stages could not otherwise reach it.
 
 Beyond the paper, ``distill_weight`` > 0 makes every recovery also match the dense model's
-logits, computed once before the first removal (``recovery.distillation_loss``).
+logits, computed once before the first removal (``recovery.distillation_loss``), or, with
+``distill_teacher="previous"``, those of the model each stage starts from. ``rounds`` > 1 makes
+the cascade iterative: layers, then heads and channels ``rounds`` times, each round with its
+part of their shares and recovery epochs.
 
 Coupling-aware (GQA / gated FFN, automatic when the static SIA check says violated): attention is
 removed by whole KV groups with their query heads, and gated channels go as gate/up/down triples
@@ -27,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,6 +92,12 @@ class CascadeConfig(BaseModel):
                                   "the paper)")
     distill_temperature: float = Field(2.0, gt=0, description="softmax temperature of the "
                                        "distillation")
+    distill_teacher: Literal["dense", "previous"] = Field(
+        "dense", description="whose logits recovery distils: the dense model's (computed once) "
+        "or, each stage, those of the model just before that stage's removal")
+    rounds: int = Field(1, ge=1, description="iterative cascade: the head and channel stages "
+                        "run this many times, each round taking 1/rounds of their shares and "
+                        "recovery epochs (1: the paper's three stages)")
     calibration_samples: int = Field(128, ge=1, description="calibration examples used to "
                                      "score each stage (taken from calib_batches in order)")
     seed: int = Field(42, description="seed for recovery shuffling and LoRA initialisation")
@@ -110,10 +119,24 @@ class CascadeConfig(BaseModel):
         return self
 
     def epochs(self, stage: str) -> int:
-        """Recovery epochs of ``stage`` after ``epoch_scale`` (0 stays 0)."""
-        base = {"layers": self.layer_epochs, "heads": self.head_epochs,
-                "channels": self.channel_epochs}[stage]
+        """Recovery epochs of ``stage`` after ``epoch_scale`` (0 stays 0), per round for heads
+        and channels."""
+        base = {"layers": self.layer_epochs, "heads": self.head_epochs / self.rounds,
+                "channels": self.channel_epochs / self.rounds}[stage]
         return 0 if base == 0 else max(1, round(base * self.epoch_scale))
+
+    def schedule(self) -> list[tuple[str, float, str]]:
+        """The stages in order as (stage, share of the removal budget, criterion): layers, then
+        ``rounds`` times heads and channels.
+
+        Example:
+            >>> [s for s, _, _ in CascadeConfig(target_ratio=4, rounds=2).schedule()]
+            ['layers', 'heads', 'channels', 'heads', 'channels']
+        """
+        per_round = ((("heads", self.head_share / self.rounds, self.head_criterion),
+                      ("channels", self.channel_share / self.rounds, self.channel_criterion))
+                     * self.rounds)
+        return [("layers", self.layer_share, self.layer_criterion), *per_round]
 
 
 @dataclass
@@ -222,18 +245,20 @@ def run_cascade(
                            _evaluate(evaluate, model))
     loss_fn = distillation(model, train_batches, config)
     budget = dense - goal_body
-    shares = (("layers", config.layer_share, config.layer_criterion),
-              ("heads", config.head_share, config.head_criterion),
-              ("channels", config.channel_share, config.channel_criterion))
+    schedule = config.schedule()
     cumulative = 0.0
-    for stage, share, criterion in shares:
+    for position, (stage, share, criterion) in enumerate(schedule):
         cumulative += share
-        stage_goal = dense - round(cumulative * budget) if stage != "channels" else goal_body
+        last = position == len(schedule) - 1
+        stage_goal = goal_body if last else dense - round(cumulative * budget)
+        later = {s for s, _, _ in schedule[position + 1:]}
         console.log(f"[bold]{stage}[/]: {criterion} ({granularity(surgeon, stage, coupled)}) "
                     "on the current model")
         start = time.perf_counter()
+        if config.distill_teacher == "previous" and position:
+            loss_fn = distillation(model, train_batches, config)
         removed = prune_stage(surgeon, model, stage, criterion, calib, stage_goal, goal_body,
-                              coupled)
+                              coupled, later_stages=later)
         model, entry = _finish_stage(model, report, stage, criterion, removed,
                                      config.epochs(stage), train_batches, config, evaluate,
                                      loss_fn)
@@ -463,9 +488,11 @@ def select_layers(surgeon: Surgeon, model: torch.nn.Module, scores: torch.Tensor
 
 def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion: str,
                 calib: Sequence[Batch], stage_goal: int, goal_body: int,
-                coupled: bool) -> dict[str, list[int]]:
+                coupled: bool, later_stages: Sequence[str] | None = None
+                ) -> dict[str, list[int]]:
     """Score the stage's units on the current model with ``criterion`` and remove the weakest so
-    that the body lands near ``stage_goal`` (and ``goal_body`` stays reachable). Returns what went.
+    that the body lands near ``stage_goal`` (and ``goal_body`` stays reachable by the stages in
+    ``later_stages``, default those after ``stage`` in layers, heads, channels). Returns what went.
 
     Example:
         >>> prune_stage(surgeon, model, "channels", "wanda", calib, goal, goal,
@@ -474,8 +501,10 @@ def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion:
     """
     body = measure.body_parameters(model)
     unit = granularity(surgeon, stage, coupled)
-    later = {"layers": (granularity(surgeon, "heads", coupled), "channel"),
-             "heads": ("channel",), "channels": ()}[stage]
+    if later_stages is None:
+        order = ("layers", "heads", "channels")
+        later_stages = order[order.index(stage) + 1:]
+    later = tuple(granularity(surgeon, s, coupled) for s in later_stages if s != "layers")
     need = body - goal_body - removable(surgeon, model, later)
     if stage == "layers":
         if body <= stage_goal and need <= 0:

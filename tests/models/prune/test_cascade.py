@@ -243,3 +243,46 @@ def test_cascade_distils_every_stage_from_the_dense_model(monkeypatch: pytest.Mo
     assert seen == [None, None, None]  # the paper's recovery: labels only
     with pytest.raises(ValidationError, match="distill_weight"):
         CascadeConfig(target_ratio=2.5, distill_weight=1.5)
+
+
+def test_cascade_distils_each_stage_from_the_model_before_it(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import slewguard.models.prune.cascade as cascade_module
+
+    teachers: list[int] = []
+    original = cascade_module.distillation
+
+    def spy(model, batches, config):
+        teachers.append(body_parameters(model))
+        return original(model, batches, config)
+
+    monkeypatch.setattr(cascade_module, "distillation", spy)
+    model, batches = tiny_model("bert"), toy_batches()
+    dense = body_parameters(model)
+    config = CascadeConfig(target_ratio=2.5, distill_weight=0.5, distill_teacher="previous",
+                           **FAST)
+    _, report = run_cascade(model, None, batches, batches, config)
+    # the dense model, then the model each earlier stage left behind
+    assert teachers == [dense, *(s.body_parameters for s in report.stages[:-1])]
+    assert teachers[0] > teachers[1] > teachers[2]
+    with pytest.raises(ValidationError, match="distill_teacher"):
+        CascadeConfig(target_ratio=2.5, distill_teacher="student")
+
+
+def test_iterative_cascade_repeats_heads_and_channels_and_lands_on_the_target() -> None:
+    model, batches = tiny_model("bert"), toy_batches()
+    dense = body_parameters(model)
+    config = CascadeConfig(target_ratio=3.0, rounds=2, **FAST)
+    pruned, report = run_cascade(model, None, batches, batches, config)
+    assert [s.stage for s in report.stages] == ["layers", "heads", "channels", "heads",
+                                                 "channels"]
+    assert all(s.removed for s in report.stages)  # every round removes its part
+    sizes = [s.body_parameters for s in report.stages]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    # the first round's channels stop short of the target; the last one lands on it
+    assert dense / sizes[2] < 2.9
+    assert dense / body_parameters(pruned) == pytest.approx(3.0, rel=0.02)
+    paper = CascadeConfig(target_ratio=3.0, rounds=2)  # the paper's 10/10/30, split per round
+    assert [paper.epochs(s) for s in ("layers", "heads", "channels")] == [10, 5, 15]
+    with pytest.raises(ValidationError, match="rounds"):
+        CascadeConfig(target_ratio=2.5, rounds=0)
