@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--channel-criterion", default="taylor", choices=CRITERIA)
     prune.add_argument("--shares", type=float, nargs=3, metavar=("LAYERS", "HEADS", "CHANNELS"),
                        help="split of the removal budget over the stages (sums to 1)")
+    prune.add_argument("--rounds", type=int, default=1,
+                       help="cascade: run the head and channel stages this many times, each "
+                       "round with its part of their shares and epochs (1: the paper's)")
     prune.add_argument("--epoch-scale", type=float, default=1.0,
                        help="multiplies the paper's 10/10/30 recovery epochs (0.1 = quick)")
     prune.add_argument("--calibration-samples", type=int, default=128,
@@ -109,7 +112,7 @@ def run_prune(args: argparse.Namespace) -> int:
     config = CascadeConfig(
         target_ratio=args.target_ratio, head_criterion=args.head_criterion,
         channel_criterion=args.channel_criterion, epoch_scale=args.epoch_scale,
-        calibration_samples=args.calibration_samples, seed=args.seed,
+        calibration_samples=args.calibration_samples, seed=args.seed, rounds=args.rounds,
         coupling_aware={"auto": None, "on": True, "off": False}[args.coupling],
         include_vocab=args.include_vocab, distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature, **shares)
@@ -158,7 +161,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     for path in args.data:
         words += ["--data", str(path)]
     for name in ("target_ratio", "method", "out", "head_criterion", "channel_criterion",
-                 "epoch_scale", "calibration_samples", "coupling", "distill_weight",
+                 "epoch_scale", "rounds", "calibration_samples", "coupling", "distill_weight",
                  "distill_temperature", "batch_size", "seed",
                  "device", "dtype"):
         words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]

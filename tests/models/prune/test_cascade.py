@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -167,11 +169,15 @@ def test_prune_command_writes_a_loadable_model_at_the_ratio(tmp_path, capsys) ->
                  "--epochs", "1", "--out", str(tmp_path / "dense")]) == 0
     assert main(["prune", str(tmp_path / "dense"), "--data", str(tmp_path / "data"),
                  "--target-ratio", "1.5", "--epoch-scale", "0.03", "--distill-weight", "0.5",
-                 "--out", str(tmp_path / "pruned")]) == 0
+                 "--rounds", "2", "--out", str(tmp_path / "pruned")]) == 0
     clf = load(tmp_path / "pruned")
     assert clf.card["pruning"]["ratio"] == pytest.approx(1.5, rel=0.02)
     assert clf.card["pruning"]["command"].startswith("slewguard prune")
     assert "--distill-weight 0.5 --distill-temperature 2.0" in clf.card["pruning"]["command"]
+    assert "--rounds 2" in clf.card["pruning"]["command"]
+    report = json.loads((tmp_path / "pruned" / "prune_report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["layers", "heads", "channels", "heads",
+                                                       "channels"]
     assert (tmp_path / "pruned" / "prune_report.json").is_file()
     assert (tmp_path / "pruned" / "prune.png").stat().st_size > 0
     assert clf.predict_proba(["rms 1"]).shape == (1, 2)
