@@ -118,25 +118,32 @@ class CascadeConfig(BaseModel):
             raise ValueError(f"lora_target={self.lora_target!r} must be one of {TARGETS}")
         return self
 
-    def epochs(self, stage: str) -> int:
-        """Recovery epochs of ``stage`` after ``epoch_scale`` (0 stays 0), per round for heads
-        and channels."""
-        base = {"layers": self.layer_epochs, "heads": self.head_epochs / self.rounds,
-                "channels": self.channel_epochs / self.rounds}[stage]
-        return 0 if base == 0 else max(1, round(base * self.epoch_scale))
-
-    def schedule(self) -> list[tuple[str, float, str]]:
-        """The stages in order as (stage, share of the removal budget, criterion): layers, then
-        ``rounds`` times heads and channels.
+    def epochs(self, stage: str, rounds: int = 1) -> int:
+        """Recovery epochs of ``stage`` after ``epoch_scale`` (0 stays 0), spread over ``rounds``
+        (each round's part; >= 1 when the stage has any).
 
         Example:
-            >>> [s for s, _, _ in CascadeConfig(target_ratio=4, rounds=2).schedule()]
+            >>> CascadeConfig(target_ratio=4).epochs("channels", rounds=2)
+            15
+        """
+        base = {"layers": self.layer_epochs, "heads": self.head_epochs,
+                "channels": self.channel_epochs}[stage]
+        return 0 if base == 0 else max(1, round(base * self.epoch_scale / rounds))
+
+    def schedule(self) -> list[tuple[str, float, str, int]]:
+        """The stages in order as (stage, share of the removal budget, criterion, recovery
+        epochs): layers, then ``rounds`` times heads and channels, each round with its part.
+
+        Example:
+            >>> [s for s, *_ in CascadeConfig(target_ratio=4, rounds=2).schedule()]
             ['layers', 'heads', 'channels', 'heads', 'channels']
         """
-        per_round = ((("heads", self.head_share / self.rounds, self.head_criterion),
-                      ("channels", self.channel_share / self.rounds, self.channel_criterion))
-                     * self.rounds)
-        return [("layers", self.layer_share, self.layer_criterion), *per_round]
+        per_round = ((("heads", self.head_share / self.rounds, self.head_criterion,
+                       self.epochs("heads", self.rounds)),
+                      ("channels", self.channel_share / self.rounds, self.channel_criterion,
+                       self.epochs("channels", self.rounds))) * self.rounds)
+        return [("layers", self.layer_share, self.layer_criterion, self.epochs("layers")),
+                *per_round]
 
 
 @dataclass
@@ -247,11 +254,11 @@ def run_cascade(
     budget = dense - goal_body
     schedule = config.schedule()
     cumulative = 0.0
-    for position, (stage, share, criterion) in enumerate(schedule):
+    for position, (stage, share, criterion, epochs) in enumerate(schedule):
         cumulative += share
         last = position == len(schedule) - 1
         stage_goal = goal_body if last else dense - round(cumulative * budget)
-        later = {s for s, _, _ in schedule[position + 1:]}
+        later = {s for s, *_ in schedule[position + 1:]}
         console.log(f"[bold]{stage}[/]: {criterion} ({granularity(surgeon, stage, coupled)}) "
                     "on the current model")
         start = time.perf_counter()
@@ -260,7 +267,7 @@ def run_cascade(
         removed = prune_stage(surgeon, model, stage, criterion, calib, stage_goal, goal_body,
                               coupled, later_stages=later)
         model, entry = _finish_stage(model, report, stage, criterion, removed,
-                                     config.epochs(stage), train_batches, config, evaluate,
+                                     epochs, train_batches, config, evaluate,
                                      loss_fn)
         entry.seconds = time.perf_counter() - start
         console.log(f"{stage}: body {entry.body_parameters:,} ({entry.ratio:.2f}x) "

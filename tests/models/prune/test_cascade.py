@@ -289,6 +289,20 @@ def test_iterative_cascade_repeats_heads_and_channels_and_lands_on_the_target() 
     assert dense / sizes[2] < 2.9
     assert dense / body_parameters(pruned) == pytest.approx(3.0, rel=0.02)
     paper = CascadeConfig(target_ratio=3.0, rounds=2)  # the paper's 10/10/30, split per round
-    assert [paper.epochs(s) for s in ("layers", "heads", "channels")] == [10, 5, 15]
+    assert [e for *_, e in paper.schedule()] == [10, 5, 15, 5, 15]
+    assert [paper.epochs(s) for s in ("layers", "heads", "channels")] == [10, 10, 30]
     with pytest.raises(ValidationError, match="rounds"):
         CascadeConfig(target_ratio=2.5, rounds=0)
+
+
+def test_rounds_leave_the_one_shot_baselines_recovery_unchanged() -> None:
+    # Taylor + LoRA recovers for the cascade's total epochs (the paper's 50), however many
+    # rounds the cascade splits them into
+    config = dict(target_ratio=2.0, show_progress=False, calibration_samples=16,
+                  layer_epochs=1, head_epochs=1, channel_epochs=2)
+    epochs = []
+    for rounds in (1, 2):
+        _, report = run_baseline("taylor-lora", tiny_model("bert"), toy_batches(),
+                                 toy_batches(), CascadeConfig(rounds=rounds, **config))
+        epochs.append(report.stages[-1].recovery_epochs)
+    assert epochs == [4, 4]
