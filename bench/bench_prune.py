@@ -50,6 +50,7 @@ PAPER_RATIOS = (1.3, 2.5, 3.7, 5.8, 8.7, 13.8)
 # a recovering method with "-kd" also distils from the dense model during recovery
 # "-vocab": the cascade's vocabulary stage too (embedding rows textify never uses; no change of
 # the body ratio, a smaller model in memory and on disk)
+ROUNDS = CascadeConfig.model_fields["rounds"].default
 VARIANTS = ("cascade-kd", "taylor-lora-kd", "cascade-vocab")
 PROTOCOLS = ("faults-3class", "paper-4class")
 
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-teacher", default="dense", choices=("dense", "previous"),
                    help="cascade-kd: distil from the dense model or from the model before "
                    "each stage")
-    p.add_argument("--rounds", type=int, default=1, help="cascade: head + channel rounds")
+    p.add_argument("--rounds", type=int, default=ROUNDS, help="cascade: head + channel rounds "
+                   f"(default {ROUNDS}; 1: the paper's three stages)")
     p.add_argument("--calibration-samples", type=int, default=128,
                    help="examples each importance estimate sees")
     p.add_argument("--lora-target", default="attention", choices=("attention", "attention+ffn"),

@@ -88,6 +88,8 @@ class BuildConfig(BaseModel):
     distill_weight: float = Field(0.0, ge=0, le=1, description="cascade recovery's "
                                   "distillation from the dense model, pinned like the stage "
                                   "shares (the shipped build has none)")
+    rounds: int = Field(1, ge=1, description="cascade head + channel rounds, pinned like the "
+                        "stage shares (both shipped models were built with the paper's one)")
     finetune_epochs: int = Field(8, ge=0, description="full fine-tuning of the pruned model "
                                  "after the cascade (cheap at 8x; recovers what LoRA left)")
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
@@ -191,7 +193,7 @@ def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
                             layer_share=layer, head_share=head, channel_share=channel,
                             head_criterion=config.criterion, channel_criterion=config.criterion,
                             distill_weight=config.distill_weight, seed=config.seed,
-                            show_progress=config.show_progress)
+                            rounds=config.rounds, show_progress=config.show_progress)
     model, report = run_cascade(clf.model, clf.tokenizer, train, train, cascade, validate)
     finetune = fit(model, train, config.finetune_epochs, config.finetune_lr, evaluate=validate,
                    description="fine-tune pruned", show_progress=config.show_progress,

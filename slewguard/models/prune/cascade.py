@@ -95,7 +95,7 @@ class CascadeConfig(BaseModel):
     distill_teacher: Literal["dense", "previous"] = Field(
         "dense", description="whose logits recovery distils: the dense model's (computed once) "
         "or, each stage, those of the model just before that stage's removal")
-    rounds: int = Field(1, ge=1, description="iterative cascade: the head and channel stages "
+    rounds: int = Field(2, ge=1, description="iterative cascade: the head and channel stages "
                         "run this many times, each round taking 1/rounds of their shares and "
                         "recovery epochs (1: the paper's three stages)")
     calibration_samples: int = Field(128, ge=1, description="calibration examples used to "

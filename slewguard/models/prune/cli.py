@@ -41,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--channel-criterion", default="taylor", choices=CRITERIA)
     prune.add_argument("--shares", type=float, nargs=3, metavar=("LAYERS", "HEADS", "CHANNELS"),
                        help="split of the removal budget over the stages (sums to 1)")
-    prune.add_argument("--rounds", type=int, default=1,
+    prune.add_argument("--rounds", type=int,
                        help="cascade: run the head and channel stages this many times, each "
-                       "round with its part of their shares and epochs (1: the paper's)")
+                       "round with its part of their shares and epochs (default: "
+                       "CascadeConfig's, 2; 1: the paper's three stages)")
     prune.add_argument("--epoch-scale", type=float, default=1.0,
                        help="multiplies the paper's 10/10/30 recovery epochs (0.1 = quick)")
     prune.add_argument("--calibration-samples", type=int, default=128,
@@ -108,14 +109,17 @@ def run_prune(args: argparse.Namespace) -> int:
     test_texts, test_labels, _ = _texts(args.data, "test", method)
     batches = make_batches(clf, train_texts, train_labels, args.batch_size, args.seed)
     names = ("layer_share", "head_share", "channel_share")
-    shares = dict(zip(names, args.shares, strict=True)) if args.shares else {}
+    overrides = dict(zip(names, args.shares, strict=True)) if args.shares else {}
+    if args.rounds is not None:
+        overrides["rounds"] = args.rounds
     config = CascadeConfig(
         target_ratio=args.target_ratio, head_criterion=args.head_criterion,
         channel_criterion=args.channel_criterion, epoch_scale=args.epoch_scale,
-        calibration_samples=args.calibration_samples, seed=args.seed, rounds=args.rounds,
+        calibration_samples=args.calibration_samples, seed=args.seed,
         coupling_aware={"auto": None, "on": True, "off": False}[args.coupling],
         include_vocab=args.include_vocab, distill_weight=args.distill_weight,
-        distill_temperature=args.distill_temperature, **shares)
+        distill_temperature=args.distill_temperature, **overrides)
+    args.rounds = config.rounds  # the card's command names the rounds that ran
 
     def accuracy(model: torch.nn.Module) -> dict[str, float]:
         clf.model = model

@@ -42,7 +42,9 @@ def test_cascade_hits_target_ratio(family: str) -> None:
     ratio = dense / body_parameters(pruned)
     assert ratio == pytest.approx(2.5, rel=0.02)
     assert report.final_ratio == pytest.approx(ratio)
-    assert [s.stage for s in report.stages] == ["layers", "heads", "channels"]
+    # the default: layers, then two rounds of heads and channels
+    assert [s.stage for s in report.stages] == ["layers", "heads", "channels", "heads",
+                                                 "channels"]
     assert report.stages[0].removed["layers"]  # a 4-layer model at 2.5x loses a middle layer
     assert 0 not in report.stages[0].removed["layers"]
     assert 3 not in report.stages[0].removed["layers"]
@@ -61,7 +63,7 @@ def test_cascade_without_coupling_removes_balanced_query_heads_on_gqa() -> None:
     pruned, report = run_cascade(model, None, batches, batches,
                                  CascadeConfig(target_ratio=1.5, coupling_aware=False,
                                                layer_share=0.0, head_share=0.5,
-                                               channel_share=0.5, **FAST))
+                                               channel_share=0.5, rounds=1, **FAST))
     assert report.stages[1].granularity == "head" and report.stages[1].removed
     surgeon = surgeon_for(pruned)
     for layer in range(surgeon.num_layers(pruned)):
@@ -104,9 +106,11 @@ def test_each_stage_rescores_the_recovered_model(monkeypatch: pytest.MonkeyPatch
                            **FAST)
     _, report = run_cascade(model, None, batches, batches, config)
     calls = CountingLCR.calls
-    assert [c["granularity"] for c in calls] == ["lcr", "head", "channel"]  # once per stage
+    assert [c["granularity"] for c in calls] == ["lcr", "head", "channel", "head",
+                                                 "channel"]  # once per stage, two rounds
     assert calls[1]["layers"] == calls[0]["layers"] - len(report.stages[0].removed["layers"])
     assert calls[2]["heads"] < calls[1]["heads"]
+    assert calls[4]["heads"] < calls[3]["heads"] == calls[2]["heads"]  # round 2 rescores too
     # LoRA recovery was merged into the attention projections between the scoring passes
     assert not torch.equal(calls[1]["q0"], calls[0]["q0"][: calls[1]["q0"].shape[0]])
     assert calls[2]["q0"].shape == calls[1]["q0"].shape or calls[2]["q0"].shape[0] < 32
@@ -236,7 +240,7 @@ def test_cascade_distils_every_stage_from_the_dense_model(monkeypatch: pytest.Mo
     monkeypatch.setattr(cascade_module, "recover", spy)
     config = CascadeConfig(target_ratio=2.5, distill_weight=1.0, **FAST)
     run_cascade(model, None, batches, batches, config)
-    assert len(seen) == 3 and all(fn is not None for fn in seen)
+    assert len(seen) == 5 and all(fn is not None for fn in seen)
     assert len({id(fn) for fn in seen}) == 1  # one teacher, computed before any removal
     # weight 1, the dense model against the stored targets: zero loss, so they are its logits
     dense = tiny_model("bert")
@@ -246,7 +250,7 @@ def test_cascade_distils_every_stage_from_the_dense_model(monkeypatch: pytest.Mo
     seen.clear()
     run_cascade(tiny_model("bert"), None, batches, batches,
                 CascadeConfig(target_ratio=2.5, **FAST))
-    assert seen == [None, None, None]  # the paper's recovery: labels only
+    assert seen == [None] * 5  # the paper's recovery: labels only
     with pytest.raises(ValidationError, match="distill_weight"):
         CascadeConfig(target_ratio=2.5, distill_weight=1.5)
 
