@@ -146,7 +146,9 @@ def _row_stats(x: np.ndarray) -> _RowStats:
     Each row is read by its pairwise sum and then, from the cache, by two BLAS dots (x.x and
     x.ramp) and its extremes: the variance is E[x^2] - mean^2, exact to about 1e-6 relative
     while the offset stays within OFFSET_EXACT x the AC RMS. A row beyond that (a sensor fault
-    already) is summed again about its mean over cache-sized blocks, so its RMS stays exact.
+    already) is summed again about its mean over cache-sized blocks, so that its RMS and trend
+    stay exact: a float32 dot of a large offset with the ramp loses the trend to rounding, by an
+    amount that depends on the BLAS kernel of the CPU at hand.
     """
     b, n = x.shape
     ramp = _ramp(n, x.dtype)
@@ -159,19 +161,21 @@ def _row_stats(x: np.ndarray) -> _RowStats:
         rise[i] = float(np.dot(row, ramp))  # the ramp has zero mean: no centring needed
         hi[i], lo[i] = row.max(), row.min()
         if mean[i] ** 2 > OFFSET_EXACT**2 * max(var[i], 0.0):
-            var[i] = _centred_power(row, mean[i])
+            var[i], rise[i] = _centred_moments(row, mean[i], ramp)
     return _RowStats(mean, np.sqrt(np.maximum(var, 0.0)), rise / tt, tt / n, hi, lo)
 
 
-def _centred_power(row: np.ndarray, mean: float) -> float:
-    """Mean of (row - mean)^2 over cache-sized blocks (float32 dots summed in float64)."""
-    total = 0.0
+def _centred_moments(row: np.ndarray, mean: float, ramp: np.ndarray) -> tuple[float, float]:
+    """Mean of (row - mean)^2 and the dot of (row - mean) with ``ramp``, over cache-sized blocks
+    (float32 dots summed in float64)."""
+    power = rise = 0.0
     work = np.empty(min(len(row), numeric.CACHE_BLOCK), row.dtype)
     for start in range(0, len(row), numeric.CACHE_BLOCK):
         block = work[: min(len(row), start + numeric.CACHE_BLOCK) - start]
         np.subtract(row[start : start + len(block)], mean, out=block, casting="unsafe")
-        total += float(np.dot(block, block))
-    return total / len(row)
+        power += float(np.dot(block, block))
+        rise += float(np.dot(block, ramp[start : start + len(block)]))
+    return power / len(row), rise
 
 
 @lru_cache(maxsize=8)
