@@ -263,7 +263,7 @@ def markdown(records: list[dict], args) -> str:
     """Accuracy table per protocol (rows: ratio, columns: method) and a footprint table."""
     lines = [f"# bench_prune ({'quick' if args.quick else 'full'}): {args.family}, seeds "
              f"{args.seeds}, dense epochs {args.dense_epochs}, recovery epoch scale "
-             f"{args.epoch_scale}", ""]
+             f"{args.epoch_scale}, cascade rounds {args.rounds}", ""]
     methods = [m for m in args.methods]
     for protocol in args.protocols:
         rows = [r for r in records if r["protocol"] == protocol and "error" not in r]
