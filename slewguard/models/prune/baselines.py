@@ -23,21 +23,23 @@ from collections.abc import Sequence
 import torch
 
 from slewguard.models.prune import measure
+from slewguard.models.prune.budget import (
+    apply_counts,
+    check_reachable,
+    granularity,
+    removable,
+    select_counts,
+    unit_cost,
+)
 from slewguard.models.prune.cascade import (
     CascadeConfig,
     CascadeReport,
     Evaluate,
     _evaluate,
     _finish_stage,
-    apply_counts,
     calibration_subset,
-    check_reachable,
     distillation,
-    granularity,
-    removable,
     resolve_coupling,
-    select_counts,
-    unit_cost,
 )
 from slewguard.models.prune.importance import importance
 from slewguard.models.prune.surgery import Surgeon, surgeon_for

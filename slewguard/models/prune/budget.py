@@ -1,0 +1,215 @@
+"""Ratio targeting, shared by the cascade and the one-shot baselines: what one removable unit
+(layer, head, KV group, FFN channel) costs in body parameters, how many may go, which go.
+
+A stage's removal budget is in parameters; units are picked weakest first across layers by
+layer-normalised importance until the budget is spent, and ``check_reachable`` says up front
+whether a target ratio can be reached at all.
+
+Example:
+    >>> goal = check_reachable(surgeon, model, 2.0, coupled=False)              # doctest: +SKIP
+    >>> prune_stage(surgeon, model, "heads", "taylor", calib, goal, goal, False)  # doctest: +SKIP
+    {'0': [1, 5], '3': [2]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from slewguard.models.prune import measure
+from slewguard.models.prune.importance import importance
+from slewguard.models.prune.surgery import Surgeon
+from slewguard.models.train import Batch
+
+
+def granularity(surgeon: Surgeon, stage: str, coupled: bool) -> str:
+    """The unit a stage removes: layer, head, kv_group (GQA, coupling-aware) or channel.
+
+    Example:
+        >>> granularity(surgeon_for(llama), "heads", coupled=True)   # doctest: +SKIP
+        'kv_group'
+    """
+    if stage not in ("layers", "heads", "channels"):
+        raise ValueError(f"stage={stage!r} is not one of layers, heads, channels")
+    if stage == "layers":
+        return "layer"
+    if stage == "channels":
+        return "channel"
+    return "kv_group" if coupled and surgeon.gqa else "head"
+
+
+def _gqa_heads(surgeon: Surgeon, model: torch.nn.Module, layer: int) -> int:
+    """Query heads per KV group when per-head removal must stay balanced (GQA), else 0."""
+    heads, kv = surgeon.attention_units(model, layer), surgeon.kv_groups(model, layer)
+    return heads // kv if surgeon.gqa and heads != kv else 0
+
+
+def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
+    """Body parameters one removable unit of ``layer`` takes with it (a GQA head slot = one
+    query head from every KV group).
+
+    Example:
+        >>> unit_cost(surgeon, bert, 0, "head")   # doctest: +SKIP
+        4160
+    """
+    if unit == "layer":
+        return sum(p.numel() for p in surgeon.layers(model)[layer].parameters())
+    mods, proj = surgeon.modules(model, layer), surgeon.projections(model, layer)
+    bias = {k: int(getattr(mods.get(k), "bias", None) is not None) for k in mods}
+    if unit == "channel":
+        rows = [k for k in ("ffn_in", "ffn_gate") if proj.get(k) is not None]
+        return sum(proj[k].shape[1] + bias[k] for k in rows) + proj["ffn_out"].shape[0]
+    hd = surgeon.head_dim(model, layer)
+    query = hd * (proj["q"].shape[1] + bias["q"]) + hd * proj["o"].shape[0]
+    key_value = 2 * hd * (proj["k"].shape[1] + bias["k"])
+    kv, per_group = surgeon.kv_groups(model, layer), _gqa_heads(surgeon, model, layer)
+    if unit == "kv_group":
+        return (surgeon.attention_units(model, layer) // kv) * query + key_value
+    return kv * query if per_group else query + key_value
+
+
+def capacity(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
+    """How many units of ``layer`` may go (one head / KV group / channel always stays)."""
+    if unit == "channel":
+        return surgeon.ffn_channels(model, layer) - 1
+    if unit == "kv_group":
+        return surgeon.kv_groups(model, layer) - 1
+    per_group = _gqa_heads(surgeon, model, layer)
+    return per_group - 1 if per_group else surgeon.attention_units(model, layer) - 1
+
+
+def removable(surgeon: Surgeon, model: torch.nn.Module, units: Sequence[str],
+              layers: Sequence[int] | None = None) -> int:
+    """Body parameters the given unit kinds could still remove from ``layers`` (default: all)."""
+    layers = range(surgeon.num_layers(model)) if layers is None else layers
+    return sum(capacity(surgeon, model, i, u) * unit_cost(surgeon, model, i, u)
+               for i in layers for u in units)
+
+
+def check_reachable(surgeon: Surgeon, model: torch.nn.Module, target_ratio: float,
+                    coupled: bool) -> int:
+    """The goal body size for ``target_ratio``; ValueError naming the maximum reachable ratio.
+
+    Example:
+        >>> check_reachable(surgeon, model, 2.0, coupled=False)   # doctest: +SKIP
+        10641792
+    """
+    dense = measure.body_parameters(model)
+    n = surgeon.num_layers(model)
+    ends = sorted({0, n - 1})
+    units = (granularity(surgeon, "heads", coupled), "channel")
+    smallest = sum(unit_cost(surgeon, model, i, "layer") for i in ends) - removable(
+        surgeon, model, units, ends)
+    reachable = dense / smallest
+    if target_ratio > reachable:
+        raise ValueError(f"target_ratio={target_ratio:g} is unreachable: removing everything "
+                         f"prunable (all layers but the first and last, all but one head/KV "
+                         f"group and one FFN channel per layer) reaches at most "
+                         f"{reachable:.2f}x; pass target_ratio <= {reachable:.2f}")
+    return round(dense / target_ratio)
+
+
+def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str,
+                     scores: torch.Tensor) -> torch.Tensor:
+    """Sorted scores of the removable units of a layer, normalised by the layer's mean so that
+    layers compare; a GQA head slot scores the r-th weakest head of every group together."""
+    scores = scores.float() / scores.float().abs().mean().clamp_min(1e-12)
+    per_group = _gqa_heads(surgeon, model, layer) if unit == "head" else 0
+    if per_group:
+        return scores.view(-1, per_group).sort(dim=1).values.sum(0)
+    return scores.sort().values
+
+
+def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
+                  scores: Sequence[torch.Tensor], budget: int, minimum: int = 0) -> dict[int, int]:
+    """How many of the weakest units to remove per layer so that about ``budget`` parameters go
+    (and at least ``minimum``): global order of layer-normalised scores, stopping where one more
+    unit would overshoot."""
+    candidates = []
+    for layer, layer_scores in enumerate(scores):
+        cost = unit_cost(surgeon, model, layer, unit)
+        ordered = _per_unit_scores(surgeon, model, layer, unit, layer_scores)
+        cap = capacity(surgeon, model, layer, unit)
+        candidates += [(float(v), layer, cost) for v in ordered[:cap]]
+    counts: dict[int, int] = {}
+    removed = 0
+    for _, layer, cost in sorted(candidates, key=lambda c: c[0]):
+        if removed + cost / 2 >= budget and removed >= minimum:
+            break
+        counts[layer] = counts.get(layer, 0) + 1
+        removed += cost
+    return counts
+
+
+def apply_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
+                 scores: Sequence[torch.Tensor], counts: dict[int, int]) -> dict[str, list[int]]:
+    """Remove the ``counts[layer]`` weakest units of each layer; returns the removed indices."""
+    removed: dict[str, list[int]] = {}
+    for layer, count in sorted(counts.items()):
+        layer_scores = scores[layer].float()
+        per_group = _gqa_heads(surgeon, model, layer) if unit == "head" else 0
+        if per_group:  # the `count` weakest heads of every KV group
+            order = layer_scores.view(-1, per_group).argsort(dim=1)[:, :count]
+            offsets = torch.arange(order.shape[0])[:, None] * per_group
+            index = sorted((order + offsets).reshape(-1).tolist())
+        else:
+            index = sorted(layer_scores.argsort()[:count].tolist())
+        remove = {"head": surgeon.remove_heads, "kv_group": surgeon.remove_kv_groups,
+                  "channel": surgeon.remove_ffn_channels}[unit]
+        remove(model, layer, index)
+        removed[str(layer)] = index
+    return removed
+
+
+def select_layers(surgeon: Surgeon, model: torch.nn.Module, scores: torch.Tensor,
+                  stage_goal: int, goal_body: int, later_units: Sequence[str]) -> list[int]:
+    """Weakest layers first (never the first or the last) until the body is nearest
+    ``stage_goal``; more while the later stages could not reach ``goal_body`` from what is left."""
+    body = measure.body_parameters(model)
+    later = removable(surgeon, model, later_units)
+    chosen: list[int] = []
+    for layer in sorted(range(1, surgeon.num_layers(model) - 1), key=lambda i: float(scores[i])):
+        cost = unit_cost(surgeon, model, layer, "layer")
+        if body - later <= goal_body and body - cost / 2 < stage_goal:
+            break
+        chosen.append(layer)
+        body -= cost
+        later -= removable(surgeon, model, later_units, [layer])
+    return sorted(chosen)
+
+
+def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion: str,
+                calib: Sequence[Batch], stage_goal: int, goal_body: int,
+                coupled: bool, later_stages: Sequence[str] | None = None
+                ) -> dict[str, list[int]]:
+    """Score the stage's units on the current model with ``criterion`` and remove the weakest so
+    that the body lands near ``stage_goal`` (and ``goal_body`` stays reachable by the stages in
+    ``later_stages``, default those after ``stage`` in layers, heads, channels). Returns what went.
+
+    Example:
+        >>> prune_stage(surgeon, model, "channels", "wanda", calib, goal, goal,
+        ...             coupled=False)                                    # doctest: +SKIP
+        {'0': [3, 17], '2': [5]}
+    """
+    body = measure.body_parameters(model)
+    unit = granularity(surgeon, stage, coupled)
+    if later_stages is None:
+        order = ("layers", "heads", "channels")
+        later_stages = order[order.index(stage) + 1:]
+    later = tuple(granularity(surgeon, s, coupled) for s in later_stages if s != "layers")
+    need = body - goal_body - removable(surgeon, model, later)
+    if stage == "layers":
+        if body <= stage_goal and need <= 0:
+            return {}
+        scores = importance(criterion, "layer").score(model, calib)
+        layers = select_layers(surgeon, model, scores, stage_goal, goal_body, later)
+        if layers:
+            surgeon.remove_layers(model, layers)
+        return {"layers": layers} if layers else {}
+    budget = max(body - stage_goal, need)
+    if budget <= 0:
+        return {}
+    scores = importance(criterion, unit).score(model, calib)
+    counts = select_counts(surgeon, model, unit, scores, budget, minimum=need)
+    return apply_counts(surgeon, model, unit, scores, counts)
