@@ -3,6 +3,7 @@
 Example:
     $ slewguard dataset simulate --out data/sim --windows-per-class 20 --rpm-max 6 --seed 1
     $ slewguard dataset cwru --protocol paper-4class --out data/cwru-4
+    $ slewguard dataset uestc --protocol speed-1400 --out data/uestc-1400
     $ slewguard dataset info data/sim
     $ slewguard dataset plot data/sim --out sim.png
     $ slewguard bearings --rpm 1
@@ -19,7 +20,7 @@ LIST_ALIASES = {"classes": "--class", "bearings": "--bearing", "speed_profiles":
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``dataset`` (simulate, cwru, info) and ``bearings`` to the top-level parser.
+    """Add ``dataset`` (simulate, cwru, uestc, info) and ``bearings`` to the top-level parser.
 
     Example:
         >>> parser = argparse.ArgumentParser(); register(parser.add_subparsers())
@@ -43,6 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="hop between windows; less than the window overlaps (default: none)")
     cwru.add_argument("--verify-sha256", action="store_true", help="check every file's sha256")
     cwru.set_defaults(func=_cwru)
+    from slewguard.signal.uestc import PROTOCOLS as UESTC_PROTOCOLS
+
+    ue = sub.add_parser("uestc", help="window the UESTC 20 kHz recordings (a second real rig)")
+    ue.add_argument("--protocol", choices=UESTC_PROTOCOLS, default=UESTC_PROTOCOLS[-1],
+                    help="test on this nominal speed, train on the others (default: %(default)s)")
+    ue.add_argument("--out", type=Path, required=True, help="directory to write")
+    ue.add_argument("--root", type=Path, default=None,
+                    help="UESTC directory (default: $SLEWGUARD_UESTC_DIR or ../shared/data/uestc)")
+    ue.add_argument("--window-seconds", type=float, default=2.0, help="(default: %(default)s)")
+    ue.add_argument("--hop-seconds", type=float, default=None,
+                    help="hop between windows (default: no overlap)")
+    ue.add_argument("--verify-sha256", action="store_true", help="check every file's sha256")
+    ue.set_defaults(func=_uestc)
     info = sub.add_parser("info", help="print class counts per side, sample rate, provenance")
     info.add_argument("path", type=Path, help="a directory written by `dataset simulate|cwru`")
     info.set_defaults(func=_info)
@@ -111,6 +125,16 @@ def _cwru(args: argparse.Namespace) -> int:
 
     split = load_cwru(args.root, args.protocol, args.window_seconds, args.hop_seconds,
                       verify_sha256=args.verify_sha256, progress=True)
+    write(split, args.out)
+    return _info(argparse.Namespace(path=args.out))
+
+
+def _uestc(args: argparse.Namespace) -> int:
+    from slewguard.signal.datasets import write
+    from slewguard.signal.uestc import load_uestc
+
+    split = load_uestc(args.root, args.protocol, args.window_seconds, args.hop_seconds,
+                       verify_sha256=args.verify_sha256, progress=True)
     write(split, args.out)
     return _info(argparse.Namespace(path=args.out))
 
