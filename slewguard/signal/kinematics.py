@@ -136,8 +136,29 @@ def presets() -> dict[str, BearingGeometry]:
     }
 
 
+_REGISTERED: dict[str, BearingGeometry] = {}  # this process's own geometries (``register``)
+
+
+def register(geometry: BearingGeometry) -> str:
+    """Make ``geometry`` a preset of this process under its name (a simulator drawing random
+    bearings uses this); a name of ``bearings.csv`` cannot be taken.
+
+    Example:
+        >>> register(BearingGeometry("demo-6204", 33.5, 7.9, 8))
+        'demo-6204'
+        >>> round(preset("demo-6204").orders().bpfo_hz, 2)
+        3.06
+    """
+    if geometry.name in presets():
+        raise ValueError(f"bearing name {geometry.name!r} is a preset of bearings.csv: pick another")
+    _REGISTERED[geometry.name] = geometry
+    return geometry.name
+
+
 def preset(name: str) -> BearingGeometry:
     """Look a preset up by name; an unknown name raises ValueError listing the known ones."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     table = presets()
     if name not in table:
         raise ValueError(f"unknown bearing preset {name!r}: choose one of {sorted(table)}")
