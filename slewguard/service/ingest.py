@@ -4,7 +4,7 @@ Guarantees, and how:
 - At-least-once: QoS 1, persistent session (v5: ``clean_start=False`` + SessionExpiryInterval;
   v3.1.1: fixed client id + ``clean_session=False``) and ``manual_ack``: a message is acknowledged
   by ``ack()`` only after the pipeline has stored its result (or dead-lettered it). A crash before
-  that and the broker redelivers; the outbox is idempotent on (sensor, start_ns).
+  that and the broker redelivers; the outbox is idempotent on ``Result.key()``.
 - Bounded memory: the broker should send at most ``receive_maximum`` unacknowledged messages
   (MQTT 5 Receive Maximum; for v3.1.1 the broker's ``max_inflight_messages``), but mosquitto
   2.0.11 was seen sending bursts past it once acks flow. The hard bound is the handler (the

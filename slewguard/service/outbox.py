@@ -1,9 +1,15 @@
 """The durable outbox: results wait here (SQLite, WAL) until every sink has them.
 
 The pipeline acknowledges an MQTT message only after ``put`` returned, so a result is either on
-disk or still on the broker. ``put`` is idempotent on ``Result.key()`` = (sensor, start_ns): a
-redelivered window replaces its earlier row (with a new id, so a forwarder holding the old id
-cannot mark the new version sent) and the sinks write it on the same timestamp again.
+disk or still on the broker. ``put`` is idempotent on ``Result.key()`` = (site, asset, bearing,
+sensor, start_ns): a redelivered window replaces its earlier row (with a new id, so a forwarder
+holding the old id cannot mark the new version sent) and the sinks write it on the same
+timestamp again; the same sensor name on another asset is another window.
+
+Schema versions (``PRAGMA user_version``): 0 = the first outbox, unique on (sensor, start_ns),
+which let ``acc1`` on two assets overwrite each other; 1 = unique on the whole key. Opening a
+version-0 file migrates it in one transaction, keeping every row (state, id, age) and the id
+sequence; a file from a newer slewguard is refused rather than rewritten.
 
 Rows are ``pending`` -> ``sent`` (kept until space is needed) or ``set_aside`` (a sink refused it
 for good; kept for inspection). Quota policy when ``max_bytes`` would be exceeded, in order:
@@ -29,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -41,19 +48,24 @@ from slewguard.service.result import Result
 
 PENDING, SENT, SET_ASIDE = 0, 1, 2
 WHEN_FULL = ("reject", "drop_oldest")
+SCHEMA_VERSION = 1
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    site TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    bearing TEXT NOT NULL,
     sensor TEXT NOT NULL,
     start_ns INTEGER NOT NULL,
     body TEXT NOT NULL,
     created_s REAL NOT NULL,
     state INTEGER NOT NULL DEFAULT 0,
     reason TEXT,
-    UNIQUE (sensor, start_ns)
+    UNIQUE (site, asset, bearing, sensor, start_ns)
 );
-CREATE INDEX IF NOT EXISTS outbox_state_id ON outbox (state, id);
+CREATE INDEX outbox_state_id ON outbox (state, id);
 """
+_COLUMNS = "id, site, asset, bearing, sensor, start_ns, body, created_s, state, reason"
 
 
 class OutboxFullError(RuntimeError):
@@ -89,7 +101,7 @@ class Outbox:
         # the commit must be on disk first. Cost: one fsync per put() batch, not per result.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA journal_size_limit=8388608")  # truncate the WAL back to 8 MiB
-        self._db.executescript(_SCHEMA)
+        _open_schema(self._db, self.path)
         self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
 
     def put(self, results: Sequence[Result]) -> None:
@@ -97,10 +109,10 @@ class Outbox:
 
         Raises ``OutboxFullError`` under the "reject" policy when they do not fit.
         """
-        rows = [(r.sensor, r.start_ns, r.to_json()) for r in results]
+        rows = [(*r.key(), r.to_json()) for r in results]  # (*key, body)
         if not rows:
             return
-        need = sum(len(body) + len(sensor) + 64 for sensor, _, body in rows)
+        need = sum(len(row[5]) + 2 * sum(map(len, row[:4])) + 64 for row in rows)  # + the index
         with self._lock:
             for _ in range(3):  # an estimate first, then the growth actually measured
                 self._make_room(need)
@@ -114,15 +126,16 @@ class Outbox:
         self.stored.set()
         self.refresh_metrics()
 
-    def _insert(self, rows: list[tuple[str, int, str]]) -> int | None:
+    def _insert(self, rows: list[tuple[str, str, str, str, int, str]]) -> int | None:
         """Insert and commit if the quota holds (None); else roll back, return the growth."""
         before = self._used_bytes()
         now = self.clock()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(
-                "INSERT OR REPLACE INTO outbox (sensor, start_ns, body, created_s, state) "
-                "VALUES (?, ?, ?, ?, 0)", [(s, t, b, now) for s, t, b in rows])
+                "INSERT OR REPLACE INTO outbox (site, asset, bearing, sensor, start_ns, body, "
+                "created_s, state) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+                [(*row, now) for row in rows])
             after = self._used_bytes()
             if after <= self.max_bytes:
                 self._db.execute("COMMIT")
@@ -259,6 +272,67 @@ class Outbox:
             gauge = getattr(self.metrics, name, None)
             if gauge is not None:
                 gauge.set(value)
+
+
+def _open_schema(db: sqlite3.Connection, path: Path) -> None:
+    """Create the current schema in a new file, or migrate an older one (in one transaction)."""
+    db.execute("BEGIN IMMEDIATE")  # checked and changed under the write lock: one migrator
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'outbox'").fetchone() is not None
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"outbox {path} has schema version {version}, newer than this slewguard's "
+                f"{SCHEMA_VERSION}: run the newer slewguard, or point outbox.path at a new file "
+                "(the old one still holds its unsent results)")
+        if not exists:
+            _create(db)
+        elif version == 0:
+            _migrate_v0(db)
+        if version != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _create(db: sqlite3.Connection) -> None:
+    # statement by statement: executescript() would COMMIT the open transaction first
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _migrate_v0(db: sqlite3.Connection) -> None:
+    """Version 0 -> 1: fill site/asset/bearing from each row's body, keep ids and the sequence.
+
+    Old rows were unique on (sensor, start_ns), so they are unique on the wider key too: no row
+    is lost. A body that does not parse keeps empty names (claim() reports it as before).
+    """
+    seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    rows = db.execute("SELECT id, sensor, start_ns, body, created_s, state, reason "
+                      "FROM outbox ORDER BY id").fetchall()
+    db.execute("DROP TABLE outbox")  # its index and sqlite_sequence entry go with it
+    _create(db)
+    db.executemany(f"INSERT INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(i, *_place(body), sensor, start_ns, body, created, state, reason)
+                    for i, sensor, start_ns, body, created, state, reason in rows])
+    if seq is not None:  # new ids stay above every id ever used, as AUTOINCREMENT promises
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'")
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", seq)
+
+
+def _place(body: str) -> tuple[str, str, str]:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return ("", "", "")
+    return tuple(str(doc.get(name, "")) for name in ("site", "asset", "bearing"))
 
 
 def _select_since(db: sqlite3.Connection, after_id: int,

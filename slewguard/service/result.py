@@ -1,7 +1,10 @@
 """One diagnosis of one window: what the pipeline stores in the outbox and the sinks publish.
 
-``key()`` = (sensor, start_ns) identifies the window: a redelivered MQTT message produces the same
-key, so the outbox overwrites it and the time-series point lands on the same timestamp.
+``key()`` = (site, asset, bearing, sensor, start_ns) identifies the window: where it comes from and
+when it starts. Sensor names repeat across assets (``acc1`` on every crane), so the sensor alone
+is not an identity. A redelivered MQTT message produces the same key, so the outbox overwrites
+it, and the time-series point (tagged with the same four names) lands on the same series and
+timestamp.
 Non-finite numbers (e.g. an envelope level without an rpm) travel as JSON ``null`` and come back
 as NaN, so ``to_json`` always emits strict JSON.
 
@@ -47,9 +50,16 @@ class Result:
     evidence: str = ""
     quality: tuple[str, ...] = field(default=(), hash=False)
 
-    def key(self) -> tuple[str, int]:
-        """Idempotency key: the sensor and the window's first-sample time in ns."""
-        return (self.sensor, self.start_ns)
+    def key(self) -> tuple[str, str, str, str, int]:
+        """Idempotency key: where the window comes from and its first-sample time in ns.
+
+        Example:
+            >>> a = Result("s1", "crane-1", "slew", "acc1", "m", "healthy", 1.0, {}, {}, 6.0, 0, 5,
+            ...            "plant/s1/crane-1/slew/acc1/vib")
+            >>> a.key()
+            ('s1', 'crane-1', 'slew', 'acc1', 5)
+        """
+        return (self.site, self.asset, self.bearing, self.sensor, self.start_ns)
 
     def to_json(self) -> str:
         """Strict JSON (non-finite floats become null); keys sorted so equal results match."""

@@ -17,7 +17,11 @@ from slewguard.service.publisher import Fleet, FleetSpec
 from tests.service import services
 from tests.service.services import http_get as get
 from tests.service.services import wait_until
-from tests.service.vm import victoria_metrics  # noqa: F401 - pytest fixture
+from tests.service.vm import (
+    VICTORIA_METRICS,
+    start_victoria_metrics,
+    victoria_metrics,  # noqa: F401 - pytest fixture
+)
 
 FAST = dict(bearing="cwru-6205", rpm=1797.0, sample_rate_hz=12000.0, window_seconds=0.25)
 DIAG = "plant/+/+/+/+/diag"
@@ -166,6 +170,50 @@ def test_victoria_metrics_outage_loses_and_duplicates_nothing(mosquitto, tmp_pat
     seqs = {dict(labels)["sensor"]: [int(v) for _, v in points]
             for labels, points in victoria_metrics.points("bearing_diagnosis_seq").items()}
     assert seqs == {"s1": list(range(6)), "s2": list(range(6))}  # each point exactly once
+
+
+@pytest.mark.services
+@pytest.mark.skipif(VICTORIA_METRICS is None, reason="victoria-metrics not installed")
+def test_one_sensor_name_on_two_assets_keeps_every_window(mosquitto, tmp_path, classifier):
+    # Issue 17.1: acc1 on crane-1 and on crane-2, sampling in step, overwrote each other in
+    # the outbox (100 processed, 50 rows, 55 points). VictoriaMetrics with dedup reads back like
+    # InfluxDB: one point per series and timestamp.
+    vm = start_victoria_metrics(tmp_path / "vm", dedup=True)
+    influx = {"url": vm.url, "flush_interval_s": 0.2, "retry_min_s": 0.2, "retry_max_s": 1.0,
+              "batch_size": 50}
+    payloads = [p for _, p in fleet_messages(1, 50, start_ns=time.time_ns() - 120 * 10**9)]
+    topics = {asset: f"plant/s1/{asset}/slew/acc1/vib" for asset in ("crane-1", "crane-2")}
+    messages = [(topic, p) for p in payloads for topic in topics.values()]  # same start times
+    try:
+        app = start_app(tmp_path, mosquitto.port, classifier, influx=influx)
+        try:
+            services.publish(mosquitto.port, messages)
+            wait_until(lambda: b"processed_total 100.0" in app.metrics.exposition()
+                       and app.outbox.depth() == 0, what="100 windows forwarded")
+            services.publish(mosquitto.port, messages[:1])  # crane-1's first window again
+            wait_until(lambda: b"processed_total 101.0" in app.metrics.exposition()
+                       and app.outbox.depth() == 0, what="the redelivered window forwarded")
+        finally:
+            app.stop()
+        points = vm.points("bearing_diagnosis_seq")
+    finally:
+        vm.stop()
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
+        rows = [(row_id, state, json.loads(body)) for row_id, state, body
+                in db.execute("SELECT id, state, body FROM outbox")]
+    assert sorted((r["asset"], r["seq"]) for _, _, r in rows) == sorted(
+        (asset, k) for asset in topics for k in range(50))  # one row per window, none twice
+    first = [(i, state) for i, state, r in rows if (r["asset"], r["seq"]) == ("crane-1", 0)]
+    assert len(first) == 1 and first[0][0] > 100 and first[0][1] == 1  # replaced, sent again
+    per_asset: dict[str, list[tuple[int, int]]] = {}
+    for labels, samples in points.items():
+        tags = dict(labels)
+        assert (tags["site"], tags["sensor"], tags["bearing"]) == ("s1", "acc1", "slew")
+        per_asset.setdefault(tags["asset"], []).extend((t, int(v)) for t, v in samples)
+    assert sorted(per_asset) == sorted(topics)
+    for asset, samples in per_asset.items():
+        assert sorted(v for _, v in samples) == list(range(50)), asset  # one point per window
+    assert sorted(t for t, _ in per_asset["crane-1"]) == sorted(t for t, _ in per_asset["crane-2"])
 
 
 def serve(config_path, log_path) -> subprocess.Popen:

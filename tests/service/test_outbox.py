@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,15 +13,59 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from slewguard.service.outbox import Outbox, OutboxFullError, read_results
+from slewguard.service.outbox import SCHEMA_VERSION, Outbox, OutboxFullError, read_results
 from slewguard.service.result import Result
+from slewguard.service.sinks.forwarder import Forwarder
 
 
-def result(i: int, sensor: str = "s1", predicted: str = "healthy", pad: int = 0) -> Result:
-    return Result("yard1", "crane1", "slew", sensor, "m1", predicted, 0.9,
+def result(i: int, sensor: str = "s1", predicted: str = "healthy", pad: int = 0,
+           asset: str = "crane1", site: str = "yard1", bearing: str = "slew") -> Result:
+    return Result(site, asset, bearing, sensor, "m1", predicted, 0.9,
                   {"healthy": 0.9, "outer_race": 0.1}, {"rms": 0.5 + i, "pad": float(pad)},
                   6.0, i, 1_700_000_000_000_000_000 + i * 10**9,
-                  f"plant/yard1/crane1/slew/{sensor}/vib" + "x" * pad)
+                  f"plant/{site}/{asset}/{bearing}/{sensor}/vib" + "x" * pad)
+
+
+# The outbox table as slewguard wrote it before the schema was versioned (user_version 0):
+# unique on (sensor, start_ns) alone. Copied verbatim: migration tests must start from it.
+SCHEMA_V0 = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sensor TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_s REAL NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    UNIQUE (sensor, start_ns)
+);
+CREATE INDEX IF NOT EXISTS outbox_state_id ON outbox (state, id);
+"""
+
+
+def write_v0_outbox(path, rows: list[tuple[Result, int, str | None]]) -> None:
+    """An outbox file of schema version 0 holding ``rows`` as (result, state, reason)."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA_V0)
+    db.executemany("INSERT INTO outbox (sensor, start_ns, body, created_s, state, reason) "
+                   "VALUES (?, ?, ?, ?, ?, ?)",
+                   [(r.sensor, r.start_ns, r.to_json(), 1000.0 + k, state, reason)
+                    for k, (r, state, reason) in enumerate(rows)])
+    db.commit()
+    db.close()
+
+
+class Collect:
+    """An in-process sink that keeps what it is given (the forwarder's Sink interface)."""
+
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.got: list[Result] = []
+
+    def write(self, results) -> None:
+        self.got.extend(results)
 
 
 class FakeClock:
@@ -58,6 +103,79 @@ def test_redelivered_window_overwrites_itself(tmp_path):
     assert box.depth() == 1
     box.put([result(1, sensor="s2")])  # another sensor at the same instant is another window
     assert box.depth() == 2
+
+
+def test_the_same_sensor_name_on_another_asset_is_another_window(tmp_path):
+    # Issue 17.1: acc1 on crane-1 and crane-2 sampling in step overwrote each other.
+    a = result(1, sensor="acc1", asset="crane-1")
+    b = result(1, sensor="acc1", asset="crane-2")
+    assert a.start_ns == b.start_ns and a.key() != b.key()
+    assert a.key() == ("yard1", "crane-1", "slew", "acc1", a.start_ns)
+    box = Outbox(tmp_path / "o.db")
+    box.put([a, b, result(1, sensor="acc1", asset="crane-1", bearing="hoist"),
+             result(1, sensor="acc1", asset="crane-1", site="yard2")])
+    assert box.depth() == 4
+    box.put([result(1, sensor="acc1", asset="crane-2", predicted="outer_race")])  # redelivery
+    rows = box.claim(10)
+    assert len(rows) == 4 == len({r.key() for _, r in rows})
+    by_asset = {(r.site, r.asset, r.bearing): r.predicted for _, r in rows}
+    assert by_asset == {("yard1", "crane-1", "slew"): "healthy",
+                        ("yard1", "crane-2", "slew"): "outer_race",
+                        ("yard1", "crane-1", "hoist"): "healthy",
+                        ("yard2", "crane-1", "slew"): "healthy"}
+
+
+def test_a_version_0_outbox_is_migrated_without_losing_a_row(tmp_path):
+    path = tmp_path / "o.db"
+    pending = [result(i, sensor=f"s{i % 3}") for i in range(6)]
+    rows = [(r, 0, None) for r in pending] + [
+        (result(10), 1, None), (result(11), 2, "influx_400"), (result(12), 1, None)]
+    write_v0_outbox(path, rows)
+    with sqlite3.connect(path) as db:  # the newest row was sent and deleted: its id is used
+        db.execute("DELETE FROM outbox WHERE id = 9")
+    assert [r.seq for _, r, _ in read_results(path)] == [0, 1, 2, 3, 4, 5, 10, 11]
+    box = Outbox(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        kept = db.execute("SELECT id, site, asset, bearing, sensor, start_ns, state, reason, "
+                          "created_s FROM outbox ORDER BY id").fetchall()
+    assert kept == [(k + 1, "yard1", "crane1", "slew", r.sensor, r.start_ns, state, reason,
+                     1000.0 + k) for k, (r, state, reason) in enumerate(rows[:8])]
+    assert box.depth() == 6 and [r for _, r in box.claim(10)] == pending
+    (_, reason, aside), = box.set_aside_rows()
+    assert (reason, aside) == ("influx_400", result(11))
+    # The new key holds after the migration; new ids stay above every id the file ever used.
+    box.put([result(0, sensor="s0", asset="crane2")])
+    assert box.depth() == 7 and box.results_since(8)[0][0] == 10
+    sink = Collect()
+    forwarder = Forwarder(box, [sink], batch_size=4)
+    while box.depth():
+        forwarder.step()
+    assert sorted(r.key() for r in sink.got) == sorted(
+        r.key() for r in [*pending, result(0, sensor="s0", asset="crane2")])
+    box.close()
+    again = Outbox(path)  # reopening a migrated file changes nothing
+    assert again.depth() == 0 and len(again.results_since(0)) == 9
+
+
+def test_an_empty_version_0_outbox_keeps_its_id_sequence(tmp_path):
+    path = tmp_path / "o.db"
+    write_v0_outbox(path, [(result(1), 1, None), (result(2), 1, None)])
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM outbox")
+    box = Outbox(path)
+    box.put([result(3)])
+    assert [i for i, _ in box.claim(1)] == [3]
+
+
+def test_an_outbox_from_a_newer_slewguard_is_refused_untouched(tmp_path):
+    path = tmp_path / "o.db"
+    Outbox(path).put([result(1)])
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="schema version 2, newer than this slewguard's 1"):
+        Outbox(path)
+    assert [r.seq for _, r, _ in read_results(path)] == [1]
 
 
 def test_set_aside_keeps_reason_and_leaves_queue(tmp_path):

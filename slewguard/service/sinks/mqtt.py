@@ -4,7 +4,7 @@
 It uses the daemon's own (connected, loop-running) paho client. ``write`` returns only after
 the broker acknowledged every publish (PUBACK), so the outbox marks nothing sent that the broker
 did not take. Delivery on the results topic is at-least-once: consumers deduplicate by
-(sensor, start_ns); the retained state is idempotent.
+(topic, start_ns), i.e. ``Result.key()``; the retained state is idempotent.
 
 Example:
     >>> MqttResultSink(client=None, prefix="plant").name
