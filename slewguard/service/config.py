@@ -222,9 +222,9 @@ class SensorConfig(_Strict):
     sample_rate_hz: float | None = Field(None, gt=0, description="Expected sample rate; windows "
                                          "at another rate get the verdict "
                                          "sensor_fault:sample_rate_mismatch. None accepts any.")
-    check_quality: bool = Field(True, description="Run the data-quality checks (flat line, "
-                                "clipping, spikes, drop-outs, DC offset, drift, loose mount, "
-                                "rate and rpm mismatch) before diagnosing.")
+    check_quality: bool = Field(True, description="Run the data-quality checks (out of "
+                                "range, flat line, clipping, spikes, drop-outs, DC offset, "
+                                "drift, loose mount, rate and rpm mismatch) before diagnosing.")
     expected_rms: float | None = Field(None, gt=0, description="The sensor's normal RMS in its "
                                        "unit (e.g. g); enables the loose-mount and dead-channel "
                                        "level checks. None skips them.")
