@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from slewguard.service.alerts_config import ALERT_STATES, AlertsConfig, WebhookConfig
+from slewguard.service.redact import redact_url, redact_urls
 
 __all__ = ["ALERT_STATES", "AlertsConfig", "ConfigError", "ServiceConfig", "WebhookConfig",
            "config_from_dict", "load_config"]
@@ -331,7 +332,7 @@ class InfluxConfig(_Strict):
     @model_validator(mode="after")
     def _url_and_backoff(self) -> InfluxConfig:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url={self.url!r} must start with http:// or https://")
+            raise ValueError(f"url={redact_url(self.url)!r} must start with http:// or https://")
         if self.retry_min_s > self.retry_max_s:
             raise ValueError(f"retry_min_s={self.retry_min_s} must not exceed "
                              f"retry_max_s={self.retry_max_s}")
@@ -505,14 +506,14 @@ def _is_union(annotation: Any) -> bool:
 def _describe(error: Mapping[str, Any], from_env: dict[tuple, str]) -> str:
     """One "key.path: message" line for a pydantic error dict."""
     loc = tuple(str(p) for p in error["loc"])
-    msg = str(error["msg"]).removeprefix("Value error, ")
+    msg = redact_urls(str(error["msg"]).removeprefix("Value error, "))
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         if allowed:
             msg += f" (allowed: {', '.join(sorted(allowed))})"
     elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list) and (
             not _may_be_secret(loc)):
-        msg += f" (got {error.get('input')!r})"
+        msg += f" (got {redact_urls(repr(error.get('input')))})"
     var = from_env.get(loc)
     if var:
         msg += f" (from ${var})"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from slewguard.service.config import WebhookConfig
+from slewguard.service.redact import redact_url, redact_urls
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 425, 429})
@@ -243,7 +244,7 @@ class WebhookDelivery:
             body, headers = self.renderers[webhook.name].render(event)
         except Exception as exc:  # a template error: no retry can fix it, do not block the rest
             log.error("webhook %s: cannot render %s event: %s", webhook.name, event.get("event"),
-                      exc)
+                      redact_urls(str(exc)))
             self.queue.reject(row_id, "render_error")
             self._count(webhook.name, "rejected")
             return 0.0
@@ -260,7 +261,7 @@ class WebhookDelivery:
             self._count(webhook.name, "retry")
             if attempts == 0:
                 log.warning("webhook %s: %s answered %s, retrying with backoff", webhook.name,
-                            webhook.url, status or "nothing")
+                            redact_url(webhook.url), status or "nothing")
             return delay
         self.queue.reject(row_id, f"http_{status}")
         self._count(webhook.name, "rejected")
