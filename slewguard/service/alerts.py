@@ -280,6 +280,10 @@ class AlertMetrics:
         self.webhook_deliveries_total = PromCounter(
             "slewguard_webhook_deliveries", "Webhook delivery attempts by webhook and outcome "
             "(ok, retry, rejected).", ("webhook", "outcome"), registry=registry)
+        self.webhook_template_overruns_total = PromCounter(
+            "slewguard_webhook_template_overruns", "Template renders stopped at a limit "
+            "(time, size, memory); the event is set aside.", ("webhook", "limit"),
+            registry=registry)
         self.webhook_queue_depth = gauge("webhook_queue_depth", "Events waiting for delivery.",
                                          ("webhook",))
         self.webhook_delivery_seconds = Histogram(
