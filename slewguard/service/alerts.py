@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
@@ -206,8 +207,10 @@ class Voter:
 
     def _event(self, t: Tracker, kind: str, fault: str, result: Result) -> dict:
         severity = "info" if fault == "sensor_fault" else SEVERITIES[t.level]
-        link = (f"{self.config.dashboard_url.rstrip('/')}{DASHBOARD}?var-site={t.site}"
-                f"&var-asset={t.asset}&var-bearing={t.bearing}")
+        # names are topic levels: '&', '#', '%', spaces and non-ASCII must not break the link
+        query = urlencode({"var-site": t.site, "var-asset": t.asset, "var-bearing": t.bearing},
+                          quote_via=quote)
+        link = f"{self.config.dashboard_url.rstrip('/')}{DASHBOARD}?{query}"
         f = result.features
         return {
             "version": "1", "event": kind, "status": "resolved" if kind == "resolved" else
@@ -277,6 +280,10 @@ class AlertMetrics:
         self.webhook_deliveries_total = PromCounter(
             "slewguard_webhook_deliveries", "Webhook delivery attempts by webhook and outcome "
             "(ok, retry, rejected).", ("webhook", "outcome"), registry=registry)
+        self.webhook_template_overruns_total = PromCounter(
+            "slewguard_webhook_template_overruns", "Template renders stopped at a limit "
+            "(time, size, memory); the event is set aside.", ("webhook", "limit"),
+            registry=registry)
         self.webhook_queue_depth = gauge("webhook_queue_depth", "Events waiting for delivery.",
                                          ("webhook",))
         self.webhook_delivery_seconds = Histogram(

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from slewguard.service.redact import redact_url
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,7 +48,7 @@ class WebhookConfig(_Strict):
     @model_validator(mode="after")
     def _url_template_backoff(self) -> WebhookConfig:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url={self.url!r} must start with http:// or https://")
+            raise ValueError(f"url={redact_url(self.url)!r} must start with http:// or https://")
         given = (self.template is not None) + (self.template_file is not None)
         if self.format == "template" and given != 1:
             raise ValueError("format 'template' needs exactly one of template or template_file")

@@ -102,6 +102,7 @@ def configure_logging(level: str, fmt: str) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     from slewguard.service.config import ConfigError, load_config
+    from slewguard.service.redact import redact_url
 
     try:
         config = load_config(args.path)
@@ -114,7 +115,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{args.path}: ok: site {config.site}, {len(config.sensors)} sensor entr"
           f"{'y' if len(config.sensors) == 1 else 'ies'}, broker {m.host}:{m.port} (MQTT "
           f"{m.protocol}), topics {', '.join(m.topics)}, outbox {config.outbox.path}, "
-          f"influx {'off' if config.influx is None else config.influx.url}, http "
+          f"influx {'off' if config.influx is None else redact_url(config.influx.url)}, http "
           f"{config.http.host}:{config.http.port}")
     return 0
 

@@ -1,8 +1,9 @@
 """The daemon's configuration: one pydantic tree read from YAML plus environment overrides.
 
 Every model forbids unknown keys and describes every field; units are in the names. Environment
-variables ``SLEWGUARD_<SECTION>__<KEY>`` (``__`` between levels, values parsed as YAML scalars)
-override the file, e.g. ``SLEWGUARD_MQTT__PASSWORD`` or ``SLEWGUARD_INFLUX__TOKEN`` for secrets.
+variables ``SLEWGUARD_<SECTION>__<KEY>`` (``__`` between levels) override the file: text verbatim
+(a password may start with ``[`` or be ``null``), flow YAML or JSON only for list and mapping
+fields. Secrets belong there: ``SLEWGUARD_MQTT__PASSWORD``, ``SLEWGUARD_INFLUX__TOKEN``.
 ``load_config`` raises ``ConfigError`` listing every error with its key path.
 
 Example:
@@ -42,6 +43,7 @@ from pydantic import (
 )
 
 from slewguard.service.alerts_config import ALERT_STATES, AlertsConfig, WebhookConfig
+from slewguard.service.redact import redact_url, redact_urls
 
 __all__ = ["ALERT_STATES", "AlertsConfig", "ConfigError", "ServiceConfig", "WebhookConfig",
            "config_from_dict", "load_config"]
@@ -221,9 +223,9 @@ class SensorConfig(_Strict):
     sample_rate_hz: float | None = Field(None, gt=0, description="Expected sample rate; windows "
                                          "at another rate get the verdict "
                                          "sensor_fault:sample_rate_mismatch. None accepts any.")
-    check_quality: bool = Field(True, description="Run the data-quality checks (flat line, "
-                                "clipping, spikes, drop-outs, DC offset, drift, loose mount, "
-                                "rate and rpm mismatch) before diagnosing.")
+    check_quality: bool = Field(True, description="Run the data-quality checks (out of "
+                                "range, flat line, clipping, spikes, drop-outs, DC offset, "
+                                "drift, loose mount, rate and rpm mismatch) before diagnosing.")
     expected_rms: float | None = Field(None, gt=0, description="The sensor's normal RMS in its "
                                        "unit (e.g. g); enables the loose-mount and dead-channel "
                                        "level checks. None skips them.")
@@ -330,7 +332,7 @@ class InfluxConfig(_Strict):
     @model_validator(mode="after")
     def _url_and_backoff(self) -> InfluxConfig:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url={self.url!r} must start with http:// or https://")
+            raise ValueError(f"url={redact_url(self.url)!r} must start with http:// or https://")
         if self.retry_min_s > self.retry_max_s:
             raise ValueError(f"retry_min_s={self.retry_min_s} must not exceed "
                              f"retry_max_s={self.retry_max_s}")
@@ -418,7 +420,10 @@ def config_from_dict(data: Any, env: Mapping[str, str] | None = None,
         raise ConfigError([f"the top level must be a mapping of sections, got "
                            f"{type(data).__name__}"], source)
     env = os.environ if env is None else env
-    merged, from_env = _apply_env(data, env)
+    try:
+        merged, from_env = _apply_env(data, env)
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source) from None
     try:
         return ServiceConfig.model_validate(merged)
     except ValidationError as exc:
@@ -444,51 +449,118 @@ def _apply_env(data: dict, env: Mapping[str, str]) -> tuple[dict, dict[tuple, st
             if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
                 node[key] = {}
             node = node[key]
-        value = env[var]
-        node[parts[-1]] = yaml.safe_load(value) if value.strip()[:1] in ("[", "{") or (
-            value.strip() in ("null", "~")) else value
+        node[parts[-1]] = _env_value(var, env[var], _annotation_at(tuple(parts)))
         from_env[tuple(parts)] = var
     return merged, from_env
+
+
+def _env_value(var: str, value: str, annotation: Any) -> Any:
+    """The override for a field of type ``annotation``: verbatim text unless the field is a
+    list or mapping (then flow YAML, which includes JSON); ``null``/``~`` clear a field that
+    takes None and no text. Secrets are text, so a password like ``[x`` or ``null`` stays
+    itself; a parse error names ``var`` but never echoes ``value``, which may be a secret.
+
+    Example:
+        >>> _env_value("SLEWGUARD_MQTT__TOPICS", "[a/+/vib, b/#]", list[str])
+        ['a/+/vib', 'b/#']
+        >>> _env_value("SLEWGUARD_MQTT__PASSWORD", "null", SecretStr | None)
+        'null'
+    """
+    if _is_structured(annotation):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError([f"{var}: not valid YAML/JSON{where}; give a flow list like "
+                               "[a, b] or a mapping like {key: value}, quoting items that "
+                               "hold ',', ':', '[' or '{'"]) from None
+    if value.strip() in ("null", "~") and _takes_none_but_no_text(annotation):
+        return None
+    return value
+
+
+def _is_structured(annotation: Any) -> bool:
+    """True for list, tuple, set and mapping types and for sub-models (also inside Optional)."""
+    if _model_in(annotation) is not None:
+        return True
+    args = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    containers = (list, tuple, set, frozenset, dict, Mapping, typing.Sequence)
+    return any(typing.get_origin(a) in containers or a in containers for a in args)
+
+
+def _takes_none_but_no_text(annotation: Any) -> bool:
+    """True for ``int | None`` and the like, where "null" cannot be a meant value."""
+    if not _is_union(annotation):
+        return False
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    texts = (str, SecretStr, Path)
+    return len(args) < len(typing.get_args(annotation)) and not any(
+        a in texts or typing.get_origin(a) is Literal for a in args)
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
 def _describe(error: Mapping[str, Any], from_env: dict[tuple, str]) -> str:
     """One "key.path: message" line for a pydantic error dict."""
     loc = tuple(str(p) for p in error["loc"])
-    msg = str(error["msg"]).removeprefix("Value error, ")
+    msg = redact_urls(str(error["msg"]).removeprefix("Value error, "))
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         if allowed:
             msg += f" (allowed: {', '.join(sorted(allowed))})"
     elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list) and (
-            not set(loc) & {"password", "token"}):
-        msg += f" (got {error.get('input')!r})"
+            not _may_be_secret(loc)):
+        msg += f" (got {redact_urls(repr(error.get('input')))})"
     var = from_env.get(loc)
     if var:
         msg += f" (from ${var})"
     return f"{'.'.join(loc) or '(top level)'}: {msg}"
 
 
+def _may_be_secret(loc: tuple[str, ...]) -> bool:
+    """True for passwords, tokens and HTTP headers (Authorization), whose values are not shown."""
+    annotation = _annotation_at(loc)
+    args = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    return bool(set(loc) & {"password", "token", "headers"}) or SecretStr in args
+
+
 def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
     """Field names of the model found by walking ``loc`` down from ServiceConfig."""
+    model = _model_in(_annotation_at(loc))
+    return list(model.model_fields) if model is not None else []
+
+
+def _annotation_at(loc: tuple[str, ...]) -> Any:
+    """The type annotation of the field at key path ``loc``, None where no field is.
+
+    Example:
+        >>> _annotation_at(("alerts", "webhooks", "0", "headers"))
+        dict[str, str]
+    """
     annotation: Any = ServiceConfig
     for part in loc:
         model = _model_in(annotation)
-        if model is not None and part in model.model_fields:
-            annotation = model.model_fields[part].annotation
-        elif part.isdigit():
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if model is not None:
+            field = model.model_fields.get(part)
+            annotation = field.annotation if field is not None else None
+        elif typing.get_origin(annotation) in (dict, Mapping) and len(args) == 2:
+            annotation = args[1]
+        elif part.isdigit() and typing.get_origin(annotation) in (list, tuple):
             annotation = args[0] if args else None
         else:
-            return []
-    model = _model_in(annotation)
-    return list(model.model_fields) if model is not None else []
+            return None
+    return annotation
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The BaseModel class in ``annotation`` (itself, or inside Optional / Union)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    if _is_union(annotation):
         for arg in typing.get_args(annotation):
             if isinstance(arg, type) and issubclass(arg, BaseModel):
                 return arg

@@ -47,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,12 +63,14 @@ from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported 
     LINE_TOLERANCE,
     LINES,
     MIN_PERIODS,
+    PERIODS_TOLERANCE,
     SELECT_PAD,
     Frame,
     axis_top_order,
     line_scores,
     line_table,
     low_bins,
+    resolvable,
     window_frame,
 )
 
@@ -311,12 +314,13 @@ def _check_resolvable(
     """Raise when a window is too short for the slowest impact line or fs too low for the top."""
     slowest = min(orders["bpfo"], orders["bpfi"], orders["bsf2"])
     worst = int(np.argmin(revs))
-    if revs[worst] * slowest < MIN_PERIODS:
-        need_s = MIN_PERIODS / (slowest * speeds[worst] / 60.0)
+    if not resolvable(revs[worst] * slowest):
+        # quoted half the tolerance inside the limit and rounded up: a window cut to it passes
+        need_s = MIN_PERIODS * (1 - PERIODS_TOLERANCE / 2) / (slowest * speeds[worst] / 60.0)
         raise ValueError(
-            f"window of {n / fs:g} s holds {revs[worst] * slowest:.2f} periods of the slowest "
+            f"window of {n / fs:g} s holds {revs[worst] * slowest:.3g} periods of the slowest "
             f"defect line at {speeds[worst]:g} rpm (window {worst}): pass windows of at least "
-            f"{need_s:.1f} s ({MIN_PERIODS:g} periods) at this speed"
+            f"{_round_up(need_s):g} s ({MIN_PERIODS:g} periods) at this speed"
         )
     top_hz = HARMONICS * max(orders.values()) * speeds.max() / 60.0
     if fs / 2 < 4 * top_hz:  # room for a demodulation band above the envelope lines
@@ -324,6 +328,13 @@ def _check_resolvable(
             f"sample_rate_hz={fs:g}: Nyquist {fs / 2:g} Hz is below 4 x the highest defect "
             f"harmonic ({top_hz:.1f} Hz at {speeds.max():g} rpm): sample at >= {8 * top_hz:.0f} Hz"
         )
+
+
+def _round_up(x: float, digits: int = 2) -> float:
+    """``x`` > 0 rounded up to ``digits`` significant digits: a length quoted as the minimum
+    must pass (1.1889 -> 1.2, 0.02131 -> 0.022)."""
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale) / scale
 
 
 def _envelope_block(

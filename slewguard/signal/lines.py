@@ -31,12 +31,24 @@ LINES = ("ftf", "bpfo", "bpfi", "bsf2")
 HARMONICS = 3
 LINE_TOLERANCE = 0.02  # +-2 % around each line: slip, and BPFO/BPFI of slewing rings are 6 % apart
 MIN_PERIODS = 3.0  # a line needs this many periods inside the window to be resolved
+# ... give or take 1 %: a window cut to a rounded length (1.2 s for 1.2009 s) still resolves it
+PERIODS_TOLERANCE = 0.01
 ENVELOPE_PAD = 4  # zero-padding factor of the envelope FFT (finer line placement)
 SELECT_PAD = 2  # ... and of the band-choice pass over every candidate band
 FLOOR_SPAN = 0.2  # noise-floor neighbourhood: +-20 % of the line frequency ...
 FLOOR_MIN_BINS = 15  # ... and at least this many bins on each side
 FLOOR_MAX_POINTS = 256  # floor median over at most this many evenly spaced axis points
 LOW_MARGIN_BINS = 8  # squared-envelope bins kept beyond the axis (Hann leakage)
+
+
+def resolvable(periods: float) -> bool:
+    """True when a line with ``periods`` periods in the window can be resolved.
+
+    Example:
+        >>> resolvable(2.998), resolvable(2.9)
+        (True, False)
+    """
+    return periods >= MIN_PERIODS * (1 - PERIODS_TOLERANCE)
 
 
 def _rows_at(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -106,7 +118,7 @@ class Frame:
         if pad not in self._cells:
             axis, cell = self.axis(pad), ENVELOPE_PAD * self.step  # about one resolution cell
             self._cells[pad] = [
-                _line_cells(axis, o * self.scale, cell) if o * self.revs >= MIN_PERIODS else None
+                _line_cells(axis, o * self.scale, cell) if resolvable(o * self.revs) else None
                 for o in self.targets
             ]
         return self._cells[pad]

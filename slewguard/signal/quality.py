@@ -4,6 +4,9 @@ A window that fails a check gets a named sensor-fault verdict instead of a beari
 stuck, clipped or loose sensor must never raise a bearing-fault ticket. Every check works on the
 whole batch (B, N) at once and uses only measurable quantities:
 
+- out_of_range: a sample beyond ``range_max_abs`` in magnitude (e.g. +-3e38, the float32
+  rail): no sensor reads that in any unit, so the payload is corrupt or the value a rail. The
+  other checks are skipped for such a window (their statistics would overflow).
 - flat_line: fewer than ``flat_min_distinct`` distinct sample values, or RMS below
   ``flat_rms_ratio`` x the expected RMS (a dead channel, a stuck ADC).
 - clipping: samples sitting *exactly* on the window's extreme value (to ``clip_rel_tol`` of the
@@ -48,6 +51,7 @@ from slewguard.signal.numeric import median
 
 # Fixed set, most telling first: usable as a Prometheus label value and in "sensor_fault:<name>".
 QUALITY_FAULTS: tuple[str, ...] = (
+    "out_of_range",
     "flat_line",
     "sample_rate_mismatch",
     "clipping",
@@ -71,6 +75,9 @@ class QualityThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Above any ADC count (int32: 2.1e9) and any physical unit, and low enough that the float32
+    # sums of squares of a window (N x 1e24 for N up to 2**24) stay far from overflow (3.4e38).
+    range_max_abs: float = Field(1e12, gt=0, description="|sample| above this: out_of_range")
     # 12-bit and better sensors give thousands of distinct values per window; < 8 is a stuck ADC.
     flat_min_distinct: int = Field(8, ge=2, description="fewer distinct values: flat line")
     # -40 dB below the bearing's own level is a dead channel, not a quiet machine.
@@ -140,29 +147,33 @@ class _RowStats:
     lo: np.ndarray
 
 
-def _row_stats(x: np.ndarray) -> _RowStats:
+def _row_stats(x: np.ndarray, hi: np.ndarray | None = None,
+               lo: np.ndarray | None = None) -> _RowStats:
     """Mean, AC RMS, linear trend and extremes of every row without a copy of the batch.
 
     Each row is read by its pairwise sum and then, from the cache, by two BLAS dots (x.x and
-    x.ramp) and its extremes: the variance is E[x^2] - mean^2, exact to about 1e-6 relative
-    while the offset stays within OFFSET_EXACT x the AC RMS. A row beyond that (a sensor fault
-    already) is summed again about its mean over cache-sized blocks, so that its RMS and trend
-    stay exact: a float32 dot of a large offset with the ramp loses the trend to rounding, by an
-    amount that depends on the BLAS kernel of the CPU at hand.
+    x.ramp); ``hi`` and ``lo`` (B,) are its extremes when the caller has them. The variance is
+    E[x^2] - mean^2, exact to about 1e-6 relative while the offset stays within OFFSET_EXACT x
+    the AC RMS. A row beyond that (a sensor fault already) is summed again about its mean over
+    cache-sized blocks, so that its RMS and trend stay exact: a float32 dot of a large offset
+    with the ramp loses the trend to rounding, by an amount that depends on the BLAS kernel of
+    the CPU at hand.
     """
     b, n = x.shape
+    hi = x.max(axis=1) if hi is None else hi  # (B,) each: the checks already have them
+    lo = x.min(axis=1) if lo is None else lo
     ramp = _ramp(n, x.dtype)
     tt = n * (n + 1) / (12.0 * (n - 1))  # ramp @ ramp: sum of t^2 over n points in [-0.5, 0.5]
-    mean, var, rise, hi, lo = (np.zeros(b) for _ in range(5))
+    mean, var, rise = (np.zeros(b) for _ in range(3))
     for i in range(b):
         row = x[i]
         mean[i] = float(row.sum(dtype=x.dtype)) / n
         var[i] = float(np.dot(row, row)) / n - mean[i] ** 2
         rise[i] = float(np.dot(row, ramp))  # the ramp has zero mean: no centring needed
-        hi[i], lo[i] = row.max(), row.min()
         if mean[i] ** 2 > OFFSET_EXACT**2 * max(var[i], 0.0):
             var[i], rise[i] = _centred_moments(row, mean[i], ramp)
-    return _RowStats(mean, np.sqrt(np.maximum(var, 0.0)), rise / tt, tt / n, hi, lo)
+    return _RowStats(mean, np.sqrt(np.maximum(var, 0.0)), rise / tt, tt / n,
+                     hi.astype(np.float64), lo.astype(np.float64))
 
 
 def _centred_moments(row: np.ndarray, mean: float, ramp: np.ndarray) -> tuple[float, float]:
@@ -420,9 +431,14 @@ def check(windows: np.ndarray | Sequence[np.ndarray], sample_rate_hz: float,
 
 def _check_rows(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: QualityThresholds,
                 rpm_trace: np.ndarray | None) -> list[QualityVerdict]:
-    stats = _row_stats(x)
-    if not (np.isfinite(stats.hi).all() and np.isfinite(stats.lo).all()):  # NaN propagates
+    hi, lo = x.max(axis=1), x.min(axis=1)
+    if not (np.isfinite(hi).all() and np.isfinite(lo).all()):  # NaN propagates
         raise ValueError("windows contain NaN/inf: the payload decoder must reject them first")
+    peak = np.maximum(hi, -lo).astype(np.float64)
+    wild = peak > cfg.range_max_abs
+    if wild.any():
+        return _out_of_range(x, fs, exp, cfg, rpm_trace, peak)
+    stats = _row_stats(x, hi, lo)
     rms = stats.rms
     rail = _rail_masks(x, stats, cfg)
     found = {"flat_line": _flat(x, rms, cfg, exp), "clipping": _clipping(rail, cfg),
@@ -435,7 +451,22 @@ def _check_rows(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: Quality
         abs(fs / exp.sample_rate_hz - 1) > cfg.sample_rate_rel_tol)
     rate_note = f"payload {fs:g} Hz, configured {exp.sample_rate_hz} Hz"
     found["sample_rate_mismatch"] = (np.full(len(x), rate_bad), [rate_note] * len(x))
+    found["out_of_range"] = (wild, [""] * len(x))  # all False here: _out_of_range took the rest
     return [_verdict(found, i) for i in range(len(x))]
+
+
+def _out_of_range(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: QualityThresholds,
+                  rpm_trace: np.ndarray | None, peak: np.ndarray) -> list[QualityVerdict]:
+    """Verdicts of rows (B,) some of which have a sample beyond range_max_abs: those are
+    out_of_range alone, the others get the full checks."""
+    wild = peak > cfg.range_max_abs
+    keep = np.flatnonzero(~wild)
+    rest = iter(_check_rows(x[keep], fs, exp, cfg, None if rpm_trace is None else
+                            rpm_trace[keep]) if len(keep) else [])
+    note = (f"beyond +-{cfg.range_max_abs:g}, which no sensor reads in any unit: a corrupt "
+            "payload or a float rail")
+    return [QualityVerdict(False, ("out_of_range",), f"out_of_range: peak {p:.3g} {note}")
+            if w else next(rest) for w, p in zip(wild, peak, strict=True)]
 
 
 def _verdict(found: dict, i: int) -> QualityVerdict:

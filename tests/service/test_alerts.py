@@ -133,6 +133,21 @@ def test_event_carries_the_evidence():
     assert event["started_at"] == "2023-11-14T22:13:21.000000Z"  # the window that decided
 
 
+def test_dashboard_link_encodes_asset_and_bearing_names():
+    from dataclasses import replace
+    from urllib.parse import parse_qs, urlsplit
+
+    asset, bearing = "crane 1&var-site=evil#x", "slew/ä%20"
+    voter = Voter(AlertsConfig(k=2, n=3, dashboard_url="http://grafana:3000"))
+    events = [e for k in range(2) for e in voter.feed(
+        replace(result(k, "outer_race", db=12.5), asset=asset, bearing=bearing))]
+    link = urlsplit(events[0]["dashboard_url"])
+    assert link.fragment == "" and link.path == "/d/slewguard-bearing/slewguard-bearing"
+    assert parse_qs(link.query) == {"var-site": ["yard1"], "var-asset": [asset],
+                                    "var-bearing": [bearing]}
+    assert " " not in events[0]["dashboard_url"]
+
+
 def test_seen_and_older_results_do_not_vote_again(tmp_path):
     sink = AlertSink(AlertsConfig(k=3, n=5, webhooks=[{"name": "t", "url": "http://x"}]),
                      tmp_path / "a.sqlite3")

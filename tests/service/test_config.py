@@ -157,3 +157,67 @@ def test_sensor_for_uses_topic_filters_and_sensor_ids_first_match_wins():
     assert cfg.sensor_for("plant/z/crane7/slew/s1/vib").bearing.preset == "slew-4pc-1000"
     assert cfg.sensor_for("plant/z/crane7/slew/s1/temp") is None
     assert cfg.sensor_for("other/y/crane1/slew/s1/vib") is None
+
+
+@pytest.mark.parametrize("password", ["[Pw-7x", "{Pw: 7}", "null", "~", " [a, b] ", "'quoted'"])
+def test_env_secrets_are_taken_verbatim(password):
+    env = {"SLEWGUARD_MQTT__PASSWORD": password, "SLEWGUARD_MQTT__USERNAME": "[user",
+           "SLEWGUARD_INFLUX__TOKEN": password, "SLEWGUARD_INFLUX__URL": "http://h:1/{x}"}
+    cfg = config_from_dict(minimal(influx={"url": "http://127.0.0.1:1"}), env=env)
+    assert cfg.mqtt.password.get_secret_value() == password
+    assert cfg.influx.token.get_secret_value() == password
+    assert cfg.mqtt.username == "[user" and cfg.influx.url == "http://h:1/{x}"
+
+
+def test_env_text_fields_and_paths_are_verbatim(tmp_path):
+    env = {"SLEWGUARD_OUTBOX__PATH": str(tmp_path / "[o].db"), "SLEWGUARD_SITE": "null",
+           "SLEWGUARD_ALERTS__WEBHOOKS__0__HEADERS__AUTHORIZATION": "{Bearer x}"}
+    hook = {"name": "t", "url": "http://127.0.0.1:1/h"}
+    cfg = config_from_dict(minimal(alerts={"webhooks": [hook]}), env=env)
+    assert cfg.outbox.path == tmp_path / "[o].db" and cfg.site == "null"
+    assert cfg.alerts.webhooks[0].headers == {"authorization": "{Bearer x}"}
+
+
+def test_env_structured_fields_still_parse_lists_mappings_and_null():
+    env = {"SLEWGUARD_MQTT__TOPICS": '["a/+/vib", "b/#"]',
+           "SLEWGUARD_ALERTS__ENTER_K": "{outer_race: 4}",
+           "SLEWGUARD_ALERTS__ESCALATE_ENVELOPE_DB": "[10, 20]",
+           "SLEWGUARD_SENSORS__0__ORDER_LINES": "[123]",
+           "SLEWGUARD_MODEL__TORCH_THREADS": "null", "SLEWGUARD_INFLUX": "~"}
+    cfg = config_from_dict(minimal(influx={"url": "http://127.0.0.1:1"}), env=env)
+    assert cfg.mqtt.topics == ["a/+/vib", "b/#"]
+    assert cfg.alerts.enter_k == {"outer_race": 4}
+    assert cfg.alerts.escalate_envelope_db == [10.0, 20.0]
+    assert cfg.sensors[0].order_lines == [123.0]
+    assert cfg.model.torch_threads is None and cfg.influx is None
+
+
+def test_env_parse_error_names_the_variable_but_not_the_value():
+    secret = "Bearer-s3cret"
+    errs = errors_of(minimal(), env={"SLEWGUARD_MQTT__TOPICS": f"[a/+/vib, {{{secret}"})
+    assert len(errs) == 1 and errs[0].startswith("SLEWGUARD_MQTT__TOPICS: not valid YAML/JSON")
+    assert secret not in errs[0]
+    hook = {"name": "t", "url": "http://127.0.0.1:1/h"}
+    errs = errors_of(minimal(alerts={"webhooks": [hook]}),
+                     env={"SLEWGUARD_ALERTS__WEBHOOKS__0__HEADERS": secret})
+    assert errs[0].startswith("alerts.webhooks.0.headers: Input should be a valid dictionary")
+    assert not any(secret in e for e in errs)
+
+
+def test_check_config_with_a_bracket_password_prints_no_traceback_or_secret(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal(mqtt={"topics": ["plant/+/+/+/+/vib"]})))
+    env = {**os.environ, "SLEWGUARD_MQTT__PASSWORD": "[Pw-7x"}
+    ok = subprocess.run([sys.executable, "-m", "slewguard.cli", "check-config", str(path)],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "Pw-7x" not in ok.stdout + ok.stderr
+    env["SLEWGUARD_MQTT__TOPICS"] = "[Pw-7x"
+    bad = subprocess.run([sys.executable, "-m", "slewguard.cli", "check-config", str(path)],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "SLEWGUARD_MQTT__TOPICS: not valid" in bad.stderr
+    assert "Traceback" not in bad.stderr and "Pw-7x" not in bad.stderr

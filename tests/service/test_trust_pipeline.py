@@ -84,7 +84,8 @@ def injected() -> dict[str, np.ndarray]:
             "spikes": spiky, "dc_offset": base + 3 * rms,
             "drift": base + np.linspace(-3, 3, N) * rms,
             "loose_mount": np.random.default_rng(1).normal(size=N) * 3 * rms,
-            "rpm_mismatch": base + 0.5 * rms * np.sin(2 * np.pi * ORDER * RPM * 1.06 / 60 * t)}
+            "rpm_mismatch": base + 0.5 * rms * np.sin(2 * np.pi * ORDER * RPM * 1.06 / 60 * t),
+            "out_of_range": np.where(np.arange(N) % 2 == 0, 3e38, -3e38)}
 
 
 def config(expected_rms: float):

@@ -5,6 +5,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from slewguard.service.alerts import AlertSink
@@ -220,3 +221,49 @@ def test_renderer_generic_is_the_event():
     body, headers = Renderer(hook).render({"event": "firing", "dedup_key": "d"})
     assert json.loads(body) == {"event": "firing", "dedup_key": "d"}
     assert headers["X-Api-Key"] == "k" and headers["Content-Type"] == "application/json"
+
+
+OVERRUNS = [
+    ("{{ ('a' * 200000000) | length }}", "memory"),  # one C call, output tiny
+    ("{{ 'x' | center(1000000000) }}", "memory"),
+    ("{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+     "{% endfor %}{{ ns.s | length }}", "memory"),
+    ("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}", "size"),
+    ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "time"),
+]
+
+
+@pytest.mark.parametrize("template,limit", OVERRUNS)
+def test_a_template_that_overruns_is_stopped_counted_and_set_aside(tmp_path, template, limit):
+    from slewguard.service.alerts import AlertMetrics
+    from slewguard.service.sinks.template import TemplateLimits
+
+    receiver = Receiver().up()
+    queue = WebhookQueue(tmp_path / "q.sqlite3")
+    hooks = [WebhookConfig(name="greedy", url=receiver.url, format="template", template=template),
+             WebhookConfig(name="plain", url=receiver.url)]
+    queue.commit({"greedy": [{"event": "firing"}], "plain": [{"event": "firing"}]}, {})
+    registry = CollectorRegistry()
+    delivery = WebhookDelivery(queue, hooks, AlertMetrics(registry),
+                               limits=TemplateLimits(timeout_s=1.0))
+    started = time.monotonic()
+    try:
+        delivery.step()
+    finally:
+        receiver.down()
+    assert time.monotonic() - started < 10  # the time limit holds (1 s + start)
+    assert queue.depth("greedy") == 0 and receiver.accepted == [{"event": "firing"}]
+    value = registry.get_sample_value
+    assert value("slewguard_webhook_template_overruns_total",
+                 {"webhook": "greedy", "limit": limit}) == 1
+    assert value("slewguard_webhook_deliveries_total",
+                 {"webhook": "greedy", "outcome": "rejected"}) == 1
+
+
+def test_a_template_within_the_limits_renders_in_the_child():
+    from slewguard.service.sinks.template import TemplateLimits
+
+    hook = WebhookConfig(name="t", url="http://x", format="template",
+                         template="{% for v in event.votes %}{{ v }},{% endfor %}")
+    body, _ = Renderer(hook, TemplateLimits(max_bytes=4000)).render({"votes": list(range(1000))})
+    assert body == b"".join(f"{i},".encode() for i in range(1000))

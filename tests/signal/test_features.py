@@ -1,5 +1,6 @@
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,23 @@ def test_a_list_of_windows_gives_the_features_of_the_stacked_batch():
     bad[1, 7] = np.nan
     with pytest.raises(ValueError, match=r"windows \[1\] contain NaN"):
         extract(list(bad), 12000.0, preset("cwru-6205"), rpm=1797.0)
+
+
+@pytest.mark.parametrize("name,rpm", [("slew-4pc-1000", 6.0), ("slew-4pc-1000", 7.3),
+                                      ("slew-4pc-1000", 2.5), ("cwru-6205", 20.0)])
+def test_a_window_of_the_quoted_minimum_length_is_accepted(name, rpm):
+    bearing, fs = preset(name), 5000.0
+    with pytest.raises(ValueError, match="at least") as exc:
+        extract(np.random.default_rng(0).normal(size=500), fs, bearing, rpm=rpm)
+    need_s = float(re.search(r"at least ([\d.]+) s", str(exc.value)).group(1))
+    x = np.random.default_rng(1).normal(size=round(need_s * fs))
+    assert extract(x, fs, bearing, rpm=rpm).row(0)["rpm"] == pytest.approx(rpm)
+
+
+def test_a_window_one_percent_short_of_three_periods_is_accepted_two_percent_is_not():
+    bearing, fs, rpm = preset("slew-4pc-1000"), 5000.0, 6.0
+    exact_s = 3.0 / (2 * bearing.orders().bsf_hz * rpm / 60.0)  # BSF2 is the slowest line here
+    x = np.random.default_rng(0).normal(size=round(0.995 * exact_s * fs))
+    extract(x, fs, bearing, rpm=rpm)
+    with pytest.raises(ValueError, match=r"holds 2\.9[0-6] periods .* at least 1\.2 s"):
+        extract(x[: round(0.98 * exact_s * fs)], fs, bearing, rpm=rpm)

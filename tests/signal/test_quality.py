@@ -1,4 +1,6 @@
 import itertools
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -68,7 +70,9 @@ def _inject(name, x, rng):
     sigma = x.std()
     y = x.copy()
     n = len(y)
-    if name == "flat_line":
+    if name == "out_of_range":
+        y[n // 2] = 3e38
+    elif name == "flat_line":
         y[:] = 0.25
     elif name == "clipping":
         rail = 0.5 * np.abs(y).max()
@@ -259,3 +263,26 @@ def test_a_list_of_windows_gets_the_verdicts_of_the_stacked_batch():
     assert [v.faults for v in check(list(x), FS)] == [v.faults for v in check(x, FS)]
     with pytest.raises(ValueError, match="one length"):
         check([x[0], x[1, :1000]], FS)
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng: rng.choice(np.float32([-3e38, 3e38]), 20000),  # the float32 rails
+    lambda rng: (rng.normal(size=20000) * 1e37).astype(np.float32),  # passed as ok before
+    lambda rng: np.where(np.arange(20000) % 7 == 0, np.float32(-3.4e38),
+                         rng.normal(size=20000).astype(np.float32)),
+])
+def test_float_rail_samples_are_out_of_range_without_overflow_warnings(make):
+    x = make(np.random.default_rng(0))
+    clean = np.random.default_rng(1).normal(size=20000).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the statistics
+        verdicts = check(np.stack([clean, x, clean, clean, clean]), FS)
+    assert verdicts[1].faults == ("out_of_range",) and not verdicts[1].ok
+    assert re.match(r"out_of_range: peak [\d.]+e\+3[78] beyond", verdicts[1].detail)
+    assert "corrupt" in verdicts[1].detail
+    assert all(v.ok for i, v in enumerate(verdicts) if i != 1)
+
+
+def test_large_but_plausible_values_are_in_range():
+    x = np.random.default_rng(0).normal(size=20000) * 2e9  # int32 ADC counts
+    assert check(x, FS)[0].faults == ()

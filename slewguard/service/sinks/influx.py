@@ -27,6 +27,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
 from slewguard.service.config import InfluxConfig
+from slewguard.service.redact import redact_urls
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError
 
@@ -87,7 +88,8 @@ class InfluxSink:
         except ApiException as exc:
             raise classify_status(exc.status, _body(exc)) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise RetryableSinkError("connection", f"{self.config.url}: {exc}") from exc
+            detail = redact_urls(f"{self.config.url}: {exc}")  # the URL may hold a password
+            raise RetryableSinkError("connection", detail) from exc
 
     def close(self) -> None:
         """Release the HTTP connection pool."""

@@ -7,7 +7,9 @@ system is down or the daemon restarts. Each webhook is delivered strictly in que
 backoff on connection errors, timeouts, 408, 429 and 5xx; any other 4xx is set aside ("rejected"),
 counted and logged, and the next row goes. Shapes: ``generic`` (the event as JSON),
 ``alertmanager`` (Alertmanager webhook v4: version, groupKey, status, receiver, alerts[] with
-labels, annotations, startsAt, endsAt, fingerprint) and ``template`` (Jinja2, sandboxed).
+labels, annotations, startsAt, endsAt, fingerprint) and ``template`` (Jinja2, sandboxed, with
+bounded time, memory and output: ``sinks.template``; an overrun is counted in
+``slewguard_webhook_template_overruns_total{webhook,limit}`` and the event set aside).
 
 Example:
     >>> import tempfile
@@ -32,6 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from slewguard.service.config import WebhookConfig
+from slewguard.service.redact import redact_url, redact_urls
+from slewguard.service.sinks.template import (
+    DEFAULT_LIMITS,
+    TemplateLimits,
+    TemplateOverrunError,
+    render_template,
+)
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 425, 429})
@@ -163,14 +172,14 @@ def alertmanager_payload(event: Mapping[str, Any], receiver: str) -> dict:
 class Renderer:
     """Turns an event into (body bytes, headers) for one webhook's ``format``."""
 
-    def __init__(self, webhook: WebhookConfig) -> None:
-        self.webhook = webhook
+    def __init__(self, webhook: WebhookConfig, limits: TemplateLimits = DEFAULT_LIMITS) -> None:
+        self.webhook, self.limits = webhook, limits
         self._template = None
         if webhook.format == "template":
             from jinja2.sandbox import SandboxedEnvironment  # untrusted operator templates
 
-            env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
-            self._template = env.from_string(webhook.template_text() or "")
+            self._template = webhook.template_text() or ""
+            SandboxedEnvironment().parse(self._template)  # a syntax error fails at start
 
     def render(self, event: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
         """The HTTP body and headers for ``event``.
@@ -183,7 +192,7 @@ class Renderer:
             b'{"key": "k1"}'
         """
         if self._template is not None:
-            body = self._template.render(event=dict(event)).encode("utf-8")
+            body = render_template(self._template, event, self.limits)
         elif self.webhook.format == "alertmanager":
             body = json.dumps(alertmanager_payload(event, self.webhook.name)).encode("utf-8")
         else:
@@ -216,10 +225,11 @@ class WebhookDelivery:
 
     def __init__(self, queue: WebhookQueue, webhooks: Sequence[WebhookConfig],
                  metrics: Any = None, clock: Callable[[], float] = time.time,
-                 send: Callable[..., int] = post, idle_s: float = 1.0) -> None:
+                 send: Callable[..., int] = post, idle_s: float = 1.0,
+                 limits: TemplateLimits = DEFAULT_LIMITS) -> None:
         self.queue, self.metrics, self.clock, self.send = queue, metrics, clock, send
         self.webhooks = list(webhooks)
-        self.renderers = {w.name: Renderer(w) for w in self.webhooks}
+        self.renderers = {w.name: Renderer(w, limits) for w in self.webhooks}
         self.idle_s = idle_s
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -243,7 +253,9 @@ class WebhookDelivery:
             body, headers = self.renderers[webhook.name].render(event)
         except Exception as exc:  # a template error: no retry can fix it, do not block the rest
             log.error("webhook %s: cannot render %s event: %s", webhook.name, event.get("event"),
-                      exc)
+                      redact_urls(str(exc)))
+            if isinstance(exc, TemplateOverrunError):
+                self._count_overrun(webhook.name, exc.limit)
             self.queue.reject(row_id, "render_error")
             self._count(webhook.name, "rejected")
             return 0.0
@@ -260,7 +272,7 @@ class WebhookDelivery:
             self._count(webhook.name, "retry")
             if attempts == 0:
                 log.warning("webhook %s: %s answered %s, retrying with backoff", webhook.name,
-                            webhook.url, status or "nothing")
+                            redact_url(webhook.url), status or "nothing")
             return delay
         self.queue.reject(row_id, f"http_{status}")
         self._count(webhook.name, "rejected")
@@ -300,6 +312,11 @@ class WebhookDelivery:
         counter = getattr(self.metrics, "webhook_deliveries_total", None)
         if counter is not None:
             counter.labels(webhook=webhook, outcome=outcome).inc()
+
+    def _count_overrun(self, webhook: str, limit: str) -> None:
+        counter = getattr(self.metrics, "webhook_template_overruns_total", None)
+        if counter is not None:
+            counter.labels(webhook=webhook, limit=limit).inc()
 
     def _gauge(self, webhook: str) -> None:
         gauge = getattr(self.metrics, "webhook_queue_depth", None)
