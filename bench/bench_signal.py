@@ -2,7 +2,8 @@
 
 Two window shapes (10 s at 25.6 kHz, 60 s at 5 kHz), a batch and a single window each, median of
 ``--runs`` timed runs after one warm-up; extract() once per band search (``--methods``: the
-kurtogram tree and the one-STFT search, in the same run), and the data-quality checks the
+kurtogram tree and the one-STFT search, in the same run), the rig-invariant evidence
+(``evidence.extract``, with the rpm measured and with the speed fitted), and the checks the
 daemon runs before them (quality.check). Prints a markdown table; "x real time"
 is seconds of signal handled per second of wall time on one process.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
-from slewguard.signal import quality
+from slewguard.signal import evidence, quality
 from slewguard.signal.features import METHODS, extract
 from slewguard.signal.simulate import SimulationSpec, simulate
 
@@ -76,6 +77,13 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
                     return extract(x.windows[:b], f, g, rpm=x.rpm[:b], rpm_trace=tr, method=m)
 
                 cases.append(Case(f"extract ({method})", spec, batch, run))
+        for su, label in ((0.0, "rpm measured"), (0.08, "speed fitted +-8 %")):
+            for batch in (args.extract_batch, 1):
+                def run_ev(_seed: int, b=batch, x=sim, f=fs, g=bearing, u=su) -> object:
+                    return [evidence.extract(w, f, g, float(r), u)
+                            for w, r in zip(x.windows[:b], x.rpm[:b], strict=True)]
+
+                cases.append(Case(f"evidence ({label})", spec, batch, run_ev))
         for batch in (args.extract_batch, 1):
             cases.append(Case("quality checks", spec, batch,
                               lambda _s, b=batch, x=sim, f=fs: quality.check(x.windows[:b], f)))

@@ -36,8 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from slewguard.signal import evidence
-from slewguard.signal.cwru import _read_cwru_manifest, _window_recording
-from slewguard.signal.cwru import default_cwru_root
+from slewguard.signal.cwru import _read_cwru_manifest, _window_recording, default_cwru_root
 from slewguard.signal.datasets import WindowSet
 from slewguard.signal.kinematics import preset
 from slewguard.signal.randomise import randomised_sets
@@ -155,9 +154,32 @@ def _train_models(X: np.ndarray, y: np.ndarray, seed: int) -> dict:
             "logistic": (lr.predict, {}), "gradient_boosting": (gb.predict, {})}
 
 
-def _scores(y: np.ndarray, p: np.ndarray) -> dict:
+TRUST_QUANTILE = 0.99  # a window farther out than 99 % of held-out training windows: unknown
+
+
+def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
+    """Out-of-distribution check over the evidence (Mahalanobis distance, Ledoit-Wolf
+    covariance of the standardised inputs), threshold from training recordings held out of
+    its fit (a fifth of them): a window beyond it is ``unknown``."""
+    from sklearn.covariance import LedoitWolf
+
+    recs = np.unique(recording)
+    held = np.isin(recording, np.random.default_rng(seed).choice(
+        recs, max(1, len(recs) // 5), replace=False))
+    mu, sd = X[~held].mean(axis=0), X[~held].std(axis=0) + 1e-9
+    cov = LedoitWolf().fit((X[~held] - mu) / sd)
+
+    def distance(Z: np.ndarray) -> np.ndarray:
+        return cov.mahalanobis((Z - mu) / sd)
+    limit = float(np.quantile(distance(X[held]), TRUST_QUANTILE))
+    return lambda Z: distance(Z) > limit
+
+
+def _scores(y: np.ndarray, p: np.ndarray, unknown: np.ndarray) -> dict:
     healthy = y == "healthy"
     return {"n": int(len(y)), "n_healthy": int(healthy.sum()),
+            "unknown_rate": float(np.mean(unknown)),
+            "useful_call_rate": float(np.mean((p == y) & ~unknown)),
             "accuracy": float(np.mean(p == y)), "balanced_accuracy": _balanced(y, p),
             "recall": {c: float(np.mean(p[y == c] == c)) for c in CLASSES if np.any(y == c)},
             "healthy_false_alarm": float(np.mean(p[healthy] != "healthy")) if healthy.any()
@@ -183,13 +205,15 @@ def run(args: argparse.Namespace) -> dict:
             train = _stack([sim_train if d == "sim" else real[d] for d in train_on])
             test = sim_test if held == "sim" else real[held]
             assert not set(train["recording"]) & set(test["recording"])
+            unknown = fit_trust(train["X"], train["recording"], seed)(test["X"])
             for name, (predict, params) in _train_models(train["X"], train["y"], seed).items():
                 p = np.asarray(predict(test["X"]), dtype=str)
-                out["runs"].append({"seed": seed, "held_out": held, "train": "+".join(train_on),
-                                    "method": name, "params": params, **_scores(test["y"], p)})
-                print(f"seed {seed} {held:>5} <- {'+'.join(train_on):<10} {name:<18} "
-                      f"acc {out['runs'][-1]['accuracy']:.3f} "
-                      f"FA {out['runs'][-1]['healthy_false_alarm']}", flush=True)
+                r = {"seed": seed, "held_out": held, "train": "+".join(train_on),
+                     "method": name, "params": params, **_scores(test["y"], p, unknown)}
+                out["runs"].append(r)
+                print(f"seed {seed} {held:>5} <- {r['train']:<10} {name:<18} "
+                      f"acc {r['accuracy']:.3f} FA {r['healthy_false_alarm']} "
+                      f"useful {r['useful_call_rate']:.3f}", flush=True)
     return out
 
 
@@ -197,7 +221,8 @@ def _table(out: dict) -> str:
     keys = sorted({(r["held_out"], r["train"], r["method"]) for r in out["runs"]},
                   key=lambda k: (k[0], k[1], k[2]))
     lines = ["| held out | trained on | method | accuracy | balanced | healthy FA | "
-             "IR / OR / RE recall | windows (healthy) |", "|" + "---|" * 8]
+             "IR / OR / RE recall | useful calls | unknown | windows (healthy) |",
+             "|" + "---|" * 10]
     for held, train, method in keys:
         rs = [r for r in out["runs"] if (r["held_out"], r["train"], r["method"]) ==
               (held, train, method)]
@@ -209,6 +234,8 @@ def _table(out: dict) -> str:
         lines.append(f"| {held} | {train} | {method} | {med(lambda r: r['accuracy'])} | "
                      f"{med(lambda r: r['balanced_accuracy'])} | "
                      f"{med(lambda r: r['healthy_false_alarm'])} | {rec} | "
+                     f"{med(lambda r: r['useful_call_rate'])} | "
+                     f"{med(lambda r: r['unknown_rate'])} | "
                      f"{rs[0]['n']} ({rs[0]['n_healthy']}) |")
     return "\n".join(lines)
 

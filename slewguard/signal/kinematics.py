@@ -150,7 +150,8 @@ def register(geometry: BearingGeometry) -> str:
         3.06
     """
     if geometry.name in presets():
-        raise ValueError(f"bearing name {geometry.name!r} is a preset of bearings.csv: pick another")
+        raise ValueError(f"bearing name {geometry.name!r} is a preset of bearings.csv: "
+                         "pick another")
     _REGISTERED[geometry.name] = geometry
     return geometry.name
 

@@ -6,11 +6,14 @@ Per machine (``draw_machine``), none of which carries the label:
   ``LABEL_ERROR`` (a VFD setpoint, not a tachometer);
 - 1-4 structural resonances from 1 kHz to 0.45 x the sample rate, damping 1-12 %, random gains;
 - a transfer path (a random band tilt) and sensor gain over 60 dB;
-- gear mesh and shaft harmonics at random levels, mains lines (50/60 Hz and harmonics);
+- gear mesh and shaft harmonics at random levels, mains lines (50/60 Hz and harmonics), and
+  the whole signal modulated at shaft orders 1-6 (unbalance, misalignment, looseness: lines in
+  the envelope spectrum that are not a bearing defect, e.g. 4 x shaft next to a 2 x BSF of 3.99);
 - noise: white at a random SNR plus a random share of red (1/f^2) noise;
 - impulsive noise that is not periodic at any defect order (random bursts), on healthy windows
   as on faulty ones.
-Per window: fault severity (log-uniform, faint to strong) and a +-1.5 dB operating-level drift.
+Per window: fault severity (log-uniform, faint to strong), impact timing jitter (a rolling
+element's far larger than a race defect's) and a +-1.5 dB operating-level drift.
 
 Every machine gives ``baseline_windows`` healthy commissioning windows first
 (``meta["commissioning"] == "1"``), then its labelled windows; ``meta["machine"]`` ties them.
@@ -38,6 +41,11 @@ LABEL_ERROR = 0.06  # the speed label is off by up to +-6 %
 WINDOW_REVOLUTIONS = (20.0, 50.0)  # a window holds this many shaft turns ...
 MAX_SAMPLES = 1 << 16  # ... and at most this many samples
 SAMPLE_RATES_HZ = (8000.0, 12000.0, 20000.0, 25600.0)
+SEVERITY_LOG10 = (-0.5, 1.5)  # impact amplitude, x the noise reference: faint to +20 dB in level
+# Timing jitter of the impacts, x their period: a rolling element skids and spins, so its
+# impacts scatter far more than a race defect's and its line is often smeared away
+JITTER = {"rolling_element": (0.02, 0.2)}
+JITTER_DEFAULT = (0.005, 0.03)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class Machine:
     mains_hz: float
     mains_level: float
     bursts_per_s: float
+    shaft_modulation: tuple[float, ...]  # depth of the shaft-order modulation, orders 1..6
 
 
 def draw_geometry(rng: np.random.Generator, name: str) -> BearingGeometry:
@@ -104,11 +113,13 @@ def draw_machine(rng: np.random.Generator, name: str) -> Machine:
         red_share=float(rng.uniform(0, 0.9)), gain=float(10 ** rng.uniform(-3, 3)),
         tilt_hz=(float(lo), float(min(lo + rng.uniform(0.2, 0.5) * fs, 0.49 * fs))),
         mains_hz=float(rng.choice([50.0, 60.0])), mains_level=float(10 ** rng.uniform(-2, 0.5)),
-        bursts_per_s=float(rng.choice([0.0, 10 ** rng.uniform(-0.5, 1.3)])))
+        bursts_per_s=float(rng.choice([0.0, 10 ** rng.uniform(-0.5, 1.3)])),
+        shaft_modulation=tuple(map(float, rng.uniform(0, 0.4, 6) * (rng.random(6) < 0.5)
+                                   * (rng.random() < 0.7))))
 
 
 def _severity(rng: np.random.Generator, fault: str) -> float:
-    return 0.0 if fault == "healthy" else float(10 ** rng.uniform(-0.5, 0.7))
+    return 0.0 if fault == "healthy" else float(10 ** rng.uniform(*SEVERITY_LOG10))
 
 
 def machine_window(m: Machine, fault: str, seed: int) -> np.ndarray:
@@ -123,7 +134,7 @@ def machine_window(m: Machine, fault: str, seed: int) -> np.ndarray:
     spec = SimulationSpec(
         fault=fault, bearing=m.bearing, rpm=m.rpm, sample_rate_hz=m.sample_rate_hz,
         window_seconds=m.window_seconds, snr_db=m.snr_db, severity=_severity(rng, fault),
-        impacts=ImpactSpec(slip_jitter=float(rng.uniform(0.005, 0.03)),
+        impacts=ImpactSpec(slip_jitter=float(rng.uniform(*JITTER.get(fault, JITTER_DEFAULT))),
                            amplitude_spread=float(rng.uniform(0.05, 0.5)),
                            load_zone_depth=float(rng.uniform(0, 1))),
         resonance=ResonanceSpec(frequencies_hz=m.resonances_hz, gains=m.resonance_gains,
@@ -145,6 +156,9 @@ def machine_window(m: Machine, fault: str, seed: int) -> np.ndarray:
             -np.arange(length) / (0.2 * length))
         for i in rng.integers(0, n - length, rng.poisson(m.bursts_per_s * n / fs)):
             x[i:i + length] += rng.uniform(1, 6) * scale * ring
+    angle = 2 * np.pi * m.rpm / 60 * t  # unbalance, misalignment, looseness: the whole signal
+    x *= 1 + sum(d * np.cos(k * angle + rng.uniform(0, 2 * np.pi))  # beats at shaft orders
+                 for k, d in enumerate(m.shaft_modulation, 1))
     lo, hi = m.tilt_hz
     if lo > 50.0:  # transfer path: part of the band attenuated by 10-30 dB
         band = sosfilt(butter(2, [lo, hi], btype="band", fs=fs, output="sos"), x)

@@ -30,7 +30,7 @@ def test_gain_does_not_move_any_feature() -> None:
     x = _outer()
     a, b = extract(x, FS, G, RPM), extract(1e-4 * x, FS, G, RPM)
     for name in evidence.EVIDENCE_NAMES:
-        assert a[name] == pytest.approx(b[name], abs=1e-6), name
+        assert a[name] == pytest.approx(b[name], abs=1e-3), name  # float32 FFTs
 
 
 def test_transfer_path_does_not_remove_the_line() -> None:

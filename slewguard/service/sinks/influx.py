@@ -4,8 +4,9 @@ Point = measurement + tags site/asset/bearing/sensor/model/predicted + numeric f
 (confidence, rpm, seq, p_<class> per class probability, every finite feature) at ``start_ns``
 with nanosecond precision. The same window always maps to the same series key and timestamp,
 so InfluxDB overwrites a redelivered window instead of adding a point; the series carries every
-part of ``Result.key()`` as a tag, so ``acc1`` on two assets at the same instant is two points. Non-finite values are
-left out (line protocol cannot carry NaN). VictoriaMetrics accepts the same writes.
+part of ``Result.key()`` as a tag, so ``acc1`` on two assets at the same instant is two points.
+Non-finite values are left out (line protocol cannot carry NaN).
+VictoriaMetrics accepts the same writes.
 
 Example:
     >>> from slewguard.service.config import InfluxConfig
