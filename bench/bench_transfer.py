@@ -160,17 +160,21 @@ TRUST_QUANTILE = 0.99  # a window farther out than 99 % of held-out training win
 def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
     """Out-of-distribution check over the evidence (Mahalanobis distance, Ledoit-Wolf
     covariance of the standardised inputs), threshold from training recordings held out of
-    its fit (a fifth of them): a window beyond it is ``unknown``."""
+    its fit (a fifth of them): a window beyond it is ``unknown``. Every input grows with the
+    evidence of a fault, so values above the training range are clipped to it first: a
+    stronger line or a larger level rise than any training window is more of the same, not
+    a rig the model does not know."""
     from sklearn.covariance import LedoitWolf
 
     recs = np.unique(recording)
     held = np.isin(recording, np.random.default_rng(seed).choice(
         recs, max(1, len(recs) // 5), replace=False))
     mu, sd = X[~held].mean(axis=0), X[~held].std(axis=0) + 1e-9
+    top = X[~held].max(axis=0)
     cov = LedoitWolf().fit((X[~held] - mu) / sd)
 
     def distance(Z: np.ndarray) -> np.ndarray:
-        return cov.mahalanobis((Z - mu) / sd)
+        return cov.mahalanobis((np.minimum(Z, top) - mu) / sd)
     limit = float(np.quantile(distance(X[held]), TRUST_QUANTILE))
     return lambda Z: distance(Z) > limit
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from slewguard import __version__
 from slewguard.service.config import ServiceConfig, load_config
+from slewguard.service.evidence_stage import evidence_stage
 from slewguard.service.health import HealthServer
 from slewguard.service.ingest import Ingest, publisher_client
 from slewguard.service.metrics import Metrics
@@ -257,7 +258,7 @@ class App:
         self.pipeline = Pipeline(self.config.inference, self.classifier, self.outbox,
                                  SensorMap(self.config).resolve, self.metrics,
                                  ack=self.ingest.ack, dead_letter=letters.send,
-                                 model=self.model_label)
+                                 model=self.model_label, evidence=evidence_stage(self.config))
         self.pipeline.start()
         self._stoppers.append(("pipeline", self.pipeline.stop))
 

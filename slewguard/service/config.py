@@ -216,8 +216,13 @@ class SensorConfig(_Strict):
     topic_filter: str | None = Field(None, description="MQTT filter the message topic must match.")
     sensor_id: str | None = Field(None, description="Sensor id the payload must carry.")
     bearing: BearingConfig = Field(description="Bearing preset name or inline geometry.")
-    rpm_source: Literal["payload", "fixed"] = Field("payload", description="Take shaft speed "
-                                                    "from each payload or use the fixed rpm.")
+    rpm_source: Literal["payload", "fixed", "nominal"] = Field(
+        "payload", description="Take shaft speed from each payload, use the fixed rpm, or "
+        "'nominal': the payload's rpm (else the configured one) is only a setpoint, and the "
+        "speed is estimated from the window within +-rpm_uncertainty.")
+    rpm_uncertainty: float = Field(0.08, gt=0, le=0.3, description="With rpm_source 'nominal': "
+                                   "how far the true speed may be from the nominal one "
+                                   "(fraction, 0.08 = +-8 %).")
     rpm: float | None = Field(None, description="Shaft speed in rpm; required for 'fixed', the "
                               "fallback when a payload carries none.")
     sample_rate_hz: float | None = Field(None, gt=0, description="Expected sample rate; windows "
@@ -300,6 +305,25 @@ class InferenceConfig(_Strict):
         return self
 
 
+class EvidenceConfig(_Strict):
+    """Rig-invariant defect evidence (signal.evidence) and each bearing's baseline."""
+
+    enabled: bool = Field(True, description="Compute defect-line prominence, the speed "
+                          "estimate and the level over the bearing's baseline for every window, "
+                          "and the envelope rule's verdict beside the model's.")
+    baseline_windows: int = Field(10, ge=1, le=100_000, description="Windows of each bearing "
+                                  "that make its healthy baseline at commissioning.")
+    baseline_path: Path | None = Field(None, description="JSON file of the learned baselines; "
+                                       "None: baselines.json beside the outbox.")
+    line_db: float = Field(12.0, gt=0, le=60, description="Envelope rule: a BPFO or BPFI line "
+                           "this many dB over its floor is a race fault.")
+    level_db: float = Field(2.5, gt=0, le=60, description="Envelope rule: a level this many dB "
+                            "over the baseline without a race line is a rolling-element fault.")
+    verdict: Literal["model", "envelope_rule"] = Field(
+        "model", description="Whose verdict a result carries: the model's, or the envelope "
+        "rule's (on a rig unlike the model's training data; docs/transfer.md).")
+
+
 class OutboxConfig(_Strict):
     """The durable SQLite outbox between diagnosis and the sinks."""
 
@@ -366,6 +390,8 @@ class ServiceConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable outbox.")
     influx: InfluxConfig | None = Field(None, description="InfluxDB sink; None disables it.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Defect "
+                                     "evidence, speed estimate and bearing baselines.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health HTTP.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Bearing-state voting, "

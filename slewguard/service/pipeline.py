@@ -46,6 +46,7 @@ import numpy as np
 
 from slewguard.models.card import features_method
 from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
+from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, decode
@@ -98,6 +99,7 @@ class _Item:
     window: Window
     place: Placement
     rpm: float
+    evidence: WindowEvidence | None = None
 
 
 @dataclass
@@ -154,7 +156,8 @@ class Pipeline:
                  resolve: Callable[[str, Window], Placement], metrics: Metrics,
                  ack: Callable[[Inbound], object],
                  dead_letter: Callable[[Inbound, str, str], None],
-                 model: str | None = None, trust: TrustLayer | None = None) -> None:
+                 model: str | None = None, trust: TrustLayer | None = None,
+                 evidence: EvidenceStage | None = None) -> None:
         self.max_batch = int(settings.max_batch)
         self.max_wait_s = float(settings.max_wait_ms) / 1000.0
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
@@ -170,6 +173,8 @@ class Pipeline:
         self.features_method = features_method(getattr(classifier, "card", None))
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
         self.trust = trust or TrustLayer(load_trust(classifier))
+        self.evidence = evidence  # None: no evidence stage (the model's verdict alone)
+        self.rule_decides = evidence is not None and evidence.config.verdict == "envelope_rule"
         self._closing = threading.Event()  # refuse new messages, drain the queue
         self._abort = threading.Event()  # stop now, even mid-retry
         # Features of batch k+1 overlap inference of batch k (numpy/scipy and torch both
@@ -344,6 +349,8 @@ class Pipeline:
         kept: list[_Item] = []
         values: list[np.ndarray] = []
         started = time.perf_counter()
+        for item in items if self.evidence is not None else ():
+            self._evidence(item)
         for group in groups.values():
             for item, row, vector in self._extract(group):
                 rows.append(row)
@@ -354,6 +361,18 @@ class Pipeline:
             self.metrics.stage_seconds.labels(stage="features").observe(
                 time.perf_counter() - started)
         return rows, texts, kept, np.stack(values) if values else np.zeros((0, 0), np.float32)
+
+    def _evidence(self, item: _Item) -> None:
+        """The evidence stage for one window; a window it cannot read keeps the model path."""
+        w, p = item.window, item.place
+        try:
+            item.evidence = self.evidence.window(
+                _sensor_key(p), w.samples, w.sample_rate_hz, p.geometry, item.rpm,
+                p.rpm_uncertainty)
+        except ValueError as exc:
+            self._warn.warning("evidence", "no evidence for %s: %s", item.inbound.topic, exc)
+            return
+        item.rpm = item.evidence.rpm
 
     def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
         """Features of one group in one call; on failure, window by window to isolate the bad."""
@@ -370,11 +389,19 @@ class Pipeline:
                 evidence: str) -> Result:
         classes = list(self.classifier.classes)
         w, p = item.window, item.place
+        found = {k: float(v) for k, v in row.items()}
+        if item.evidence is not None:
+            found.update(item.evidence.fields)
+            rule = f"envelope rule: {item.evidence.verdict} ({item.evidence.reason})"
+            if self.rule_decides and verdict != "unknown":
+                verdict, evidence = item.evidence.verdict, f"{rule}; model: {evidence}"
+            else:
+                evidence = f"{evidence}; {rule}"
         return Result(
             site=p.site, asset=p.asset, bearing=p.bearing, sensor=p.sensor, model=self.model,
             predicted=verdict, confidence=float(proba.max()),
             probabilities={c: float(v) for c, v in zip(classes, proba, strict=True)},
-            features={k: float(v) for k, v in row.items()}, rpm=item.rpm, seq=int(w.seq),
+            features=found, rpm=item.rpm, seq=int(w.seq),
             start_ns=int(w.start_ns), topic=item.inbound.topic, evidence=evidence)
 
     def _fault_result(self, item: _Item, verdict: QualityVerdict, row: dict) -> Result:
@@ -428,6 +455,10 @@ class Pipeline:
 
 def _bearing_key(place: Placement) -> str:
     return f"{place.site}/{place.asset}/{place.bearing}"
+
+
+def _sensor_key(place: Placement) -> str:
+    return f"{place.site}/{place.asset}/{place.bearing}/{place.sensor}"
 
 
 def _extract_table(group: list[_Item], method: str) -> features.FeatureTable:

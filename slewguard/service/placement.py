@@ -41,6 +41,7 @@ class Placement:
     check_quality: bool = True  # run the data-quality checks before diagnosing
     expected_rms: float | None = None  # the sensor's normal RMS (loose mount, dead channel)
     order_lines: tuple[float, ...] = ()  # shaft orders seen as lines (rpm-mismatch check)
+    rpm_uncertainty: float = 0.0  # > 0: the rpm is nominal, estimate it within +- this
 
 
 
@@ -83,4 +84,6 @@ class SensorMap:
         return Placement(site, asset, bearing, name, self._geometry[index], rpm=fixed,
                          fallback_rpm=sensor.rpm, sample_rate_hz=sensor.sample_rate_hz,
                          check_quality=sensor.check_quality, expected_rms=sensor.expected_rms,
-                         order_lines=tuple(sensor.order_lines))
+                         order_lines=tuple(sensor.order_lines),
+                         rpm_uncertainty=sensor.rpm_uncertainty
+                         if sensor.rpm_source == "nominal" else 0.0)

@@ -294,11 +294,29 @@ class Baseline:
         """Median level of ``windows``; ``rows`` (their ``extract`` evidence) flag a suspect one."""
         if not len(windows):
             raise ValueError("no commissioning windows: a baseline needs at least one window")
-        stats = np.array([_level(np.asarray(w, np.float64)) for w in windows])
-        suspect = rows is not None and np.mean(
-            [max(r["bpfo_h1_db"], r["bpfi_h1_db"]) >= SUSPECT_LINE_DB for r in rows]) > 0.5
-        return cls(float(np.median(stats[:, 0])), float(np.median(stats[:, 1])), len(windows),
+        lines = None if rows is None else [max(r["bpfo_h1_db"], r["bpfi_h1_db"]) for r in rows]
+        return cls.from_levels([level(w) for w in windows], lines)
+
+    @classmethod
+    def from_levels(cls, levels: list[tuple[float, float]],
+                    lines_db: list[float] | None = None) -> Baseline:
+        """The same from each window's ``level`` (rms, kurtosis) and strongest race line."""
+        if not len(levels):
+            raise ValueError("no commissioning windows: a baseline needs at least one window")
+        stats = np.asarray(levels, np.float64)
+        suspect = lines_db is not None and np.mean(np.asarray(lines_db) >= SUSPECT_LINE_DB) > 0.5
+        return cls(float(np.median(stats[:, 0])), float(np.median(stats[:, 1])), len(levels),
                    bool(suspect))
+
+
+def level(x: np.ndarray) -> tuple[float, float]:
+    """(rms, excess kurtosis) of a window.
+
+    Example:
+        >>> [round(v, 3) for v in level(np.array([1.0, -1.0, 1.0, -1.0]))]
+        [1.0, -2.0]
+    """
+    return _level(np.asarray(x, np.float64))
 
 
 def _level(x: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,129 @@
+"""The evidence stage in the pipeline: speed estimate, commissioning baseline, envelope rule."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from slewguard.service.baselines import BaselineStore
+from slewguard.service.config import EvidenceConfig, config_from_dict
+from slewguard.service.evidence_stage import EvidenceStage, baseline_path
+from slewguard.service.ingest import Inbound
+from slewguard.service.metrics import Metrics
+from slewguard.service.outbox import Outbox
+from slewguard.service.payload import Window, encode_binary
+from slewguard.service.pipeline import Pipeline, PipelineSettings, SensorMap
+from slewguard.signal.evidence import impact_train
+from slewguard.signal.kinematics import preset
+
+FS, RPM_TRUE = 12000.0, 1797.0
+RPM_NOMINAL = RPM_TRUE * 1.04  # a setpoint 4 % off
+BPFO_HZ = RPM_TRUE / 60 * preset("cwru-6205").orders().bpfo_hz
+TOPIC = "plant/yard1/crane1/slew/acc1/vib"
+
+
+def _config(verdict: str = "model", windows: int = 3) -> dict:
+    return config_from_dict({"site": "yard1", "sensors": [
+        {"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205", "rpm_source": "nominal",
+         "rpm_uncertainty": 0.08}],
+        "evidence": {"baseline_windows": windows, "verdict": verdict}}, env={})
+
+
+def _message(x: np.ndarray, seq: int) -> Inbound:
+    w = Window("acc1", 1_700_000_000_000_000_000 + seq * 10**9, FS, RPM_NOMINAL, seq, "g",
+               np.asarray(x, np.float32))
+    return Inbound(TOPIC, encode_binary(w, "float32"), seq + 1, 1, time.monotonic(), 1)
+
+
+def _pipeline(tmp_path, classifier, cfg):
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    stage = EvidenceStage(cfg.evidence, tmp_path / "baselines.json")
+    pipe = Pipeline(PipelineSettings(), classifier, outbox, SensorMap(cfg).resolve, Metrics(),
+                    lambda m: True, lambda m, r, d: None, evidence=stage)
+    return pipe, outbox
+
+
+def _healthy(seed: int) -> np.ndarray:
+    return 0.05 * np.random.default_rng(seed).normal(size=int(FS))
+
+
+def test_baseline_is_learned_then_level_and_lines_decide(tmp_path, classifier):
+    pipe, outbox = _pipeline(tmp_path, classifier, _config())
+    learning = pipe.process([_message(_healthy(s), s) for s in range(3)])
+    assert [r.features["has_baseline"] for r in learning] == [0.0, 0.0, 0.0]
+    assert all("learning the baseline" in r.evidence for r in learning)
+    healthy, louder, outer = pipe.process([
+        _message(_healthy(10), 10), _message(3 * _healthy(11), 11),
+        _message(0.05 * impact_train(FS, 1.0, BPFO_HZ, seed=3), 12)])
+    assert healthy.features["has_baseline"] == 1.0
+    assert abs(healthy.features["rms_rel_db"]) < 1.0
+    assert "envelope rule: healthy" in healthy.evidence
+    assert louder.features["rms_rel_db"] == pytest.approx(20 * np.log10(3), abs=1.0)
+    assert "envelope rule: rolling_element" in louder.evidence
+    assert "envelope rule: outer_race" in outer.evidence and outer.features["rule_fault"] == 1.0
+    # the nominal speed was 4 % high; the window's own comb gives the true one
+    assert outer.features["rpm_nominal"] == pytest.approx(RPM_NOMINAL)
+    assert outer.rpm == pytest.approx(RPM_TRUE, rel=0.005)
+    assert outer.features["rpm_estimated"] == outer.rpm
+    # the model still decides (verdict: model), the fields reach the outbox
+    assert outer.predicted in classifier.classes
+    stored = [r for _, r in outbox.claim(100) if r.seq == 12]
+    assert [round(r.features["rpm_estimated"]) for r in stored] == [round(outer.rpm)]
+
+
+def test_rule_verdict_replaces_the_model_when_configured(tmp_path, classifier):
+    pipe, _ = _pipeline(tmp_path, classifier, _config("envelope_rule", windows=2))
+    pipe.process([_message(_healthy(s), s) for s in range(2)])
+    healthy, outer = pipe.process([_message(_healthy(20), 20), _message(
+        0.05 * impact_train(FS, 1.0, BPFO_HZ, seed=4), 21)])
+    assert (healthy.predicted, outer.predicted) == ("healthy", "outer_race")
+    assert outer.evidence.startswith("envelope rule: outer_race") and "model:" in outer.evidence
+
+
+def test_baseline_survives_a_restart_and_a_reset_relearns(tmp_path):
+    path = tmp_path / "b.json"
+    store = BaselineStore(path, n_windows=2)
+    for s in range(2):
+        assert store.observe("k", _healthy(s), 3.0) is None
+    assert store.get("k") is not None
+    again = BaselineStore(path, n_windows=2)  # a restart reads the file
+    assert again.observe("k", _healthy(5), 3.0).rms == pytest.approx(store.get("k").rms)
+    BaselineStore(path, n_windows=2).reset("k")  # `slewguard baseline reset` from outside
+    assert again.observe("k", _healthy(6), 3.0) is None  # the running one relearns
+    with pytest.raises(ValueError, match="no baseline for bearing 'nope'"):
+        again.reset("nope")
+
+
+def test_a_bearing_faulty_at_commissioning_is_suspect(tmp_path):
+    store = BaselineStore(None, n_windows=3)
+    for s in range(3):
+        store.observe("k", _healthy(s), 25.0)  # strong race line in every window
+    assert store.get("k").suspect
+    stage = EvidenceStage(EvidenceConfig(baseline_windows=1), None)
+    stage.baselines = store
+    out = stage.window("k", _healthy(9), FS, preset("cwru-6205"), RPM_TRUE, 0.0)
+    assert out.fields["has_baseline"] == 0.0 and "baseline suspect" in out.reason
+
+
+def test_bad_baselines_file_names_the_key(tmp_path):
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="evidence.baseline_path"):
+        BaselineStore(path, 3)
+    with pytest.raises(ValueError, match="baseline_windows=0"):
+        BaselineStore(None, 0)
+
+
+def test_config_keys(tmp_path):
+    cfg = config_from_dict({"site": "y", "outbox": {"path": str(tmp_path / "o.sqlite3")},
+                            "sensors": [{"topic_filter": "#", "bearing": "cwru-6205"}]}, env={})
+    assert baseline_path(cfg) == tmp_path / "o-baselines.json"
+    with pytest.raises(ValueError, match="verdict"):
+        config_from_dict({"site": "y", "sensors": [{"topic_filter": "#", "bearing": "cwru-6205"}],
+                          "evidence": {"verdict": "vote"}}, env={})
+    with pytest.raises(ValueError, match="rpm_uncertainty"):
+        config_from_dict({"site": "y", "sensors": [{"topic_filter": "#", "bearing": "cwru-6205",
+                                                    "rpm_uncertainty": 0.5}]}, env={})
