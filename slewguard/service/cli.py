@@ -1,8 +1,10 @@
-"""``slewguard serve``, ``check-config`` and ``simulate``: run, validate and feed the daemon.
+"""``slewguard serve``, ``check-config``, ``baseline`` and ``simulate``: run, validate, inspect
+and feed the daemon.
 
 Example:
     $ slewguard check-config deploy/slewguard.example.yaml
     $ slewguard serve --config deploy/slewguard.example.yaml
+    $ slewguard baseline show --config deploy/slewguard.example.yaml
     $ slewguard simulate --publish --broker 127.0.0.1:1883 --sensors 8 --rate 1 --count 100
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``serve``, ``check-config`` and ``simulate`` to the top-level parser.
+    """Add ``serve``, ``check-config``, ``baseline`` and ``simulate`` to the top-level parser.
 
     Example:
         >>> parser = argparse.ArgumentParser(); register(parser.add_subparsers())
@@ -33,6 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "every error with its key path.")
     check.add_argument("path", type=Path, help="YAML config file")
     check.set_defaults(func=_check_config)
+    base = subparsers.add_parser(
+        "baseline", help="show or reset the bearings' commissioning baselines",
+        description="Each bearing's first evidence.baseline_windows windows are its healthy "
+                    "baseline; reset one after a repair or a sensor swap and it relearns.")
+    base.add_argument("action", choices=("show", "reset"))
+    base.add_argument("--config", type=Path, required=True, help="the daemon's YAML config")
+    base.add_argument("--bearing", default=None,
+                      help="SITE/ASSET/BEARING/SENSOR to reset (default with reset: all)")
+    base.set_defaults(func=_baseline)
     _add_simulate(subparsers)
 
 
@@ -117,6 +128,34 @@ def _check_config(args: argparse.Namespace) -> int:
           f"{m.protocol}), topics {', '.join(m.topics)}, outbox {config.outbox.path}, "
           f"influx {'off' if config.influx is None else redact_url(config.influx.url)}, http "
           f"{config.http.host}:{config.http.port}")
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from slewguard.service.baselines import BaselineStore
+    from slewguard.service.config import load_config
+    from slewguard.service.evidence_stage import baseline_path
+
+    config = load_config(args.config)
+    path = baseline_path(config)
+    store = BaselineStore(path, config.evidence.baseline_windows)
+    if args.action == "reset":
+        gone = store.reset(args.bearing)
+        print(f"{path}: reset {len(gone)} bearing(s): {', '.join(gone) or '-'}; they relearn "
+              f"from their next {config.evidence.baseline_windows} windows")
+        return 0
+    entries = store.entries()
+    if not entries:
+        print(f"{path}: no bearing has sent a window yet")
+    for key, entry in entries.items():
+        b = entry["baseline"]
+        if b is None:
+            print(f"{key}: learning, {entry['learning_windows']} of "
+                  f"{config.evidence.baseline_windows} windows")
+        else:
+            note = " SUSPECT: race line at commissioning, deltas off" if b["suspect"] else ""
+            print(f"{key}: rms {b['rms']:.4g}, kurtosis {b['kurtosis']:.2f} from "
+                  f"{b['n_windows']} windows{note}")
     return 0
 
 

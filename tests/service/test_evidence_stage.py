@@ -127,3 +127,26 @@ def test_config_keys(tmp_path):
     with pytest.raises(ValueError, match="rpm_uncertainty"):
         config_from_dict({"site": "y", "sensors": [{"topic_filter": "#", "bearing": "cwru-6205",
                                                     "rpm_uncertainty": 0.5}]}, env={})
+
+
+def test_baseline_command_shows_and_resets(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"site: y\noutbox:\n  path: {tmp_path / 'o.sqlite3'}\nevidence:\n"
+                   "  baseline_windows: 2\nsensors:\n  - topic_filter: '#'\n"
+                   "    bearing: cwru-6205\n")
+    store = BaselineStore(tmp_path / "o-baselines.json", 2)
+    for s in range(2):
+        store.observe("y/a/b/acc1", _healthy(s), 3.0)
+    store.observe("y/a/c/acc1", _healthy(7), 3.0)
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "slewguard.cli", "baseline", *argv, "--config",
+                               str(cfg)], capture_output=True, text=True, check=True).stdout
+
+    shown = run("show")
+    assert "y/a/b/acc1: rms" in shown and "y/a/c/acc1: learning, 1 of 2 windows" in shown
+    assert "reset 1 bearing(s): y/a/b/acc1" in run("reset", "--bearing", "y/a/b/acc1")
+    assert BaselineStore(tmp_path / "o-baselines.json", 2).get("y/a/b/acc1") is None
