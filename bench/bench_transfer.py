@@ -155,10 +155,15 @@ def _train_models(X: np.ndarray, y: np.ndarray, seed: int) -> dict:
 
 
 TRUST_QUANTILE = 0.99  # a window farther out than 99 % of held-out training windows: unknown
+# What the trust layer reads: a rig-invariant summary, not every line. Shaft and BSF lines light
+# up wherever a geometry puts a defect order next to a shaft harmonic (UESTC: 2 x BSF = 3.99,
+# BPFI - 1 = 3.95, both next to 4 x shaft), which says more about the rig than the diagnosis.
+TRUST_INPUTS = ("bpfo_h1_db", "bpfi_h1_db", "bsf2_h1_db", "rms_rel_db", "kurtosis_rel",
+                "speed_confidence_db")
 
 
 def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
-    """Out-of-distribution check over the evidence (Mahalanobis distance, Ledoit-Wolf
+    """Out-of-distribution check over TRUST_INPUTS (Mahalanobis distance, Ledoit-Wolf
     covariance of the standardised inputs), threshold from training recordings held out of
     its fit (a fifth of them): a window beyond it is ``unknown``. Every input grows with the
     evidence of a fault, so values above the training range are clipped to it first: a
@@ -166,6 +171,7 @@ def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
     a rig the model does not know."""
     from sklearn.covariance import LedoitWolf
 
+    X = X[:, [INPUTS.index(n) for n in TRUST_INPUTS]]
     recs = np.unique(recording)
     held = np.isin(recording, np.random.default_rng(seed).choice(
         recs, max(1, len(recs) // 5), replace=False))
@@ -176,7 +182,69 @@ def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
     def distance(Z: np.ndarray) -> np.ndarray:
         return cov.mahalanobis((np.minimum(Z, top) - mu) / sd)
     limit = float(np.quantile(distance(X[held]), TRUST_QUANTILE))
-    return lambda Z: distance(Z) > limit
+    return lambda Z: distance(Z[:, [INPUTS.index(n) for n in TRUST_INPUTS]]) > limit
+
+
+def texts_of(X: np.ndarray) -> list[str]:
+    """The t2 texts (``signal.textify_evidence``) of evidence rows in INPUTS order."""
+    from slewguard.signal.textify_evidence import textify
+
+    return [textify(dict(zip(INPUTS, map(float, x), strict=True)) | {"has_baseline": 1.0})
+            for x in X]
+
+
+def lm_predictions(train: dict, tests: dict[str, np.ndarray], seed: int,
+                   quick: bool) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """A language model on the t2 texts, built as the shipped model is (``BuildConfig``:
+    vocabulary trimmed, fine-tuned, pruned by the cascade, fine-tuned again), validated on a
+    fifth of the training recordings: its dense and its pruned predictions on each of ``tests``,
+    and the facts (family, body parameters, ratio, seconds)."""
+    import tempfile
+
+    import torch
+
+    from slewguard.models import backbones
+    from slewguard.models.build_data import BuildData, Texts
+    from slewguard.models.classifier import train_classifier
+    from slewguard.models.default import BuildConfig, prune
+    from slewguard.models.prune import measure
+    from slewguard.models.prune.vocab import trim_vocabulary
+    from slewguard.signal.textify_evidence import TEMPLATE_VERSION, vocabulary
+
+    started = time.perf_counter()
+    config = BuildConfig.for_mode(quick, seed=seed, show_progress=False)
+    torch.set_num_threads(config.threads)
+    recs = np.unique(train["recording"])
+    held = np.isin(train["recording"], np.random.default_rng(seed).choice(
+        recs, max(1, len(recs) // 5), replace=False))
+    texts = np.array(texts_of(train["X"]))
+
+    def part(mask: np.ndarray, name: str) -> Texts:
+        return Texts(name, texts[mask].tolist(), train["y"][mask].tolist(),
+                     np.zeros((int(mask.sum()), 0), np.float32))
+    data = BuildData(train=part(~held, "train"), calib=part(held, "calib"), tests=[])
+    with tempfile.TemporaryDirectory(prefix="slewguard-t2-") as workdir:
+        torch.manual_seed(seed)
+        backbone = backbones.build(config.family, len(CLASSES))
+        model, tokenizer = trim_vocabulary(backbone.model, backbone.tokenizer,
+                                           [*data.train.texts, " ".join(vocabulary())])
+        model.save_pretrained(workdir)
+        tokenizer.save_pretrained(workdir)
+        clf, _ = train_classifier(
+            data.train.texts, data.train.labels, data.calib.texts, data.calib.labels,
+            classes=CLASSES, family=config.family, source=workdir, epochs=config.epochs,
+            lr=config.lr, batch_size=config.batch_size, seed=seed, max_length=64,
+            show_progress=False, template_version=TEMPLATE_VERSION)
+    dense_body = measure.body_parameters(clf.model)
+    out = {"lm_dense": {k: np.asarray(clf.predict(texts_of(Z)), str) for k, Z in tests.items()}}
+    pruned, _ = prune(clf, config, data)  # changes clf in place: dense predictions first
+    out["lm_pruned"] = {k: np.asarray(pruned.predict(texts_of(Z)), str)
+                        for k, Z in tests.items()}
+    facts = {"family": config.family, "dense_body": dense_body,
+             "pruned_body": measure.body_parameters(pruned.model),
+             "ratio": round(dense_body / measure.body_parameters(pruned.model), 2),
+             "seconds": round(time.perf_counter() - started, 1)}
+    return out, facts
 
 
 def _scores(y: np.ndarray, p: np.ndarray, unknown: np.ndarray) -> dict:
@@ -205,12 +273,25 @@ def run(args: argparse.Namespace) -> dict:
                              args.progress)
         cases = [("sim", ["cwru", "uestc"]), ("cwru", ["sim", "uestc"]),
                  ("uestc", ["sim", "cwru"]), ("cwru", ["sim"]), ("uestc", ["sim"])]
+        domains = {"sim": sim_test, **real}
+        lm = {}
+        for combo in dict.fromkeys("+".join(t) for _, t in cases) if args.lm else ():
+            if args.lm == "sim" and combo != "sim":
+                continue
+            held_for = {h: domains[h]["X"] for h, t in cases if "+".join(t) == combo}
+            train = _stack([sim_train if d == "sim" else real[d] for d in combo.split("+")])
+            lm[combo], facts = lm_predictions(train, held_for, seed, args.lm_quick)
+            out.setdefault("lm", []).append({"seed": seed, "train": combo, **facts})
+            print(f"seed {seed} language model on {combo}: {facts}", flush=True)
         for held, train_on in cases:
             train = _stack([sim_train if d == "sim" else real[d] for d in train_on])
             test = sim_test if held == "sim" else real[held]
             assert not set(train["recording"]) & set(test["recording"])
             unknown = fit_trust(train["X"], train["recording"], seed)(test["X"])
-            for name, (predict, params) in _train_models(train["X"], train["y"], seed).items():
+            methods = _train_models(train["X"], train["y"], seed)
+            for name, by_domain in lm.get("+".join(train_on), {}).items():
+                methods[name] = (lambda _Z, b=by_domain, h=held: b[h], {})
+            for name, (predict, params) in methods.items():
                 p = np.asarray(predict(test["X"]), dtype=str)
                 r = {"seed": seed, "held_out": held, "train": "+".join(train_on),
                      "method": name, "params": params, **_scores(test["y"], p, unknown)}
@@ -280,6 +361,11 @@ def main() -> None:
     ap.add_argument("--machines", type=int, default=80, help="simulated machines per seed")
     ap.add_argument("--per-class", type=int, default=3, help="windows per class and machine")
     ap.add_argument("--quick", action="store_true", help="1 seed, 30 machines")
+    ap.add_argument("--lm", choices=("sim", "all"), default=None,
+                    help="also the language model, dense and pruned (t2 texts): trained on the "
+                         "simulator alone (sim) or for every case (all); MiniLM, ~20 min each")
+    ap.add_argument("--lm-quick", action="store_true",
+                    help="the language model as a tiny random BERT (seconds; a smoke test)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/transfer"))
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
