@@ -224,8 +224,8 @@ def make_tls(directory: Path, server_days: int = 2) -> dict[str, Path]:
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
         "-keyout", str(p["server.key"]), "-out", str(p["server.csr"]))
     ssl("x509", "-req", "-in", str(p["server.csr"]), "-CA", str(p["ca.crt"]), "-CAkey",
-        str(p["ca.key"]), "-CAcreateserial", "-days", str(server_days), "-extfile", str(p["san.ext"]),
-        "-out", str(p["server.crt"]))
+        str(p["ca.key"]), "-CAcreateserial", "-days", str(server_days),
+        "-extfile", str(p["san.ext"]), "-out", str(p["server.crt"]))
     return p
 
 
