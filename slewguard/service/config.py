@@ -42,6 +42,7 @@ from pydantic import (
 )
 
 from slewguard.service.alerts_config import ALERT_STATES, AlertsConfig, WebhookConfig
+from slewguard.service.payload import MAX_SAMPLE_RATE_HZ, max_window_bytes
 
 __all__ = ["ALERT_STATES", "AlertsConfig", "ConfigError", "ServiceConfig", "WebhookConfig",
            "config_from_dict", "load_config"]
@@ -298,6 +299,19 @@ class InferenceConfig(_Strict):
         return self
 
 
+class IngestConfig(_Strict):
+    """Limits on what the daemon takes from the broker, checked before any decoding."""
+
+    max_payload_bytes: int | None = Field(None, ge=256, le=268_435_455, description="Largest "
+                                          "message in bytes; a larger one is dead-lettered "
+                                          "(reason too_large) before decoding. None: the "
+                                          "largest binary float32 window the sensors can send "
+                                          "(60 s at the highest sensors.sample_rate_hz, or at "
+                                          "50 kHz when a sensor sets none, plus the header). "
+                                          "JSON needs 10-20 bytes a sample, so its windows "
+                                          "must be shorter or this raised.")
+
+
 class OutboxConfig(_Strict):
     """The durable SQLite outbox between diagnosis and the sinks."""
 
@@ -362,12 +376,27 @@ class ServiceConfig(_Strict):
                                         "that matches a message applies.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Classifier.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message size limit.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable outbox.")
     influx: InfluxConfig | None = Field(None, description="InfluxDB sink; None disables it.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health HTTP.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Bearing-state voting, "
                                  "state gauges and alert webhooks.")
+
+    def max_payload_bytes(self) -> int:
+        """``ingest.max_payload_bytes``, or the largest window the sensors allow when unset.
+
+        Example:
+            >>> ServiceConfig(site="y", sensors=[{"sensor_id": "s1", "bearing": "cwru-6205",
+            ...                                   "sample_rate_hz": 12000}]).max_payload_bytes()
+            2880186
+        """
+        if self.ingest.max_payload_bytes is not None:
+            return self.ingest.max_payload_bytes
+        rates = [s.sample_rate_hz for s in self.sensors]
+        top = MAX_SAMPLE_RATE_HZ if None in rates else max(r for r in rates if r is not None)
+        return max_window_bytes(min(top, MAX_SAMPLE_RATE_HZ))
 
     def sensor_for(self, topic: str, sensor_id: str | None = None) -> SensorConfig | None:
         """The first sensor entry matching ``topic`` (and ``sensor_id``), or None.

@@ -48,7 +48,7 @@ from slewguard.models.card import features_method
 from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
-from slewguard.service.payload import PayloadError, Window, decode
+from slewguard.service.payload import PayloadError, Window, check_size, decode
 from slewguard.service.placement import Placement, SensorMap, WindowError
 from slewguard.service.result import Result
 from slewguard.service.trust import (
@@ -154,7 +154,9 @@ class Pipeline:
                  resolve: Callable[[str, Window], Placement], metrics: Metrics,
                  ack: Callable[[Inbound], object],
                  dead_letter: Callable[[Inbound, str, str], None],
-                 model: str | None = None, trust: TrustLayer | None = None) -> None:
+                 model: str | None = None, trust: TrustLayer | None = None,
+                 max_payload_bytes: int | None = None) -> None:
+        self.max_payload_bytes = max_payload_bytes
         self.max_batch = int(settings.max_batch)
         self.max_wait_s = float(settings.max_wait_ms) / 1000.0
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
@@ -196,14 +198,28 @@ class Pipeline:
     def submit(self, inbound: Inbound) -> bool:
         """Queue a message, blocking while the queue is full; False when closing (not queued).
 
-        A message refused while closing stays unacknowledged: the broker redelivers it.
+        A message refused while closing stays unacknowledged: the broker redelivers it. One
+        over ``max_payload_bytes`` is dead-lettered here, never queued (True: it is done).
         """
+        if not self._closing.is_set() and self._oversize(inbound):
+            return True
         while not self._closing.is_set():
             try:
                 self.queue.put(inbound, timeout=0.1)
             except queue.Full:
                 continue
             self.metrics.queue_depth.set(self.queue.qsize())
+            return True
+        return False
+
+    def _oversize(self, inbound: Inbound) -> bool:
+        """Reject (dead-letter, count, ack) a message over the byte budget; True if it was."""
+        if self.max_payload_bytes is None:
+            return False
+        try:
+            check_size(len(inbound.payload), self.max_payload_bytes)
+        except PayloadError as exc:
+            self._reject(inbound, exc.reason, str(exc))
             return True
         return False
 
@@ -317,6 +333,8 @@ class Pipeline:
         return list(kept), [reason for _, _, reason, _ in judged], results
 
     def _decode(self, inbound: Inbound) -> _Item | None:
+        if self._oversize(inbound):  # submit() checked already; process() callers did not
+            return None
         started = time.perf_counter()
         try:
             window = decode(inbound.payload)
