@@ -19,7 +19,8 @@ go to the dead-letter topic with a reason, are counted, logged at most once per 
 per reason, and acknowledged: a poison message must not loop.
 
 Dead-letter format (both protocols): a JSON envelope ``{"reason", "detail", "topic",
-"payload_b64", "received_at"}``; on MQTT 5 the reason and source topic also travel as user
+"payload_b64", "payload_bytes", "payload_truncated", "received_at"}`` (only the first 4 KiB of
+a message over ``max_payload_bytes``); on MQTT 5 the reason and source topic also travel as user
 properties ``reason`` and ``source_topic``, so consumers can filter without parsing.
 
 Backpressure: ``submit`` blocks when the queue is full (see ingest.py); the outbox ``put`` is
