@@ -253,12 +253,15 @@ class App:
 
     def _start_pipeline(self) -> None:
         assert self.ingest is not None and self.outbox is not None
+        limit = self.config.max_payload_bytes()
         letters = DeadLetters(self.config.mqtt.dead_letter_topic, self.ingest.publish,
-                              self.metrics, user_properties=self.ingest.is_v5)
+                              self.metrics, user_properties=self.ingest.is_v5,
+                              max_payload_bytes=limit)
         self.pipeline = Pipeline(self.config.inference, self.classifier, self.outbox,
                                  SensorMap(self.config).resolve, self.metrics,
                                  ack=self.ingest.ack, dead_letter=letters.send,
-                                 model=self.model_label, evidence=evidence_stage(self.config))
+                                 model=self.model_label, max_payload_bytes=limit,
+                                 evidence=evidence_stage(self.config))
         self.pipeline.start()
         self._stoppers.append(("pipeline", self.pipeline.stop))
 

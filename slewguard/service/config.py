@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from slewguard.service.alerts_config import ALERT_STATES, AlertsConfig, WebhookConfig
+from slewguard.service.payload import MAX_SAMPLE_RATE_HZ, max_window_bytes
 from slewguard.service.redact import redact_url, redact_urls
 
 __all__ = ["ALERT_STATES", "AlertsConfig", "ConfigError", "ServiceConfig", "WebhookConfig",
@@ -324,6 +325,19 @@ class EvidenceConfig(_Strict):
         "rule's (on a rig unlike the model's training data; docs/transfer.md).")
 
 
+class IngestConfig(_Strict):
+    """Limits on what the daemon takes from the broker, checked before any decoding."""
+
+    max_payload_bytes: int | None = Field(None, ge=256, le=268_435_455, description="Largest "
+                                          "message in bytes; a larger one is dead-lettered "
+                                          "(reason too_large) before decoding. None: the "
+                                          "largest binary float32 window the sensors can send "
+                                          "(60 s at the highest sensors.sample_rate_hz, or at "
+                                          "50 kHz when a sensor sets none, plus the header). "
+                                          "JSON needs 10-20 bytes a sample, so its windows "
+                                          "must be shorter or this raised.")
+
+
 class OutboxConfig(_Strict):
     """The durable SQLite outbox between diagnosis and the sinks."""
 
@@ -388,6 +402,7 @@ class ServiceConfig(_Strict):
                                         "that matches a message applies.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Classifier.")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message size limit.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable outbox.")
     influx: InfluxConfig | None = Field(None, description="InfluxDB sink; None disables it.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Defect "
@@ -396,6 +411,20 @@ class ServiceConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Bearing-state voting, "
                                  "state gauges and alert webhooks.")
+
+    def max_payload_bytes(self) -> int:
+        """``ingest.max_payload_bytes``, or the largest window the sensors allow when unset.
+
+        Example:
+            >>> ServiceConfig(site="y", sensors=[{"sensor_id": "s1", "bearing": "cwru-6205",
+            ...                                   "sample_rate_hz": 12000}]).max_payload_bytes()
+            2880186
+        """
+        if self.ingest.max_payload_bytes is not None:
+            return self.ingest.max_payload_bytes
+        rates = [s.sample_rate_hz for s in self.sensors]
+        top = MAX_SAMPLE_RATE_HZ if None in rates else max(r for r in rates if r is not None)
+        return max_window_bytes(min(top, MAX_SAMPLE_RATE_HZ))
 
     def sensor_for(self, topic: str, sensor_id: str | None = None) -> SensorConfig | None:
         """The first sensor entry matching ``topic`` (and ``sensor_id``), or None.

@@ -15,6 +15,11 @@ Guarantees, and how:
   is acked instead) rather than acknowledging whatever now holds that packet id.
 - Status: a retained ``{"state": "online", ...}`` on connect, the same topic with ``"offline"`` as
   Last Will and on a clean stop.
+- Failed connects are never silent: paho swallows the exception of a failed attempt (refused,
+  timed out, TLS handshake), so ``_Client`` hands it to ``ConnectFailures``, which logs each
+  distinct cause once (TLS at ERROR with host, port and ``mqtt.tls.ca_file``; an unreachable
+  broker at WARNING with host:port and the retry interval), a reminder every
+  ``CONNECT_LOG_EVERY_S`` while it lasts, and counts ``slewguard_mqtt_connect_failures_total``.
 
 Example:
     >>> ingest = Ingest(config.mqtt, Metrics(), handler=pipeline.submit)   # doctest: +SKIP
@@ -41,6 +46,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from slewguard.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
+CONNECT_LOG_EVERY_S = 60.0  # reminder interval while the broker stays unreachable
+CONNECT_FAILURE_REASONS = ("tls", "refused", "timeout", "dns", "other")
+# OpenSSL verify codes: which configured file the operator has to fix.
+_UNTRUSTED_CODES = {2, 18, 19, 20, 21}  # no issuer / self-signed / local issuer / leaf unverifiable
+_EXPIRED_CODE, _NOT_YET_VALID_CODE, _HOSTNAME_CODE = 10, 9, 62
 
 
 @dataclass(frozen=True)
@@ -81,15 +91,129 @@ def status_payload(state: str, client_id: str, **extra: str) -> bytes:
     return json.dumps({"state": state, "client_id": client_id, **extra}).encode()
 
 
+def describe_connect_error(exc: OSError, config: Any) -> tuple[str, str]:
+    """(reason label, one-line cause with the fix) of a failed connect attempt to the broker.
+
+    Example:
+        >>> cfg = type("C", (), {"host": "h", "port": 1883, "tls": None})()
+        >>> describe_connect_error(ConnectionRefusedError(111, "Connection refused"), cfg)[0]
+        'refused'
+    """
+    where = f"{config.host}:{config.port}"
+    if isinstance(exc, ssl.SSLError):
+        ca_file = config.tls.ca_file if config.tls is not None else None
+        ca = f"mqtt.tls.ca_file={str(ca_file) if ca_file else 'None (system store)'}"
+        return "tls", f"TLS handshake with broker {where} failed ({ca}): {_tls_cause(exc, config)}"
+    if isinstance(exc, ConnectionRefusedError):
+        reason = "refused"
+    elif isinstance(exc, TimeoutError):
+        reason = "timeout"
+    elif isinstance(exc, socket.gaierror):
+        reason = "dns"
+    else:
+        reason = "other"
+    return reason, (f"cannot connect to broker {where} ({type(exc).__name__}: {exc}): is it "
+                    "running and are mqtt.host/mqtt.port right?")
+
+
+def _tls_cause(exc: ssl.SSLError, config: Any) -> str:
+    code = getattr(exc, "verify_code", None)
+    said = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    if code in _UNTRUSTED_CODES:
+        return (f"{said}: the broker's certificate is not signed by that CA; set "
+                "mqtt.tls.ca_file to the CA that signed it")
+    if code in (_EXPIRED_CODE, _NOT_YET_VALID_CODE):
+        return (f"{said}: the broker's certificate is outside its validity dates; renew it "
+                "on the broker (or check this machine's clock)")
+    if code == _HOSTNAME_CODE:
+        return (f"{said}: connect by a name the certificate lists (mqtt.host={config.host!r}) "
+                "or reissue it with that name")
+    return f"{said}: is port {config.port} a TLS listener, and do both sides share a TLS version?"
+
+
+class ConnectFailures:
+    """Logs failed connect attempts: each distinct cause once, then a reminder every
+    ``every_s`` while they go on; counts them by reason in ``metrics`` (when given).
+
+    Example:
+        >>> cfg = type("C", (), {"host": "h", "port": 1, "tls": None, "reconnect_min_s": 1,
+        ...                      "reconnect_max_s": 60})()
+        >>> failures = ConnectFailures(cfg, "ingest")
+        >>> failures.failed(ConnectionRefusedError(111, "refused"))   # logs a warning
+        >>> failures.attempts
+        1
+    """
+
+    def __init__(self, config: Any, role: str, metrics: Metrics | None = None,
+                 every_s: float = CONNECT_LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.role = role
+        self.metrics = metrics
+        self.every_s = every_s
+        self.clock = clock
+        self.attempts = 0
+        self._seen: set[str] = set()
+        self._first_s = 0.0
+        self._last_log_s = 0.0
+
+    def failed(self, exc: OSError) -> None:
+        """Record one failed attempt (called on paho's network thread)."""
+        reason, cause = describe_connect_error(exc, self.config)
+        now = self.clock()
+        if self.attempts == 0:
+            self._first_s = now
+        self.attempts += 1
+        if self.metrics is not None:
+            self.metrics.mqtt_connect_failures_total.labels(reason=reason).inc()
+        retry = (f"retrying with backoff from {self.config.reconnect_min_s:g} s to "
+                 f"{self.config.reconnect_max_s:g} s (mqtt.reconnect_min_s, "
+                 "mqtt.reconnect_max_s)")
+        if cause not in self._seen:
+            self._seen.add(cause)
+            self._last_log_s = now
+            level = logging.ERROR if reason == "tls" else logging.WARNING
+            log.log(level, "%s connection: %s; %s", self.role, cause, retry)
+        elif now - self._last_log_s >= self.every_s:
+            self._last_log_s = now
+            log.warning("%s connection: still not connected to %s:%s after %d attempts in "
+                        "%.0f s (last: %s); %s", self.role, self.config.host, self.config.port,
+                        self.attempts, now - self._first_s, cause, retry)
+
+    def connected(self) -> int:
+        """Reset on a successful connect; returns the failed attempts before it."""
+        attempts, self.attempts = self.attempts, 0
+        self._seen.clear()
+        return attempts
+
+
+class _Client(mqtt.Client):
+    """paho's client, except that a failed connect attempt reports its exception.
+
+    paho's loop catches the OSError of a failed (re)connect (refused, timed out, TLS
+    handshake) and calls ``on_connect_fail`` without it, so nothing could say why.
+    """
+
+    on_connect_error: Callable[[OSError], None] | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            if self.on_connect_error is not None:
+                self.on_connect_error(exc)
+            raise
+
+
 def _is_v5(config: Any) -> bool:
     return str(config.protocol) == "5"
 
 
-def build_client(config: Any, client_id: str, session: bool = True) -> mqtt.Client:
+def build_client(config: Any, client_id: str, session: bool = True) -> _Client:
     """A paho client for ``config`` (an MqttConfig): protocol, auth, TLS, backoff; with
     ``session`` a persistent v3.1.1 session and manual acks (v5 sessions are set at connect)."""
     v5 = _is_v5(config)
-    client = mqtt.Client(
+    client = _Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         clean_session=None if v5 else not session, manual_ack=session)
@@ -117,6 +241,7 @@ def publisher_client(config: Any, client_id: str) -> mqtt.Client:
         >>> client = publisher_client(config.mqtt, "slewguard-results")   # doctest: +SKIP
     """
     client = build_client(config, client_id, session=False)
+    client.on_connect_error = ConnectFailures(config, "results").failed
     client.connect_async(config.host, int(config.port), keepalive=int(config.keepalive_s))
     client.loop_start()
     return client
@@ -139,7 +264,8 @@ class Ingest:
     """
 
     def __init__(self, config: Any, metrics: Metrics, handler: Callable[[Inbound], None],
-                 status_extra: dict[str, str] | None = None) -> None:
+                 status_extra: dict[str, str] | None = None,
+                 failure_log_every_s: float = CONNECT_LOG_EVERY_S) -> None:
         self.config = config
         self.metrics = metrics
         self.handler = handler
@@ -147,6 +273,8 @@ class Ingest:
         self.status_topic = config.status_topic
         self.status_extra = dict(status_extra or {})
         self.client = build_client(config, self.client_id)
+        self.failures = ConnectFailures(config, "ingest", metrics, failure_log_every_s)
+        self.client.on_connect_error = self.failures.failed
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -227,8 +355,9 @@ class Ingest:
         self.metrics.mqtt_connected.set(1)
         self.metrics.mqtt_connects_total.inc()
         self.metrics.mqtt_inflight_messages.set(0)
-        log.info("connected to %s:%s as %s (session present: %s)", self.config.host,
-                 self.config.port, self.client_id, flags.session_present)
+        log.info("connected to %s:%s as %s (session present: %s, after %d failed attempts)",
+                 self.config.host, self.config.port, self.client_id, flags.session_present,
+                 self.failures.connected())
         self._subscribe(client)
         if self.status_topic:
             client.publish(self.status_topic,

@@ -84,6 +84,9 @@ class Metrics:
         self.mqtt_connected = self._gauge("mqtt_connected", "1 while connected to the broker.")
         self.mqtt_connects_total = self._counter(
             "mqtt_connects", "Successful MQTT (re)connections.")
+        self.mqtt_connect_failures_total = self._counter(
+            "mqtt_connect_failures", "Failed MQTT connect attempts of the ingest connection, by "
+            "reason (tls, refused, timeout, dns, other).", ("reason",))
         self.mqtt_inflight_messages = self._gauge(
             "mqtt_inflight_messages", "Messages received from the broker but not yet acknowledged.")
         self.outbox_depth = self._gauge("outbox_depth", "Results in the outbox not yet forwarded.")

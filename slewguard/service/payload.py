@@ -64,8 +64,18 @@ INT16_MAX = 32767
 REASONS = (
     "too_short", "bad_magic", "unsupported_version", "bad_header", "checksum", "length_mismatch",
     "bad_sensor_id", "bad_sample_rate", "bad_rpm", "bad_timestamp", "too_many_samples", "empty",
-    "nan_samples", "json_invalid", "schema",
+    "nan_samples", "json_invalid", "schema", "too_large",
 )
+MAX_WINDOW_S = MAX_SAMPLES / MAX_SAMPLE_RATE_HZ  # 60 s: the longest window the format allows
+HEADER_MAX_BYTES = HEAD.size + MAX_SENSOR_ID_BYTES + BODY.size + CRC.size
+SIZE_KEY = "ingest.max_payload_bytes"  # the daemon's setting, named in too_large errors
+# The JSON samples array, decoded without a Python list when it holds only JSON numbers.
+_SAMPLES_KEY = re.compile(rb'"samples"[ \t\r\n]*:[ \t\r\n]*\[')
+_NOT_A_NUMBER = re.compile(  # the start of a field that is not one JSON number
+    rb'(?:\A|,)[ \t\r\n]*+(?!-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?'
+    rb'[ \t\r\n]*(?:,|\Z))')
+_BLANK = re.compile(rb"[ \t\r\n]*")
+_CHUNK_BYTES = 1 << 18  # numbers parsed per step: other threads get the GIL in between
 
 
 class PayloadError(ValueError):
@@ -99,6 +109,31 @@ class Window:
     def duration_s(self) -> float:
         """Window length in seconds."""
         return len(self.samples) / self.sample_rate_hz
+
+
+def max_window_bytes(sample_rate_hz: float = MAX_SAMPLE_RATE_HZ) -> int:
+    """Bytes of the largest binary window at ``sample_rate_hz``: the longest window (60 s, at
+    most ``MAX_SAMPLES``) of float32 samples plus the longest header.
+
+    Example:
+        >>> max_window_bytes()   # 60 s at 50 kHz
+        12000186
+    """
+    n = min(MAX_SAMPLES, math.ceil(MAX_WINDOW_S * sample_rate_hz))
+    return HEADER_MAX_BYTES + 4 * n
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Raise PayloadError("too_large") when a ``size``-byte message exceeds ``max_bytes``;
+    cheap, so it runs before any decoding.
+
+    Example:
+        >>> check_size(100, 1000)
+    """
+    if size > max_bytes:
+        raise PayloadError("too_large", f"{size}-byte message exceeds the {max_bytes}-byte "
+                           f"limit ({SIZE_KEY}): send shorter windows (binary int16 is the "
+                           f"most compact) or raise {SIZE_KEY}")
 
 
 def _check_window(w: Window) -> Window:
@@ -255,16 +290,10 @@ def _decode_json(payload: bytes) -> Window:
     if len(payload) > MAX_SAMPLES * 32:
         raise PayloadError("too_many_samples", f"{len(payload)}-byte JSON is larger than any "
                            f"window of {MAX_SAMPLES} samples")
-    try:
-        doc = _JsonWindow.model_validate_json(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] in ("json_invalid", "json_type"):
-            raise PayloadError("json_invalid", f"not valid JSON: {first['msg']}") from None
-        where = ".".join(str(p) for p in first["loc"])
-        raise PayloadError("schema", f"{where}: {first['msg']} ({len(exc.errors())} "
-                           "error(s))") from None
-    rpm = None if doc.rpm is None or math.isnan(doc.rpm) else doc.rpm
+    fast = _json_numbers_window(payload)
+    if fast is not None:
+        return _check_window(fast)
+    doc = _validate_json(payload)  # the general path: a Python list of floats
     if len(doc.samples) > MAX_SAMPLES:
         raise PayloadError("too_many_samples", f"{len(doc.samples)} samples exceed {MAX_SAMPLES}")
     samples = np.asarray(doc.samples, dtype=np.float64)
@@ -272,8 +301,76 @@ def _decode_json(payload: bytes) -> Window:
         samples32 = samples.astype(np.float32)
     if np.isfinite(samples).all() and not np.isfinite(samples32).all():
         raise PayloadError("nan_samples", "samples overflow float32 (|x| > 3.4e38)")
-    return _check_window(Window(doc.sensor_id, doc.start_ns, doc.sample_rate_hz, rpm, doc.seq,
-                                doc.unit, samples32))
+    return _check_window(_window(doc, samples32))
+
+
+def _validate_json(payload: bytes) -> _JsonWindow:
+    try:
+        return _JsonWindow.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] in ("json_invalid", "json_type"):
+            raise PayloadError("json_invalid", f"not valid JSON: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"])
+        raise PayloadError("schema", f"{where}: {first['msg']} ({len(exc.errors())} "
+                           "error(s))") from None
+
+
+def _window(doc: _JsonWindow, samples: np.ndarray) -> Window:
+    rpm = None if doc.rpm is None or math.isnan(doc.rpm) else doc.rpm
+    return Window(doc.sensor_id, doc.start_ns, doc.sample_rate_hz, rpm, doc.seq, doc.unit,
+                  samples)
+
+
+def _json_numbers_window(payload: bytes) -> Window | None:
+    """The window of a JSON document whose samples are plain JSON numbers, parsed straight
+    into float32 (no list of Python floats: 4 bytes a sample instead of about 40); None when
+    the document is anything else, for the full validator to judge."""
+    key = _SAMPLES_KEY.search(payload)
+    end = -1 if key is None else payload.find(b"]", key.end())
+    if key is None or end < 0:
+        return None
+    rest = payload[: key.start()] + b'"samples": []' + payload[end + 1:]
+    try:
+        doc = _JsonWindow.model_validate_json(rest)
+    except ValidationError:
+        return None
+    samples = None if doc.samples else _parse_numbers(payload, key.end(), end)
+    return None if samples is None else _window(doc, samples)
+
+
+def _parse_numbers(text: bytes, start: int = 0, end: int | None = None) -> np.ndarray | None:
+    """float32 samples of ``text[start:end]``, comma-separated JSON numbers; None unless every
+    field is one. Reads 256 kB chunks in place: no copy of the whole text.
+
+    Example:
+        >>> _parse_numbers(b"1.5, -2e3,0").tolist()
+        [1.5, -2000.0, 0.0]
+    """
+    end = len(text) if end is None else end
+    if _BLANK.fullmatch(text, start, end):
+        return np.zeros(0, np.float32)
+    n = text.count(b",", start, end) + 1
+    if n > MAX_SAMPLES:
+        raise PayloadError("too_many_samples", f"{n} samples exceed {MAX_SAMPLES}")
+    out = np.empty(n, np.float32)
+    at, filled = start, 0
+    while at < end:
+        stop = text.find(b",", min(at + _CHUNK_BYTES, end), end)  # chunks end between fields
+        stop = end if stop < 0 else stop
+        chunk = text[at:stop]
+        at = stop + 1
+        if _NOT_A_NUMBER.search(chunk):
+            return None
+        values = np.fromstring(chunk, dtype=np.float64, sep=",")  # C strtod, exact
+        if filled + values.size > n:
+            return None
+        with np.errstate(over="ignore"):
+            out[filled: filled + values.size] = values
+        if not np.isfinite(out[filled: filled + values.size]).all():
+            raise PayloadError("nan_samples", "samples overflow float32 (|x| > 3.4e38)")
+        filled += values.size
+    return out if filled == n else None
 
 
 def decode(payload: bytes) -> Window:

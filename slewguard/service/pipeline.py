@@ -19,7 +19,8 @@ go to the dead-letter topic with a reason, are counted, logged at most once per 
 per reason, and acknowledged: a poison message must not loop.
 
 Dead-letter format (both protocols): a JSON envelope ``{"reason", "detail", "topic",
-"payload_b64", "received_at"}``; on MQTT 5 the reason and source topic also travel as user
+"payload_b64", "payload_bytes", "payload_truncated", "received_at"}`` (only the first 4 KiB of
+a message over ``max_payload_bytes``); on MQTT 5 the reason and source topic also travel as user
 properties ``reason`` and ``source_topic``, so consumers can filter without parsing.
 
 Backpressure: ``submit`` blocks when the queue is full (see ingest.py); the outbox ``put`` is
@@ -49,7 +50,7 @@ from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
-from slewguard.service.payload import PayloadError, Window, decode
+from slewguard.service.payload import PayloadError, Window, check_size, decode
 from slewguard.service.placement import Placement, SensorMap, WindowError
 from slewguard.service.result import Result
 from slewguard.service.trust import (
@@ -157,7 +158,9 @@ class Pipeline:
                  ack: Callable[[Inbound], object],
                  dead_letter: Callable[[Inbound, str, str], None],
                  model: str | None = None, trust: TrustLayer | None = None,
-                 evidence: EvidenceStage | None = None) -> None:
+                 evidence: EvidenceStage | None = None,
+                 max_payload_bytes: int | None = None) -> None:
+        self.max_payload_bytes = max_payload_bytes
         self.max_batch = int(settings.max_batch)
         self.max_wait_s = float(settings.max_wait_ms) / 1000.0
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
@@ -201,14 +204,28 @@ class Pipeline:
     def submit(self, inbound: Inbound) -> bool:
         """Queue a message, blocking while the queue is full; False when closing (not queued).
 
-        A message refused while closing stays unacknowledged: the broker redelivers it.
+        A message refused while closing stays unacknowledged: the broker redelivers it. One
+        over ``max_payload_bytes`` is dead-lettered here, never queued (True: it is done).
         """
+        if not self._closing.is_set() and self._oversize(inbound):
+            return True
         while not self._closing.is_set():
             try:
                 self.queue.put(inbound, timeout=0.1)
             except queue.Full:
                 continue
             self.metrics.queue_depth.set(self.queue.qsize())
+            return True
+        return False
+
+    def _oversize(self, inbound: Inbound) -> bool:
+        """Reject (dead-letter, count, ack) a message over the byte budget; True if it was."""
+        if self.max_payload_bytes is None:
+            return False
+        try:
+            check_size(len(inbound.payload), self.max_payload_bytes)
+        except PayloadError as exc:
+            self._reject(inbound, exc.reason, str(exc))
             return True
         return False
 
@@ -322,6 +339,8 @@ class Pipeline:
         return list(kept), [reason for _, _, reason, _ in judged], results
 
     def _decode(self, inbound: Inbound) -> _Item | None:
+        if self._oversize(inbound):  # submit() checked already; process() callers did not
+            return None
         started = time.perf_counter()
         try:
             window = decode(inbound.payload)

@@ -207,8 +207,10 @@ def password_file(directory: Path, user: str, password: str) -> Path:
     return path
 
 
-def make_tls(directory: Path) -> dict[str, Path]:
-    """A self-signed CA and a server certificate for 127.0.0.1/localhost (openssl)."""
+def make_tls(directory: Path, server_days: int = 2) -> dict[str, Path]:
+    """A self-signed CA and a server certificate for 127.0.0.1/localhost (openssl).
+
+    ``server_days=-1`` gives a server certificate that expired a day before it was issued."""
     directory.mkdir(parents=True, exist_ok=True)
     p = {name: directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr",
                                              "server.crt", "san.ext")}
@@ -222,8 +224,8 @@ def make_tls(directory: Path) -> dict[str, Path]:
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
         "-keyout", str(p["server.key"]), "-out", str(p["server.csr"]))
     ssl("x509", "-req", "-in", str(p["server.csr"]), "-CA", str(p["ca.crt"]), "-CAkey",
-        str(p["ca.key"]), "-CAcreateserial", "-days", "2", "-extfile", str(p["san.ext"]),
-        "-out", str(p["server.crt"]))
+        str(p["ca.key"]), "-CAcreateserial", "-days", str(server_days),
+        "-extfile", str(p["san.ext"]), "-out", str(p["server.crt"]))
     return p
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -104,6 +105,55 @@ def test_malformed_payload_is_dead_lettered_once(mosquitto, tmp_path, classifier
     finally:
         again.stop()
         dead.close()
+
+
+def _variant(window, seq: int, n: int | None = None):
+    """``window`` with a new seq and start time (a distinct key), optionally ``n`` samples."""
+    from slewguard.service.payload import Window
+
+    samples = window.samples if n is None else np.resize(window.samples, n)
+    return Window(window.sensor_id, window.start_ns + seq * 10**10, window.sample_rate_hz,
+                  window.rpm, seq, window.unit, samples)
+
+
+@pytest.mark.services
+def test_oversize_messages_are_dead_lettered_before_decoding(mosquitto, tmp_path, classifier):
+    from slewguard.service.payload import decode, encode_binary, encode_json
+
+    topic, payload = fleet_messages(1, 1)[0]
+    window = decode(payload)
+    at_limit = encode_json(_variant(window, 1))  # passes: exactly the limit
+    under = encode_binary(_variant(window, 2), "int16")
+    limit = len(at_limit)
+    over_json = encode_json(_variant(window, 3)).replace(b"{", b"{ ", 1)
+    over_binary = encode_binary(_variant(window, 4, n=limit // 4), "float32")
+    assert len(over_json) == limit + 1 and len(over_binary) > limit
+    dead = services.Collector(mosquitto.port, ["slewguard/dead"])
+    results = services.Collector(mosquitto.port, [DIAG], client_id="results")
+    app = start_app(tmp_path, mosquitto.port, classifier, ingest={"max_payload_bytes": limit})
+    try:
+        services.publish(mosquitto.port, [(topic, m) for m in (at_limit, over_json, under,
+                                                                over_binary)])
+        letters = [json.loads(p) for _, p, _ in dead.wait_for(2)]
+        diags = [json.loads(p) for t, p, _ in results.wait_for(2) if t.endswith("/diag")]
+        wait_until(lambda: b'dead_letters_total{reason="too_large"} 2.0'
+                   in app.metrics.exposition(), what="oversize messages counted")
+        metrics = app.metrics.exposition().decode()
+    finally:
+        app.stop()
+        dead.close()
+        results.close()
+    assert sorted(d["seq"] for d in diags) == [1, 2]
+    assert {e["reason"] for e in letters} == {"too_large"}
+    assert sorted(e["payload_bytes"] for e in letters) == sorted([len(over_json),
+                                                                  len(over_binary)])
+    for e in letters:
+        assert f"{e['payload_bytes']}-byte message exceeds the {limit}-byte limit" in e["detail"]
+        assert "ingest.max_payload_bytes" in e["detail"]
+        assert e["payload_truncated"] and len(e["payload_b64"]) <= 4 * 4096 / 3 + 4
+    # Rejected before decoding: only the two windows that passed reached the decode stage.
+    assert 'slewguard_stage_duration_seconds_count{stage="decode"} 2.0' in metrics
+    assert 'slewguard_windows_rejected_total{reason="too_large"} 2.0' in metrics
 
 
 @pytest.mark.services

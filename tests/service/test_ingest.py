@@ -1,6 +1,8 @@
 """Ingest against a real mosquitto: sessions, manual acks, in-flight bound, status, auth, TLS."""
 
 import json
+import logging
+import re
 import time
 
 import pytest
@@ -170,5 +172,87 @@ def test_tls_with_a_private_ca(mosquitto_factory, tmp_path):
         # The broker's only listener speaks TLS: a plain publisher cannot reach it, so use ours.
         ingest.publish(TOPIC.format(1), b"over-tls").wait_for_publish(10)
         assert recorder.wait_for(1)[0].payload == b"over-tls"
+    finally:
+        ingest.stop()
+
+
+def _ingest_records(caplog, level: int = logging.WARNING) -> list[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.name == "slewguard.service.ingest" and r.levelno >= level]
+
+
+def _failures(metrics: Metrics, reason: str) -> float:
+    line = re.search(rb'slewguard_mqtt_connect_failures_total\{reason="%s"\} (\S+)'
+                     % reason.encode(), metrics.exposition())
+    return float(line.group(1)) if line else 0.0
+
+
+def _failing(config: MqttConfig, attempts: int, every_s: float = 60.0) -> Ingest:
+    """An Ingest that tried and failed ``attempts`` times (stopped again)."""
+    ingest = Ingest(config, Metrics(), Recorder(), failure_log_every_s=every_s)
+    ingest.start()
+    try:
+        services.wait_until(lambda: ingest.failures.attempts >= attempts, 30,
+                            f"{attempts} failed connect attempts")
+        assert not ingest.connected.is_set()
+    finally:
+        ingest.stop()
+    return ingest
+
+
+def _tls_broker(mosquitto_factory, certs: dict):
+    return mosquitto_factory(extra=[f"cafile {certs['ca.crt']}", f"certfile {certs['server.crt']}",
+                                    f"keyfile {certs['server.key']}"])
+
+
+@pytest.mark.services
+def test_a_ca_that_did_not_sign_the_broker_is_logged_once_with_host_port_and_ca_file(
+        mosquitto_factory, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.ingest")
+    broker = _tls_broker(mosquitto_factory, services.make_tls(tmp_path / "broker-tls"))
+    wrong_ca = services.make_tls(tmp_path / "other-ca")["ca.crt"]
+    config = mqtt_config(broker.port, tls=TlsConfig(ca_file=wrong_ca), reconnect_max_s=1.0)
+    ingest = _failing(config, attempts=3)
+    errors = [r.getMessage() for r in _ingest_records(caplog, logging.ERROR)]
+    assert len(errors) == 1, errors  # three attempts, one cause: logged once
+    assert "TLS handshake" in errors[0] and f"127.0.0.1:{broker.port}" in errors[0]
+    assert f"mqtt.tls.ca_file={wrong_ca}" in errors[0]
+    assert "not signed by that CA" in errors[0] and "retrying with backoff" in errors[0]
+    assert _failures(ingest.metrics, "tls") == ingest.failures.attempts >= 3
+
+
+@pytest.mark.services
+def test_an_expired_broker_certificate_is_logged_as_expired(mosquitto_factory, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.ingest")
+    certs = services.make_tls(tmp_path / "tls", server_days=-1)
+    broker = _tls_broker(mosquitto_factory, certs)
+    _failing(mqtt_config(broker.port, tls=TlsConfig(ca_file=certs["ca.crt"])), attempts=2)
+    errors = [r.getMessage() for r in _ingest_records(caplog, logging.ERROR)]
+    assert len(errors) == 1, errors
+    assert "expired" in errors[0] and f"mqtt.tls.ca_file={certs['ca.crt']}" in errors[0]
+    assert f"127.0.0.1:{broker.port}" in errors[0]
+
+
+@pytest.mark.services
+def test_a_broker_down_at_start_is_logged_at_once_then_periodically(mosquitto_factory, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.ingest")
+    port = services.free_port()
+    config = mqtt_config(port, reconnect_min_s=1.0, reconnect_max_s=1.0)
+    ingest = Ingest(config, Metrics(), Recorder(), failure_log_every_s=1.0)
+    ingest.start()
+    try:
+        services.wait_until(lambda: ingest.failures.attempts >= 1, 10, "a failed attempt")
+        first = _ingest_records(caplog)
+        assert len(first) == 1 and first[0].levelno == logging.WARNING
+        assert f"127.0.0.1:{port}" in first[0].getMessage()
+        assert "backoff from 1 s to 1 s" in first[0].getMessage()
+        services.wait_until(lambda: ingest.failures.attempts >= 4, 20, "four failed attempts")
+        reminders = [r.getMessage() for r in _ingest_records(caplog)[1:]]
+        assert reminders and all("still not connected" in m for m in reminders), reminders
+        assert _failures(ingest.metrics, "refused") >= 4
+        mosquitto_factory(port=port)  # the broker comes up: the daemon connects and says so
+        assert ingest.subscribed.wait(15)
+        assert any("failed attempts" in r.getMessage() and r.levelno == logging.INFO
+                   for r in caplog.records if r.name == "slewguard.service.ingest")
     finally:
         ingest.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -162,7 +163,7 @@ def test_error_message_names_the_bad_value():
 
 
 def test_every_reason_is_reachable_and_labels_are_fixed():
-    covered = set(bad_binary_cases()) | {"json_invalid", "schema", "bad_timestamp"}
+    covered = set(bad_binary_cases()) | {"json_invalid", "schema", "bad_timestamp", "too_large"}
     assert covered == set(pl.REASONS)
     with pytest.raises(ValueError, match="not one of"):
         PayloadError("made_up", "x")
@@ -219,3 +220,83 @@ def test_restamp_changes_only_time_and_sequence_and_keeps_the_checksum_valid():
     assert err.value.reason == "bad_header"
     with pytest.raises(ValueError, match="seq=-1"):
         restamp(encode_binary(w), 0, -1)
+
+
+def test_the_size_check_names_size_limit_and_key_and_the_default_fits_the_largest_window():
+    pl.check_size(1000, 1000)
+    with pytest.raises(PayloadError) as exc:
+        pl.check_size(1001, 1000)
+    assert exc.value.reason == "too_large"
+    assert "1001-byte" in str(exc.value) and "1000-byte limit" in str(exc.value)
+    assert "ingest.max_payload_bytes" in str(exc.value)
+    largest = make_window(n=pl.MAX_SAMPLES, sample_rate_hz=pl.MAX_SAMPLE_RATE_HZ,
+                          sensor_id="s" * pl.MAX_SENSOR_ID_BYTES)
+    assert len(encode_binary(largest, "float32")) == pl.max_window_bytes()
+    assert pl.max_window_bytes(25_600.0) == pl.HEADER_MAX_BYTES + 4 * 60 * 25_600
+
+
+def _general_path(msg: bytes) -> Window | str:
+    """What the pydantic list path makes of ``msg`` (the reference for the float32 path)."""
+    try:
+        doc = pl._validate_json(msg)
+        with np.errstate(over="ignore"):
+            samples = np.asarray(doc.samples, np.float32)
+        return pl._check_window(pl._window(doc, samples))
+    except PayloadError as exc:
+        return exc.reason
+
+
+def _outcome(msg: bytes) -> Window | str:
+    try:
+        return decode(msg)
+    except PayloadError as exc:
+        return exc.reason
+
+
+@pytest.mark.parametrize("text", [
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1, -2.5e-3, 0]}',
+    b'{"samples":[ 0.25 ,\n-1E+2\t,3e0 ], "sensor_id": "s1", "start_ns": 5,'
+    b' "sample_rate_hz": 5000, "rpm": null}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": ["1.5", 2]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [01, 2]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [+1, .5]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1 2]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1,]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1, NaN]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1e39]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [[1], 2]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": []}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1], "samples": [2]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "x\\"samples": [1]}',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples": [1]',
+    b'{"sensor_id": "s1", "start_ns": 5, "sample_rate_hz": 5000, "samples"\x0b: [1]}',
+])
+def test_the_float32_json_path_agrees_with_the_general_validator(text):
+    got, want = _outcome(text), _general_path(text)
+    if isinstance(want, str):
+        assert got == want
+    else:
+        assert_same_header(got, want)
+        assert got.samples.dtype == np.float32
+        np.testing.assert_array_equal(got.samples, want.samples)
+
+
+def test_a_long_json_window_is_parsed_chunk_by_chunk_exactly():
+    w = make_window(n=100_000, sample_rate_hz=50_000.0)  # ~2 MB of JSON: several chunks
+    got = decode(json.dumps({**json.loads(encode_json(make_window(n=1))),
+                             "samples": w.samples.tolist()}, indent=1).encode())
+    np.testing.assert_array_equal(got.samples, w.samples)
+
+
+def test_json_samples_are_parsed_without_a_list_of_python_floats():
+    n = 500_000
+    msg = encode_json(make_window(n=n, sample_rate_hz=50_000.0))
+    tracemalloc.start()
+    try:
+        decode(msg)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # float32 samples (4 B each) plus one 256 kB chunk and its float64 values; a list of
+    # Python floats alone would be 32 B a sample (16 MB here)
+    assert peak < 4 * n + 2 * 2**20, peak

@@ -269,3 +269,48 @@ def test_sensor_config_flags_wrong_rate_and_rejects_missing_rpm(tmp_path, classi
     assert b'slewguard_sensor_faults_total{check="sample_rate_mismatch"} 1.0' in \
         metrics.exposition()
     assert sorted(rec.acked) == [1, 2, 3]
+
+
+def test_a_message_over_the_byte_budget_is_rejected_in_submit_never_queued(tmp_path, classifier):
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    rec = Recorder(outbox)
+    metrics = Metrics()
+    good = fleet_messages(1, 1)[0]
+    limit = len(good.payload)
+    pipe = Pipeline(PipelineSettings(), classifier, outbox, SensorMap(CONFIG).resolve, metrics,
+                    rec.ack, rec.dead_letter, max_payload_bytes=limit)
+    over = inbound(good.topic, good.payload + b"\0", mid=7)
+    assert pipe.submit(over) and pipe.queue.qsize() == 0  # done with, not queued
+    assert rec.events == [("dead", 7, "too_large"), ("ack", 7, 0)]
+    assert pipe.submit(good) and pipe.queue.qsize() == 1  # exactly the limit is taken
+    assert pipe.process([over, good])[0].seq == 0  # process() checks too, before decoding
+    assert rec.events[-3:-1] == [("dead", 7, "too_large"), ("ack", 7, 0)]
+    text = metrics.exposition().decode()
+    assert 'slewguard_windows_rejected_total{reason="too_large"} 2.0' in text
+    assert 'slewguard_stage_duration_seconds_count{stage="decode"} 1.0' in text
+
+
+def test_the_default_byte_budget_is_the_largest_window_the_sensors_allow():
+    from slewguard.service.payload import HEADER_MAX_BYTES
+
+    def budget(*rates, **ingest):
+        sensors = [{"sensor_id": f"s{i}", "bearing": "cwru-6205", "sample_rate_hz": r}
+                   for i, r in enumerate(rates)]
+        return config_from_dict({"site": "y", "sensors": sensors, "ingest": ingest},
+                                env={}).max_payload_bytes()
+
+    assert budget(12_000.0, 25_600.0) == HEADER_MAX_BYTES + 4 * 60 * 25_600
+    assert budget(12_000.0, None) == HEADER_MAX_BYTES + 4 * 60 * 50_000  # any rate may come
+    assert budget(12_000.0, max_payload_bytes=5000) == 5000
+
+
+def test_the_dead_letter_of_an_oversize_message_keeps_only_its_head():
+    import base64
+
+    big = inbound("a/b", bytes(range(256)) * 100)
+    body = json.loads(dead_letter_envelope(big, "too_large", "x", max_payload_bytes=1000))
+    assert body["payload_truncated"] and body["payload_bytes"] == 25_600
+    assert base64.b64decode(body["payload_b64"]) == big.payload[:4096]
+    whole = json.loads(dead_letter_envelope(big, "checksum", "x", max_payload_bytes=25_600))
+    assert not whole["payload_truncated"]
+    assert base64.b64decode(whole["payload_b64"]) == big.payload
