@@ -191,10 +191,11 @@ def features_of(model: Path) -> str:
 
 def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
                  shared: bool = False, max_batch: int = 16, signal_threads: int | None = None,
-                 dtype: str = "float32") -> tuple[subprocess.Popen, int]:
+                 dtype: str = "float32", evidence: bool = True) -> tuple[subprocess.Popen, int]:
     """``slewguard serve`` number ``index`` (its files under work/d<index>); ``shared`` splits
     the sensors' topics with the other daemons through a shared subscription;
-    ``signal_threads`` and ``dtype`` are the config's inference.signal_threads and model.dtype."""
+    ``signal_threads``, ``dtype`` and ``evidence`` are the config's inference.signal_threads,
+    model.dtype and evidence.enabled."""
     work = work / f"d{index}"
     work.mkdir(parents=True, exist_ok=True)
     http_port = services.free_port()
@@ -211,6 +212,7 @@ def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
                       "signal_threads": signal_threads},
         "outbox": {"path": str(work / "outbox.sqlite3")},
         "http": {"port": http_port},
+        "evidence": {"enabled": evidence},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     log = (work / "serve.log").open("ab")
@@ -323,6 +325,8 @@ def main() -> None:
                         "for one daemon, 1 for several)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="model.dtype of each daemon")
+    parser.add_argument("--no-evidence", dest="evidence", action="store_false",
+                        help="evidence.enabled false: the model alone, no evidence stage")
     parser.add_argument("--out", type=Path, default=ROOT / "out", help="directory for the PNGs")
     args = parser.parse_args()
     if args.signal_threads is None and args.daemons > 1:
@@ -350,7 +354,7 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
     base_model = save_model(model, work / "model", args.features)
     daemons = [start_daemon(work, broker.port, work / "model", i, args.daemons > 1,
-                            args.max_batch, args.signal_threads, args.dtype)
+                            args.max_batch, args.signal_threads, args.dtype, args.evidence)
                for i in range(args.daemons)]
     pids = [proc.pid for proc, _ in daemons]
     windows = Windows(args.sample_rate_hz, args.window_seconds)
@@ -406,7 +410,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     plot(lat, png, f"{model}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
          f"{rate / 2:.2f} windows/s")
     print(f"wrote {png}")
-    return {"model": model, "features": features_of(work / "model"), "rate": rate,
+    return {"model": model, "features": features_of(work / "model") + (
+        " + evidence" if args.evidence else ""), "rate": rate,
             "p50_ms": np.percentile(lat, 50) * 1000,
             "p99_ms": np.percentile(lat, 99) * 1000, "peak_mib": daemon_peak / mib,
             "daemon_cpu_ms": cpu["daemon"]}
