@@ -202,7 +202,10 @@ def split_by_quality(layer: TrustLayer, items: list,
         if not p.check_quality:
             clean.append(item)
             continue
-        expected = expectations(p.sample_rate_hz, item.rpm, p.expected_rms, p.order_lines)
+        # A nominal rpm is expected to be off: the evidence stage fits the speed instead of
+        # flagging it (the order-line rpm check would call every such window a sensor fault).
+        lines = () if p.rpm_uncertainty > 0 else p.order_lines
+        expected = expectations(p.sample_rate_hz, item.rpm, p.expected_rms, lines)
         groups[(expected, item.window.sample_rate_hz, item.window.samples.size)].append(item)
     faulty = []
     for (expected, rate, _), group in groups.items():

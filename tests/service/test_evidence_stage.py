@@ -150,3 +150,26 @@ def test_baseline_command_shows_and_resets(tmp_path):
     assert "y/a/b/acc1: rms" in shown and "y/a/c/acc1: learning, 1 of 2 windows" in shown
     assert "reset 1 bearing(s): y/a/b/acc1" in run("reset", "--bearing", "y/a/b/acc1")
     assert BaselineStore(tmp_path / "o-baselines.json", 2).get("y/a/b/acc1") is None
+
+
+def test_a_nominal_rpm_is_not_an_rpm_mismatch_sensor_fault():
+    """The order-line rpm check would call a window whose setpoint is 6 % off a sensor fault;
+    with rpm_source nominal the speed is fitted instead, so the check stays out."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from slewguard.service.trust import TrustLayer, split_by_quality
+
+    fs, rpm, order, n = 5000.0, 600.0, 40.0, 20000
+    t = np.arange(n) / fs
+    x = np.random.default_rng(0).normal(size=n) + np.sin(2 * np.pi * order * rpm * 1.06 / 60 * t)
+    cfg = config_from_dict({"site": "y", "sensors": [
+        {"topic_filter": "#", "bearing": "cwru-6205", "order_lines": [order]}]}, env={})
+    w = Window("q", 0, fs, rpm, 0, "g", x.astype(np.float32))
+    place = SensorMap(cfg).resolve("plant/y/a/b/q/vib", w)
+    measured = SimpleNamespace(place=place, rpm=rpm, window=w)
+    nominal = SimpleNamespace(place=replace(place, rpm_uncertainty=0.08), rpm=rpm, window=w)
+    clean, faulty = split_by_quality(TrustLayer(), [measured], print)
+    assert [v.faults for _, v, _ in faulty] == [("rpm_mismatch",)]
+    clean, faulty = split_by_quality(TrustLayer(), [nominal], print)
+    assert clean == [nominal] and not faulty
