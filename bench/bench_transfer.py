@@ -333,21 +333,24 @@ def _plot(out: dict, path: Path) -> None:
 
     cases = sorted({(r["held_out"], r["train"]) for r in out["runs"]})
     methods = sorted({r["method"] for r in out["runs"]})
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
     for ax, key, title in ((axes[0], "accuracy", "accuracy on the held-out rig"),
-                           (axes[1], "healthy_false_alarm", "healthy windows called faulty")):
+                           (axes[1], "healthy_false_alarm", "healthy windows called faulty"),
+                           (axes[2], "useful_call_rate", "useful calls (right and not unknown)")):
         for j, m in enumerate(methods):
             vals = [np.median([r[key] for r in out["runs"] if (r["held_out"], r["train"]) == c
                                and r["method"] == m and r[key] is not None] or [np.nan])
                     for c in cases]
-            ax.bar(np.arange(len(cases)) + 0.8 * j / len(methods), vals, 0.8 / len(methods),
-                   label=m.replace("_", " "))
+            bars = ax.bar(np.arange(len(cases)) + 0.8 * j / len(methods), vals,
+                          0.8 / len(methods), label=m.replace("_", " "))
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
         ax.set_xticks(np.arange(len(cases)) + 0.4 - 0.4 / len(methods))
         ax.set_xticklabels([f"test {h}\ntrain {t}" for h, t in cases], fontsize=8)
         ax.set_title(title)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.12)
     axes[0].axhline(0.95, color="k", ls="--", lw=0.8, label="goal 95 %")
     axes[1].axhline(0.02, color="k", ls="--", lw=0.8, label="goal 2 %")
+    axes[2].axhline(0.90, color="k", ls="--", lw=0.8, label="goal 90 %")
     axes[0].legend(fontsize=8, loc="lower left")
     axes[1].legend(fontsize=8)
     fig.suptitle("Leave one rig out (median of seeds; bench/bench_transfer.py)")
