@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="run the edge daemon (MQTT in, diagnoses out, /metrics)",
         description="Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the sinks.")
-    serve.add_argument("--config", type=Path, required=True, help="YAML config file")
+    serve.add_argument("-c", "--config", type=Path, required=True, help="YAML config file")
     serve.set_defaults(func=_serve)
     check = subparsers.add_parser(
         "check-config", help="validate a daemon config file (exit 2 on errors)",
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Each bearing's first evidence.baseline_windows windows are its healthy "
                     "baseline; reset one after a repair or a sensor swap and it relearns.")
     base.add_argument("action", choices=("show", "reset"))
-    base.add_argument("--config", type=Path, required=True, help="the daemon's YAML config")
+    base.add_argument("-c", "--config", type=Path, required=True, help="the daemon's YAML config")
     base.add_argument("--bearing", default=None,
                       help="SITE/ASSET/BEARING/SENSOR to reset (default with reset: all)")
     base.set_defaults(func=_baseline)

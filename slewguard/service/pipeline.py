@@ -14,6 +14,12 @@ rest are diagnosed; probabilities are temperature-calibrated when the model card
 temperature, and the OOD detector / kinematic thresholds stored with the model turn a verdict into
 ``unknown`` (``slewguard_unknown_total{reason}``). Every result carries an ``evidence`` line.
 
+Evidence (service/evidence_stage.py, unless ``evidence.enabled`` is false): before the model's
+features, each window's rig-invariant defect evidence, the speed fitted to it where the rpm is
+nominal (the model's order features then use it), its level over the bearing's commissioning
+baseline and the envelope rule's verdict; all of it joins the result's fields and evidence line,
+and with ``evidence.verdict: envelope_rule`` the rule's verdict is the result's.
+
 Messages that can never be diagnosed (bad payload, unknown sensor, a window the features reject)
 go to the dead-letter topic with a reason, are counted, logged at most once per ``LOG_EVERY_S``
 per reason, and acknowledged: a poison message must not loop.
