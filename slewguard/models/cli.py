@@ -57,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
     predict.set_defaults(func=run_predict)
 
+    from slewguard.models import onnx_export
+
+    onnx_export.register(subparsers)
+
 
 def _quiet_transformers(verbose: bool) -> None:
     from transformers.utils import logging as hf_logging
@@ -142,6 +146,10 @@ def run_train(args: argparse.Namespace) -> int:
     clf.card.update(data=[s.model_dump() for s in sources], command=command_line(args),
                     features=args.features)
     clf.save(args.out)
+    from slewguard.models.onnx_export import export_beside
+
+    export_beside(args.out, texts["test"], "test side of the training data",
+                  Console().print)
     metrics = clf.card["metrics"]
     plot_training(history, metrics["confusion"], clf.classes, args.out / "training.png")
     show_confusion(metrics["confusion"], clf.classes,
