@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--data", type=Path, required=True, help="data set directory")
     predict.add_argument("--split", default="test", choices=("train", "test"), help="which side")
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run")
+    predict.add_argument("--runtime", choices=("onnx", "torch"),
+                         help="model runtime (default: onnx where the model has model.onnx and "
+                              "runs on the CPU, else torch); onnx imports no torch")
     predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
     predict.set_defaults(func=run_predict)
 
@@ -162,16 +165,20 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify one side of a data set with a saved model and print accuracy + confusion."""
     from slewguard.models.card import features_method
-    from slewguard.models.classifier import evaluate, load
+    from slewguard.models.runtimes import choose_runtime, load
+    from slewguard.models.scoring import evaluate
     from slewguard.signal import datasets
 
-    _quiet_transformers(getattr(args, "verbose", False))
-    clf = load(args.model, device=args.device)
+    runtime = choose_runtime(args.model, args.runtime, args.device)
+    if runtime == "torch":
+        _quiet_transformers(getattr(args, "verbose", False))
+    clf = load(args.model, device=args.device, runtime=runtime)
     ws = getattr(datasets.read(args.data), args.split)
     texts = datasets.to_texts(ws, method=features_method(clf.card))
     result = evaluate(clf, texts, ws.labels.tolist())
     show_confusion(result["confusion"], clf.classes,
-                   f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows")
+                   f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows "
+                   f"({clf.runtime} runtime)")
     if args.plot:
         plot_training([], result["confusion"], clf.classes, args.plot)
     return 0
