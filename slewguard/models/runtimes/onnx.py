@@ -52,7 +52,8 @@ def load_tokenizer(path: Path, max_length: int) -> Any:
     and truncating at ``max_length``, on the sides tokenizer_config.json names.
 
     Example:
-        >>> load_tokenizer(Path("slewguard/models/default"), 64).encode("rms 4").ids[0]
+        >>> from slewguard.models.shipped import shipped_model_dir
+        >>> load_tokenizer(shipped_model_dir("default"), 64).encode("rms 4").ids[0]  # [CLS]
         2
     """
     from tokenizers import Tokenizer
