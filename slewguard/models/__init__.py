@@ -1,6 +1,8 @@
 """Language-model fault classifier, cascaded multi-granularity pruning and export.
 
-The classifier API is loaded on first use, so ``slewguard --help`` does not import torch.
+The classifier API is loaded on first use, so ``slewguard --help`` does not import torch;
+``load`` picks a runtime (``runtimes``: ONNX Runtime where the directory has model.onnx, else
+torch) and imports only that one.
 
 Example:
     >>> from slewguard import models
@@ -15,7 +17,7 @@ from typing import Any
 _LAZY = {
     "FaultClassifier": "slewguard.models.classifier",
     "TrainSettings": "slewguard.models.classifier",
-    "load": "slewguard.models.classifier",
+    "load": "slewguard.models.runtimes",
     "train_classifier": "slewguard.models.classifier",
     "ModelCard": "slewguard.models.card",
 }

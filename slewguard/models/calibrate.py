@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax
 
 T_RANGE = (0.05, 100.0)  # a temperature outside this is a broken model or a broken split
 
@@ -50,6 +48,17 @@ def _check(scores: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarra
     if not np.isfinite(s).all():
         raise ValueError(f"{name} contains NaN/inf: fix the model outputs before calibrating")
     return s, y
+
+
+def log_softmax(z: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable log-softmax (numpy only: the serving path needs no scipy.special).
+
+    Example:
+        >>> log_softmax(np.zeros((1, 2))).round(4).tolist()
+        [[-0.6931, -0.6931]]
+    """
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -78,6 +87,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         >>> round(fit_temperature(z, np.array([0, 1, 1])), 1)
         5.8
     """
+    from scipy.optimize import minimize  # fitting only; serving applies T without scipy
+
     z, y = _check(logits, labels, "logits")
 
     def nll(log_t: np.ndarray) -> tuple[float, np.ndarray]:

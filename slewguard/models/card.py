@@ -123,6 +123,25 @@ def read(path: Path) -> ModelCard:
             from exc
 
 
+def check_template(card: ModelCard, path: Path, expected: str | None = None) -> None:
+    """ValueError unless ``card`` was trained on textify template ``expected`` (default: the
+    one this slewguard writes): a model fed texts of another template scores garbage.
+
+    Example:
+        >>> check_template(ModelCard(classes=["a", "b"], template_version="t1", family="x",
+        ...                          base_model="y"), Path("m"), "t1")
+    """
+    if expected is None:
+        from slewguard.signal import textify
+
+        expected = textify.TEMPLATE_VERSION
+    if card.template_version != expected:
+        raise ValueError(
+            f"model at {path} was trained on textify template {card.template_version!r}, this "
+            f"slewguard speaks {expected!r}: retrain it with `slewguard train`, or install "
+            f"slewguard version {card.slewguard_version} to use it")
+
+
 def readme(card: ModelCard) -> str:
     """A short markdown summary of ``card`` for people browsing the model directory."""
     m = card.metrics

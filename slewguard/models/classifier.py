@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slewguard.models import backbones
 from slewguard.models import card as model_card
+from slewguard.models.scoring import evaluate  # noqa: F401 (re-exported: callers import it here)
 from slewguard.models.train import Batch, fit
 
 
@@ -34,6 +35,9 @@ class FaultClassifier:
         >>> clf.predict_proba(["outer 6 7 6 inner 5 2 0 kurt 0"]).shape  # doctest: +SKIP
         (1, 4)
     """
+
+    runtime = "torch"  # runtimes.RUNTIMES key
+    model_dir: Path | None = None  # set by load(): where card.json and ood.json are
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  classes: Sequence[str], template_version: str, card: dict | None = None,
@@ -122,7 +126,9 @@ DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names load() casts to
 
 def load(path: Path | str, template_version: str | None = None,
          device: str = "cpu", dtype: str = "float32") -> FaultClassifier:
-    """Load a classifier written by ``FaultClassifier.save`` (dense or pruned).
+    """Load a classifier written by ``FaultClassifier.save`` (dense or pruned) into torch.
+
+    ``slewguard.models.load`` picks the runtime (ONNX Runtime or this one, ``runtimes``).
 
     Refuses a directory without a card, a card whose textify template differs from
     ``template_version`` (default: this slewguard's), and architectures slewguard cannot run.
@@ -138,19 +144,16 @@ def load(path: Path | str, template_version: str | None = None,
         raise ValueError(f"path={str(path)!r} is not a directory; pass a model directory "
                          "written by `slewguard train`")
     card = model_card.read(path)
-    expected = current_template_version() if template_version is None else template_version
-    if card.template_version != expected:
-        raise ValueError(
-            f"model at {path} was trained on textify template {card.template_version!r}, this "
-            f"slewguard speaks {expected!r}: retrain it with `slewguard train`, or install "
-            f"slewguard version {card.slewguard_version} to use it")
+    model_card.check_template(card, path, template_version)
     check_architecture(path, card)
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported: pass one of {sorted(DTYPES)}")
     model = backbones.load_weights(path).to(device=device, dtype=getattr(torch, dtype)).eval()
     tokenizer = backbones.load_tokenizer(path)
-    return FaultClassifier(model, tokenizer, card.classes, card.template_version,
-                           card.model_dump(), max_length=int(card.training.get("max_length", 256)))
+    clf = FaultClassifier(model, tokenizer, card.classes, card.template_version,
+                          card.model_dump(), max_length=int(card.training.get("max_length", 256)))
+    clf.model_dir = path
+    return clf
 
 
 def check_architecture(path: Path, card: model_card.ModelCard) -> None:
@@ -218,28 +221,6 @@ def make_batches(clf: FaultClassifier, texts: Sequence[str], labels: Sequence[st
         batch["labels"] = torch.tensor([index[labels[i]] for i in chunk], device=clf.device)
         batches.append(batch)
     return batches
-
-
-def evaluate(clf: FaultClassifier, texts: Sequence[str], labels: Sequence[str]) -> dict:
-    """Accuracy, per-class recall and confusion matrix (rows true, columns predicted).
-
-    Example:
-        >>> evaluate(clf, ["outer 6 7 6"], ["outer_race"])["accuracy"]  # doctest: +SKIP
-        1.0
-    """
-    index = {name: i for i, name in enumerate(clf.classes)}
-    unknown = sorted(set(labels) - index.keys())
-    if unknown:
-        raise ValueError(f"labels {unknown} are not classes of this model ({clf.classes}); "
-                         "score it on data of its own classes")
-    truth = np.array([index[name] for name in labels], dtype=int)
-    predicted = clf.predict_proba(texts).argmax(axis=1)
-    confusion = np.zeros((len(clf.classes), len(clf.classes)), dtype=int)
-    np.add.at(confusion, (truth, predicted), 1)
-    per_class = {name: float(confusion[i, i] / confusion[i].sum())
-                 for i, name in enumerate(clf.classes) if confusion[i].sum()}
-    accuracy = float(np.trace(confusion) / max(len(truth), 1))
-    return {"accuracy": accuracy, "per_class": per_class, "confusion": confusion.tolist()}
 
 
 def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],

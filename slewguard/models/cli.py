@@ -54,8 +54,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--data", type=Path, required=True, help="data set directory")
     predict.add_argument("--split", default="test", choices=("train", "test"), help="which side")
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run")
+    predict.add_argument("--runtime", choices=("onnx", "torch"),
+                         help="model runtime (default: onnx where the model has model.onnx and "
+                              "runs on the CPU, else torch); onnx imports no torch")
     predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
     predict.set_defaults(func=run_predict)
+
+    from slewguard.models import onnx_export
+
+    onnx_export.register(subparsers)
 
 
 def _quiet_transformers(verbose: bool) -> None:
@@ -142,6 +149,10 @@ def run_train(args: argparse.Namespace) -> int:
     clf.card.update(data=[s.model_dump() for s in sources], command=command_line(args),
                     features=args.features)
     clf.save(args.out)
+    from slewguard.models.onnx_export import export_beside
+
+    export_beside(args.out, texts["test"], "test side of the training data",
+                  Console().print)
     metrics = clf.card["metrics"]
     plot_training(history, metrics["confusion"], clf.classes, args.out / "training.png")
     show_confusion(metrics["confusion"], clf.classes,
@@ -154,16 +165,20 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify one side of a data set with a saved model and print accuracy + confusion."""
     from slewguard.models.card import features_method
-    from slewguard.models.classifier import evaluate, load
+    from slewguard.models.runtimes import choose_runtime, load
+    from slewguard.models.scoring import evaluate
     from slewguard.signal import datasets
 
-    _quiet_transformers(getattr(args, "verbose", False))
-    clf = load(args.model, device=args.device)
+    runtime = choose_runtime(args.model, args.runtime, args.device)
+    if runtime == "torch":
+        _quiet_transformers(getattr(args, "verbose", False))
+    clf = load(args.model, device=args.device, runtime=runtime)
     ws = getattr(datasets.read(args.data), args.split)
     texts = datasets.to_texts(ws, method=features_method(clf.card))
     result = evaluate(clf, texts, ws.labels.tolist())
     show_confusion(result["confusion"], clf.classes,
-                   f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows")
+                   f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows "
+                   f"({clf.runtime} runtime)")
     if args.plot:
         plot_training([], result["confusion"], clf.classes, args.plot)
     return 0

@@ -274,6 +274,18 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
         fh.write("\n".join(lines))
 
 
+def write_onnx(out: Path, data: BuildData, log: Any) -> None:
+    """``model.onnx`` beside the weights, checked on every test split (``onnx_export``); the
+    card's ``onnx`` section and README's last line record it."""
+    from slewguard.models.onnx_export import export_onnx
+
+    texts = [t for split in data.tests for t in split.texts]
+    section = export_onnx(out, texts, "build test splits: " + ", ".join(
+        f"{s.name} {len(s)}" for s in data.tests))
+    log(f"model.onnx: max |logit difference| {section['max_abs_logit_diff']:.2g} against "
+        f"torch on {section['n_texts']} test texts")
+
+
 def calibration_line(record: dict) -> str:
     """The README line of a ``calibrate.calibration_record``: applied T, held-out ECE, why.
 
@@ -319,6 +331,7 @@ def build(config: BuildConfig, out: Path, command: str = "", console: Any = None
                     build={**config.model_dump(mode="json"), "notes": data.notes,
                            "wall_seconds": round(time.perf_counter() - start, 1)})
         write_model(pruned, out, card)
+        write_onnx(out, data, console.log)
     finally:
         torch.set_num_threads(threads)
     console.log(f"wrote {out} ({measure.weight_bytes(out):,} weight bytes) in "

@@ -44,18 +44,20 @@ def shipped_model_dir(name: str = "default") -> Path:
     return SHIPPED_MODELS[name]
 
 
-def load_default(device: str = "cpu", dtype: str = "float32", name: str = "default") -> Any:
-    """A shipped classifier (``slewguard.models.load`` on ``shipped_model_dir(name)``).
+def load_default(device: str = "cpu", dtype: str = "float32", name: str = "default",
+                 runtime: str | None = None, threads: int | None = None) -> Any:
+    """A shipped classifier (``slewguard.models.load`` on ``shipped_model_dir(name)``); the
+    runtime as ``runtimes.choose_runtime`` picks it (onnx for float32 on the CPU).
 
     Example:
         >>> load_default().classes   # doctest: +SKIP
         ['healthy', 'inner_race', 'outer_race', 'rolling_element']
     """
-    from slewguard.models.classifier import load
+    from slewguard.models.runtimes import load
 
     path = shipped_model_dir(name)
     if not (path / "card.json").is_file():
         flags = "" if name == "default" else f" with --out {path} (README: the shipped models)"
         raise ValueError(f"no {name} model in {path}: build it with "
                          f"`slewguard build-default-model`{flags}")
-    return load(path, device=device, dtype=dtype)
+    return load(path, device=device, dtype=dtype, runtime=runtime, threads=threads)

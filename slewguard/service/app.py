@@ -44,19 +44,29 @@ FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 
 def load_classifier(config: ServiceConfig) -> Any:
-    """The FaultClassifier named by ``config.model``: ``model.path``, or the shipped model
-    ``model.shipped``."""
-    from slewguard import models
-    from slewguard.models.shipped import load_default
+    """The classifier named by ``config.model`` (``model.path``, or the shipped model
+    ``model.shipped``) in the runtime ``model.runtime`` picks (``models.runtimes``).
 
-    device = config.model.device
+    The onnx runtime imports neither torch nor transformers; ``device: auto`` resolves to cuda
+    or cpu only for torch.
+    """
+    from slewguard.models.runtimes import choose_runtime, load
+    from slewguard.models.shipped import shipped_model_dir
+
+    c = config.model
+    path = c.path if c.path is not None else shipped_model_dir(c.shipped)
+    runtime = choose_runtime(path, c.runtime, c.device, c.dtype)
+    device = "cpu" if runtime == "onnx" else c.device
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if config.model.path is None:
-        return load_default(device=device, dtype=config.model.dtype, name=config.model.shipped)
-    return models.load(config.model.path, device=device, dtype=config.model.dtype)
+    if c.path is None:
+        from slewguard.models.shipped import load_default
+
+        return load_default(device=device, dtype=c.dtype, name=c.shipped, runtime=runtime,
+                            threads=c.onnx_threads)
+    return load(c.path, device=device, dtype=c.dtype, runtime=runtime, threads=c.onnx_threads)
 
 
 class App:
@@ -157,11 +167,14 @@ class App:
             path = self.config.model.path
             # e.g. minilm-pruned-4x, or the shipped model's name
             self.model_label = Path(path).name if path else self.config.model.shipped
+            log.info("model %s runs on the %s runtime", self.model_label,
+                     getattr(self.classifier, "runtime", "torch"))
         else:
             self.model_label = model_name(self.classifier)
-        from slewguard.service.trust import apply_torch_threads
+        if getattr(self.classifier, "runtime", "torch") == "torch":  # onnx: threads per session
+            from slewguard.service.trust import apply_torch_threads
 
-        apply_torch_threads(self.config.model.torch_threads)  # None: torch's default
+            apply_torch_threads(self.config.model.torch_threads)  # None: torch's default
         self.metrics.model_loaded.set(1)
         self.metrics.set_build_info(__version__, self.model_label)
 

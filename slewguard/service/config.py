@@ -272,6 +272,15 @@ class ModelConfig(_Strict):
                                                              "dtype for inference; bfloat16 "
                                                              "pays where the CPU has AVX-512 "
                                                              "BF16 or AMX.")
+    runtime: Literal["onnx", "torch"] | None = Field(None, description="Model runtime "
+                                                     "(models.runtimes): onnx (ONNX Runtime, "
+                                                     "no torch in the process) or torch; None: "
+                                                     "onnx where the model directory has "
+                                                     "model.onnx and dtype is float32 on the "
+                                                     "CPU, else torch.")
+    onnx_threads: int | None = Field(1, ge=1, le=256, description="ONNX Runtime intra-op "
+                                     "threads; None keeps its default (one per core). 1 for "
+                                     "the reason torch_threads gives.")
     torch_threads: int | None = Field(1, ge=1, le=256, description="torch intra-op threads "
                                       "for inference, set at start; None keeps torch's default "
                                       "(one per core). Default 1: inference overlaps the features "
@@ -283,6 +292,10 @@ class ModelConfig(_Strict):
         if self.path is not None and self.shipped != "default":
             raise ValueError(f"path={str(self.path)!r} and shipped={self.shipped!r} both name a "
                              "model: set one of them")
+        if self.runtime == "onnx" and (self.dtype != "float32" or self.device == "cuda"):
+            raise ValueError(f"runtime='onnx' runs float32 on the CPU, not dtype={self.dtype!r}"
+                             f" on device={self.device!r}: set model.dtype float32 and "
+                             "model.device cpu, or model.runtime torch")
         return self
 
 

@@ -13,7 +13,8 @@ from slewguard.cli import main
 from slewguard.models import build_data, default, shipped
 from slewguard.signal import datasets, textify
 
-MAX_BYTES = 20 * 1024 * 1024
+# Both shipped models with their float32 model.onnx (7.2 MB each, issue 18) came to 24.6 MB.
+MAX_BYTES = 32 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_bfloat16_build_stores_bfloat16_and_loads_as_asked(quick_model):
         names = fh.keys()  # a safetensors handle, not a dict
         dtypes = {str(fh.get_tensor(name).dtype) for name in names}
     assert dtypes == {"torch.bfloat16"}
-    clf = models.load(quick_model)  # float32 by default: the stored values, widened
+    clf = models.load(quick_model, runtime="torch")  # float32 by default: stored, widened
     weights = [p for p in clf.model.parameters() if p.is_floating_point()]
     assert {p.dtype for p in weights} == {torch.float32}
     assert all(torch.equal(p, p.to(torch.bfloat16).float()) for p in weights)
@@ -84,6 +85,21 @@ def test_unknown_weights_dtype_and_shipped_name_are_refused():
         shipped.load_default(name="tiny")
 
 
+def test_quick_build_writes_a_checked_onnx_graph_served_by_default(quick_model):
+    card = json.loads((quick_model / "card.json").read_text())
+    assert (quick_model / "model.onnx").is_file()
+    assert card["onnx"]["max_abs_logit_diff"] <= 1e-4 and card["onnx"]["ids_identical"]
+    assert card["onnx"]["texts"].startswith("build test splits: test-sim ")
+    assert card["onnx"]["n_texts"] == card["data"][0]["n_test"] + card["data"][1]["n_test"] + (
+        card["data"][2]["n_test"] if len(card["data"]) > 2 else 0)
+    assert "## ONNX" in (quick_model / "README.md").read_text()
+    texts = [textify.textify(dict.fromkeys(textify.TEXT_FEATURES, 1.0) | {"rpm": 6.0})] * 2
+    served, reference = models.load(quick_model), models.load(quick_model, runtime="torch")
+    assert (served.runtime, reference.runtime) == ("onnx", "torch")
+    np.testing.assert_allclose(served.predict_proba(texts), reference.predict_proba(texts),
+                               atol=1e-5)
+
+
 def test_quick_build_stores_the_ood_detector(quick_model):
     from slewguard.models.ood import OodDetector
 
@@ -94,7 +110,7 @@ def test_quick_build_stores_the_ood_detector(quick_model):
 
 
 def test_vocabulary_is_trimmed_to_what_textify_writes(quick_model):
-    clf = models.load(quick_model)
+    clf = models.load(quick_model, runtime="torch")
     rows = clf.model.get_input_embeddings().weight.shape[0]
     assert rows <= len(textify.vocabulary()) + len(clf.tokenizer.all_special_tokens)
     ids = clf.tokenizer(" ".join(textify.vocabulary()))["input_ids"]
@@ -152,7 +168,7 @@ def test_shipped_model_is_small_and_current(name):
 
 
 def test_shipped_models_together_stay_under_the_package_budget():
-    """Every shipped model stays in git history: together they stay under 20 MB."""
+    """Every shipped model stays in git history: together they stay under 32 MB."""
     files = [f for d in shipped.SHIPPED_MODELS.values() if d.is_dir() for f in d.iterdir()]
     assert sum(f.stat().st_size for f in files if f.is_file()) < MAX_BYTES
 

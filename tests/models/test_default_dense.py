@@ -24,7 +24,7 @@ def test_dense_model_is_the_one_the_build_pruned(built):
     pruned_dir, dense_dir = built
     pruned_card = json.loads((pruned_dir / "card.json").read_text())
     dense_card = json.loads((dense_dir / "card.json").read_text())
-    dense, pruned = models.load(dense_dir), models.load(pruned_dir)
+    dense, pruned = models.load(dense_dir), models.load(pruned_dir, runtime="torch")
     assert dense.classes == pruned.classes
     assert measure.body_parameters(dense.model) == pruned_card["compression"]["dense_body"]
     assert measure.body_parameters(pruned.model) < measure.body_parameters(dense.model)

@@ -264,4 +264,9 @@ def test_shipped_setting_runs_the_named_shipped_model():
     assert app.model_label == "fast"
     assert app.classifier.card["features"] == "stft"  # the daemon computes stft features for it
     assert app.classifier.card["command"] == load_default(name="fast").card["command"]
-    assert {p.dtype for p in app.classifier.model.parameters()} == {torch.float32}
+    assert app.classifier.runtime == "onnx"  # float32 on the CPU with a model.onnx: the default
+    cfg = config_from_dict({"site": "y", "sensors": sensors,
+                            "model": {"shipped": "fast", "runtime": "torch"}}, env={})
+    loaded = load_classifier(cfg)
+    assert loaded.runtime == "torch"
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}

@@ -137,6 +137,9 @@ def run_prune(args: argparse.Namespace) -> int:
     if report.tokenizer is not None:
         clf.tokenizer = report.tokenizer
     _save(clf, report, args, sources)
+    from slewguard.models.onnx_export import export_beside
+
+    export_beside(args.out, test_texts, "test side of the pruning data")
     return 0
 
 

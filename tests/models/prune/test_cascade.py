@@ -185,6 +185,8 @@ def test_prune_command_writes_a_loadable_model_at_the_ratio(tmp_path, capsys) ->
     assert (tmp_path / "pruned" / "prune_report.json").is_file()
     assert (tmp_path / "pruned" / "prune.png").stat().st_size > 0
     assert clf.predict_proba(["rms 1"]).shape == (1, 2)
+    assert clf.card["onnx"]["max_abs_logit_diff"] <= 1e-4  # prune writes model.onnx too
+    assert (tmp_path / "pruned" / "model.onnx").is_file()
     assert main(["prune", str(tmp_path / "dense"), "--data", str(tmp_path / "data"),
                  "--target-ratio", "500", "--out", str(tmp_path / "x")]) == 2
     assert "unreachable" in capsys.readouterr().err
