@@ -44,7 +44,6 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import welch, zoom_fft
 
 from slewguard.signal import numeric
 from slewguard.signal.numeric import median
@@ -291,6 +290,8 @@ def spectral_flatness(windows: np.ndarray, sample_rate_hz: float) -> np.ndarray:
         >>> bool(spectral_flatness(x, 1000.0)[0] > 0.8)
         True
     """
+    from scipy.signal import welch  # ~55 MiB: only when a configured check needs it
+
     x = np.atleast_2d(np.asarray(windows, dtype=np.float64))
     nperseg = max(64, min(1024, x.shape[1] // 64))
     _, psd = welch(x, fs=sample_rate_hz, nperseg=nperseg, axis=1)
@@ -326,6 +327,8 @@ def line_frequency_hz(windows: np.ndarray, sample_rate_hz: float, near_hz: float
         >>> round(float(f[0]), 1), bool(p[0] > 20)
         (12.3, True)
     """
+    from scipy.signal import zoom_fft  # ~55 MiB: only with order_lines configured
+
     x = np.atleast_2d(np.asarray(windows, dtype=np.float64))
     n = x.shape[1]
     lo_hz, hi_hz = near_hz * (1 - search), near_hz * (1 + search)
