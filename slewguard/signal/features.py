@@ -1,40 +1,32 @@
 """Features of vibration windows: time statistics, band energies and envelope-spectrum evidence.
 
 The envelope chain follows Randall & Antoni (2011): pre-whiten the spectrum (divide by its moving
-RMS), choose a demodulation band from a kurtogram-like tree of equal-width FFT bands (Nyquist / n,
-n = 1..64), square the band's envelope (inverse FFT of its bins) and take its spectrum. Every
-window's band tree and spectral axis come from its own speed (never the batch's), so a window's
-features do not depend on which windows share its batch. Cost: one real FFT of the window, then per
-tree level one inverse FFT of about the level's bins (the envelope at w + lags points, not 2 w:
-only the envelope-spectrum lags up to the top line are read, and they do not alias); those low bins
-become a short squared envelope, windowed and padded for all bands at once. Spectral kurtosis alone
-picks noise below about 0 dB SNR on slewing rings (a band's SK is ~0.1 there while its envelope
-spectrum still shows the line), so extract() picks the band whose envelope shows the most defect-
-line evidence (the IESFOgram idea, Mauricio et al. 2020), among bands that start above the highest
-envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The kurtogram maximum
-(``sk_max``) and the chosen band's SK (``band_sk``) are features; ``kurtogram.select_band`` is the
-plain SK choice. Defect evidence is the envelope amplitude at each kinematic line (ftf, bpfo, bpfi,
-bsf2; harmonics 1..3), the largest within +-LINE_TOLERANCE (slip), in dB above the local noise
-floor (median of a +-FLOOR_SPAN neighbourhood without the search window), clipped at 0. Lines sit
-in orders (multiples of shaft speed): at order x fr for a constant ``rpm``; with an ``rpm_trace``
-the squared envelope is first resampled to uniform shaft angle (computed order tracking).
+RMS), choose a demodulation band, square the band's envelope and take its spectrum. Every
+window's candidate bands and spectral axis come from its own speed (never the batch's), so a
+window's features do not depend on which windows share its batch. The band is the one whose
+envelope shows the most defect-line evidence (the IESFOgram idea, Mauricio et al. 2020), not the
+one of highest spectral kurtosis (SK): in heavy noise the SK maximum is a noise band while the
+line still shows in the envelope spectrum of another. Candidate bands start above the highest
+envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The largest SK
+(``sk_max``) and the chosen band's (``band_sk``) are features; ``kurtogram.select_band`` is the
+plain SK choice. Defect evidence is the envelope amplitude at each kinematic line (ftf, bpfo,
+bpfi, bsf2; harmonics 1..3), the largest within +-LINE_TOLERANCE (slip), in dB above the local
+noise floor (``lines``), clipped at 0. Lines sit in orders (multiples of shaft speed): at order x
+fr for a constant ``rpm``; with an ``rpm_trace`` the squared envelope is first resampled to
+uniform shaft angle (computed order tracking).
 
-Reading the lines (the speed frame, peaks over the floor) lives in ``lines``.
-
-Two band searches (``method``): "tree" is the above, the reference; "stft" builds every candidate
-band from one short-time Fourier transform (``stft_envelope``: bins as wide as the highest
-envelope line, a band's squared-envelope spectrum the sum of its bins') and reads the chosen
-band's lines the same way; its SK columns come from the bands' energy series
-(``stft_envelope.band_kurtosis``: 0 for noise, growing with band width for impacts, as the
-tree's do). It needs no full-length FFT: 2.9-3.5 x less time per window (bench/bench_signal.py),
-for texts that measured less separable than the tree's (README). A model card records the method
-its inputs were computed with, and the daemon follows it.
+Two band searches (``method``): "tree" cuts
+the full spectrum into a kurtogram-like tree of equal-width bands (``kurtogram``), the
+reference; "stft" builds every candidate band from one short-time Fourier transform
+(``stft_envelope``), needs no full-length FFT and is the cheaper one, for texts that measured
+less separable. A model card records the method its inputs were computed with, and the daemon
+follows it. The measurements: docs/benchmarks.md.
 
 Conventions: ``kurtosis`` is excess kurtosis (0 for Gaussian noise); band energies are 4 equal
 bands from 0 to Nyquist in dB relative to the total; ``band_centre_rel`` / ``band_width_rel`` are
 fractions of Nyquist; a line spanning fewer than MIN_PERIODS periods in the window cannot be
 resolved and reads 0 dB (the cage line of slewing bearings in windows under about a minute).
-Selecting the band by line evidence lifts noise: healthy windows read up to ~12 dB.
+Choosing the band by line evidence lifts the levels of healthy windows above 0 dB.
 
 Example:
     >>> import numpy as np
@@ -175,11 +167,10 @@ def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     (B, 7): RMS, peak, crest, kurtosis, skewness, shape and impulse factors.
 
     One pass after the mean, in blocks of numeric.CACHE_BLOCK samples that stay in the core's cache:
-    every statistic reads the block just written instead of the whole batch again (whole-batch
-    passes took 1.7x the CPU on one 10 s window alone; inside the daemon the difference was
-    within the noise). Block sums in float32, summed across blocks in float64: within 1e-6 of
-    float64 sums. The mean is numpy's pairwise float32 sum (relative error about 1e-7; a
-    float64-accumulated mean cost 3.6x as much).
+    every statistic reads the block just written instead of the whole batch again (timings:
+    docs/benchmarks.md). Block sums in float32, summed across blocks in float64: within 1e-6 of
+    float64 sums. The mean is numpy's pairwise float32 sum (relative error about 1e-7), cheaper
+    than a float64-accumulated one.
     """
     b, n = out.shape
     sums = np.zeros((4, b))  # sum of squares, cubes, fourth powers, absolute values
@@ -393,7 +384,7 @@ def _stft_window(
     score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
     sk = stft_envelope.band_kurtosis(energy, bands)
     # A steady tone (gear mesh) rules a band of SK < TONAL_SK: its beats with its sidebands read
-    # as lines (bench_features_detection, slewing cage at 12 rpm: 8 -> 42 % with this rule).
+    # as lines (docs/benchmarks.md: what leaving such bands out gained).
     if (sk >= TONAL_SK).any():
         score[sk < TONAL_SK] = -1.0
     i = int(score.argmax())
@@ -434,8 +425,8 @@ def extract(
     ``rpm`` is the shaft speed (a number or one per window); ``rpm_trace`` (B, N), a speed sample
     per vibration sample, switches on computed order tracking for varying speed or reversal.
     ``method`` is the band search: "tree" (the kurtogram tree over the full spectrum, the
-    reference) or "stft" (every band from one STFT, about 3 x cheaper, texts measured less
-    separable; ``stft_envelope``).
+    reference) or "stft" (every band from one STFT, cheaper, texts measured less separable;
+    ``stft_envelope``).
 
     Example:
         >>> from slewguard.signal.kinematics import preset

@@ -6,6 +6,11 @@ the band's own length; its spectral kurtosis E|z|^4 / (E|z|^2)^2 - 2 is 0 for Ga
 large for impulsive content (Antoni 2007). ``features.extract`` uses the tree to find the band
 with the strongest defect-line evidence; ``select_band`` is the plain maximum-SK choice.
 
+Cost: one real FFT of the window (the caller's), then per tree level one inverse FFT of about
+the level's bins: the envelope at w + lags points, not 2 w, since only the envelope-spectrum lags
+up to the top line are read and they do not alias. Those low bins become a short squared
+envelope, windowed and padded for all bands at once (``lines.Frame.spectra``).
+
 Example:
     >>> [(first, width, count) for first, width, count in band_tree(1024, 1.0, 0.0)][:2]
     [(1, 1024, 1), (1, 512, 2)]
