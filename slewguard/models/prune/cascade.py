@@ -204,8 +204,9 @@ def calibration_subset(batches: Sequence[Batch], samples: int) -> list[Batch]:
     """The first ``samples`` examples of ``batches`` (whole batches, the last one cut).
 
     Example:
-        >>> len(calibration_subset(batches, 16))   # doctest: +SKIP
-        2
+        >>> batches = [{"input_ids": torch.zeros(10, 4, dtype=torch.long)}] * 3
+        >>> [len(b["input_ids"]) for b in calibration_subset(batches, 16)]
+        [10, 6]
     """
     if not batches:
         raise ValueError("calib_batches is empty: pass calibration batches (e.g. from train)")
