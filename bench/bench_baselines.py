@@ -119,10 +119,21 @@ def features_key() -> str:
         >>> len(features_key())
         8
     """
-    from slewguard.signal import datasets, features, kinematics, kurtogram, simulate
+    from slewguard.signal import (
+        band_search,
+        datasets,
+        features,
+        kinematics,
+        kurtogram,
+        lines,
+        numeric,
+        simulate,
+        stft_envelope,
+    )
 
     digest = hashlib.sha256()
-    for module in (datasets, features, kinematics, kurtogram, simulate):
+    for module in (band_search, datasets, features, kinematics, kurtogram, lines, numeric,
+                   simulate, stft_envelope):
         digest.update(Path(module.__file__).read_bytes())
     digest.update((Path(kinematics.__file__).parent / "bearings.csv").read_bytes())
     return digest.hexdigest()[:8]

@@ -36,7 +36,13 @@ from slewguard.service.health import HealthServer
 from slewguard.service.ingest import Ingest, publisher_client
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
-from slewguard.service.pipeline import DeadLetters, Pipeline, SensorMap, model_name
+from slewguard.service.pipeline import (
+    DeadLetters,
+    Pipeline,
+    PipelineSettings,
+    SensorMap,
+    model_name,
+)
 
 log = logging.getLogger(__name__)
 FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
@@ -205,7 +211,8 @@ class App:
         return {"broker": broker, "model": model, "outbox": outbox, "pipeline": pipeline}
 
     def _start_forwarder(self) -> None:
-        # The MQTT result sink publishes on the ingest connection: create (not start) it now.
+        # Created (not started) here: the results connection's client id derives from its
+        # client id, and the pipeline acks and dead-letters on it. Results have their own client.
         self.ingest = Ingest(self.config.mqtt, self.metrics, self._submit,
                              {"version": __version__, "model": self.model_label})
         # Disconnect only after the pipeline acked its drained windows: the ack needs the
@@ -270,7 +277,8 @@ class App:
         letters = DeadLetters(self.config.mqtt.dead_letter_topic, self.ingest.publish,
                               self.metrics, user_properties=self.ingest.is_v5,
                               max_payload_bytes=limit)
-        self.pipeline = Pipeline(self.config.inference, self.classifier, self.outbox,
+        settings = PipelineSettings.from_config(self.config.inference, self.config.model)
+        self.pipeline = Pipeline(settings, self.classifier, self.outbox,
                                  SensorMap(self.config).resolve, self.metrics,
                                  ack=self.ingest.ack, dead_letter=letters.send,
                                  model=self.model_label, max_payload_bytes=limit,

@@ -266,7 +266,7 @@ class ModelConfig(_Strict):
     shipped: ShippedName = Field("default", description="Shipped model when "
                                                 "`path` is unset: default (tree band search, "
                                                 "most accurate) or fast (stft band search, "
-                                                "about 3x the windows per core; README).")
+                                                "more windows per core; docs/benchmarks.md).")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Torch device.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights "
                                                              "dtype for inference; bfloat16 "
@@ -282,10 +282,10 @@ class ModelConfig(_Strict):
                                      "threads; None keeps its default (one per core). 1 for "
                                      "the reason torch_threads gives.")
     torch_threads: int | None = Field(1, ge=1, le=256, description="torch intra-op threads "
-                                      "for inference, set at start; None keeps torch's default "
-                                      "(one per core). Default 1: inference overlaps the features "
-                                      "thread, and on the 2-core box torch's default spun against "
-                                      "it (bench_service: 469 ms per batch of 8 against ~15 ms).")
+                                      "of the inference thread, set at start; None keeps torch's "
+                                      "default (one per core). Default 1: inference overlaps the "
+                                      "features thread, and torch's default pool spins against "
+                                      "it on a small box (docs/benchmarks.md).")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

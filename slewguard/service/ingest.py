@@ -335,7 +335,8 @@ class Ingest:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
                 properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
-        """Publish on the ingest connection (dead letters, results); paho queues while offline."""
+        """Publish on the ingest connection (dead letters; results go over ``publisher_client``'s
+        own connection); paho queues while offline."""
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     @property

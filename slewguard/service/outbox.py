@@ -195,8 +195,11 @@ class Outbox:
         window's row gets a new id and shows up again (the same ``key()``).
 
         Example:
-            >>> box = Outbox(Path(tempfile.mkdtemp()) / "o.sqlite3")         # doctest: +SKIP
-            >>> [(i, r.predicted) for i, r, _ in box.results_since(0)]         # doctest: +SKIP
+            >>> import tempfile
+            >>> box = Outbox(Path(tempfile.mkdtemp()) / "o.sqlite3")
+            >>> [(i, r.predicted) for i, r, _ in box.results_since(0)]
+            []
+            >>> box.close()
         """
         with self._lock:
             return _select_since(self._db, after_id, limit)

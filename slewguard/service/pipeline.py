@@ -52,6 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from slewguard.models.card import features_method
+from slewguard.service.config import InferenceConfig, ModelConfig
 from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
 from slewguard.service.ingest import Inbound
@@ -91,13 +92,27 @@ class ResultStore(Protocol):
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    """Micro-batching and queue bounds (InferenceConfig carries the same fields)."""
+    """Micro-batching, queue bound and thread counts: the config's ``inference`` section plus
+    ``model.torch_threads`` (``from_config``). The defaults are InferenceConfig's, except
+    ``torch_threads``: None here leaves torch alone (programmatic use), the daemon's default is 1.
+
+    Example:
+        >>> PipelineSettings.from_config(InferenceConfig(), ModelConfig()).torch_threads
+        1
+    """
 
     max_batch: int = 16
     max_wait_ms: float = 50.0
-    queue_size: int = 64
-    torch_threads: int | None = None
+    queue_size: int = 256
+    torch_threads: int | None = None  # torch.set_num_threads in the inference thread
     signal_threads: int | None = None  # numeric.set_threads at start (None: one per core)
+
+    @classmethod
+    def from_config(cls, inference: InferenceConfig, model: ModelConfig) -> PipelineSettings:
+        """The settings of the config's ``inference`` and ``model`` sections."""
+        return cls(max_batch=inference.max_batch, max_wait_ms=inference.max_wait_ms,
+                   queue_size=inference.queue_size, torch_threads=model.torch_threads,
+                   signal_threads=inference.signal_threads)
 
 
 @dataclass
@@ -152,14 +167,15 @@ class _RateLimitedLog:
 
 
 class Pipeline:
-    """Bounded queue plus one worker thread; see the module docstring for the guarantees.
+    """Bounded queue plus two worker threads (features, inference); see the module docstring
+    for the guarantees.
 
     ``ack(inbound)`` acknowledges a message; ``dead_letter(inbound, reason, detail)`` publishes
     it to the dead-letter topic; ``resolve(topic, window)`` returns its Placement or raises
     WindowError.
     """
 
-    def __init__(self, settings: Any, classifier: Classifier, outbox: ResultStore,
+    def __init__(self, settings: PipelineSettings, classifier: Classifier, outbox: ResultStore,
                  resolve: Callable[[str, Window], Placement], metrics: Metrics,
                  ack: Callable[[Inbound], object],
                  dead_letter: Callable[[Inbound, str, str], None],
@@ -177,8 +193,8 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.dead_letter = dead_letter
-        self.torch_threads = getattr(settings, "torch_threads", None)
-        self.signal_threads = getattr(settings, "signal_threads", None)
+        self.torch_threads = settings.torch_threads
+        self.signal_threads = settings.signal_threads
         self.features_method = features_method(getattr(classifier, "card", None))
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
         self.trust = trust or TrustLayer(load_trust(classifier))

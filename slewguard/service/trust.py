@@ -225,7 +225,12 @@ def split_by_quality(layer: TrustLayer, items: list,
 
 
 def apply_torch_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` when set (None: leave torch's default).
+    """``torch.set_num_threads(threads)`` for the calling thread when set (None: leave torch's).
+
+    Torch keeps one process-wide count that a thread copies into its own OpenMP setting at its
+    first torch call; a thread that sets its count before that call is overwritten by whatever
+    the process-wide count is then. Hence the ``get_num_threads`` first: the thread's copy is
+    made, and the count set here stays the thread's.
 
     Example:
         >>> apply_torch_threads(None)
@@ -233,4 +238,5 @@ def apply_torch_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
 
+        torch.get_num_threads()  # this thread's first torch call: its copy of the global count
         torch.set_num_threads(int(threads))

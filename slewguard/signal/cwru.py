@@ -65,9 +65,9 @@ def read_cwru_recording(root: Path, row: dict) -> tuple[np.ndarray, float]:
     Variables are picked by file number (``X<no>_DE_time``, ``X<no>RPM``), so a file that also
     carries another recording's variables (the original 99.mat does) still gives the right one.
 
-    Example:
-        >>> x, rpm = read_cwru_recording(root, row)   # row["file"] == "12k_DE_Normal_0.mat"
-        >>> len(x), rpm
+    Example (``row`` is the MANIFEST row of 12k_DE_Normal_0.mat; needs the CWRU recordings):
+        >>> x, rpm = read_cwru_recording(root, row)   # doctest: +SKIP
+        >>> len(x), rpm   # doctest: +SKIP
         (60985, 1796.0)
     """
     from scipy.io import loadmat
@@ -137,7 +137,7 @@ def load_cwru(root: Path | None = None, protocol: str = "faults-3class",
     """Load the CWRU 12 kHz drive-end recordings as a windowed train/test split.
 
     Example:
-        >>> load_cwru(protocol="paper-4class", window_seconds=1.0).test.counts()
+        >>> load_cwru(protocol="paper-4class", window_seconds=1.0).test.counts()   # doctest: +SKIP
         {'healthy': 2, 'inner_race': 30, 'outer_race': 30, 'rolling_element': 30}
     """
     root = default_cwru_root() if root is None else Path(root)

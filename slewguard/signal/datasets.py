@@ -115,6 +115,8 @@ def concat(sets: list[WindowSet]) -> WindowSet:
     """Stack window sets of one sample rate and window length (meta: the keys all share).
 
     Example:
+        >>> spec = SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=2)
+        >>> ws = simulate_dataset(spec, progress=False).test
         >>> len(concat([ws, ws])) == 2 * len(ws)
         True
     """
@@ -256,7 +258,12 @@ def write(split: Split, path: Path) -> None:
     """Write a split as ``<path>/{train,test}.npz`` plus ``manifest.json`` (written last).
 
     Example:
-        >>> write(cwru.load_cwru(protocol="faults-3class"), Path("out/cwru-3"))
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> spec = SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=2)
+        >>> write(simulate_dataset(spec, progress=False), Path(tmp.name) / "sim")
+        >>> sorted(file.name for file in (Path(tmp.name) / "sim").iterdir())
+        ['manifest.json', 'test.npz', 'train.npz']
     """
     path = Path(path)
     if path.is_dir() and any(path.iterdir()) and not (path / "manifest.json").is_file():
@@ -285,8 +292,12 @@ def read_manifest(path: Path) -> dict:
     """The ``manifest.json`` of a data set directory, its format and version checked.
 
     Example:
-        >>> read_manifest(Path("out/cwru-3"))["sides"]["test"]["counts"]
-        {'inner_race': 30, 'outer_race': 30, 'rolling_element': 30}
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> spec = SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=2)
+        >>> write(simulate_dataset(spec, progress=False), Path(tmp.name) / "sim")
+        >>> read_manifest(Path(tmp.name) / "sim")["sides"]["test"]["counts"]
+        {'healthy': 1, 'outer_race': 1}
     """
     file = Path(path) / "manifest.json"
     if not file.is_file():
@@ -306,8 +317,12 @@ def read(path: Path, verify: bool = True) -> Split:
     """Read a split written by ``write`` (CWRU or simulated alike); checks format and sha256.
 
     Example:
-        >>> read(Path("out/cwru-3")).name
-        'cwru-faults-3class'
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> spec = SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=2)
+        >>> write(simulate_dataset(spec, progress=False), Path(tmp.name) / "sim")
+        >>> read(Path(tmp.name) / "sim").name
+        'simulated'
     """
     manifest = read_manifest(path)
     sides = {}
@@ -339,8 +354,13 @@ def to_texts(ws: WindowSet, progress: bool = True, batch_size: int = 1,
     default) gives the text the daemon computes per window; batching measured no faster.
 
     Example:
-        >>> to_texts(read(Path("out/cwru-3")).test, progress=False)[0].split()[:2]
-        ['outer', '3']
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> spec = SimulatedDatasetSpec(classes=("healthy", "outer_race"), windows_per_class=2)
+        >>> write(simulate_dataset(spec, progress=False), Path(tmp.name) / "sim")
+        >>> texts = to_texts(read(Path(tmp.name) / "sim").test, progress=False)
+        >>> [text.split()[0] for text in texts]
+        ['outer', 'outer']
     """
     from slewguard.signal.features import extract
     from slewguard.signal.textify import textify_table

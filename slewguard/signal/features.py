@@ -1,40 +1,33 @@
 """Features of vibration windows: time statistics, band energies and envelope-spectrum evidence.
 
 The envelope chain follows Randall & Antoni (2011): pre-whiten the spectrum (divide by its moving
-RMS), choose a demodulation band from a kurtogram-like tree of equal-width FFT bands (Nyquist / n,
-n = 1..64), square the band's envelope (inverse FFT of its bins) and take its spectrum. Every
-window's band tree and spectral axis come from its own speed (never the batch's), so a window's
-features do not depend on which windows share its batch. Cost: one real FFT of the window, then per
-tree level one inverse FFT of about the level's bins (the envelope at w + lags points, not 2 w:
-only the envelope-spectrum lags up to the top line are read, and they do not alias); those low bins
-become a short squared envelope, windowed and padded for all bands at once. Spectral kurtosis alone
-picks noise below about 0 dB SNR on slewing rings (a band's SK is ~0.1 there while its envelope
-spectrum still shows the line), so extract() picks the band whose envelope shows the most defect-
-line evidence (the IESFOgram idea, Mauricio et al. 2020), among bands that start above the highest
-envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The kurtogram maximum
-(``sk_max``) and the chosen band's SK (``band_sk``) are features; ``kurtogram.select_band`` is the
-plain SK choice. Defect evidence is the envelope amplitude at each kinematic line (ftf, bpfo, bpfi,
-bsf2; harmonics 1..3), the largest within +-LINE_TOLERANCE (slip), in dB above the local noise
-floor (median of a +-FLOOR_SPAN neighbourhood without the search window), clipped at 0. Lines sit
-in orders (multiples of shaft speed): at order x fr for a constant ``rpm``; with an ``rpm_trace``
-the squared envelope is first resampled to uniform shaft angle (computed order tracking).
+RMS), choose a demodulation band, square the band's envelope and take its spectrum. Every
+window's candidate bands and spectral axis come from its own speed (never the batch's), so a
+window's features do not depend on which windows share its batch. The band is the one whose
+envelope shows the most defect-line evidence (the IESFOgram idea, Mauricio et al. 2020), not the
+one of highest spectral kurtosis (SK): in heavy noise the SK maximum is a noise band while the
+line still shows in the envelope spectrum of another. Candidate bands start above the highest
+envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The largest SK
+(``sk_max``) and the chosen band's (``band_sk``) are features; ``kurtogram.select_band`` is the
+plain SK choice. Defect evidence is the envelope amplitude at each kinematic line (ftf, bpfo,
+bpfi, bsf2; harmonics 1..3), the largest within +-LINE_TOLERANCE (slip), in dB above the local
+noise floor (``lines``), clipped at 0. Lines sit in orders (multiples of shaft speed): at order x
+fr for a constant ``rpm``; with an ``rpm_trace`` the squared envelope is first resampled to
+uniform shaft angle (computed order tracking).
 
-Reading the lines (the speed frame, peaks over the floor) lives in ``lines``.
-
-Two band searches (``method``): "tree" is the above, the reference; "stft" builds every candidate
-band from one short-time Fourier transform (``stft_envelope``: bins as wide as the highest
-envelope line, a band's squared-envelope spectrum the sum of its bins') and reads the chosen
-band's lines the same way; its SK columns come from the bands' energy series
-(``stft_envelope.band_kurtosis``: 0 for noise, growing with band width for impacts, as the
-tree's do). It needs no full-length FFT: 2.9-3.5 x less time per window (bench/bench_signal.py),
-for texts that measured less separable than the tree's (README). A model card records the method
-its inputs were computed with, and the daemon follows it.
+Two band searches (``method``, keys of ``BAND_SEARCHES``; the interface is
+``band_search.BandSearch``): "tree" cuts
+the full spectrum into a kurtogram-like tree of equal-width bands (``kurtogram``), the
+reference; "stft" builds every candidate band from one short-time Fourier transform
+(``stft_envelope``), needs no full-length FFT and is the cheaper one, for texts that measured
+less separable. A model card records the method its inputs were computed with, and the daemon
+follows it. The measurements: docs/benchmarks.md.
 
 Conventions: ``kurtosis`` is excess kurtosis (0 for Gaussian noise); band energies are 4 equal
 bands from 0 to Nyquist in dB relative to the total; ``band_centre_rel`` / ``band_width_rel`` are
 fractions of Nyquist; a line spanning fewer than MIN_PERIODS periods in the window cannot be
 resolved and reads 0 dB (the cage line of slewing bearings in windows under about a minute).
-Selecting the band by line evidence lifts noise: healthy windows read up to ~12 dB.
+Choosing the band by line evidence lifts the levels of healthy windows above 0 dB.
 
 Example:
     >>> import numpy as np
@@ -53,10 +46,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import fft as sp_fft
 
-from slewguard.signal import kurtogram, numeric, stft_envelope
+from slewguard.signal import kurtogram, numeric
+from slewguard.signal.band_search import N_ENERGY_BANDS, SK_NAMES, BandSearch
 from slewguard.signal.kinematics import BearingGeometry
+from slewguard.signal.kurtogram import TreeSearch
 from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported with LINES)
     ENVELOPE_PAD,
     HARMONICS,
@@ -64,25 +58,19 @@ from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported 
     LINES,
     MIN_PERIODS,
     PERIODS_TOLERANCE,
-    SELECT_PAD,
     Frame,
-    axis_top_order,
-    line_scores,
-    line_table,
     low_bins,
     resolvable,
-    window_frame,
 )
+from slewguard.signal.stft_envelope import StftSearch
 
-METHODS = ("tree", "stft")  # band search: kurtogram tree (reference) or one STFT (fast)
-
-N_ENERGY_BANDS = 4
-TONAL_SK = -0.25  # stft band choice: below this SK a tone carries over half a band's power
+# Band searches by key (band_search.BandSearch): kurtogram tree (reference) or one STFT (fast).
+BAND_SEARCHES: dict[str, BandSearch] = {"tree": TreeSearch(), "stft": StftSearch()}
+METHODS = tuple(BAND_SEARCHES)
 
 TIME_NAMES = ("rms", "peak", "crest_factor", "kurtosis", "skewness", "shape_factor")
 TIME_NAMES += ("impulse_factor",)
 BAND_NAMES = tuple(f"band{i + 1}_db" for i in range(N_ENERGY_BANDS))
-SK_NAMES = ("sk_max", "band_sk", "band_centre_rel", "band_width_rel")
 ENVELOPE_NAMES = tuple(f"env_{line}_h{k}_db" for line in LINES for k in range(1, HARMONICS + 1)) + (
     "env_bpfi_sideband_db",
     "env_shaft_db",
@@ -149,37 +137,15 @@ def check_method(value: str, name: str = "method", fix: str = "pick one of them"
     return value
 
 
-def _whiten(spectrum: np.ndarray) -> np.ndarray:
-    """Spectral pre-whitening: divide by the smoothed magnitude. (B, M) -> (B, M).
-
-    The smooth power is the mean of blocks of M / 200 bins, linearly interpolated between block
-    centres (float32; the block sums in float64).
-    """
-    power = spectrum.real**2 + spectrum.imag**2
-    b, m = power.shape
-    width = max(8, m // 200)
-    k = m // width
-    if k < 2:
-        return spectrum / np.sqrt(power.mean(axis=1, keepdims=True) + np.float32(1e-37))
-    means = power[:, : k * width].reshape(b, k, width).mean(axis=2, dtype=np.float64)
-    means = (means + 1e-30 * means.mean(axis=1, keepdims=True) + 1e-37).astype(np.float32)
-    pos = np.clip((np.arange(m) + 0.5) / width - 0.5, 0, k - 1)
-    left = np.minimum(pos.astype(np.intp), k - 2)
-    frac = (pos - left).astype(np.float32)
-    smooth = means[:, left] * (1 - frac) + means[:, left + 1] * frac
-    return spectrum * (1 / np.sqrt(smooth))
-
-
 def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Mean-removed windows into ``out`` (float32: features are ratios) and their time statistics
     (B, 7): RMS, peak, crest, kurtosis, skewness, shape and impulse factors.
 
     One pass after the mean, in blocks of numeric.CACHE_BLOCK samples that stay in the core's cache:
-    every statistic reads the block just written instead of the whole batch again (whole-batch
-    passes took 1.7x the CPU on one 10 s window alone; inside the daemon the difference was
-    within the noise). Block sums in float32, summed across blocks in float64: within 1e-6 of
-    float64 sums. The mean is numpy's pairwise float32 sum (relative error about 1e-7; a
-    float64-accumulated mean cost 3.6x as much).
+    every statistic reads the block just written instead of the whole batch again (timings:
+    docs/benchmarks.md). Block sums in float32, summed across blocks in float64: within 1e-6 of
+    float64 sums. The mean is numpy's pairwise float32 sum (relative error about 1e-7), cheaper
+    than a float64-accumulated one.
     """
     b, n = out.shape
     sums = np.zeros((4, b))  # sum of squares, cubes, fourth powers, absolute values
@@ -202,31 +168,6 @@ def _centre(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     kurt, skew = sums[2] / n / var**2 - 3.0, sums[1] / n / var**1.5
     return np.stack([rms, peak, peak / (rms + tiny), kurt, skew, rms / (mean_abs + tiny),
                      peak / (mean_abs + tiny)], axis=1)
-
-
-def _band_energies(spectrum: np.ndarray) -> np.ndarray:
-    """Energy of N_ENERGY_BANDS equal bands relative to the total, dB. (B, M) -> (B, 4)."""
-    power = np.abs(spectrum[:, 1:]).astype(np.float64) ** 2
-    edges = np.linspace(0, power.shape[1], N_ENERGY_BANDS + 1).astype(int)
-    bands = np.stack(
-        [power[:, a:b].sum(axis=1) for a, b in zip(edges[:-1], edges[1:], strict=True)], axis=1
-    )
-    return 10 * np.log10(bands / (power.sum(axis=1, keepdims=True) + 1e-300) + 1e-12)
-
-
-def _window_envelope(
-    row: np.ndarray, frame: Frame, tree: list[tuple[int, int, int]]
-) -> tuple[np.ndarray, tuple[int, int], float, float]:
-    """Choose one window's band by defect-line evidence; its line table, band, SK, max SK.
-
-    The band is the first (in tree order) with the largest sum of h1..h3 levels of one line.
-    """
-    low, sk, bands = kurtogram.tree_envelopes(row, tree, frame.n_low)
-    table = line_table(frame, frame.spectra(low, SELECT_PAD), SELECT_PAD, len(LINES) * HARMONICS)
-    score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
-    i = int(score.argmax())
-    lines = line_table(frame, frame.spectra(low[i : i + 1], ENVELOPE_PAD), ENVELOPE_PAD)[0]
-    return lines, (int(bands[i, 0]), int(bands[i, 1])), float(sk[i]), float(sk.max())
 
 
 def envelope_spectrum(
@@ -254,9 +195,9 @@ def envelope_spectrum(
     fs = _check_rate(sample_rate_hz)
     n = x.shape[1]
     spectrum = np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)
-    spectrum = _whiten(spectrum) if whiten else spectrum
+    spectrum = kurtogram.whiten(spectrum) if whiten else spectrum
     if band_hz is None:
-        bins = kurtogram.select_band(spectrum, n, fs)[0]
+        bins = kurtogram.select_band(spectrum, n, fs).bins
     else:
         lo, hi = (float(v) for v in band_hz)
         first, stop = max(1, round(lo * n / fs)), min(round(hi * n / fs), spectrum.shape[1])
@@ -271,7 +212,7 @@ def envelope_spectrum(
     step = 1 / (ENVELOPE_PAD * n / fs)
     frame = Frame(1.0, 0.0, n / fs, None, step, int(top_hz / step) + 1, low_bins(top_hz, n / fs))
     amp = [
-        frame.spectra(kurtogram.envelope_bins(r[None, a:b], frame.n_low)[0], ENVELOPE_PAD)[0]
+        frame.spectra(kurtogram.envelope_bins(r[None, a:b], frame.n_low).low, ENVELOPE_PAD)[0]
         for r, (a, b) in zip(spectrum, bins, strict=True)
     ]
     return frame.axis(ENVELOPE_PAD), np.stack(amp)
@@ -337,89 +278,6 @@ def _round_up(x: float, digits: int = 2) -> float:
     return math.ceil(x * scale) / scale
 
 
-def _envelope_block(
-    white: np.ndarray, n: int, speeds: np.ndarray, trace: np.ndarray | None, orders: dict, fs: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Band columns (B, len(SK_NAMES)) and line levels (B, len(ENVELOPE_NAMES)) per window.
-
-    ``white`` is the whitened rfft (B, M) of windows of ``n`` samples. Every window's band tree
-    and spectral axis come from its own speed, so its features do not depend on the batch.
-    """
-    n_bins = white.shape[1] - 1
-    max_order = axis_top_order(orders)
-
-    def one(i: int) -> tuple[np.ndarray, tuple[int, int], float, float]:
-        peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
-        # Bands start above the highest envelope line (below it sit shaft and gear tones, not
-        # resonances) and are 1.5 x as wide; unshifted only: fewer candidates keep the
-        # max-over-bands bias of healthy windows low.
-        top_env_hz = max_order * peak_rpm / 60.0
-        tree = kurtogram.band_tree(n_bins, fs / n, 1.5 * top_env_hz, shifted=False,
-                                   min_start_hz=top_env_hz)
-        frame = window_frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
-        return _window_envelope(white[i], frame, tree)
-
-    rows = numeric.map_rows(one, len(white))  # windows are independent: one thread per core
-    sk_max, sk_band, bins = (np.array([r[k] for r in rows], np.float64) for k in (3, 2, 1))
-    band = [sk_max, sk_band, bins.mean(1) / n_bins, np.diff(bins)[:, 0] / n_bins]
-    return np.stack(band, axis=1), np.stack([r[0] for r in rows])
-
-
-def _stft_window(
-    x: np.ndarray, fs: float, frame: Frame, top_env_hz: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One window's band energies (4,), band columns (len(SK_NAMES),) and line levels from one
-    STFT (``stft_envelope``): bands of whole STFT bins above the highest envelope line, chosen by
-    the same defect-line evidence as the tree chain."""
-    n_frame = stft_envelope.frame_length(fs, top_env_hz)
-    n_bins = n_frame // 2  # without the Nyquist bin
-    # bins whose lower edge is above the highest envelope line (below sit shaft and gear tones)
-    first_bin = min(n_bins - 1, int(np.ceil(top_env_hz * n_frame / fs + 0.5)))
-    energy = stft_envelope.stft_energy(x, n_frame)  # (bins, frames): row k is bin k
-    mean = energy.sum(axis=1).astype(np.float64) / energy.shape[1]  # float32 pairwise sums
-    quarters = np.array([q.sum() for q in np.array_split(mean[1:], N_ENERGY_BANDS)])
-    energies = 10 * np.log10(quarters / (mean[1:].sum() + 1e-300) + 1e-12)
-    energy *= (1 / (mean + 1e-30)).astype(np.float32)[:, None]  # whitening: bins weigh the same
-    bands = stft_envelope.band_levels(n_bins, first_bin)
-    n_time = round(len(x) / (n_frame // 2))
-    n_low = min(frame.n_low, n_time // 2)
-    if frame.revs_at is None:  # the native 1 / duration bins are the axis at pad 1
-        pad, amp = 1, stft_envelope.band_spectra(energy, bands, n_low, n_time)
-    else:
-        low = np.concatenate([stft_envelope.band_envelope(energy, b, n_low, n_time)
-                              for b in bands])
-        pad, amp = SELECT_PAD, frame.spectra(low, SELECT_PAD)
-    table = line_scores(frame, amp, pad, len(LINES) * HARMONICS)
-    score = table.reshape(len(bands), len(LINES), HARMONICS).sum(axis=2).max(axis=1)
-    sk = stft_envelope.band_kurtosis(energy, bands)
-    # A steady tone (gear mesh) rules a band of SK < TONAL_SK: its beats with its sidebands read
-    # as lines (bench_features_detection, slewing cage at 12 rpm: 8 -> 42 % with this rule).
-    if (sk >= TONAL_SK).any():
-        score[sk < TONAL_SK] = -1.0
-    i = int(score.argmax())
-    low = stft_envelope.band_envelope(energy, bands[i], n_low, n_time)
-    lines = line_table(frame, frame.spectra(low, ENVELOPE_PAD), ENVELOPE_PAD)[0]
-    first, stop = bands[i]
-    band = [sk.max(), sk[i], (first + stop - 1) / 2 / n_bins, (stop - first) / n_bins]
-    return energies, np.array(band), lines
-
-
-def _stft_block(
-    xc: np.ndarray, speeds: np.ndarray, trace: np.ndarray | None, orders: dict, fs: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Band energies, band columns and line levels of every window by the STFT chain."""
-    n = xc.shape[1]
-    max_order = axis_top_order(orders)
-
-    def one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        peak_rpm = speeds[i] if trace is None else np.percentile(trace[i], 95)
-        frame = window_frame(speeds[i], None if trace is None else trace[i], fs, n, orders)
-        return _stft_window(xc[i], fs, frame, max_order * peak_rpm / 60.0)
-
-    rows = numeric.map_rows(one, len(xc))
-    return tuple(np.stack([r[k] for r in rows]) for k in range(3))
-
-
 def extract(
     windows: np.ndarray | Sequence[np.ndarray],
     sample_rate_hz: float,
@@ -434,8 +292,8 @@ def extract(
     ``rpm`` is the shaft speed (a number or one per window); ``rpm_trace`` (B, N), a speed sample
     per vibration sample, switches on computed order tracking for varying speed or reversal.
     ``method`` is the band search: "tree" (the kurtogram tree over the full spectrum, the
-    reference) or "stft" (every band from one STFT, about 3 x cheaper, texts measured less
-    separable; ``stft_envelope``).
+    reference) or "stft" (every band from one STFT, cheaper, texts measured less separable;
+    ``stft_envelope``).
 
     Example:
         >>> from slewguard.signal.kinematics import preset
@@ -444,8 +302,8 @@ def extract(
         >>> row["rpm"], row["env_bpfo_h1_db"] < 15
         (6.0, True)
     """
-    check_method(method)
-    x, n = _as_rows(windows, np.float32 if method == "stft" else np.float64)
+    search = BAND_SEARCHES[check_method(method)]
+    x, n = _as_rows(windows, search.dtype)
     fs = _check_rate(sample_rate_hz)
     speeds, trace = _speeds(rpm, rpm_trace, (len(x), n))
     o = bearing.orders()
@@ -455,13 +313,9 @@ def extract(
     # mean removal and time statistics: one chunk of rows per core
     xc = np.empty((len(x), n), np.float32)  # filled chunk by chunk: no per-chunk copies to join
     times = numeric.map_chunks(lambda rows: _centre(x[rows], xc[rows]), len(x))
-    if method == "stft":
-        energies, band, lines = _stft_block(xc, speeds, trace, orders, fs)
-    else:
-        raw = sp_fft.rfft(xc, axis=1, workers=-1)
-        energies = _band_energies(raw)
-        band, lines = _envelope_block(_whiten(raw), n, speeds, trace, orders, fs)
+    columns = search.search(xc, speeds, trace, orders, fs)
     values = np.concatenate(
-        [np.concatenate(times), energies, band, lines, speeds[:, None]], axis=1
+        [np.concatenate(times), columns.energies, columns.band, columns.lines, speeds[:, None]],
+        axis=1,
     )
     return FeatureTable(FEATURE_NAMES, values.astype(np.float32))

@@ -1,4 +1,5 @@
-"""Band choice and envelope spectrum from one short-time Fourier transform: the fast feature chain.
+"""Band choice and envelope spectrum from one short-time Fourier transform: the "stft" band search
+of ``features.extract`` (``StftSearch``), the fast feature chain.
 
 The tree chain (``kurtogram``) demodulates every candidate band of the window's full spectrum: per
 tree level an inverse FFT of about the whole spectrum. Here a single STFT does all bands at once
@@ -30,10 +31,28 @@ from functools import cache, lru_cache
 import numpy as np
 from scipy import fft as sp_fft
 
+from slewguard.signal import numeric
+from slewguard.signal.band_search import (
+    N_ENERGY_BANDS,
+    BandColumns,
+    line_evidence,
+    top_envelope_hz,
+)
 from slewguard.signal.kurtogram import KURTOGRAM_SPLITS
+from slewguard.signal.lines import (
+    ENVELOPE_PAD,
+    HARMONICS,
+    LINES,
+    SELECT_PAD,
+    Frame,
+    line_scores,
+    line_table,
+    window_frame,
+)
 
 MIN_FRAME = 4  # extract() guarantees fs >= 6 x the top line, so fs / frame >= top
 DFT_MAX_FRAME = 64  # up to this frame a DFT by matrix product beats pocketfft's per-row calls
+TONAL_SK = -0.25  # band choice: below this SK a tone carries over half a band's power
 
 
 def frame_length(sample_rate_hz: float, top_env_hz: float) -> int:
@@ -84,12 +103,12 @@ def _windowed_dft(frame: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rows[:, : frame // 2]), np.ascontiguousarray(rows[:, frame // 2 :])
 
 
-def band_levels(n_bins: int, first_bin: int) -> list[tuple[int, int]]:
+def candidate_bands(n_bins: int, first_bin: int) -> list[tuple[int, int]]:
     """Candidate bands [first, stop) in STFT bins: widths n_bins / n (n in KURTOGRAM_SPLITS, at
     least one bin), starting at multiples of the width, from ``first_bin`` on.
 
     Example:
-        >>> band_levels(8, 2)[:3]
+        >>> candidate_bands(8, 2)[:3]
         [(2, 8), (2, 4), (4, 8)]
     """
     bands: dict[tuple[int, int], None] = {}  # ordered and unique
@@ -174,3 +193,64 @@ def band_kurtosis(energy: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarra
     m = member.sum(axis=1)
     m_eff = m * m / (m + 2 * np.maximum(m - 1, 0) * 4 / 9 + 2 * np.maximum(m - 2, 0) / 36)
     return m_eff * (power / (mean * mean + 1e-30) - 1.0) - 1.0
+
+
+def window_columns(x: np.ndarray, fs: float, frame: Frame, top_env_hz: float) -> BandColumns:
+    """One window's band energies, band columns and line levels from one STFT: bands of whole
+    STFT bins above the highest envelope line, chosen by the same defect-line evidence as the
+    tree search."""
+    n_frame = frame_length(fs, top_env_hz)
+    n_bins = n_frame // 2  # without the Nyquist bin
+    # bins whose lower edge is above the highest envelope line (below sit shaft and gear tones)
+    first_bin = min(n_bins - 1, int(np.ceil(top_env_hz * n_frame / fs + 0.5)))
+    energy = stft_energy(x, n_frame)  # (bins, frames): row k is bin k
+    mean = energy.sum(axis=1).astype(np.float64) / energy.shape[1]  # float32 pairwise sums
+    quarters = np.array([q.sum() for q in np.array_split(mean[1:], N_ENERGY_BANDS)])
+    energies = 10 * np.log10(quarters / (mean[1:].sum() + 1e-300) + 1e-12)
+    energy *= (1 / (mean + 1e-30)).astype(np.float32)[:, None]  # whitening: bins weigh the same
+    bands = candidate_bands(n_bins, first_bin)
+    n_time = round(len(x) / (n_frame // 2))
+    n_low = min(frame.n_low, n_time // 2)
+    if frame.revs_at is None:  # the native 1 / duration bins are the axis at pad 1
+        pad, amp = 1, band_spectra(energy, bands, n_low, n_time)
+    else:
+        low = np.concatenate([band_envelope(energy, b, n_low, n_time) for b in bands])
+        pad, amp = SELECT_PAD, frame.spectra(low, SELECT_PAD)
+    score = line_evidence(line_scores(frame, amp, pad, len(LINES) * HARMONICS))
+    sk = band_kurtosis(energy, bands)
+    # A steady tone (gear mesh) rules a band of SK < TONAL_SK: its beats with its sidebands read
+    # as lines (docs/benchmarks.md: what leaving such bands out gained).
+    if (sk >= TONAL_SK).any():
+        score[sk < TONAL_SK] = -1.0
+    i = int(score.argmax())
+    low = band_envelope(energy, bands[i], n_low, n_time)
+    lines = line_table(frame, frame.spectra(low, ENVELOPE_PAD), ENVELOPE_PAD)[0]
+    first, stop = bands[i]
+    band = [sk.max(), sk[i], (first + stop - 1) / 2 / n_bins, (stop - first) / n_bins]
+    return BandColumns(energies, np.array(band), lines)
+
+
+class StftSearch:
+    """The "stft" band search: every candidate band of a window from one STFT.
+
+    Example:
+        >>> x = np.random.default_rng(0).normal(size=(1, 12000)).astype(np.float32)
+        >>> orders = {"ftf": 0.4, "bpfo": 3.6, "bpfi": 5.4, "bsf2": 4.7}
+        >>> StftSearch().search(x, np.array([1797.0]), None, orders, 12000.0).lines.shape
+        (1, 14)
+    """
+
+    dtype = np.float32  # no full-length FFT: float32 samples suffice
+
+    def search(self, windows: np.ndarray, speeds: np.ndarray, trace: np.ndarray | None,
+               orders: dict[str, float], sample_rate_hz: float) -> BandColumns:
+        """See ``band_search.BandSearch``: one window per core."""
+        n = windows.shape[1]
+
+        def one(i: int) -> BandColumns:
+            row_trace = None if trace is None else trace[i]
+            frame = window_frame(speeds[i], row_trace, sample_rate_hz, n, orders)
+            return window_columns(windows[i], sample_rate_hz, frame,
+                                  top_envelope_hz(speeds[i], row_trace, orders))
+
+        return BandColumns.stack(numeric.map_rows(one, len(windows)))

@@ -418,3 +418,40 @@ def test_json_log_records_are_one_object_per_line():
     doc = json.loads(JsonFormatter().format(record))
     assert doc["level"] == "WARNING" and doc["message"] == "outbox holds 3 results"
     assert doc["logger"] == "slewguard.service.app"
+
+
+class ThreadsSeen:
+    """The real tiny model, noting the thread and torch's thread count of each predict call."""
+
+    def __init__(self, model) -> None:
+        self.model, self.classes, self.card, self.seen = model, model.classes, model.card, []
+
+    def predict_proba(self, texts):
+        import threading
+
+        import torch
+
+        self.seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return self.model.predict_proba(texts)
+
+
+@pytest.mark.services
+def test_model_torch_threads_reaches_the_inference_thread(mosquitto, tmp_path, classifier):
+    import torch
+
+    before = torch.get_num_threads()
+    model = ThreadsSeen(classifier)
+    results = services.Collector(mosquitto.port, [DIAG])
+    app = start_app(tmp_path, mosquitto.port, model, model={"torch_threads": 1})
+    try:
+        # Torch's process-wide count changes after start (another library, a second model):
+        # the inference thread keeps the count it was configured with.
+        torch.set_num_threads(2)
+        services.publish(mosquitto.port, fleet_messages(1, 2))
+        results.wait_for(2, topic_prefix="plant/yard1")
+    finally:
+        app.stop()
+        results.close()
+        torch.set_num_threads(before)
+    assert app.pipeline.torch_threads == 1
+    assert model.seen and set(model.seen) == {("pipeline-inference", 1)}

@@ -239,7 +239,8 @@ def test_signal_threads_and_model_dtype_settings_reach_the_pool_and_the_weights(
                             "model": {"path": str(saved_model), "dtype": "bfloat16"}}, env={})
     assert config_from_dict({"site": "y", "sensors": sensors}, env={}).inference.signal_threads \
         is None
-    pipe = Pipeline(cfg.inference, classifier, Outbox(tmp_path / "o.db"),
+    pipe = Pipeline(PipelineSettings.from_config(cfg.inference, cfg.model), classifier,
+                    Outbox(tmp_path / "o.db"),
                     SensorMap(cfg).resolve, Metrics(), lambda m: None, lambda *a: None)
     try:
         pipe.start()

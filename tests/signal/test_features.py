@@ -333,3 +333,40 @@ def test_a_window_one_percent_short_of_three_periods_is_accepted_two_percent_is_
     extract(x, fs, bearing, rpm=rpm)
     with pytest.raises(ValueError, match=r"holds 2\.9[0-6] periods .* at least 1\.2 s"):
         extract(x[: round(0.98 * exact_s * fs)], fs, bearing, rpm=rpm)
+
+
+PINNED_NAMES = ("kurtosis", "band1_db", "sk_max", "band_sk", "band_centre_rel", "band_width_rel",
+                "env_bpfo_h1_db", "env_bpfi_h1_db", "env_bsf2_h2_db", "env_shaft_db")
+PINNED_SPECS = {
+    "slew": dict(fault="outer_race", rpm=6.0, sample_rate_hz=5000.0, window_seconds=30.0),
+    "slew-oscillating": dict(fault="inner_race", rpm=6.0, sample_rate_hz=5000.0,
+                             window_seconds=30.0, speed_profile="oscillating"),
+    "cwru": dict(fault="rolling_element", bearing="cwru-6205", rpm=1797.0,
+                 sample_rate_hz=12000.0, window_seconds=1.0),
+}
+# Window 0 of simulate(seed=3) at snr_db=0, computed before the band searches became plug-ins
+# (issue 20): a refactor of the feature code must not move a feature.
+PINNED_VALUES = {
+    ("slew", "tree"): (0.362929, -0.123208, 20.3767, 20.3767, 0.187513, 0.125, 33.6241,
+                       0.946775, 6.7739, 0),
+    ("slew", "stft"): (0.362929, -0.199507, 55.6374, 55.6374, 0.253906, 0.484375, 31.9325,
+                       4.48092, 6.29956, 0),
+    ("slew-oscillating", "tree"): (1.74162, -0.0649896, 19.4077, 14.1732, 0.234313, 0.03124,
+                                   17.7408, 27.3182, 3.11983, 14.9162),
+    ("slew-oscillating", "stft"): (1.74162, -0.121707, 43.5722, 17.6375, 0.234375, 0.015625,
+                                   17.3345, 26.3841, 0.152432, 15.5562),
+    ("cwru", "tree"): (0.0368922, -4.25321, 0.779437, 0.779437, 0.250167, 0.166667, 3.50822,
+                       7.78853, 17.7669, 6.05614),
+    ("cwru", "stft"): (0.0368922, -5.40126, 1.29235, 1.0444, 0.25, 0.125, 2.50254, 8.67998,
+                       20.2469, 7.47179),
+}
+
+
+@pytest.mark.parametrize("case,method", list(PINNED_VALUES))
+def test_features_of_a_fixed_simulated_window_stay_where_they_were(case, method):
+    spec = SimulationSpec(snr_db=0.0, **PINNED_SPECS[case])
+    sim = simulate(spec, n_windows=2, seed=3)
+    row = extract(sim.windows, spec.sample_rate_hz, preset(spec.bearing), rpm=sim.rpm,
+                  rpm_trace=sim.rpm_trace, method=method).row(0)
+    got = tuple(row[name] for name in PINNED_NAMES)
+    assert got == pytest.approx(PINNED_VALUES[case, method], rel=1e-5, abs=1e-5)

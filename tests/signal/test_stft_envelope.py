@@ -73,7 +73,7 @@ def test_band_kurtosis_follows_its_definition_on_either_path(n_bands):
 def test_band_spectra_equal_the_spectrum_of_each_bands_summed_energy():
     rng = np.random.default_rng(2)
     energy = rng.exponential(size=(16, 1000)).astype(np.float32)
-    bands = se.band_levels(16, 3)
+    bands = se.candidate_bands(16, 3)
     amp = se.band_spectra(energy, bands, n_low=200, n_time=1000)
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1000) / 1000)
     for i, (first, stop) in enumerate(bands):
@@ -86,8 +86,8 @@ def test_band_spectra_equal_the_spectrum_of_each_bands_summed_energy():
 
 
 @pytest.mark.parametrize("n_bins,first_bin", [(16, 2), (512, 40), (4, 1)])
-def test_band_levels_cover_from_the_first_bin_without_duplicates(n_bins, first_bin):
-    bands = se.band_levels(n_bins, first_bin)
+def test_candidate_bands_cover_from_the_first_bin_without_duplicates(n_bins, first_bin):
+    bands = se.candidate_bands(n_bins, first_bin)
     assert len(bands) == len(set(bands))
     assert all(first_bin <= a < b <= n_bins for a, b in bands)
     assert (first_bin, n_bins) in bands  # the widest band

@@ -354,7 +354,9 @@ def format_report(static: StaticVerdict, measured: MeasuredVerdict | None = None
     """Human-readable static (+ measured) verdicts, one fact a line.
 
     Example:
-        >>> print(format_report(static_check(config)))       # doctest: +SKIP
+        >>> from transformers import BertConfig
+        >>> format_report(static_check(BertConfig())).splitlines()[0]
+        'SIA static check (bert): satisfied'
     """
     word = "satisfied" if static.satisfied else "VIOLATED"
     lines = [f"SIA static check ({static.model_type}): {word}"]

@@ -33,7 +33,8 @@ def family_of(config: object) -> str:
     """The surgery family of a config: its ``model_type`` (pruned models keep the family's own).
 
     Example:
-        >>> family_of(model.config)   # doctest: +SKIP
+        >>> from transformers import BertConfig
+        >>> family_of(BertConfig())
         'bert'
     """
     return config.model_type
