@@ -92,7 +92,8 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
     # Only the envelope's low end is read: cut its spectrum above 2 x top_hz and go back to a
     # short signal, so the zero-padded FFT runs on a few thousand samples, not PAD x n.
     full = sp_fft.rfft(env - env.mean())
-    m = min(int(2 * top_hz * n / sample_rate_hz) + 16, full.size)
+    m = sp_fft.next_fast_len(2 * int(2 * top_hz * n / sample_rate_hz) + 32, real=True) // 2 + 1
+    m = min(m, full.size)  # (a smooth 2 (m - 1): the padded FFT below stays fast)
     short = sp_fft.irfft(full[:m], 2 * (m - 1)) if m < full.size else env - env.mean()
     df = sample_rate_hz / (PAD * n)
     keep = min(int(top_hz / df) + 2, PAD * short.size // 2)
@@ -327,8 +328,9 @@ def level(x: np.ndarray) -> tuple[float, float]:
 
 def _level(x: np.ndarray) -> tuple[float, float]:
     x = x - x.mean()
-    var = float(np.mean(x**2))
-    return float(np.sqrt(var)), float(np.mean(x**4) / max(var, 1e-300) ** 2 - 3.0)
+    x2 = x * x  # (x**4 goes through pow: 10x slower than two products)
+    var = float(x2.mean())
+    return float(np.sqrt(var)), float(np.dot(x2, x2) / x.size / max(var, 1e-300) ** 2 - 3.0)
 
 
 def relative(x: np.ndarray, baseline: Baseline | None) -> dict[str, float]:
