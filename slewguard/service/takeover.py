@@ -70,6 +70,7 @@ class SessionTakeover:
         self.on_done = on_done
         self.quiet_s = quiet_s
         self.clock = clock
+        self.status_filter = f"{config.status_topic}/+"  # the peer subscribed to it as well
         self.outcome: str | None = None
         self.windows = 0
         self.client = build_client(config, peer_id, reconnect=False)
@@ -169,7 +170,7 @@ class SessionTakeover:
             self._close("empty")  # nothing was queued: delete the session we just made
         else:
             topics = subscription_topics(list(self.config.topics), self.config.shared_group)
-            client.unsubscribe(topics)
+            client.unsubscribe([*topics, self.status_filter])
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                         reason_codes: Any, properties: Any) -> None:
@@ -178,6 +179,9 @@ class SessionTakeover:
             self._last_activity_s = self.clock()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if mqtt.topic_matches_sub(self.status_filter, message.topic):
+            client.ack(message.mid, message.qos)  # the peer's view of member statuses: not a window
+            return
         inbound = Inbound(message.topic, bytes(message.payload), message.mid, message.qos,
                           time.monotonic(), self.generation, self.peer_id)
         with self._lock:
@@ -207,6 +211,8 @@ class Takeovers:
 
     def on_status(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         """A retained member status arrived (paho's network thread): take over if offline."""
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)  # manual acks: else it holds an in-flight slot
         peer = message.topic.rsplit("/", 1)[-1]
         try:
             state = json.loads(message.payload).get("state")
