@@ -126,13 +126,31 @@ class MqttConfig(_Strict):
                               description="Topic filters to subscribe to (+ and # allowed); "
                               "layout plant/<site>/<asset>/<bearing>/<sensor>/vib.")
     shared_group: str | None = Field(None, description="Subscribe as $share/<group>/<filter> so "
-                                     "several daemons split the load; None for a plain "
-                                     "subscription.")
+                                     "several daemons split the load (each with its own "
+                                     "client_id); None for a plain subscription. Each member's "
+                                     "status then goes to <status_topic>/<client_id>.")
+    shared_takeover: bool = Field(True, description="With shared_group: when a member's status "
+                                  "turns offline (its Will after a crash, or its clean stop), "
+                                  "connect as that member, unsubscribe its persistent session "
+                                  "from the group, take the windows queued or in flight in it "
+                                  "through this daemon's pipeline (acked after the outbox stored "
+                                  "them) and delete the session. Without it mosquitto keeps "
+                                  "routing a share of the windows to the dead member's session "
+                                  "until it returns (EMQX until the session expires); see "
+                                  "docs/shared_subscriptions.md.")
+    shared_takeover_quiet_s: float = Field(2.0, gt=0, le=60, description="Seconds without a "
+                                           "window, with every window acked, after which a "
+                                           "taken-over session counts as drained and is "
+                                           "deleted.")
     qos: Literal[1, 2] = Field(1, description="Subscription QoS; at least 1, because a window "
                                "is acknowledged only once it is in the outbox.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
     session_expiry_s: int = Field(86_400, ge=0, description="MQTT 5 session expiry in seconds: "
-                                  "how long the broker queues windows while the daemon is down.")
+                                  "how long the broker queues windows while the daemon is down. "
+                                  "When it runs out mosquitto deletes the queued windows (EMQX "
+                                  "gives a shared-subscription member's to the other members): "
+                                  "a short expiry keeps a shared group flowing only by losing "
+                                  "them; shared_takeover does that without loss.")
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds.")
     reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay in seconds.")
     receive_maximum: int = Field(64, ge=1, le=65535, description="Unacknowledged QoS>0 messages "
@@ -165,7 +183,8 @@ class MqttConfig(_Strict):
             raise ValueError(f"reconnect_min_s={self.reconnect_min_s} must not exceed "
                              f"reconnect_max_s={self.reconnect_max_s}")
         probe = _PROBE.format(prefix=self.results_prefix)
-        own = (probe, probe + "/state", self.dead_letter_topic, self.status_topic)
+        own = (probe, probe + "/state", self.dead_letter_topic, self.status_topic,
+               self.status_topic + "/member")
         for f in self.topics:
             hit = next((t for t in own if topic_matches_sub(f, t)), None)
             if hit is not None:

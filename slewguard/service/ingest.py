@@ -58,7 +58,9 @@ class Inbound:
     """One received MQTT message, as the pipeline sees it.
 
     ``received_s`` is ``time.monotonic()`` at receipt (end-to-end latency starts here);
-    ``generation`` counts connections, so a late ack from an old connection can be recognised.
+    ``generation`` counts connections, so a late ack from an old connection can be recognised;
+    ``session`` is the client id of a shared-subscription peer whose session this daemon took
+    over (takeover.py), "" for the daemon's own.
     """
 
     topic: str
@@ -67,6 +69,7 @@ class Inbound:
     qos: int
     received_s: float
     generation: int
+    session: str = ""
 
 
 def subscription_topics(filters: list[str], shared_group: str | None) -> list[str]:
@@ -79,6 +82,18 @@ def subscription_topics(filters: list[str], shared_group: str | None) -> list[st
     if shared_group is None:
         return list(filters)
     return [f"$share/{shared_group}/{f}" for f in filters]
+
+
+def member_status_topic(status_topic: str, client_id: str, shared_group: str | None) -> str:
+    """Where this daemon's retained status goes: ``<status_topic>/<client_id>`` in a shared group
+    (each member's own, so one member's Will does not overwrite another's "online", and peers see
+    which member went down), ``status_topic`` otherwise.
+
+    Example:
+        >>> member_status_topic("slewguard/status", "edge-a", "g")
+        'slewguard/status/edge-a'
+    """
+    return status_topic if shared_group is None else f"{status_topic}/{client_id}"
 
 
 def status_payload(state: str, client_id: str, **extra: str) -> bytes:
@@ -209,14 +224,17 @@ def _is_v5(config: Any) -> bool:
     return str(config.protocol) == "5"
 
 
-def build_client(config: Any, client_id: str, session: bool = True) -> _Client:
+def build_client(config: Any, client_id: str, session: bool = True,
+                 reconnect: bool = True) -> _Client:
     """A paho client for ``config`` (an MqttConfig): protocol, auth, TLS, backoff; with
-    ``session`` a persistent v3.1.1 session and manual acks (v5 sessions are set at connect)."""
+    ``session`` a persistent v3.1.1 session and manual acks (v5 sessions are set at connect);
+    without ``reconnect`` the network loop ends at the first disconnect."""
     v5 = _is_v5(config)
     client = _Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else not session, manual_ack=session)
+        clean_session=None if v5 else not session, manual_ack=session,
+        reconnect_on_failure=reconnect)
     if config.username:
         password = config.password.get_secret_value() if config.password else None
         client.username_pw_set(config.username, password)
@@ -247,6 +265,17 @@ def publisher_client(config: Any, client_id: str) -> mqtt.Client:
     return client
 
 
+def session_properties(config: Any) -> Properties | None:
+    """CONNECT properties of a persistent MQTT 5 session (None on 3.1.1): session expiry and
+    receive maximum."""
+    if not _is_v5(config):
+        return None
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = int(config.session_expiry_s)
+    properties.ReceiveMaximum = int(config.receive_maximum)
+    return properties
+
+
 def _path(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -270,7 +299,8 @@ class Ingest:
         self.metrics = metrics
         self.handler = handler
         self.client_id = config.client_id or default_client_id()
-        self.status_topic = config.status_topic
+        self.status_topic = member_status_topic(config.status_topic, self.client_id,
+                                                config.shared_group)
         self.status_extra = dict(status_extra or {})
         self.client = build_client(config, self.client_id)
         self.failures = ConnectFailures(config, "ingest", metrics, failure_log_every_s)
@@ -286,26 +316,40 @@ class Ingest:
         self._paused = threading.Event()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        if self.status_topic:
-            self.client.will_set(self.status_topic, status_payload("offline", self.client_id),
-                                 qos=1, retain=True)
+        self.client.will_set(self.status_topic, status_payload("offline", self.client_id),
+                             qos=1, retain=True)
+        self.takeovers: Any = None
+        if self.takes_over:
+            from slewguard.service.takeover import Takeovers  # takeover.py builds on this module
+
+            self.takeovers = Takeovers(self)
+        if self.takeovers is not None:
+            self.client.message_callback_add(self.peer_status_filter, self.takeovers.on_status)
+
+    @property
+    def takes_over(self) -> bool:
+        """Whether this member takes over the sessions of shared-subscription peers gone down."""
+        return self.config.shared_group is not None and bool(self.config.shared_takeover)
+
+    @property
+    def peer_status_filter(self) -> str:
+        """The retained statuses of every member of the shared group (ours included)."""
+        return f"{self.config.status_topic}/+"
 
     def start(self) -> None:
         """Connect in the background (retrying with backoff until the broker answers)."""
         v5 = _is_v5(self.config)
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = int(self.config.session_expiry_s)
-            properties.ReceiveMaximum = int(self.config.receive_maximum)
         self.client.connect_async(
             self.config.host, int(self.config.port), keepalive=int(self.config.keepalive_s),
-            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=properties)
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=session_properties(self.config))
         self.client.loop_start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Publish "offline" (a clean disconnect does not fire the Will), disconnect, stop."""
-        if self.status_topic and self.connected.is_set():
+        if self.takeovers is not None:
+            self.takeovers.stop(timeout_s)
+        if self.connected.is_set():
             info = self.client.publish(self.status_topic, status_payload("offline", self.client_id),
                                        qos=1, retain=True)
             _wait_published(info, timeout_s)
@@ -324,6 +368,8 @@ class Ingest:
 
     def ack(self, message: Inbound) -> bool:
         """Acknowledge ``message`` if it came on the current connection; returns whether it did."""
+        if message.session:
+            return self.takeovers is not None and self.takeovers.ack(message)
         with self._lock:
             if message.generation != self._generation or message.mid not in self._inflight:
                 return False  # the broker resends it on this connection; that copy gets the ack
@@ -360,15 +406,16 @@ class Ingest:
                  self.config.host, self.config.port, self.client_id, flags.session_present,
                  self.failures.connected())
         self._subscribe(client)
-        if self.status_topic:
-            client.publish(self.status_topic,
-                           status_payload("online", self.client_id, **self.status_extra),
-                           qos=1, retain=True)
+        client.publish(self.status_topic,
+                       status_payload("online", self.client_id, **self.status_extra),
+                       qos=1, retain=True)
         self.connected.set()
 
     def _subscribe(self, client: mqtt.Client) -> None:
         qos = int(self.config.qos)
         topics = subscription_topics(list(self.config.topics), self.config.shared_group)
+        if self.takeovers is not None:
+            topics.append(self.peer_status_filter)  # plain: every member sees every status
         if self.is_v5:
             client.subscribe([(t, SubscribeOptions(qos=qos)) for t in topics])
         else:
@@ -389,6 +436,14 @@ class Ingest:
         self.metrics.mqtt_connected.set(0)
         if reason_code != 0:
             log.warning("disconnected from broker (%s); paho reconnects with backoff", reason_code)
+
+    def deliver(self, inbound: Inbound) -> bool:
+        """Hand a window from a taken-over session to the handler; False while paused."""
+        if self._paused.is_set():
+            return False  # not acked: the session is kept for the peer
+        self.metrics.windows_received_total.inc()
+        self.handler(inbound)
+        return True
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._paused.is_set():

@@ -87,6 +87,10 @@ class Metrics:
         self.mqtt_connect_failures_total = self._counter(
             "mqtt_connect_failures", "Failed MQTT connect attempts of the ingest connection, by "
             "reason (tls, refused, timeout, dns, other).", ("reason",))
+        self.mqtt_session_takeovers_total = self._counter(
+            "mqtt_session_takeovers", "Sessions of shared-subscription peers gone down that this "
+            "daemon took over, by outcome (drained, empty, interrupted, refused, unreachable, "
+            "stopped).", ("outcome",))
         self.mqtt_inflight_messages = self._gauge(
             "mqtt_inflight_messages", "Messages received from the broker but not yet acknowledged.")
         self.outbox_depth = self._gauge("outbox_depth", "Results in the outbox not yet forwarded.")

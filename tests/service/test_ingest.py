@@ -8,7 +8,7 @@ import time
 import pytest
 
 from slewguard.service.config import MqttConfig, TlsConfig
-from slewguard.service.ingest import Ingest, subscription_topics
+from slewguard.service.ingest import Inbound, Ingest, subscription_topics
 from slewguard.service.metrics import Metrics
 from tests.service import services
 
@@ -72,7 +72,7 @@ def test_only_unacked_messages_come_back_after_reconnect(mosquitto, protocol):
 def test_an_ack_from_an_old_connection_is_not_sent(mosquitto):
     ingest = started(mqtt_config(mosquitto.port), Recorder())
     try:
-        stale = type("Stale", (), {"generation": 0, "mid": 1, "qos": 1})()
+        stale = Inbound(TOPIC.format(1), b"", mid=1, qos=1, received_s=0.0, generation=0)
         assert not ingest.ack(stale)
     finally:
         ingest.stop()
