@@ -54,7 +54,7 @@ import numpy as np
 from slewguard.models.card import features_method
 from slewguard.service.config import InferenceConfig, ModelConfig
 from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
-from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
+from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence, measure
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, check_size, decode
@@ -390,8 +390,8 @@ class Pipeline:
         kept: list[_Item] = []
         values: list[np.ndarray] = []
         started = time.perf_counter()
-        for item in items if self.evidence is not None else ():
-            self._evidence(item)
+        if self.evidence is not None and items:
+            self._evidence(items)
         for group in groups.values():
             for item, row, vector in self._extract(group):
                 rows.append(row)
@@ -403,17 +403,24 @@ class Pipeline:
                 time.perf_counter() - started)
         return rows, texts, kept, np.stack(values) if values else np.zeros((0, 0), np.float32)
 
-    def _evidence(self, item: _Item) -> None:
-        """The evidence stage for one window; a window it cannot read keeps the model path."""
-        w, p = item.window, item.place
-        try:
-            item.evidence = self.evidence.window(
-                _sensor_key(p), w.samples, w.sample_rate_hz, p.geometry, item.rpm,
-                p.rpm_uncertainty)
-        except ValueError as exc:
-            self._warn.warning("evidence", "no evidence for %s: %s", item.inbound.topic, exc)
-            return
-        item.rpm = item.evidence.rpm
+    def _evidence(self, items: list[_Item]) -> None:
+        """The evidence stage: each window's own evidence on the worker pool (FFTs release the
+        GIL), then baseline and rule in arrival order. A window it cannot read keeps the model
+        path."""
+        def one(i: int) -> dict | str:
+            w, p = items[i].window, items[i].place
+            try:
+                return measure(w.samples, w.sample_rate_hz, p.geometry, items[i].rpm,
+                               p.rpm_uncertainty)
+            except ValueError as exc:
+                return str(exc)
+        for item, row in zip(items, numeric.map_rows(one, len(items)), strict=True):
+            if isinstance(row, str):
+                self._warn.warning("evidence", "no evidence for %s: %s", item.inbound.topic, row)
+                continue
+            item.evidence = self.evidence.judge(_sensor_key(item.place), item.window.samples,
+                                                row, item.rpm, item.place.rpm_uncertainty)
+            item.rpm = item.evidence.rpm
 
     def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
         """Features of one group in one call; on failure, window by window to isolate the bad."""
