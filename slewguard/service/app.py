@@ -3,7 +3,8 @@
 Start: first every check ``check-config`` makes (``preflight.start_problems``: model directory,
 writable files, webhook templates), so a bad config fails in a second with one line naming its
 key (``StartError``), then in order: outbox, metrics + HTTP (a port in use fails before the
-model loads), model, forwarder (outbox -> sinks), pipeline, MQTT ingest.
+model loads), model, forwarder (outbox -> sinks), pipeline, MQTT ingest, the status line
+(``status``: one INFO line every ``logging.status_interval_s``).
 Stop (on ``stop()`` or SIGTERM, via one shared stop event), in reverse: the pipeline stops taking
 messages and drains its queue (every drained result is stored and acked on the still-open MQTT
 connection), the forwarder flushes the outbox to the sinks, then ingest publishes "offline" and
@@ -123,6 +124,7 @@ class App:
             self._start_forwarder()
             self._start_pipeline()
             self._start_ingest()
+            self._start_status()
         except BaseException:
             self.stop()
             raise
@@ -310,6 +312,19 @@ class App:
         assert self.ingest is not None
         self.ingest.start()
         self._stoppers.append(("ingest", self.ingest.pause))
+
+    def _start_status(self) -> None:
+        interval = self.config.logging.status_interval_s
+        if interval <= 0:
+            return
+        from slewguard.service.status import StatusLine, log_status
+
+        status = StatusLine(self.metrics, self.outbox, self.config.inference.queue_size)
+        stop = threading.Event()
+        thread = threading.Thread(target=log_status, args=(status, interval, stop),
+                                  name="status", daemon=True)
+        thread.start()
+        self._stoppers.append(("status", lambda: (stop.set(), thread.join(5))))
 
     def _submit(self, inbound: Any) -> None:
         if self.pipeline is not None:
