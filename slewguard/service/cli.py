@@ -88,11 +88,22 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     sim.set_defaults(func=_simulate)
 
 
+def load_config_file(path: Path) -> Any:
+    """``config.load_config``, with a single error on one line (``FILE: key.path: message``)."""
+    from slewguard.service.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if len(exc.errors) == 1:
+            raise ValueError(f"{path}: {exc.errors[0]}") from None
+        raise
+
+
 def _serve(args: argparse.Namespace) -> int:
     from slewguard.service.app import App
-    from slewguard.service.config import load_config
 
-    config = load_config(args.config)
+    config = load_config_file(args.config)
     configure_logging(config.logging.level, config.logging.format)
     return App(config, config_path=args.config).run()
 
@@ -182,10 +193,9 @@ def _summary(config: Any) -> str:
 
 def _baseline(args: argparse.Namespace) -> int:
     from slewguard.service.baselines import BaselineStore
-    from slewguard.service.config import load_config
     from slewguard.service.evidence_stage import baseline_path
 
-    config = load_config(args.config)
+    config = load_config_file(args.config)
     path = baseline_path(config)
     store = BaselineStore(path, config.evidence.baseline_windows)
     if args.action == "reset":

@@ -142,6 +142,18 @@ def test_a_webhook_template_that_does_not_compile_is_refused(tmp_path):
     one_line(run("serve", "-c", path), *words)
 
 
+def test_an_unknown_bearing_preset_is_one_line_in_every_command(tmp_path):
+    path = write_config(tmp_path)
+    data = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    data["sensors"][0]["bearing"] = "slew-9000"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    words = ("sensors.0.bearing: unknown bearing preset 'slew-9000'", "choose one of",
+             "slew-4pc-1000")
+    for command in (["check-config", path], ["serve", "-c", path],
+                    ["baseline", "show", "-c", path]):
+        one_line(run(*command), *words)
+
+
 def test_check_config_takes_the_file_positionally_or_with_c(tmp_path):
     path = write_config(tmp_path)
     for args in ([path], ["-c", path], ["--config", path], [path, "-c", path]):
