@@ -182,8 +182,9 @@ class App:
             self.outbox = Outbox(c.path, c.max_bytes, c.when_full, metrics=self.metrics)
         except (OSError, sqlite3.Error) as exc:
             raise StartError([f"outbox.path: cannot open {str(c.path)!r}: "
-                              f"{getattr(exc, 'strerror', None) or exc}: set outbox.path to a "
-                              "file in a writable directory"]) from None
+                              f"{getattr(exc, 'strerror', None) or exc}: point outbox.path at a "
+                              "slewguard outbox, or a new file, in a writable directory"]) \
+                from None
         self._stoppers.append(("outbox", self.outbox.close))
 
     def _start_model(self) -> None:
