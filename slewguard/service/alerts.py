@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import weakref
 from collections import Counter
@@ -52,6 +53,7 @@ from slewguard.service.sinks.webhook import WebhookDelivery, WebhookQueue
 from slewguard.signal.explain import explain
 from slewguard.signal.kinematics import FAULT_LINE
 
+log = logging.getLogger(__name__)
 STATE_CODES = {"healthy": 0, "unknown": 1, "sensor_fault": 2, "inner_race": 3, "outer_race": 4,
                "rolling_element": 5, "cage": 6, "combined": 7}
 ALERTING = ("inner_race", "outer_race", "rolling_element", "cage", "combined", "sensor_fault")
@@ -140,6 +142,7 @@ class Voter:
     def __init__(self, config: AlertsConfig, states: dict[str, dict] | None = None) -> None:
         self.config = config
         self.trackers = {k: Tracker(**v) for k, v in (states or {}).items()}
+        self.changes: list[str] = []  # one log line per state change, taken by the sink
 
     def tracker(self, result: Result) -> Tracker:
         key = f"{result.site}/{result.asset}/{result.bearing}"
@@ -156,6 +159,8 @@ class Voter:
         t.last = result.to_json()
         t.votes = (t.votes + [_ballot(result, vote(result, self.config))])[-self.config.n:]
         new_state = self._next_state(t)
+        if new_state != t.state:
+            self.changes.append(change_line(t, new_state, result))
         changed, t.state = new_state != t.state, new_state
         t.windows_in_state = 1 if changed else t.windows_in_state + 1
         events = self._transition(t, result) if changed else []
@@ -231,6 +236,25 @@ class Voter:
                 "kurtosis": _num(f.get("kurtosis", math.nan)),
                 "crest_factor": _num(f.get("crest_factor", math.nan))},
         }
+
+
+def change_line(t: Tracker, new_state: str, result: Result) -> str:
+    """The log line of a bearing entering ``new_state`` on ``result``: votes and evidence.
+
+    Example:
+        >>> t = Tracker("y", "c1", "slew", votes=[{"vote": "outer_race"}] * 3)
+        >>> r = Result("y", "c1", "slew", "s1", "m", "outer_race", 0.93, {}, {}, 6.0, 0, 0, "t",
+        ...            evidence="BPFO 3 harmonics +18 dB; kurtosis 4.2, crest 6.1")
+        >>> change_line(t, "outer_race", r)
+        ... # doctest: +NORMALIZE_WHITESPACE
+        'bearing y/c1/slew: unknown -> outer_race (3 of the last 3 votes; sensor s1 says
+        outer_race at 0.93, 6 rpm: BPFO 3 harmonics +18 dB; kurtosis 4.2, crest 6.1)'
+    """
+    votes = sum(v["vote"] == new_state for v in t.votes)
+    evidence = result.evidence or explain(result.features)
+    return (f"bearing {t.key}: {t.state} -> {new_state} ({votes} of the last {len(t.votes)} "
+            f"votes; sensor {result.sensor} says {result.predicted} at "
+            f"{result.confidence:.2f}, {result.rpm:.0f} rpm: {evidence})")
 
 
 def _num(x: float) -> float | None:
@@ -355,6 +379,9 @@ class AlertSink:
         except Exception as exc:  # sqlite: disk full, locked; votes replay from the outbox
             self.voter = Voter(self.config, self.queue.states())
             raise RetryableSinkError("alert_queue", f"{type(exc).__name__}: {exc}") from exc
+        for line in self.voter.changes:  # after the commit: a replayed batch logs once
+            log.info("%s", line)
+        self.voter.changes.clear()
         for e in events:
             self.metrics.alert_events_total.labels(event=e["event"]).inc()
         for t in touched.values():

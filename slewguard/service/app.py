@@ -1,6 +1,10 @@
 """The App: builds the daemon's parts from a ServiceConfig, starts them in order, stops in reverse.
 
-Start order: outbox, model, metrics + HTTP, forwarder (outbox -> sinks), pipeline, MQTT ingest.
+Start: first every check ``check-config`` makes (``preflight.start_problems``: model directory,
+writable files, webhook templates), so a bad config fails in a second with one line naming its
+key (``StartError``), then in order: outbox, metrics + HTTP (a port in use fails before the
+model loads), model, forwarder (outbox -> sinks), pipeline, MQTT ingest, the status line
+(``status``: one INFO line every ``logging.status_interval_s``).
 Stop (on ``stop()`` or SIGTERM, via one shared stop event), in reverse: the pipeline stops taking
 messages and drains its queue (every drained result is stored and acked on the still-open MQTT
 connection), the forwarder flushes the outbox to the sinks, then ingest publishes "offline" and
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +48,7 @@ from slewguard.service.pipeline import (
     SensorMap,
     model_name,
 )
+from slewguard.service.preflight import StartError, bind_problem, start_problems
 
 log = logging.getLogger(__name__)
 FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
@@ -103,14 +109,22 @@ class App:
         return self.http.port
 
     def start(self) -> App:
-        """Start every part in order; on failure, stop what already started and re-raise."""
+        """Start every part in order; on failure, stop what already started and re-raise.
+
+        Raises ``StartError`` (a ValueError: one line per cause) when ``check-config`` would
+        refuse the config, the outbox cannot be opened or the HTTP port cannot be bound.
+        """
+        problems = start_problems(self.config, model=self.classifier is None)
+        if problems:
+            raise StartError(problems)
         try:
             self._start_outbox()
-            self._start_model()
             self._start_http()
+            self._start_model()
             self._start_forwarder()
             self._start_pipeline()
             self._start_ingest()
+            self._start_status()
         except BaseException:
             self.stop()
             raise
@@ -164,7 +178,13 @@ class App:
 
     def _start_outbox(self) -> None:
         c = self.config.outbox
-        self.outbox = Outbox(c.path, c.max_bytes, c.when_full, metrics=self.metrics)
+        try:
+            self.outbox = Outbox(c.path, c.max_bytes, c.when_full, metrics=self.metrics)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartError([f"outbox.path: cannot open {str(c.path)!r}: "
+                              f"{getattr(exc, 'strerror', None) or exc}: point outbox.path at a "
+                              "slewguard outbox, or a new file, in a writable directory"]) \
+                from None
         self._stoppers.append(("outbox", self.outbox.close))
 
     def _start_model(self) -> None:
@@ -186,7 +206,10 @@ class App:
 
     def _start_http(self) -> None:
         c = self.config.http
-        self.http = HealthServer(self.metrics, self._checks(), c.host, c.port)
+        try:
+            self.http = HealthServer(self.metrics, self._checks(), c.host, c.port)
+        except OSError as exc:
+            raise StartError([bind_problem(exc, c.host, c.port)]) from None
         self.http.start()
         self._stoppers.append(("http", self.http.stop))
 
@@ -290,6 +313,19 @@ class App:
         assert self.ingest is not None
         self.ingest.start()
         self._stoppers.append(("ingest", self.ingest.pause))
+
+    def _start_status(self) -> None:
+        interval = self.config.logging.status_interval_s
+        if interval <= 0:
+            return
+        from slewguard.service.status import StatusLine, log_status
+
+        status = StatusLine(self.metrics, self.outbox, self.config.inference.queue_size)
+        stop = threading.Event()
+        thread = threading.Thread(target=log_status, args=(status, interval, stop),
+                                  name="status", daemon=True)
+        thread.start()
+        self._stoppers.append(("status", lambda: (stop.set(), thread.join(5))))
 
     def _submit(self, inbound: Any) -> None:
         if self.pipeline is not None:

@@ -3,6 +3,7 @@ and feed the daemon.
 
 Example:
     $ slewguard check-config deploy/slewguard.example.yaml
+    $ slewguard check-config -c deploy/slewguard.example.yaml --connect
     $ slewguard serve --config deploy/slewguard.example.yaml
     $ slewguard baseline show --config deploy/slewguard.example.yaml
     $ slewguard simulate --publish --broker 127.0.0.1:1883 --sensors 8 --rate 1 --count 100
@@ -14,8 +15,10 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_serve)
     check = subparsers.add_parser(
         "check-config", help="validate a daemon config file (exit 2 on errors)",
-        description="Validate a config file with the SLEWGUARD_* environment overrides; print "
-                    "every error with its key path.")
-    check.add_argument("path", type=Path, help="YAML config file")
+        description="Validate a config file with the SLEWGUARD_* environment overrides and "
+                    "check, without side effects, everything serve refuses at start: the "
+                    "model directory (card, template version), writable outbox, alert-queue "
+                    "and baseline paths, webhook templates; warn when http.port is taken. "
+                    "Print every error with its key path.")
+    check.add_argument("path", type=Path, nargs="?", default=None,
+                       help="YAML config file (or give it with -c/--config)")
+    check.add_argument("-c", "--config", type=Path, default=None, dest="config_flag",
+                       metavar="CONFIG", help="YAML config file")
+    check.add_argument("--connect", action="store_true",
+                       help="also connect to the MQTT broker and the InfluxDB (when "
+                            "configured), as serve would")
     check.set_defaults(func=_check_config)
     base = subparsers.add_parser(
         "baseline", help="show or reset the bearings' commissioning baselines",
@@ -76,11 +88,22 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     sim.set_defaults(func=_simulate)
 
 
+def load_config_file(path: Path) -> Any:
+    """``config.load_config``, with a single error on one line (``FILE: key.path: message``)."""
+    from slewguard.service.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        if len(exc.errors) == 1:
+            raise ValueError(f"{path}: {exc.errors[0]}") from None
+        raise
+
+
 def _serve(args: argparse.Namespace) -> int:
     from slewguard.service.app import App
-    from slewguard.service.config import load_config
 
-    config = load_config(args.config)
+    config = load_config_file(args.config)
     configure_logging(config.logging.level, config.logging.format)
     return App(config, config_path=args.config).run()
 
@@ -112,31 +135,67 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from slewguard.service import preflight
     from slewguard.service.config import ConfigError, load_config
+
+    path = _config_path(args.path, args.config_flag)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _report_errors(path, exc.errors)
+    errors = preflight.start_problems(config)
+    warnings = [p for p in [preflight.port_problem(config.http.host, config.http.port)] if p]
+    if args.connect:
+        errors.append(preflight.broker_problem(config.mqtt))
+        if config.influx is not None:
+            errors.append(preflight.influx_problem(config.influx))
+        errors = [e for e in errors if e is not None]
+    for warning in warnings:  # the daemon of this very config may hold the port right now
+        print(f"{path}: warning: {warning} (fine if this config's daemon is running)",
+              file=sys.stderr)
+    if errors:
+        return _report_errors(path, errors)
+    print(f"{path}: ok: {_summary(config)}" + (" (broker and database answered)"
+                                               if args.connect else ""))
+    return 0
+
+
+def _config_path(positional: Path | None, flag: Path | None) -> Path:
+    """The config file named either way (``check-config FILE`` or ``check-config -c FILE``)."""
+    if positional is not None and flag is not None and positional != flag:
+        raise ValueError(f"two config files given ({positional} and -c {flag}): give one")
+    if positional is None and flag is None:
+        raise ValueError("no config file: give it as `check-config FILE` or `-c FILE`")
+    return positional if positional is not None else flag  # type: ignore[return-value]
+
+
+def _report_errors(path: Path, errors: list[str]) -> int:
+    if len(errors) == 1:
+        print(f"{path}: {errors[0]}", file=sys.stderr)
+        return 2
+    print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+    for error in errors:
+        print(f"  {error}", file=sys.stderr)
+    return 2
+
+
+def _summary(config: Any) -> str:
     from slewguard.service.redact import redact_url
 
-    try:
-        config = load_config(args.path)
-    except ConfigError as exc:
-        print(f"{args.path}: {len(exc.errors)} error(s)", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 2
     m = config.mqtt
-    print(f"{args.path}: ok: site {config.site}, {len(config.sensors)} sensor entr"
-          f"{'y' if len(config.sensors) == 1 else 'ies'}, broker {m.host}:{m.port} (MQTT "
-          f"{m.protocol}), topics {', '.join(m.topics)}, outbox {config.outbox.path}, "
-          f"influx {'off' if config.influx is None else redact_url(config.influx.url)}, http "
-          f"{config.http.host}:{config.http.port}")
-    return 0
+    return (f"site {config.site}, {len(config.sensors)} sensor entr"
+            f"{'y' if len(config.sensors) == 1 else 'ies'}, broker {m.host}:{m.port} (MQTT "
+            f"{m.protocol}), topics {', '.join(m.topics)}, outbox {config.outbox.path}, "
+            f"influx {'off' if config.influx is None else redact_url(config.influx.url)}, "
+            f"http {config.http.host}:{config.http.port}, model "
+            f"{config.model.path or 'shipped ' + config.model.shipped}")
 
 
 def _baseline(args: argparse.Namespace) -> int:
     from slewguard.service.baselines import BaselineStore
-    from slewguard.service.config import load_config
     from slewguard.service.evidence_stage import baseline_path
 
-    config = load_config(args.config)
+    config = load_config_file(args.config)
     path = baseline_path(config)
     store = BaselineStore(path, config.evidence.baseline_windows)
     if args.action == "reset":
@@ -172,6 +231,18 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _broker_down(broker: str, exc: OSError) -> str:
+    """One line for a failed ``simulate --publish`` connection to ``broker``."""
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"--broker {broker}: nothing listens there (connection refused): start the "
+                "broker (e.g. `mosquitto -p PORT`) or pass --broker HOST:PORT of a running one")
+    if isinstance(exc, socket.gaierror):
+        return f"--broker {broker}: the host does not resolve ({exc.strerror}): fix --broker"
+    if type(exc) is ConnectionError:  # publisher.connect's own: TCP up, no MQTT CONNACK
+        return str(exc)
+    return f"--broker {broker}: cannot connect ({exc.strerror or exc}): check --broker"
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
@@ -185,8 +256,12 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"{len(fleet.sensors)} sensors; add --publish --broker HOST:PORT to send windows")
         return 0
     host, port = parse_broker(args.broker)
-    client = connect(host, port, username=args.username,
-                     password=os.environ.get("SLEWGUARD_MQTT__PASSWORD"), protocol=args.protocol)
+    try:
+        client = connect(host, port, username=args.username,
+                         password=os.environ.get("SLEWGUARD_MQTT__PASSWORD"),
+                         protocol=args.protocol)
+    except OSError as exc:  # refused, unresolvable, timed out: one line, no traceback
+        raise ValueError(_broker_down(args.broker, exc)) from None
     publisher = Publisher(fleet, client)
     try:
         with Progress(transient=True) as progress:

@@ -165,6 +165,27 @@ def test_seen_and_older_results_do_not_vote_again(tmp_path):
         sink.close()
 
 
+def test_each_state_change_is_logged_once_at_info_with_its_evidence(tmp_path, caplog):
+    sink = AlertSink(AlertsConfig(k=3, n=5), tmp_path / "a.sqlite3")
+    caplog.set_level("INFO", logger="slewguard.service.alerts")
+    try:
+        sink.write([result(k, "healthy") for k in range(3)])
+        batch = [result(k, "outer_race", db=18.0, env_bpfo_h2_db=14.0) for k in range(3, 6)]
+        sink.write(batch)
+        sink.write(batch)  # a retried batch votes (and logs) nothing again
+        assert [r.getMessage()[27:45] for r in caplog.records] == ["unknown -> healthy"]
+        sink.write([result(6, "outer_race", db=18.0, env_bpfo_h2_db=14.0)])  # 2 healthy of 5
+        sink.write([result(7, "outer_race", db=18.0)])  # held (exit votes): no change, no line
+    finally:
+        sink.close()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert lines == [
+        "bearing yard1/crane1/slew: unknown -> healthy (3 of the last 3 votes; sensor s1 says "
+        "healthy at 0.90, 6 rpm: no defect line over 12 dB; kurtosis 3.1, crest 4.0)",
+        "bearing yard1/crane1/slew: healthy -> outer_race (4 of the last 5 votes; sensor s1 "
+        "says outer_race at 0.90, 6 rpm: BPFO 2 harmonics +18 dB; kurtosis 3.1, crest 4.0)"]
+
+
 def test_states_survive_a_restart_without_re_firing(tmp_path):
     config = AlertsConfig(k=2, n=3, webhooks=[{"name": "t", "url": "http://x"}])
     sink = AlertSink(config, tmp_path / "a.sqlite3")

@@ -1,0 +1,273 @@
+"""What ``slewguard serve`` refuses at start, checked without side effects.
+
+``App.start`` runs ``start_problems`` before it opens anything, and ``check-config`` runs the
+same checks, so a config that passes ``check-config`` does not stop ``serve`` at its first
+second: the model directory (card, textify template, runtime files; no weights are loaded), the
+directories of the files the daemon writes (outbox, alert queue, baselines), and the webhook
+templates. ``port_problem`` tries to bind the HTTP port (a warning in ``check-config``: the
+daemon this config belongs to may be the one holding it); ``broker_problem`` and
+``influx_problem`` connect (``check-config --connect``). Every problem is one line: the key
+path, the cause, the fix.
+
+Example:
+    >>> from slewguard.service.config import config_from_dict
+    >>> cfg = config_from_dict({"site": "y", "model": {"path": "no/such/model"},
+    ...                         "sensors": [{"sensor_id": "s1", "bearing": "cwru-6205"}]}, env={})
+    >>> model_problems(cfg)[0][:56]
+    "model.path: 'no/such/model' does not exist: give the dir"
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from slewguard.service.redact import redact_url
+
+
+class StartError(ValueError):
+    """``serve`` cannot start; ``problems`` holds one line per cause (key path, cause, fix)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        text = problems[0] if len(problems) == 1 else (
+            f"{len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
+        super().__init__(text)
+
+
+def start_problems(config: Any, model: bool = True) -> list[str]:
+    """Every reason ``serve`` would refuse ``config`` at start (the model's only with
+    ``model``: an App given a classifier loads none). Empty when it would start.
+
+    Example:
+        >>> start_problems(cfg)   # doctest: +SKIP
+        []
+    """
+    problems = model_problems(config) if model else []
+    return problems + path_problems(config) + template_problems(config)
+
+
+def model_problems(config: Any) -> list[str]:
+    """The model directory: it exists, holds a card of this slewguard's textify template and
+    the files its runtime reads (the weights are not loaded)."""
+    from slewguard.models import card as model_card
+    from slewguard.models.runtimes import choose_runtime
+    from slewguard.models.shipped import shipped_model_dir
+
+    c = config.model
+    key = "model.path" if c.path is not None else "model.shipped"
+    path = Path(c.path) if c.path is not None else shipped_model_dir(c.shipped)
+    if not path.exists():
+        return [f"{key}: {str(path)!r} does not exist: give the directory `slewguard train` "
+                "wrote (it holds card.json), or remove model.path to use the shipped model"]
+    if not path.is_dir():
+        return [f"{key}: {str(path)!r} is a file, not a model directory: give the directory "
+                "`slewguard train` wrote (it holds card.json)"]
+    try:
+        card = model_card.read(path)
+        model_card.check_template(card, path)
+        runtime = choose_runtime(path, c.runtime, c.device, c.dtype)
+    except ValueError as exc:
+        return [f"{key}: {exc}"]
+    need = ("model.onnx", "tokenizer.json") if runtime == "onnx" else ("config.json",)
+    missing = [name for name in need if not (path / name).is_file()]
+    if runtime == "torch" and not any(path.glob("*.safetensors")) and not any(
+            path.glob("*.bin")):
+        missing.append("model.safetensors")
+    if missing:
+        return [f"{key}: {path} has a card but no {', '.join(missing)} (needed by the "
+                f"{runtime} runtime): save the model again, or copy the whole directory"]
+    return []
+
+
+def path_problems(config: Any) -> list[str]:
+    """The files the daemon writes: each is a writable file or can be created (its nearest
+    existing parent is a writable directory)."""
+    from slewguard.service.evidence_stage import baseline_path
+
+    files = [("outbox.path", Path(config.outbox.path))]
+    if config.alerts.enabled and config.alerts.queue_path is not None:
+        files.append(("alerts.queue_path", Path(config.alerts.queue_path)))
+    if config.evidence.enabled and config.evidence.baseline_path is not None:
+        files.append(("evidence.baseline_path", baseline_path(config)))
+    return [p for key, path in files if (p := writable_problem(key, path)) is not None]
+
+
+def writable_problem(key: str, path: Path) -> str | None:
+    """None when the daemon can write ``path`` (creating missing parents), else why not.
+
+    Example:
+        >>> writable_problem("outbox.path", Path("/proc/version/o.sqlite3"))[:45]
+        "outbox.path: '/proc/version' is a file, not a"
+    """
+    fix = f"set {key} to a path in a writable directory"
+    if path.is_dir():
+        return f"{key}: {str(path)!r} is a directory, not a file: {fix} (a file name in it)"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else (
+            f"{key}: {str(path)!r} is not writable by this user: fix its owner or mode, or {fix}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{key}: {str(parent)!r} is a file, not a directory, so {str(path)!r} cannot " \
+               f"be created: {fix}"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{key}: directory {str(parent)!r} is not writable by this user, so " \
+               f"{str(path)!r} cannot be created: fix its owner or mode, or {fix}"
+    return None
+
+
+def template_problems(config: Any) -> list[str]:
+    """Each ``format: template`` webhook's Jinja2 template parses (sandboxed, not rendered)."""
+    problems: list[str] = []
+    hooks = [(i, h) for i, h in enumerate(config.alerts.webhooks) if h.format == "template"]
+    if not hooks:
+        return problems
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    for i, hook in hooks:
+        key = f"alerts.webhooks.{i}.{'template_file' if hook.template_file else 'template'}"
+        try:
+            SandboxedEnvironment().parse(hook.template_text() or "")
+        except OSError as exc:
+            problems.append(f"{key}: cannot read {hook.template_file}: {exc.strerror}: fix "
+                            "its mode or the path")
+        except TemplateSyntaxError as exc:
+            why = (exc.message or "syntax error").rstrip(".")
+            problems.append(f"{key} (webhook {hook.name!r}): line {exc.lineno}: {why}: fix the "
+                            "Jinja2 syntax")
+    return problems
+
+
+def bind_problem(exc: OSError, host: str, port: int) -> str:
+    """One line for an OSError from binding the HTTP server to ``host:port``.
+
+    Example:
+        >>> bind_problem(OSError(errno.EADDRINUSE, "Address already in use"), "127.0.0.1", 9108)
+        ... # doctest: +ELLIPSIS
+        'http.port: 127.0.0.1:9108 is already in use by another process: stop it...'
+    """
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"http.port: {where} is already in use by another process: stop it (another "
+                "slewguard serve?), or set http.port (or SLEWGUARD_HTTP__PORT) to a free port")
+    if exc.errno == errno.EACCES:
+        return (f"http.port: binding {where} is not permitted (ports below 1024 need root): "
+                "set http.port to 1024 or above")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return (f"http.host: {host!r} is not an address of this machine: set http.host to one "
+                "of its addresses, 127.0.0.1, or 0.0.0.0 for all")
+    return f"http.port: cannot bind {where}: {exc.strerror or exc}: set http.host/http.port"
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be bound now (the socket is closed at once), else why not."""
+    if port == 0:
+        return None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server does
+            sock.bind((host, port))
+    except OSError as exc:
+        return bind_problem(exc, host, port)
+    return None
+
+
+def broker_problem(mqtt_config: Any, timeout_s: float = 10.0) -> str | None:
+    """Connect to the broker as the daemon would (protocol, TLS, login) and disconnect; None
+    when the broker accepted, else why not. Uses a throw-away client id, clean session."""
+    from slewguard.service.ingest import build_client
+
+    c = mqtt_config
+    where = f"{c.host}:{c.port}"
+    client = build_client(c, f"{c.client_id}-check-{os.getpid()}", session=False,
+                          reconnect=False)
+    answer: dict[str, Any] = {}
+    client.on_connect = lambda _c, _u, _f, reason, _p: answer.setdefault("reason", reason)
+    try:
+        client.connect(c.host, int(c.port), keepalive=int(c.keepalive_s))
+    except OSError as exc:
+        return network_problem("mqtt", where, exc)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while "reason" not in answer and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    reason = answer.get("reason")
+    if reason is None:
+        return (f"mqtt.host/mqtt.port: {where} accepted TCP but sent no MQTT answer in "
+                f"{timeout_s:g} s: is it an MQTT broker (TLS port without mqtt.tls?)")
+    if reason.is_failure:
+        login = str(reason) in ("Not authorized", "Bad user name or password")
+        what = "mqtt.username/mqtt.password" if login else "mqtt.protocol/mqtt.client_id"
+        return f"{what}: broker {where} refused the connection: {reason}: fix {what}"
+    return None
+
+
+def network_problem(section: str, where: str, exc: OSError) -> str:
+    """One line for a failed TCP (or TLS) connect to ``where``, keyed by config ``section``.
+
+    Example:
+        >>> network_problem("mqtt", "127.0.0.1:1", ConnectionRefusedError(111, "refused"))[:52]
+        'mqtt.host/mqtt.port: nothing listens on 127.0.0.1:1 '
+    """
+    keys = f"{section}.host/{section}.port" if section == "mqtt" else f"{section}.url"
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"{keys}: nothing listens on {where} (connection refused): start the server "
+                f"or fix {keys}")
+    if isinstance(exc, socket.gaierror):
+        return f"{keys}: host of {where} does not resolve ({exc.strerror}): fix {keys}"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"{keys}: {where} did not answer (timed out): check {keys} and the firewall"
+    tls = f" or {section}.tls" if section == "mqtt" else ""
+    return f"{keys}: cannot connect to {where}: {exc.strerror or exc}: check {keys}{tls}"
+
+
+def influx_problem(influx: Any) -> str | None:
+    """GET ``<url>/ping`` (InfluxDB and VictoriaMetrics answer it); None when it answers."""
+    parts = urllib.parse.urlsplit(influx.url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/ping",
+                                   "", ""))
+    shown = redact_url(influx.url)
+    headers = {}
+    if influx.token is not None:
+        headers["Authorization"] = f"Token {influx.token.get_secret_value()}"
+    elif parts.username:  # user:password@ in the URL: send it as basic auth
+        login = f"{urllib.parse.unquote(parts.username)}:" \
+                f"{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=influx.timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return f"influx.token: {shown} refused the token (HTTP {exc.code}): fix " \
+                   "influx.token (SLEWGUARD_INFLUX__TOKEN)"
+        if exc.code >= 500:
+            return f"influx.url: {shown}/ping answered HTTP {exc.code}: the database is not " \
+                   "healthy; check its log"
+    except urllib.error.URLError as exc:
+        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
+        return network_problem("influx", shown, reason)
+    except OSError as exc:
+        return network_problem("influx", shown, exc)
+    return None
+
