@@ -193,7 +193,9 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.dead_letter = dead_letter
-        self.torch_threads = settings.torch_threads
+        # onnx sets its threads per session: torch is never imported for it
+        uses_torch = getattr(classifier, "runtime", "torch") == "torch"
+        self.torch_threads = settings.torch_threads if uses_torch else None
         self.signal_threads = settings.signal_threads
         self.features_method = features_method(getattr(classifier, "card", None))
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).
