@@ -16,7 +16,7 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 REPO = Path(__file__).resolve().parents[1]
-SERVED = ("deploy", "bench/results", "docker-compose.yml", ".env.example")
+SERVED = ("deploy", "bench/results", "docker-compose.yml")
 PREFIX = "repo"
 _LINK = re.compile(r"(\]\()([^)\s#]+)")
 
