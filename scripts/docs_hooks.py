@@ -12,8 +12,10 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mkdocs.structure.files import File, Files
+if TYPE_CHECKING:  # tests import SERVED without mkdocs installed
+    from mkdocs.structure.files import Files
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = ("deploy", "bench/results", "docker-compose.yml")
@@ -22,6 +24,8 @@ _LINK = re.compile(r"(\]\()([^)\s#]+)")
 
 
 def on_files(files: Files, config) -> Files:
+    from mkdocs.structure.files import File
+
     for root in SERVED:
         base = REPO / root
         paths = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
