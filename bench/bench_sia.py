@@ -185,7 +185,7 @@ def study(family: str, data, args) -> dict:
 def _cascade(clf: FaultClassifier, batches, data, args, ratio: float) -> tuple[dict, float]:
     """The coupling-aware cascade (Taylor) with ``args.recovery_epochs`` epochs over its stages:
     its results ("before recovery" is the accuracy right after its last removal) and ratio.
-    One round (the paper's three stages), as the README's SIA table was measured."""
+    One round (the paper's three stages), as the SIA table in docs/bench-pruning.md was measured."""
     config = CascadeConfig(target_ratio=ratio, coupling_aware=True, seed=args.seed,
                            epoch_scale=args.recovery_epochs / _stage_epochs(), rounds=1,
                            show_progress=False)

@@ -103,8 +103,8 @@ def test_demo_falls_back_to_amqtt_in_process(tmp_path, monkeypatch, capsys, mode
 
 
 @pytest.mark.skipif(not (shipped_model_dir("fast") / "card.json").is_file(),
-                    reason="no fast model shipped in slewguard/models/fast (README: the shipped "
-                    "models)")
+                    reason="no fast model shipped in slewguard/models/fast (docs/models.md: "
+                    "the shipped models)")
 def test_demo_runs_the_fast_shipped_model_by_name(tmp_path, monkeypatch, capsys, model_cache):
     monkeypatch.chdir(tmp_path)  # "fast" is no directory here: the shipped model's name
     summary, printed, out = run_stream_demo(tmp_path, monkeypatch, capsys, model_cache, "amqtt",

@@ -150,7 +150,7 @@ def is_built(name: str) -> bool:
 
 SHIPPED = [pytest.param(name, marks=pytest.mark.skipif(
     not is_built(name), reason=f"no {name} model shipped in slewguard/models/{name} yet: build it "
-    "with `slewguard build-default-model` (README: the shipped models)"))
+    "with `slewguard build-default-model` (docs/models.md: the shipped models)"))
     for name in shipped.SHIPPED_MODELS]
 
 

@@ -254,8 +254,8 @@ def test_signal_threads_and_model_dtype_settings_reach_the_pool_and_the_weights(
 
 
 @pytest.mark.skipif(not (shipped_model_dir("fast") / "card.json").is_file(),
-                    reason="no fast model shipped in slewguard/models/fast (README: the shipped "
-                    "models)")
+                    reason="no fast model shipped in slewguard/models/fast (docs/models.md: "
+                    "the shipped models)")
 def test_shipped_setting_runs_the_named_shipped_model():
     sensors = [{"sensor_id": "s1", "bearing": "cwru-6205"}]
     cfg = config_from_dict({"site": "y", "sensors": sensors, "model": {"shipped": "fast"}},
