@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from slewguard.service.payload import Window, encode_binary
 from slewguard.service.pipeline import Pipeline, PipelineSettings, SensorMap
 from slewguard.signal.evidence import impact_train
 from slewguard.signal.kinematics import preset
+from tests.service.vm import victoria_metrics  # noqa: F401 - pytest fixture
 
 FS, RPM_TRUE = 12000.0, 1797.0
 RPM_NOMINAL = RPM_TRUE * 1.04  # a setpoint 4 % off
@@ -173,3 +175,26 @@ def test_a_nominal_rpm_is_not_an_rpm_mismatch_sensor_fault():
     assert [v.faults for _, v, _ in faulty] == [("rpm_mismatch",)]
     clean, faulty = split_by_quality(TrustLayer(), [nominal], print)
     assert clean == [nominal] and not faulty
+
+
+def test_the_speed_estimate_and_the_evidence_reach_the_database(tmp_path, classifier,
+                                                                victoria_metrics):  # noqa: F811
+    """rpm_nominal, rpm_estimated and the rule's fields land as numeric fields of the point."""
+    from slewguard.service.config import InfluxConfig
+    from slewguard.service.sinks.influx import InfluxSink
+
+    pipe, _ = _pipeline(tmp_path, classifier, _config(windows=1))
+    now_s = time.time_ns() // 10**9 - 600  # recent: VictoriaMetrics keeps a month
+    msgs = [_message(_healthy(0), 0), _message(0.05 * impact_train(FS, 1.0, BPFO_HZ, seed=5), 1)]
+    results = pipe.process(msgs)
+    shifted = [replace(r, start_ns=(now_s + i) * 10**9) for i, r in enumerate(results)]
+    InfluxSink(InfluxConfig(url=victoria_metrics.url, token="t", measurement="diag")).write(
+        shifted)
+    estimated = victoria_metrics.points("diag_rpm_estimated")
+    nominal = victoria_metrics.points("diag_rpm_nominal")
+    rule = victoria_metrics.points("diag_rule_fault")
+    by_time = {t: v for pts in estimated.values() for t, v in pts}
+    faulty_ms = (now_s + 1) * 1000  # the outer-race window: its comb gives the true speed
+    assert by_time[faulty_ms] == pytest.approx(RPM_TRUE, rel=0.005)
+    assert [v for pts in nominal.values() for _, v in pts] == [pytest.approx(RPM_NOMINAL)] * 2
+    assert sorted(v for pts in rule.values() for _, v in pts) == [0.0, 1.0]
