@@ -30,33 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Make a data set (simulated or CWRU) on disk, or describe one.")
     sub = dataset.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
     _add_simulate(sub)
-    cwru = sub.add_parser("cwru", help="window the CWRU 12 kHz recordings under one protocol")
     from slewguard.signal.cwru import PROTOCOLS
-
-    cwru.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0],
-                      help="faults-3class: IR/B/OR, 0-2 HP -> 3 HP; paper-4class: plus Normal, "
-                           "time-split (default: %(default)s)")
-    cwru.add_argument("--out", type=Path, required=True, help="directory to write")
-    cwru.add_argument("--root", type=Path, default=None,
-                      help="CWRU directory (default: $SLEWGUARD_CWRU_DIR or ../shared/data/cwru)")
-    cwru.add_argument("--window-seconds", type=float, default=1.0, help="(default: %(default)s)")
-    cwru.add_argument("--hop-seconds", type=float, default=None,
-                      help="hop between windows; less than the window overlaps (default: none)")
-    cwru.add_argument("--verify-sha256", action="store_true", help="check every file's sha256")
-    cwru.set_defaults(func=_cwru)
     from slewguard.signal.uestc import PROTOCOLS as UESTC_PROTOCOLS
 
-    ue = sub.add_parser("uestc", help="window the UESTC 20 kHz recordings (a second real rig)")
-    ue.add_argument("--protocol", choices=UESTC_PROTOCOLS, default=UESTC_PROTOCOLS[-1],
-                    help="test on this nominal speed, train on the others (default: %(default)s)")
-    ue.add_argument("--out", type=Path, required=True, help="directory to write")
-    ue.add_argument("--root", type=Path, default=None,
-                    help="UESTC directory (default: $SLEWGUARD_UESTC_DIR or ../shared/data/uestc)")
-    ue.add_argument("--window-seconds", type=float, default=2.0, help="(default: %(default)s)")
-    ue.add_argument("--hop-seconds", type=float, default=None,
-                    help="hop between windows (default: no overlap)")
-    ue.add_argument("--verify-sha256", action="store_true", help="check every file's sha256")
-    ue.set_defaults(func=_uestc)
+    cwru = _add_recordings(sub, "cwru", "window the CWRU 12 kHz recordings under one protocol",
+                           PROTOCOLS, PROTOCOLS[0], 1.0,
+                           "faults-3class: IR/B/OR, 0-2 HP -> 3 HP; paper-4class: plus Normal, "
+                           "time-split (default: %(default)s)")
+    cwru.set_defaults(func=_cwru)
+    uestc = _add_recordings(sub, "uestc", "window the UESTC 20 kHz recordings (a second real rig)",
+                            UESTC_PROTOCOLS, UESTC_PROTOCOLS[-1], 2.0,
+                            "test on this nominal speed, train on the others "
+                            "(default: %(default)s)")
+    uestc.set_defaults(func=_uestc)
     info = sub.add_parser("info", help="print class counts per side, sample rate, provenance")
     info.add_argument("path", type=Path, help="a directory written by `dataset simulate|cwru`")
     info.set_defaults(func=_info)
@@ -117,6 +103,24 @@ def _simulate(args: argparse.Namespace) -> int:
         raise ValueError("; ".join(_pydantic_message(e) for e in exc.errors())) from None
     write(simulate_dataset(spec, progress=not args.quiet), args.out)
     return _info(argparse.Namespace(path=args.out))
+
+
+def _add_recordings(sub: argparse._SubParsersAction, name: str, help_text: str,
+                    protocols: tuple[str, ...], default: str, window_s: float,
+                    protocol_help: str) -> argparse.ArgumentParser:
+    """``dataset <name>``: the options every real-recordings loader takes."""
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("--protocol", choices=protocols, default=default, help=protocol_help)
+    parser.add_argument("--out", type=Path, required=True, help="directory to write")
+    parser.add_argument("--root", type=Path, default=None,
+                        help=f"{name.upper()} directory (default: $SLEWGUARD_{name.upper()}_DIR "
+                             f"or ../shared/data/{name})")
+    parser.add_argument("--window-seconds", type=float, default=window_s,
+                        help="(default: %(default)s)")
+    parser.add_argument("--hop-seconds", type=float, default=None,
+                        help="hop between windows; less than the window overlaps (default: none)")
+    parser.add_argument("--verify-sha256", action="store_true", help="check every file's sha256")
+    return parser
 
 
 def _cwru(args: argparse.Namespace) -> int:

@@ -109,3 +109,15 @@ def test_real_recordings_load_and_speed_fit_finds_the_outer_race_line():
     for row in rows:
         assert row["speed_scale"] == pytest.approx(3.235 / 3.052, abs=0.01)
         assert row["bpfo_h1_db"] > 15
+
+
+def test_dataset_uestc_command_writes_a_split(root, tmp_path, capsys):
+    from slewguard.cli import main
+    from slewguard.signal.datasets import read
+
+    out = tmp_path / "ds"
+    assert main(["dataset", "uestc", "--root", str(root), "--protocol", "speed-800",
+                 "--window-seconds", "1.0", "--out", str(out)]) == 0
+    split = read(out)
+    assert set(split.test.rpm) == {800.0} and len(split.test) == 4 * 2 * 3
+    assert "uestc-speed-800" in capsys.readouterr().out
