@@ -123,6 +123,25 @@ def read(path: Path) -> ModelCard:
             from exc
 
 
+def read_checked(path: Path, template_version: str | None = None) -> ModelCard:
+    """The card of model directory ``path``, its template checked (``check_template``);
+    ValueError naming the path when it is not a directory or the card does not fit.
+
+    Example:
+        >>> read_checked(Path("no-such-dir"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: path='no-such-dir' is not a directory; ...
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"path={str(path)!r} is not a directory; pass a model directory "
+                         "written by `slewguard train`")
+    card = read(path)
+    check_template(card, path, template_version)
+    return card
+
+
 def check_template(card: ModelCard, path: Path, expected: str | None = None) -> None:
     """ValueError unless ``card`` was trained on textify template ``expected`` (default: the
     one this slewguard writes): a model fed texts of another template scores garbage.

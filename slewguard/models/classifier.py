@@ -125,10 +125,12 @@ DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names load() casts to
 
 
 def load(path: Path | str, template_version: str | None = None,
-         device: str = "cpu", dtype: str = "float32") -> FaultClassifier:
+         device: str = "cpu", dtype: str = "float32",
+         card: model_card.ModelCard | None = None) -> FaultClassifier:
     """Load a classifier written by ``FaultClassifier.save`` (dense or pruned) into torch.
 
-    ``slewguard.models.load`` picks the runtime (ONNX Runtime or this one, ``runtimes``).
+    ``slewguard.models.load`` picks the runtime (ONNX Runtime or this one, ``runtimes``) and
+    passes the ``card`` it has already read and checked.
 
     Refuses a directory without a card, a card whose textify template differs from
     ``template_version`` (default: this slewguard's), and architectures slewguard cannot run.
@@ -140,11 +142,7 @@ def load(path: Path | str, template_version: str | None = None,
         >>> clf = load("out/model")  # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"path={str(path)!r} is not a directory; pass a model directory "
-                         "written by `slewguard train`")
-    card = model_card.read(path)
-    model_card.check_template(card, path, template_version)
+    card = card or model_card.read_checked(path, template_version)
     check_architecture(path, card)
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported: pass one of {sorted(DTYPES)}")

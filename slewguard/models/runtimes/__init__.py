@@ -80,11 +80,7 @@ def load(path: Path | str, template_version: str | None = None, device: str = "c
         'torch'
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"path={str(path)!r} is not a directory; pass a model directory "
-                         "written by `slewguard train`")
-    card = model_card.read(path)
-    model_card.check_template(card, path, template_version)
+    card = model_card.read_checked(path, template_version)
     key = choose_runtime(path, runtime, device, dtype)
     module = importlib.import_module(RUNTIMES[key])
     return module.load(path, card, device=device, dtype=dtype, threads=threads)

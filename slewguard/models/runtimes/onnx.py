@@ -33,6 +33,18 @@ def _token(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _required(file: Path, fix: str) -> Path:
+    if not file.is_file():
+        raise ValueError(f"{file} does not exist: {fix}, or set model.runtime torch")
+    return file
+
+
+def _json_beside(path: Path, name: str) -> dict:
+    """A model directory's optional JSON file, {} when absent."""
+    file = Path(path) / name
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
 def max_length_of(card: ModelCard, config: dict) -> int:
     """Tokens per text: the card's training max_length, clamped to the position table.
 
@@ -58,18 +70,15 @@ def load_tokenizer(path: Path, max_length: int) -> Any:
     """
     from tokenizers import Tokenizer
 
-    file = Path(path) / TOKENIZER_FILE
-    if not file.is_file():
-        raise ValueError(f"{file} does not exist: the ONNX runtime needs the model's fast "
-                         "tokenizer; save the model again, or set model.runtime torch")
-    config_file = Path(path) / "tokenizer_config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    file = _required(Path(path) / TOKENIZER_FILE,
+                     "the ONNX runtime needs the model's fast tokenizer; save the model again")
+    config = _json_beside(path, "tokenizer_config.json")
     tokenizer = Tokenizer.from_file(str(file))
     pad = _token(config.get("pad_token"))
     pad_id = tokenizer.token_to_id(pad) if pad is not None else None
     if pad_id is None:
-        raise ValueError(f"{config_file} names pad_token={pad!r}, which {file} does not hold: "
-                         "save the tokenizer with a pad token")
+        raise ValueError(f"{Path(path) / 'tokenizer_config.json'} names pad_token={pad!r}, "
+                         f"which {file} does not hold: save the tokenizer with a pad token")
     tokenizer.enable_truncation(max_length, strategy="longest_first",
                                 direction=config.get("truncation_side", "right"))
     tokenizer.enable_padding(direction=config.get("padding_side", "right"), pad_id=pad_id,
@@ -167,12 +176,8 @@ def load(path: Path, card: ModelCard, device: str = "cpu", dtype: str = "float32
     if dtype != "float32" or device not in ("cpu", "auto"):
         raise ValueError(f"the onnx runtime runs float32 on the CPU, not dtype={dtype!r} on "
                          f"device={device!r}: set model.runtime torch for that")
-    file = Path(path) / ONNX_FILE
-    if not file.is_file():
-        raise ValueError(f"{file} does not exist: write it with `slewguard export {path}`, "
-                         "or set model.runtime torch")
-    config_file = Path(path) / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    file = _required(Path(path) / ONNX_FILE, f"write it with `slewguard export {path}`")
+    config = _json_beside(path, "config.json")
     session = ort.InferenceSession(str(file), session_options(threads),
                                    providers=["CPUExecutionProvider"])
     return OnnxClassifier(session, load_tokenizer(path, max_length_of(card, config)), card, path)

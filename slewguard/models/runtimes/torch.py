@@ -24,4 +24,4 @@ def load(path: Path, card: ModelCard, device: str = "cpu", dtype: str = "float32
     """
     from slewguard.models.classifier import load as load_torch
 
-    return load_torch(path, template_version=card.template_version, device=device, dtype=dtype)
+    return load_torch(path, device=device, dtype=dtype, card=card)
