@@ -40,6 +40,7 @@ from slewguard.signal.cwru import _read_cwru_manifest, _window_recording, defaul
 from slewguard.signal.datasets import WindowSet
 from slewguard.signal.kinematics import preset
 from slewguard.signal.randomise import randomised_sets
+from slewguard.signal.rule import verdicts
 from slewguard.signal.uestc import default_uestc_root, load_uestc_all
 
 CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
@@ -118,11 +119,9 @@ def _col(name: str) -> int:
 
 
 def rule_predict(X: np.ndarray, t_db: float, r_db: float) -> np.ndarray:
-    """The envelope rule: a line T dB over its floor, or the level R dB over baseline."""
-    o, i, rms = X[:, _col("bpfo_h1_db")], X[:, _col("bpfi_h1_db")], X[:, _col("rms_rel_db")]
-    kind = np.where(np.maximum(o, i) >= t_db, np.where(o >= i, "outer_race", "inner_race"),
-                    "rolling_element")
-    return np.where((np.maximum(o, i) >= t_db) | (rms >= r_db), kind, "healthy")
+    """The envelope rule (``signal.rule.verdicts``) on evidence rows in INPUTS order."""
+    return verdicts(X[:, _col("bpfo_h1_db")], X[:, _col("bpfi_h1_db")],
+                    X[:, _col("rms_rel_db")], t_db, r_db)
 
 
 def _balanced(y: np.ndarray, p: np.ndarray) -> float:

@@ -102,34 +102,29 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
 
 
 def _prominence(e: EnvelopeSpectrum, hz: np.ndarray, tol: float) -> np.ndarray:
-    """dB of the peak within +-tol x f over the median of +-FLOOR_SPAN x f, for each f in hz.
+    """dB (>= 0) of the peak within +-tol x f over the median of +-FLOOR_SPAN x f, for each f
+    in hz; 0 where the spectrum does not reach.
 
     Example:
         >>> e = EnvelopeSpectrum(np.r_[np.ones(100), 100.0, np.ones(100)], 1.0, np.ones(1))
         >>> _prominence(e, np.array([100.0, 50.0]), 0.02).round(1).tolist()
         [40.0, 0.0]
     """
+    floor = _floor(e, hz, tol)
+    reached = np.isfinite(floor)
     out = np.zeros(len(hz))
-    amp, n = e.amp, e.amp.size
-    for i, f in enumerate(hz):
-        c = f / e.df_hz
-        w = max(tol * c, 1.0)
-        lo, hi = int(np.floor(c - w)), int(np.ceil(c + w)) + 1
-        span = max(int(FLOOR_SPAN * c), 15)
-        if lo < 1 or hi + span > n:
-            continue
-        floor = np.median(np.r_[amp[max(1, lo - span):lo], amp[hi:hi + span]])
-        out[i] = 20 * np.log10(max(amp[lo:hi].max(), 1e-300) / max(floor, 1e-300))
+    out[reached] = 20 * np.log10(np.maximum(_peaks(e, hz[reached], tol), 1e-300)
+                                 / np.maximum(floor[reached], 1e-300))
     return np.maximum(out, 0.0)
 
 
-def _floor(e: EnvelopeSpectrum, hz: np.ndarray) -> np.ndarray:
-    """``_prominence``'s floor (median of +-FLOOR_SPAN x f, the line's own bins left out) at
-    each f, 0 where the spectrum does not reach."""
-    out = np.zeros(len(hz))
-    for i, f in enumerate(hz):
+def _floor(e: EnvelopeSpectrum, hz: np.ndarray, tol: float) -> np.ndarray:
+    """Median of +-FLOOR_SPAN x f around each f, the line's own +-tol x f left out; NaN where
+    the spectrum does not reach."""
+    out = np.full(len(hz), np.nan)
+    for i, f in enumerate(np.asarray(hz, np.float64)):
         c = f / e.df_hz
-        w = max(TOLERANCE_MEASURED * c, 1.0)
+        w = max(tol * c, 1.0)
         lo, hi = int(np.floor(c - w)), int(np.ceil(c + w)) + 1
         span = max(int(FLOOR_SPAN * c), 15)
         if lo >= 1 and hi + span <= e.amp.size:
@@ -189,11 +184,12 @@ def estimate_speed(e: EnvelopeSpectrum, bearing: BearingGeometry, rpm: float,
     comb = np.array([orders[list(LINES).index(line)] for line in COMB_LINES])
     h = np.arange(1, HARMONICS + 1)
     centre = rpm / 60.0 * comb[:, None] * h[None, :]  # (C, H) lines at the nominal speed
-    floor = _floor(e, centre.ravel())  # the +-20 % floor barely moves over +-8 %: one each
+    # the +-20 % floor barely moves over +-8 %: one per line, its +-2 % left out
+    floor = _floor(e, centre.ravel(), TOLERANCE_MEASURED)
     hz = scales[:, None] * centre.ravel()[None, :]  # (S, C*H)
     peak = _peaks(e, hz.ravel(), TOLERANCE_ESTIMATED).reshape(hz.shape)
     prom = np.maximum(20 * np.log10(np.maximum(peak, 1e-300) / floor[None, :]), 0.0)
-    prom[:, floor <= 0] = 0.0
+    prom[:, ~(floor > 0)] = 0.0  # (NaN: beyond the spectrum)
     score = prom.reshape(len(scales), *centre.shape).sum(axis=2).max(axis=1)  # (S,)
     best = int(np.argmax(score))
     lo = hi = best  # a line is wider than the grid step: take the middle of the top plateau

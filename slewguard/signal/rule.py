@@ -17,8 +17,26 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
+
 LINE_DB = 12.0
 LEVEL_DB = 2.5
+
+
+def verdicts(bpfo_db: np.ndarray, bpfi_db: np.ndarray, level_db: np.ndarray,
+             line_db: float = LINE_DB, level_rise_db: float = LEVEL_DB) -> np.ndarray:
+    """The rule over arrays of windows (the first BPFO and BPFI lines over their floors, the
+    level over the baseline): one verdict per window.
+
+    Example:
+        >>> verdicts(np.array([21.0, 3.0, 2.0]), np.array([3.0, 14.0, 2.0]),
+        ...          np.array([0.0, 0.0, 5.0])).tolist()
+        ['outer_race', 'inner_race', 'rolling_element']
+    """
+    o, i = np.asarray(bpfo_db, float), np.asarray(bpfi_db, float)
+    line = np.maximum(o, i) >= line_db
+    kind = np.where(line, np.where(o >= i, "outer_race", "inner_race"), "rolling_element")
+    return np.where(line | (np.asarray(level_db, float) >= level_rise_db), kind, "healthy")
 
 
 def envelope_rule(row: dict[str, float], line_db: float = LINE_DB,
@@ -26,10 +44,11 @@ def envelope_rule(row: dict[str, float], line_db: float = LINE_DB,
     """(verdict, reason) of one window's evidence (``evidence.extract`` + ``relative``)."""
     o, i = float(row["bpfo_h1_db"]), float(row["bpfi_h1_db"])
     level = float(row.get("rms_rel_db", 0.0))
-    if max(o, i) >= line_db:
-        name, value = ("BPFO", o) if o >= i else ("BPFI", i)
-        return ("outer_race" if name == "BPFO" else "inner_race",
-                f"{name} line {value:.1f} dB over its floor")
-    if level >= level_db:
-        return "rolling_element", f"level {level:+.1f} dB over the bearing's baseline, no race line"
-    return "healthy", f"no defect line over {line_db:g} dB, level {level:+.1f} dB over baseline"
+    verdict = str(verdicts(np.array([o]), np.array([i]), np.array([level]), line_db,
+                           level_db)[0])
+    if verdict in ("outer_race", "inner_race"):
+        name, value = ("BPFO", o) if verdict == "outer_race" else ("BPFI", i)
+        return verdict, f"{name} line {value:.1f} dB over its floor"
+    if verdict == "rolling_element":
+        return verdict, f"level {level:+.1f} dB over the bearing's baseline, no race line"
+    return verdict, f"no defect line over {line_db:g} dB, level {level:+.1f} dB over baseline"
