@@ -40,6 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_service import rss_bytes  # noqa: E402
 from slewguard.service import payload as pl  # noqa: E402
 from tests.service import services  # noqa: E402
 
@@ -47,17 +48,6 @@ TOPIC = "plant/bench/crane1/slew/s1/vib"
 DEAD = "slewguard/dead-letter"
 MQTT_MAX_BYTES = 268_435_455
 MIB = 2**20
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` from /proc (0 once it exited)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 class PeakRss:

@@ -60,12 +60,6 @@ def evidence_stage(config) -> EvidenceStage | None:
     return EvidenceStage(config.evidence, baseline_path(config))
 
 
-def measure(x: np.ndarray, sample_rate_hz: float, geometry: BearingGeometry, rpm: float,
-            rpm_uncertainty: float) -> dict[str, float]:
-    """The window's own evidence (``evidence.extract``): no state, safe on any thread."""
-    return evidence.extract(x, sample_rate_hz, geometry, rpm, rpm_uncertainty)
-
-
 class EvidenceStage:
     """Evidence, baselines and the rule for every window; ``config`` is ``EvidenceConfig``."""
 
@@ -76,14 +70,14 @@ class EvidenceStage:
     def window(self, key: str, x: np.ndarray, sample_rate_hz: float,
                geometry: BearingGeometry, rpm: float, rpm_uncertainty: float) -> WindowEvidence:
         """One window's evidence; ``rpm_uncertainty`` > 0 when ``rpm`` is nominal."""
-        row = measure(x, sample_rate_hz, geometry, rpm, rpm_uncertainty)
+        row = evidence.extract(x, sample_rate_hz, geometry, rpm, rpm_uncertainty)
         return self.judge(key, x, row, rpm, rpm_uncertainty)
 
     def judge(self, key: str, x: np.ndarray, row: dict[str, float], rpm: float,
               rpm_uncertainty: float) -> WindowEvidence:
-        """The baseline and the rule on a window's ``measure``d evidence. Call it in window
-        order per bearing (its first windows are its baseline); ``measure`` may run in any
-        order, on any thread."""
+        """The baseline and the rule on a window's ``evidence.extract`` row. Call it in window
+        order per bearing (its first windows are its baseline); the extraction itself has no
+        state and may run in any order, on any thread."""
         row = dict(row)
         fitted = rpm * row["speed_scale"]
         confident = rpm_uncertainty > 0 and row["speed_confidence_db"] >= MIN_SPEED_CONFIDENCE_DB

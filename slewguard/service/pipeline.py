@@ -54,7 +54,7 @@ import numpy as np
 from slewguard.models.card import features_method
 from slewguard.service.config import InferenceConfig, ModelConfig
 from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
-from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence, measure
+from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, check_size, decode
@@ -67,6 +67,7 @@ from slewguard.service.trust import (
     split_by_quality,
 )
 from slewguard.signal import features, numeric, textify
+from slewguard.signal.evidence import extract as extract_evidence
 from slewguard.signal.quality import QualityVerdict
 
 __all__ = ["DeadLetters", "Pipeline", "PipelineSettings", "Placement", "SensorMap",
@@ -412,8 +413,8 @@ class Pipeline:
         def one(i: int) -> dict | str:
             w, p = items[i].window, items[i].place
             try:
-                return measure(w.samples, w.sample_rate_hz, p.geometry, items[i].rpm,
-                               p.rpm_uncertainty)
+                return extract_evidence(w.samples, w.sample_rate_hz, p.geometry, items[i].rpm,
+                                        p.rpm_uncertainty)
             except ValueError as exc:
                 return str(exc)
         for item, row in zip(items, numeric.map_rows(one, len(items)), strict=True):

@@ -39,7 +39,7 @@ def run(*args, prefix=(), timeout=120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def one_line(done: subprocess.CompletedProcess, *words: str) -> str:
+def assert_one_line(done: subprocess.CompletedProcess, *words: str) -> str:
     """The process exited 2 with one error line on stderr that holds every word."""
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert done.returncode == 2, done.stderr
@@ -57,7 +57,8 @@ def test_serve_with_the_http_port_taken_names_http_port_before_loading_the_model
         port = holder.getsockname()[1]
         path = write_config(tmp_path, http={"port": port})
         done = run("serve", "-c", path)
-        line = one_line(done, "http.port", f"127.0.0.1:{port}", "already in use", "free port")
+        line = assert_one_line(done, "http.port", f"127.0.0.1:{port}", "already in use",
+                               "free port")
         assert "runs on the" not in done.stderr  # refused before the model loaded
         checked = run("check-config", path)
     assert line.startswith("slewguard serve: error: http.port:")
@@ -71,8 +72,8 @@ def test_outbox_under_a_file_is_refused_by_serve_and_check_config(tmp_path):
     path = write_config(tmp_path, outbox={"path": str(tmp_path / "plain" / "o.sqlite3")})
     words = ("outbox.path", f"{tmp_path / 'plain'}'", "is a file, not a directory",
              "set outbox.path")
-    served = one_line(run("serve", "-c", path), *words)
-    checked = one_line(run("check-config", path), *words)
+    served = assert_one_line(run("serve", "-c", path), *words)
+    checked = assert_one_line(run("check-config", path), *words)
     assert served.split("outbox.path")[1] == checked.split("outbox.path")[1]
     assert not (tmp_path / "outbox-alerts.sqlite3").exists()  # nothing started
 
@@ -94,8 +95,8 @@ def test_outbox_in_a_read_only_directory_is_refused(tmp_path):
         path = write_config(tmp_path, outbox={"path": str(locked / "o.sqlite3")})
         prefix = _without_root_override()
         words = ("outbox.path", f"directory '{locked}' is not writable", "fix its owner")
-        one_line(run("serve", "-c", path, prefix=prefix), *words)
-        one_line(run("check-config", path, prefix=prefix), *words)
+        assert_one_line(run("serve", "-c", path, prefix=prefix), *words)
+        assert_one_line(run("check-config", path, prefix=prefix), *words)
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
@@ -105,15 +106,15 @@ def test_simulate_publish_to_a_broker_that_is_down(tmp_path):
     port = services.free_port()  # nothing listens there
     done = run("simulate", "--publish", "--broker", f"127.0.0.1:{port}", "--sensors", "1",
                "--count", "1")
-    one_line(done, f"--broker 127.0.0.1:{port}", "connection refused", "start the broker")
+    assert_one_line(done, f"--broker 127.0.0.1:{port}", "connection refused", "start the broker")
 
 
 def test_a_missing_model_path_is_refused_by_check_config_as_by_serve(tmp_path):
     missing = tmp_path / "no-such-model"
     path = write_config(tmp_path, model={"path": str(missing)})
     words = ("model.path", f"'{missing}' does not exist", "slewguard train")
-    one_line(run("check-config", path), *words)
-    one_line(run("serve", "--config", path), *words)
+    assert_one_line(run("check-config", path), *words)
+    assert_one_line(run("serve", "--config", path), *words)
 
 
 def test_check_config_reads_the_model_card_and_its_files(tmp_path):
@@ -121,14 +122,15 @@ def test_check_config_reads_the_model_card_and_its_files(tmp_path):
     old.mkdir()
     card = json.loads((shipped_model_dir("default") / "card.json").read_text())
     (old / "card.json").write_text(json.dumps({**card, "template_version": "t0"}))
-    one_line(run("check-config", write_config(tmp_path, "old.yaml", model={"path": str(old)})),
-             "model.path", "textify template 't0'", "retrain it")
+    old_config = write_config(tmp_path, "old.yaml", model={"path": str(old)})
+    assert_one_line(run("check-config", old_config), "model.path", "textify template 't0'",
+                    "retrain it")
     bare = tmp_path / "bare-model"
     bare.mkdir()
     (bare / "card.json").write_text(json.dumps(card))
-    one_line(run("check-config", write_config(tmp_path, "bare.yaml",
-                                              model={"path": str(bare)})),
-             "model.path", "has a card but no config.json, model.safetensors", "save the model")
+    bare_config = write_config(tmp_path, "bare.yaml", model={"path": str(bare)})
+    assert_one_line(run("check-config", bare_config), "model.path",
+                    "has a card but no config.json, model.safetensors", "save the model")
     shipped = run("check-config", write_config(tmp_path, "ok.yaml"))
     assert shipped.returncode == 0 and "model shipped default" in shipped.stdout
 
@@ -138,8 +140,8 @@ def test_a_webhook_template_that_does_not_compile_is_refused(tmp_path):
             "template": '{"key": {{ event.dedup_key | tojson }\n}'}
     path = write_config(tmp_path, alerts={"webhooks": [hook]})
     words = ("alerts.webhooks.0.template (webhook 'jira')", "line 1", "fix the Jinja2 syntax")
-    one_line(run("check-config", path), *words)
-    one_line(run("serve", "-c", path), *words)
+    assert_one_line(run("check-config", path), *words)
+    assert_one_line(run("serve", "-c", path), *words)
 
 
 def test_an_unknown_bearing_preset_is_one_line_in_every_command(tmp_path):
@@ -151,7 +153,7 @@ def test_an_unknown_bearing_preset_is_one_line_in_every_command(tmp_path):
              "slew-4pc-1000")
     for command in (["check-config", path], ["serve", "-c", path],
                     ["baseline", "show", "-c", path]):
-        one_line(run(*command), *words)
+        assert_one_line(run(*command), *words)
 
 
 def test_check_config_takes_the_file_positionally_or_with_c(tmp_path):
@@ -160,8 +162,8 @@ def test_check_config_takes_the_file_positionally_or_with_c(tmp_path):
         done = run("check-config", *args)
         assert done.returncode == 0 and "ok: site yard1" in done.stdout, (args, done.stderr)
     other = write_config(tmp_path, "other.yaml")
-    one_line(run("check-config", path, "-c", other), "two config files given")
-    one_line(run("check-config"), "no config file", "-c FILE")
+    assert_one_line(run("check-config", path, "-c", other), "two config files given")
+    assert_one_line(run("check-config"), "no config file", "-c FILE")
 
 
 def test_check_config_connect_tries_the_broker_and_the_database(tmp_path, mosquitto,
@@ -174,12 +176,12 @@ def test_check_config_connect_tries_the_broker_and_the_database(tmp_path, mosqui
     assert run("check-config", up).returncode == 0  # without --connect nothing is tried
     port = services.free_port()
     broker_down = write_config(tmp_path, "b.yaml", mqtt={"port": port})
-    one_line(run("check-config", broker_down, "--connect"), "mqtt.host/mqtt.port",
+    assert_one_line(run("check-config", broker_down, "--connect"), "mqtt.host/mqtt.port",
              f"nothing listens on 127.0.0.1:{port}", "start the server")
     assert run("check-config", broker_down).returncode == 0
     db_down = write_config(tmp_path, "d.yaml", mqtt={"port": mosquitto.port},
                            influx={"url": f"http://admin:hunter2@127.0.0.1:{port}"})
-    line = one_line(run("check-config", db_down, "--connect"), "influx.url",
+    line = assert_one_line(run("check-config", db_down, "--connect"), "influx.url",
                     "connection refused")
     assert "hunter2" not in line
 
@@ -190,7 +192,7 @@ def test_check_config_connect_names_the_login_when_the_broker_refuses_it(tmp_pat
     broker = mosquitto_factory(extra=["allow_anonymous false", f"password_file {pw}"])
     path = write_config(tmp_path, mqtt={"port": broker.port, "username": "sensor",
                                         "password": "wrong-pw-1"})
-    line = one_line(run("check-config", path, "--connect"), "mqtt.username/mqtt.password",
+    line = assert_one_line(run("check-config", path, "--connect"), "mqtt.username/mqtt.password",
                     "refused")
     assert "wrong-pw-1" not in line
     ok = subprocess.run([*CLI, "check-config", path, "--connect"], capture_output=True,
