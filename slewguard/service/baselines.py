@@ -109,12 +109,19 @@ class BaselineStore:
         self._mtime = self.path.stat().st_mtime_ns
 
     def _reload_if_changed(self) -> None:
-        if self.path is not None and self.path.is_file() and (
-                self.path.stat().st_mtime_ns != self._mtime):
+        """Re-read the file when another process (``slewguard baseline reset``) changed it:
+        one ``stat`` per window."""
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime is None and self._mtime is not None:
+            self._state, self._mtime = {}, None  # the file was deleted: relearn everything
+        elif mtime is not None and mtime != self._mtime:
             self._state = {}
             self._load()
-        elif self.path is not None and self._mtime is not None and not self.path.is_file():
-            self._state, self._mtime = {}, None  # the file was deleted: relearn everything
 
     def _save(self) -> None:
         if self.path is None:
