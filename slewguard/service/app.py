@@ -197,10 +197,9 @@ class App:
                      getattr(self.classifier, "runtime", "torch"))
         else:
             self.model_label = model_name(self.classifier)
-        if getattr(self.classifier, "runtime", "torch") == "torch":  # onnx: threads per session
-            from slewguard.service.trust import apply_torch_threads
+        from slewguard.service.trust import apply_torch_threads
 
-            apply_torch_threads(self.config.model.torch_threads)  # None: torch's default
+        apply_torch_threads(self.config.model.torch_threads)  # None, or no torch: left alone
         self.metrics.model_loaded.set(1)
         self.metrics.set_build_info(__version__, self.model_label)
 

@@ -194,9 +194,7 @@ class Pipeline:
         self.metrics = metrics
         self.ack = ack
         self.dead_letter = dead_letter
-        # onnx sets its threads per session: torch is never imported for it
-        uses_torch = getattr(classifier, "runtime", "torch") == "torch"
-        self.torch_threads = settings.torch_threads if uses_torch else None
+        self.torch_threads = settings.torch_threads
         self.signal_threads = settings.signal_threads
         self.features_method = features_method(getattr(classifier, "card", None))
         # The model's stored temperature / OOD detector / kinematic thresholds (neutral if none).

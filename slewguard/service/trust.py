@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -225,7 +226,9 @@ def split_by_quality(layer: TrustLayer, items: list,
 
 
 def apply_torch_threads(threads: int | None) -> None:
-    """``torch.set_num_threads(threads)`` for the calling thread when set (None: leave torch's).
+    """``torch.set_num_threads(threads)`` for the calling thread when set (None: leave torch's)
+    and torch is in use (imported by the model's runtime; ONNX Runtime sets its threads per
+    session, and the serving path must not import torch).
 
     Torch keeps one process-wide count that a thread copies into its own OpenMP setting at its
     first torch call; a thread that sets its count before that call is overwritten by whatever
@@ -235,8 +238,7 @@ def apply_torch_threads(threads: int | None) -> None:
     Example:
         >>> apply_torch_threads(None)
     """
-    if threads is not None:
-        import torch
-
+    torch = sys.modules.get("torch")  # a model on another runtime never imported it: leave it
+    if threads is not None and torch is not None:
         torch.get_num_threads()  # this thread's first torch call: its copy of the global count
         torch.set_num_threads(int(threads))
