@@ -27,6 +27,25 @@ COMMAND_MODULES = (
 )
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` adds "(default: X)" to options that have a default worth showing (not None,
+    not an empty list, not a flag that is off).
+
+    Example:
+        >>> parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+        >>> _ = parser.add_argument("--epochs", type=int, default=3, help="passes")
+        >>> _ = parser.add_argument("--out", help="directory")
+        >>> "passes (default: 3)" in parser.format_help(), "(default: None)" in parser.format_help()
+        (True, False)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == [] or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every registered subcommand.
 

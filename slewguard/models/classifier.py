@@ -182,7 +182,11 @@ class TrainSettings(BaseModel):
     source: str | None = Field(None, description="local model directory instead of the default")
     sizes: dict[str, int] = Field(default_factory=dict,
                                   description="config overrides for gpt2/qwen2/tiny-*: n_layer=6")
-    show_progress: bool = Field(True, description="rich progress bar while training")
+    trim_vocabulary: bool = Field(False, description="first cut the embedding table to the "
+                                  "tokens of textify's closed vocabulary and the training "
+                                  "texts (prune.vocab: logits unchanged, fine-tuning faster)")
+    show_progress: bool = Field(True, description="progress bar on a terminal, one line per "
+                                "epoch")
 
     @field_validator("family")
     @classmethod
@@ -250,6 +254,8 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
         settings.family, len(classes), vocabulary=vocabulary, sizes=settings.sizes,
         source=Path(settings.source) if settings.source else None,
         dtype=getattr(torch, settings.dtype))
+    if settings.trim_vocabulary:
+        trim_backbone(backbone, train_texts)
     backbone.model.to(settings.device)
     version = current_template_version() if template_version is None else template_version
     clf = FaultClassifier(backbone.model, backbone.tokenizer, classes, version,
@@ -266,10 +272,33 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
 
     history = fit(clf.model, batches, settings.epochs, settings.lr, evaluate=on_epoch,
                   description=f"train {settings.family}", show_progress=settings.show_progress,
-                  seed=settings.seed)
+                  seed=settings.seed, epoch_lines=settings.show_progress)
     clf.card = _card(clf, backbone, settings, history, (train_texts, train_labels),
                      (test_texts, test_labels)).model_dump()
     return clf, history
+
+
+def trim_backbone(backbone: backbones.Backbone, texts: Sequence[str]) -> tuple[int, int]:
+    """Cut ``backbone``'s vocabulary (in place) to the tokens of ``texts`` and of every word
+    textify can emit; returns the embedding rows before and after.
+
+    Example:
+        >>> bb = backbones.build("tiny-bert", num_labels=2, vocabulary=["outer", "1", "unused"])
+        >>> trim_backbone(bb, ["outer 1"])  # 4 special tokens + the words texts and textify use
+        (7, 6)
+    """
+    from slewguard.models.prune.vocab import trim_vocabulary
+    from slewguard.signal.textify import vocabulary
+
+    before = int(backbone.model.get_input_embeddings().weight.shape[0])
+    # the whole template vocabulary, so words the training texts lack still map to real ids
+    backbone.model, backbone.tokenizer = trim_vocabulary(
+        backbone.model, backbone.tokenizer, [*texts, " ".join(vocabulary())])
+    after = int(backbone.model.get_input_embeddings().weight.shape[0])
+    if after < before:
+        backbone.base_model += (f" (vocabulary trimmed to textify's words: {before:,} -> "
+                                f"{after} rows)")
+    return before, after
 
 
 def _card(clf: FaultClassifier, backbone: backbones.Backbone, settings: TrainSettings,

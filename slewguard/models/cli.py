@@ -18,25 +18,40 @@ from rich.table import Table
 
 from slewguard.signal.features import METHODS
 
+# `slewguard train` defaults, chosen on a simulated set of another seed than the default one
+# (docs/models.md has the measurement): 3 epochs at 5e-5 left MiniLM at 64% there, these 98-99%.
+TRAIN_DEFAULTS = {"epochs": 8, "lr": 1.5e-4, "batch_size": 16, "max_length": 64}
 FAMILY_CHOICES = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
                   "tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``predict`` subcommands."""
+    from slewguard.cli import DefaultsHelpFormatter
+
     train = subparsers.add_parser(
         "train", help="fine-tune a language-model fault classifier on data set directories",
-        description="Turn windows into feature texts, fine-tune a backbone, write model + card.")
+        description="Turn windows into feature texts, fine-tune a backbone, write model + card. "
+                    "The defaults fine-tune MiniLM on the default `slewguard dataset simulate` "
+                    "set to >= 90% test accuracy in a few CPU minutes (docs/models.md).",
+        formatter_class=DefaultsHelpFormatter)
     train.add_argument("--data", type=Path, action="append", required=True,
                        help="data set directory (slewguard dataset ...); repeat to combine")
     train.add_argument("--family", default="minilm", choices=FAMILY_CHOICES, help="backbone")
     train.add_argument("--source", type=Path, help="local model directory instead of the default")
     train.add_argument("--size", action="append", default=[], metavar="KEY=INT",
                        help="config override for gpt2/qwen2/tiny-* (e.g. n_layer=6); repeatable")
-    train.add_argument("--epochs", type=int, default=3, help="passes over the training texts")
-    train.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
-    train.add_argument("--batch-size", type=int, default=16, help="texts per step")
-    train.add_argument("--max-length", type=int, default=256, help="tokens per text")
+    train.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"],
+                       help="passes over the training texts")
+    train.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"],
+                       help="AdamW peak learning rate (linear decay to 0)")
+    train.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"],
+                       help="texts per step")
+    train.add_argument("--max-length", type=int, default=TRAIN_DEFAULTS["max_length"],
+                       help="tokens per text (a textify text is ~30)")
+    train.add_argument("--trim-vocab", action=argparse.BooleanOptionalAction, default=True,
+                       help="cut the embedding table to textify's words before fine-tuning "
+                            "(same logits; MiniLM's 30k rows -> ~40, far faster steps)")
     train.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train")
     train.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
@@ -49,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     predict = subparsers.add_parser(
         "predict", help="score a trained classifier on a data set (accuracy, confusion matrix)",
-        description="Load a model directory, classify one side of a data set, print accuracy.")
+        description="Load a model directory, classify one side of a data set, print accuracy.",
+        formatter_class=DefaultsHelpFormatter)
     predict.add_argument("model", type=Path, help="model directory written by `slewguard train`")
     predict.add_argument("--data", type=Path, required=True, help="data set directory")
     predict.add_argument("--split", default="test", choices=("train", "test"), help="which side")
@@ -85,6 +101,7 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name)
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
+    words += [] if getattr(args, "trim_vocab", True) else ["--no-trim-vocab"]
     return shlex.join(words)
 
 
@@ -143,7 +160,8 @@ def run_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         family=args.family, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, device=args.device, dtype=args.dtype, max_length=args.max_length,
-        source=str(args.source) if args.source else None, sizes=sizes)
+        source=str(args.source) if args.source else None, sizes=sizes,
+        trim_vocabulary=args.trim_vocab)
     clf, history = train_classifier(texts["train"], labels["train"], texts["test"],
                                     labels["test"], settings)
     clf.card.update(data=[s.model_dump() for s in sources], command=command_line(args),
@@ -181,6 +199,7 @@ def run_predict(args: argparse.Namespace) -> int:
                    f"({clf.runtime} runtime)")
     if args.plot:
         plot_training([], result["confusion"], clf.classes, args.plot)
+        Console().print(f"confusion matrix written to {args.plot}", highlight=False)
     return 0
 
 

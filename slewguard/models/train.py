@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 Batch = dict[str, torch.Tensor]
@@ -33,12 +34,15 @@ def fit(
     show_progress: bool = True,
     seed: int = 0,
     loss_fn: LossFn | None = None,
+    epoch_lines: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with AdamW and a linear decay; returns one record per epoch.
 
     Only parameters with ``requires_grad`` are optimised, so a peft-wrapped model trains its
     adapters alone. ``evaluate(model)`` runs after every epoch and its numbers join the record.
     ``loss_fn(model, i, batches[i])`` replaces the model's own loss (e.g. distillation).
+    The progress bar (``show_progress``) goes to stderr and only when stderr is a terminal;
+    ``epoch_lines`` prints each epoch's record there too (``epoch_line``), bar or not.
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
@@ -52,7 +56,9 @@ def fit(
     history: list[dict[str, float]] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, disable=not show_progress, transient=True) as progress:
+    console = Console(stderr=True)
+    bar = show_progress and console.is_terminal  # a log file gets lines, not bar redraws
+    with Progress(*columns, console=console, disable=not bar, transient=True) as progress:
         task = progress.add_task(description, total=total, status="")
         for epoch in range(epochs):
             model.train()
@@ -73,5 +79,24 @@ def fit(
                 with torch.no_grad():
                     record.update(evaluate(model))
             history.append(record)
+            if epoch_lines:
+                progress.console.print(epoch_line(record, epochs), highlight=False, markup=False)
     model.eval()
     return history
+
+
+def epoch_line(record: dict[str, float], epochs: int) -> str:
+    """One epoch's record as a console line: loss, accuracies in percent, other numbers.
+
+    Example:
+        >>> epoch_line({"epoch": 2, "train_loss": 0.4123, "test_accuracy": 0.875,
+        ...             "train_seconds": 12.34}, epochs=10)
+        'epoch 2/10: train loss 0.412, test accuracy 87.50%, train seconds 12.3'
+    """
+    parts = []
+    for key, value in record.items():
+        if key == "epoch":
+            continue
+        name = key.replace("_", " ")
+        parts.append(f"{name} {value:.2%}" if key.endswith("accuracy") else f"{name} {value:.3g}")
+    return f"epoch {int(record['epoch'])}/{epochs}: " + ", ".join(parts)

@@ -148,9 +148,14 @@ def _frame(x: np.ndarray, window_samples: int, hop: int) -> np.ndarray:
 
 
 def _track(items: list, description: str, progress: bool) -> list:
+    """``items``, with a progress bar on stderr when ``progress`` and stderr is a terminal."""
+    from rich.console import Console
     from rich.progress import track
 
-    return track(items, description=description, transient=True) if progress else items
+    console = Console(stderr=True)
+    if not (progress and console.is_terminal):  # a log file gets no bar redraws
+        return items
+    return track(items, description=description, transient=True, console=console)
 
 
 class SimulatedDatasetSpec(BaseModel):
@@ -164,7 +169,7 @@ class SimulatedDatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     classes: tuple[str, ...] = Field(FAULT_CLASSES[:4], description=f"subset of {FAULT_CLASSES}")
-    windows_per_class: int = Field(40, ge=2, description="windows per class, train + test")
+    windows_per_class: int = Field(100, ge=2, description="windows per class, train + test")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="share of each class in test")
     bearings: tuple[str, ...] = Field(("slew-4pc-1000",), description="bearing presets, drawn")
     rpm_min: float = Field(1.0, gt=0, description="lowest mean |shaft speed| in rpm")

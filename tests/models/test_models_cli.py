@@ -17,6 +17,16 @@ def test_train_and_predict_are_registered_with_one_line_help():
     assert "--data a --data b" in models_cli.command_line(args)
 
 
+def test_train_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, default in models_cli.TRAIN_DEFAULTS.items():
+        assert f"(default: {default})" in text, option
+    assert "backbone (default: minilm)" in text and "(default: None)" not in text
+    assert "--no-trim-vocab" in text
+
+
 def test_sizes_parse_and_bad_ones_say_how():
     assert models_cli.parse_sizes(["n_layer=3", "n_embd=64"]) == {"n_layer": 3, "n_embd": 64}
     with pytest.raises(ValueError, match="--size 'n_layer' is not KEY=INT"):
@@ -56,15 +66,21 @@ def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     model = tmp_path / "model"
     train = [sys.executable, "-m", "slewguard.cli", "train", "--data", str(dataset_dir),
              "--data", str(dataset_dir), "--family", "tiny-bert", "--size", "num_hidden_layers=3",
-             "--epochs", "1",
+             "--epochs", "2",
              "--batch-size", "4", "--lr", "1e-3", "--features", "stft", "--out", str(model)]
     out = subprocess.run(train, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
+    # stderr is a pipe here: one plain line per epoch, no progress bar redraws
+    epochs = [line for line in out.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"], out.stderr
+    assert all("test accuracy" in line and "train loss" in line for line in epochs)
+    assert "train tiny-bert" not in out.stderr and "\x1b[" not in out.stderr  # no bar, no ANSI
     card = json.loads((model / "card.json").read_text())
     assert card["classes"] == ["healthy", "outer_race"]
     assert [d["n_train"] for d in card["data"]] == [6, 6]
     assert card["command"].startswith("slewguard train --data ")
-    assert len(card["metrics"]["history"]) == 1
+    assert len(card["metrics"]["history"]) == 2
+    assert card["training"]["trim_vocabulary"]  # on by default (the card stores it as 1)
     assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 3
     assert "--size num_hidden_layers=3" in card["command"]
     assert card["features"] == "stft" and "--features stft" in card["command"]
@@ -75,3 +91,4 @@ def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     assert f"test accuracy {card['metrics']['accuracy']['test']:.2%}" in out.stdout
     assert (tmp_path / "confusion.png").is_file()
+    assert f"written to {tmp_path / 'confusion.png'}" in " ".join(out.stdout.split())
