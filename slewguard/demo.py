@@ -24,12 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-LINE_LABELS = {"bpfo": "outer", "bpfi": "inner", "bsf2": "ball", "ftf": "cage"}
-LINE_COLOURS = {"bpfo": "tab:red", "bpfi": "tab:blue", "bsf2": "tab:green", "ftf": "tab:purple"}
+from slewguard.signal import envelope_plot
+from slewguard.signal.rule import LEVEL_DB, LINE_DB
+
+TABLE_LINES = {"bpfo": "BPFO", "bpfi": "BPFI", "bsf2": "2xBSF", "ftf": "FTF"}
+COMMISSIONING_WINDOWS = 3  # healthy windows of other seeds: the bearing's baseline level
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,121 +70,96 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @dataclass
 class ClassView:
-    """One simulated class as the demo shows it: features, text and envelope spectrum."""
+    """One simulated class as the demo shows it: the model's text, the daemon's evidence."""
 
     fault: str
     features: dict[str, float] | None  # None: the class cannot be simulated at these settings
     text: str
-    band_hz: tuple[float, float]  # demodulation band
-    orders: np.ndarray  # envelope-spectrum axis in orders of shaft speed
-    level_db: np.ndarray  # envelope amplitude in dB over its median
+    panel: envelope_plot.Panel | None  # spectrum, evidence and envelope-rule verdict
     note: str = ""
 
 
-def analyse_class(fault: str, args: argparse.Namespace) -> ClassView:
-    """Simulate one window of ``fault`` and extract what the model and the plot need."""
-    from slewguard.signal.features import envelope_spectrum, extract
+def _spec(fault: str, args: argparse.Namespace):
+    from slewguard.signal.simulate import SimulationSpec
+
+    return SimulationSpec(fault=fault, bearing=args.bearing, rpm=args.rpm,
+                          sample_rate_hz=args.sample_rate_hz, snr_db=args.snr_db,
+                          window_seconds=args.window_seconds)
+
+
+def commissioning_baseline(args: argparse.Namespace):
+    """The bearing's healthy level, from a few healthy windows of other seeds (as the daemon
+    learns it from a bearing's first windows)."""
+    from slewguard.signal.evidence import Baseline
+    from slewguard.signal.simulate import simulate
+
+    spec = _spec("healthy", args)
+    windows = [simulate(spec, n_windows=1, seed=args.seed + 1 + k).windows[0]
+               for k in range(COMMISSIONING_WINDOWS)]
+    return Baseline.from_windows(windows)
+
+
+def analyse_class(fault: str, args: argparse.Namespace, baseline=None) -> ClassView:
+    """Simulate one window of ``fault``: the model's features and text, the daemon's evidence."""
+    from slewguard.signal.features import extract
     from slewguard.signal.kinematics import preset
-    from slewguard.signal.simulate import SimulationSpec, simulate
+    from slewguard.signal.simulate import simulate
     from slewguard.signal.textify import textify
 
     try:
-        spec = SimulationSpec(
-            fault=fault,
-            bearing=args.bearing,
-            rpm=args.rpm,
-            sample_rate_hz=args.sample_rate_hz,
-            snr_db=args.snr_db,
-            window_seconds=args.window_seconds,
-        )
+        spec = _spec(fault, args)
     except ValueError as exc:  # e.g. the cage line of a slewing ring needs minutes
         errors = exc.errors() if hasattr(exc, "errors") else [{"msg": str(exc)}]
         note = errors[0]["msg"].removeprefix("Value error, ")
-        return ClassView(fault, None, "", (0.0, 0.0), np.zeros(0), np.zeros(0), note=note)
+        return ClassView(fault, None, "", None, note=note)
     sim = simulate(spec, n_windows=1, seed=args.seed)
     row = extract(sim.windows, spec.sample_rate_hz, preset(spec.bearing), rpm=sim.rpm).row(0)
-    nyquist = spec.sample_rate_hz / 2
-    centre, width = row["band_centre_rel"] * nyquist, row["band_width_rel"] * nyquist
-    shaft_hz = args.rpm / 60.0
-    top_order = 1.15 * 3 * preset(spec.bearing).orders().bpfi_hz
-    freqs, amp = envelope_spectrum(
-        sim.windows,
-        spec.sample_rate_hz,
-        band_hz=(centre - width / 2, centre + width / 2),
-        max_freq_hz=top_order * shaft_hz,
-    )
-    level_db = 20 * np.log10(amp[0] / np.median(amp[0, 1:]) + 1e-12)
-    band_hz = (centre - width / 2, centre + width / 2)
-    return ClassView(fault, row, textify(row), band_hz, freqs / shaft_hz, level_db)
+    panel = envelope_plot.measure(sim.windows[0], spec.sample_rate_hz, spec.bearing, args.rpm,
+                                  fault, snr_db=args.snr_db, baseline=baseline)
+    return ClassView(fault, row, textify(row), panel)
 
 
 def class_table(views: list[ClassView], title: str = "") -> Table:
-    """Rich table, one row per class: h1 defect-line levels (dB over floor), kurtosis, crest, band.
+    """Rich table, one row per class: the daemon's evidence (1x line heights in dB over their
+    floor, level over the healthy baseline), which lines cross the threshold, the envelope
+    rule's verdict.
 
     Example:
         >>> class_table([]).row_count
         0
     """
-    table = Table(title=title, caption="line levels: 1x line, dB over the local noise floor")
+    table = Table(title=title, caption=(
+        f"1x line heights in dB over the local floor, as the daemon measures them; from "
+        f"{LINE_DB:g} dB a line is a finding (red), below it is noise. The envelope rule calls a "
+        f"race fault from a BPFO or BPFI line, rolling elements from a level {LEVEL_DB:g} dB "
+        "over the bearing's healthy baseline."))
     table.add_column("class", no_wrap=True)
-    for line in LINE_LABELS:
-        table.add_column(line, justify="right")
-    for name in ("kurt", "crest", "band Hz"):
-        table.add_column(name, justify="right", no_wrap=True)
+    for label in TABLE_LINES.values():
+        table.add_column(label, justify="right", min_width=4)
+    table.add_column("level", justify="right", min_width=4)
+    table.add_column("findings")
+    table.add_column("envelope rule")
     for view in views:
-        if view.features is None:
-            table.add_row(view.fault, *["-"] * 7)
+        if view.panel is None:
+            table.add_row(view.fault, *["-"] * 5, "not simulated", "-")
             continue
-        f = view.features
-        levels = {line: f[f"env_{line}_h1_db"] for line in LINE_LABELS}
-        strongest = max(levels, key=levels.get)
-        cells = [
-            f"[bold]{v:.1f}[/bold]" if k == strongest and v >= 10 else f"{v:.1f}"
-            for k, v in levels.items()
-        ]
-        band = f"{view.band_hz[0]:.0f}-{view.band_hz[1]:.0f}"
-        table.add_row(view.fault, *cells, f"{f['kurtosis']:.1f}", f"{f['crest_factor']:.1f}", band)
+        e = view.panel.evidence
+        over = [label for line, label in TABLE_LINES.items() if e[f"{line}_h1_db"] >= LINE_DB]
+        cells = [f"[bold red]{e[f'{line}_h1_db']:.1f}[/]" if label in over
+                 else f"{e[f'{line}_h1_db']:.1f}" for line, label in TABLE_LINES.items()]
+        verdict = view.panel.verdict.replace("_", " ")
+        table.add_row(view.fault, *cells, f"{e['rms_rel_db']:+.1f}",
+                      f"[bold red]{', '.join(over)}[/]" if over else "none",
+                      verdict if verdict == "healthy" else f"[bold red]{verdict}[/]")
     return table
 
 
 def plot_envelope_spectra(views: list[ClassView], bearing: str, path: Path) -> Path:
-    """One panel per class: envelope spectrum in orders with the defect lines 1x..3x marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from slewguard.signal.kinematics import preset
-
-    orders = preset(bearing).orders().as_dict()
-    shown = [v for v in views if v.features is not None]
-    fig, axes = plt.subplots(
-        len(shown), 1, figsize=(11, 2.1 * len(shown)), sharex=True, squeeze=False
-    )
-    for ax, view in zip(axes[:, 0], shown, strict=True):
-        ax.plot(view.orders, view.level_db, color="0.25", lw=0.7)
-        for line, colour in LINE_COLOURS.items():
-            for k in (1, 2, 3):
-                ax.axvline(
-                    k * orders[f"{line}_hz"],
-                    color=colour,
-                    lw=1.0,
-                    alpha=0.6,
-                    ls="--",
-                    label=f"{line} ({LINE_LABELS[line]})" if k == 1 else None,
-                )
-        ax.set_ylabel("dB / median")
-        ax.set_ylim(-10.0, max(15.0, float(view.level_db.max()) + 5.0))
-        ax.set_title(f"{view.fault}:  {view.text}", fontsize=8, loc="left", family="monospace")
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
-    axes[-1, 0].set_xlabel("envelope frequency / shaft frequency (orders)")
-    axes[-1, 0].set_xlim(0, shown[0].orders[-1] if shown else 1)
-    skipped = "; ".join(f"{v.fault} not simulated: {v.note}" for v in views if v.features is None)
-    fig.suptitle(f"Squared-envelope spectra, {bearing}\n{skipped}".strip(), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """One panel per simulated class (``envelope_plot``); the skipped ones named on top."""
+    shown = [v.panel for v in views if v.panel is not None]
+    skipped = "; ".join(f"{v.fault} not simulated: {v.note}" for v in views if v.panel is None)
+    envelope_plot.plot(shown, path, f"Envelope spectra, bearing {bearing}, one simulated window "
+                                    f"per class\n{skipped}".strip())
     return path
 
 
@@ -216,8 +193,9 @@ def show_signals(args: argparse.Namespace, console: Console) -> None:
     from slewguard.signal.textify import TEMPLATE_VERSION
 
     console.rule("1. what the model reads: one simulated window per fault class")
+    baseline = commissioning_baseline(args)
     views = [
-        analyse_class(f, args)
+        analyse_class(f, args, baseline)
         for f in track(FAULT_CLASSES, description="simulating", console=console, transient=True)
     ]
     title = (

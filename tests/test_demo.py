@@ -13,6 +13,7 @@ import pytest
 from slewguard.cli import main
 from slewguard.demo_stream import mosquitto_binary
 from slewguard.models.shipped import shipped_model_dir
+from slewguard.signal.rule import LINE_DB
 from slewguard.signal.simulate import FAULT_CLASSES
 from slewguard.signal.textify import parse
 
@@ -38,6 +39,26 @@ def test_demo_writes_the_envelope_plot_and_prints_parseable_texts(tmp_path, caps
     assert texts["inner_race"]["env_bpfi_h1_db"] >= 5
     assert texts["rolling_element"]["env_bsf2_h1_db"] >= 5
     assert texts["healthy"]["env_bpfo_h1_db"] < 5
+    # the table reads healthy as the daemon does: no line at the threshold, rule healthy
+    healthy_row = next(line for line in printed.splitlines() if line.startswith("│ healthy "))
+    cells = [c.strip() for c in healthy_row.strip("│").split("│")]
+    assert all(float(c) < LINE_DB for c in cells[1:5]), healthy_row
+    assert cells[-2:] == ["none", "healthy"], healthy_row
+
+
+def test_demo_healthy_evidence_is_below_the_rule_threshold():
+    import argparse
+
+    from slewguard import demo
+
+    args = argparse.Namespace(bearing="slew-4pc-1000", rpm=6.0, snr_db=0.0, window_seconds=20.0,
+                              sample_rate_hz=5000.0, seed=0)
+    baseline = demo.commissioning_baseline(args)
+    views = {f: demo.analyse_class(f, args, baseline) for f in ("healthy", "outer_race")}
+    healthy = views["healthy"].panel.evidence
+    assert max(healthy[f"{line}_h1_db"] for line in demo.TABLE_LINES) < LINE_DB
+    assert views["healthy"].panel.verdict == "healthy"
+    assert views["outer_race"].panel.verdict == "outer_race"
 
 
 def test_demo_reports_bad_settings_without_a_traceback(tmp_path, capsys):
