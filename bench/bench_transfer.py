@@ -15,15 +15,19 @@ two commissioning windows) make the baseline and are never scored.
 
 Methods: the envelope rule (fault when BPFO's or BPFI's first line stands ``T`` dB above its
 floor or the level ``R`` dB above baseline; the kind from the stronger line, else rolling
-element; T and R grid-fitted on the training domains only), logistic regression, gradient
-boosting. Reported per held-out domain and seed: accuracy, balanced accuracy, per-class recall,
-the healthy false-alarm rate (healthy windows called a fault) and, after the trust layer
-(``--no-trust`` off), the useful-call rate and the unknown rate.
+element; T and R grid-fitted on the training domains only), logistic regression and gradient
+boosting on every evidence input, logistic regression on the three inputs of the t3 text
+(``logistic_t3``) and, with ``--lm``, the language model on the t3 texts, dense and pruned by
+the cascade to 8.7x and 13.8x, built as the shipped models are. Reported per held-out domain
+and seed: accuracy, balanced accuracy, per-class recall, the healthy false-alarm rate (healthy
+windows called a fault) and, after the trust layer (the shipped t3 models' out-of-distribution
+check, fitted on the training domains), the useful-call rate and the unknown rate.
 
 Writes OUT/transfer.json, OUT/transfer.md and OUT/transfer.png; prints the table.
 
     .venv/bin/python bench/bench_transfer.py --quick        # 1 seed, 30 machines: ~3 min
     .venv/bin/python bench/bench_transfer.py                # 3 seeds, 80 machines per seed
+    .venv/bin/python bench/bench_transfer.py --lm all       # ... and the language model
 """
 
 from __future__ import annotations
@@ -35,83 +39,21 @@ from pathlib import Path
 
 import numpy as np
 
-from slewguard.signal import evidence
-from slewguard.signal.cwru import _read_cwru_manifest, _window_recording, default_cwru_root
-from slewguard.signal.datasets import WindowSet
-from slewguard.signal.kinematics import preset
-from slewguard.signal.randomise import randomised_sets
+from slewguard.models.build_evidence import (
+    CLASSES,
+    INPUTS,
+    TRUST_INPUTS,
+    EvidenceTable,
+    cwru_sets,
+    evidence_table,
+    held_recordings,
+    sim_sets,
+    uestc_sets,
+)
 from slewguard.signal.rule import verdicts
-from slewguard.signal.uestc import default_uestc_root, load_uestc_all
+from slewguard.signal.textify_evidence import INPUT_NAMES as T3_INPUTS
 
-CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
-SPEED_UNCERTAINTY = 0.08
-# model inputs: every evidence column but the fitted speed scale (it measures the label, not
-# the bearing), plus the baseline deltas
-INPUTS = tuple(n for n in evidence.EVIDENCE_NAMES if n != "speed_scale") + (
-    "rms_rel_db", "kurtosis_rel")
-
-
-def _cwru_sets() -> list[WindowSet]:
-    """Every CWRU 12 kHz drive-end recording, 1 s windows (30 shaft turns); Normal's 5 s with
-    a 0.5 s hop. One bearing group: the rig."""
-    root = default_cwru_root()
-    sets = []
-    for row in _read_cwru_manifest(root):
-        if row["class"] not in ("Normal", "IR", "OR", "B"):
-            continue
-        hop = 6000 if row["class"] == "Normal" else 12000
-        ws = _window_recording(root, "all", row, False, 12000, hop)
-        first = (ws.labels == "healthy") & (ws.start_s + 1.0 <= 2.0 + 1e-9)
-        ws.meta = {"group": np.full(len(ws), "cwru"),
-                   "commissioning": np.where(first, "1", "0")}
-        sets.append(ws)
-    return sets
-
-
-def _uestc_sets() -> list[WindowSet]:
-    """Every UESTC condition, 2 s windows; one bearing group per nominal speed."""
-    ws = load_uestc_all(default_uestc_root(), window_seconds=2.0)
-    first = (ws.labels == "healthy") & (ws.meta["part"] == "1") & (ws.start_s < 4.0 - 1e-9)
-    ws.meta = {"group": np.array([f"uestc-{r:g}" for r in ws.rpm]),
-               "commissioning": np.where(first, "1", "0")}
-    return [ws]
-
-
-def _sim_sets(n_machines: int, seed: int, per_class: int) -> list[WindowSet]:
-    sets = randomised_sets(n_machines, windows_per_class=per_class, seed=seed)
-    for ws in sets:
-        ws.meta = {"group": ws.meta["machine"], "commissioning": ws.meta["commissioning"]}
-    return sets
-
-
-def _evidence(sets: list[WindowSet], domain: str, progress: bool) -> dict[str, np.ndarray]:
-    """Evidence rows of every window, baseline deltas per group; commissioning rows dropped."""
-    from rich.progress import track
-
-    items = [(ws, i) for ws in sets for i in range(len(ws))]
-    rows, raw = [], []
-    for ws, i in track(items, description=f"evidence {domain}", transient=True,
-                       disable=not progress):
-        g = preset(str(ws.bearings()[i]))
-        rows.append(evidence.extract(ws.windows[i], ws.sample_rate_hz, g, float(ws.rpm[i]),
-                                     SPEED_UNCERTAINTY))
-        raw.append((ws.windows[i], str(ws.meta["group"][i]), ws.meta["commissioning"][i] == "1",
-                    str(ws.labels[i]), str(ws.recording[i])))
-    baselines = {}
-    for group in {r[1] for r in raw}:
-        idx = [k for k, r in enumerate(raw) if r[1] == group and r[2]]
-        if idx:
-            baselines[group] = evidence.Baseline.from_windows([raw[k][0] for k in idx],
-                                                              [rows[k] for k in idx])
-    keep = [k for k, r in enumerate(raw) if not r[2]]
-    for k in keep:
-        rows[k].update(evidence.relative(raw[k][0], baselines.get(raw[k][1])))
-    return {"X": np.array([[rows[k][n] for n in INPUTS] for k in keep]),
-            "y": np.array([raw[k][3] for k in keep]),
-            "recording": np.array([raw[k][4] for k in keep]),
-            "group": np.array([raw[k][1] for k in keep]),
-            "speed_scale": np.array([rows[k]["speed_scale"] for k in keep]),
-            "domain": np.full(len(keep), domain)}
+PRUNE_RATIOS = (8.7, 13.8)  # the paper's two compressions of its LLM
 
 
 def _col(name: str) -> int:
@@ -149,100 +91,81 @@ def _train_models(X: np.ndarray, y: np.ndarray, seed: int) -> dict:
         C=1.0, max_iter=3000, class_weight="balanced")).fit(X, y)
     gb = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, class_weight="balanced",
                                         random_state=seed).fit(X, y)
+    cols = [_col(n) for n in T3_INPUTS]
+    lr3 = make_pipeline(StandardScaler(), LogisticRegression(
+        C=1.0, max_iter=3000, class_weight="balanced")).fit(X[:, cols], y)
     return {"envelope_rule": (lambda Z: rule_predict(Z, t, r), {"T_db": t, "R_db": r}),
-            "logistic": (lr.predict, {}), "gradient_boosting": (gb.predict, {})}
-
-
-TRUST_QUANTILE = 0.99  # a window farther out than 99 % of held-out training windows: unknown
-# What the trust layer reads: a rig-invariant summary, not every line. Shaft and BSF lines light
-# up wherever a geometry puts a defect order next to a shaft harmonic (UESTC: 2 x BSF = 3.99,
-# BPFI - 1 = 3.95, both next to 4 x shaft), which says more about the rig than the diagnosis.
-TRUST_INPUTS = ("bpfo_h1_db", "bpfi_h1_db", "bsf2_h1_db", "rms_rel_db", "kurtosis_rel",
-                "speed_confidence_db")
+            "logistic": (lr.predict, {}), "gradient_boosting": (gb.predict, {}),
+            "logistic_t3": (lambda Z: lr3.predict(Z[:, cols]), {})}
 
 
 def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
-    """Out-of-distribution check over TRUST_INPUTS (Mahalanobis distance, Ledoit-Wolf
-    covariance of the standardised inputs), threshold from training recordings held out of
-    its fit (a fifth of them): a window beyond it is ``unknown``. Every input grows with the
-    evidence of a fault, so values above the training range are clipped to it first: a
-    stronger line or a larger level rise than any training window is more of the same, not
-    a rig the model does not know."""
-    from sklearn.covariance import LedoitWolf
+    """The daemon's out-of-distribution check for t3 models (``models.ood.OodDetector`` over
+    ``build_evidence.TRUST_INPUTS``: per-input ranges, one-sided on fault evidence), fitted on
+    four fifths of the training recordings, its threshold from the other fifth, as the
+    shipped build does: a window beyond it is ``unknown``."""
+    from slewguard.models.ood import OodDetector
+    from slewguard.signal.features import FeatureTable
 
     X = X[:, [INPUTS.index(n) for n in TRUST_INPUTS]]
     recs = np.unique(recording)
     held = np.isin(recording, np.random.default_rng(seed).choice(
         recs, max(1, len(recs) // 5), replace=False))
-    mu, sd = X[~held].mean(axis=0), X[~held].std(axis=0) + 1e-9
-    top = X[~held].max(axis=0)
-    cov = LedoitWolf().fit((X[~held] - mu) / sd)
-
-    def distance(Z: np.ndarray) -> np.ndarray:
-        return cov.mahalanobis((np.minimum(Z, top) - mu) / sd)
-    limit = float(np.quantile(distance(X[held]), TRUST_QUANTILE))
-    return lambda Z: distance(Z[:, [INPUTS.index(n) for n in TRUST_INPUTS]]) > limit
+    detector = OodDetector().fit(FeatureTable(TRUST_INPUTS, X[~held])).calibrate(
+        FeatureTable(TRUST_INPUTS, X[held]))
+    return lambda Z: detector.is_ood(FeatureTable(
+        TRUST_INPUTS, Z[:, [INPUTS.index(n) for n in TRUST_INPUTS]]))
 
 
 def texts_of(X: np.ndarray) -> list[str]:
-    """The t2 texts (``signal.textify_evidence``) of evidence rows in INPUTS order."""
+    """The t3 texts (``signal.textify_evidence``) of evidence rows in INPUTS order."""
     from slewguard.signal.textify_evidence import textify
 
     return [textify(dict(zip(INPUTS, map(float, x), strict=True)) | {"has_baseline": 1.0})
             for x in X]
 
 
-def lm_predictions(train: dict, tests: dict[str, np.ndarray], seed: int,
+def lm_predictions(train: EvidenceTable, tests: dict[str, np.ndarray], seed: int,
                    quick: bool) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """A language model on the t2 texts, built as the shipped model is (``BuildConfig``:
-    vocabulary trimmed, fine-tuned, pruned by the cascade, fine-tuned again), validated on a
-    fifth of the training recordings: its dense and its pruned predictions on each of ``tests``,
-    and the facts (family, body parameters, ratio, seconds)."""
+    """A language model on the t3 texts, built as the shipped models are (``models.default``
+    with ``template="t3"``: vocabulary trimmed, fine-tuned, pruned by the cascade, fine-tuned
+    again), validated on a fifth of the training recordings: its dense predictions and those
+    pruned to each of PRUNE_RATIOS on each of ``tests``, and the facts (family, body
+    parameters, ratios, seconds)."""
+    import copy
     import tempfile
+    from pathlib import Path
 
     import torch
 
-    from slewguard.models import backbones
     from slewguard.models.build_data import BuildData, Texts
-    from slewguard.models.classifier import train_classifier
-    from slewguard.models.default import BuildConfig, prune
+    from slewguard.models.default import BuildConfig, prune, train_dense, trimmed_backbone
     from slewguard.models.prune import measure
-    from slewguard.models.prune.vocab import trim_vocabulary
-    from slewguard.signal.textify_evidence import TEMPLATE_VERSION, vocabulary
 
     started = time.perf_counter()
-    config = BuildConfig.for_mode(quick, seed=seed, show_progress=False)
+    config = BuildConfig.for_mode(quick, seed=seed, show_progress=False, template="t3")
     torch.set_num_threads(config.threads)
-    recs = np.unique(train["recording"])
-    held = np.isin(train["recording"], np.random.default_rng(seed).choice(
-        recs, max(1, len(recs) // 5), replace=False))
-    texts = np.array(texts_of(train["X"]))
+    held = held_recordings(train, config.calib_fraction, seed + 1)
+    texts = np.array(texts_of(train.X))
 
     def part(mask: np.ndarray, name: str) -> Texts:
-        return Texts(name, texts[mask].tolist(), train["y"][mask].tolist(),
+        return Texts(name, texts[mask].tolist(), train.y[mask].tolist(),
                      np.zeros((int(mask.sum()), 0), np.float32))
     data = BuildData(train=part(~held, "train"), calib=part(held, "calib"), tests=[])
-    with tempfile.TemporaryDirectory(prefix="slewguard-t2-") as workdir:
-        torch.manual_seed(seed)
-        backbone = backbones.build(config.family, len(CLASSES))
-        model, tokenizer = trim_vocabulary(backbone.model, backbone.tokenizer,
-                                           [*data.train.texts, " ".join(vocabulary())])
-        model.save_pretrained(workdir)
-        tokenizer.save_pretrained(workdir)
-        clf, _ = train_classifier(
-            data.train.texts, data.train.labels, data.calib.texts, data.calib.labels,
-            classes=CLASSES, family=config.family, source=workdir, epochs=config.epochs,
-            lr=config.lr, batch_size=config.batch_size, seed=seed, max_length=64,
-            show_progress=False, template_version=TEMPLATE_VERSION)
-    dense_body = measure.body_parameters(clf.model)
-    out = {"lm_dense": {k: np.asarray(clf.predict(texts_of(Z)), str) for k, Z in tests.items()}}
-    pruned, _ = prune(clf, config, data)  # changes clf in place: dense predictions first
-    out["lm_pruned"] = {k: np.asarray(pruned.predict(texts_of(Z)), str)
-                        for k, Z in tests.items()}
-    facts = {"family": config.family, "dense_body": dense_body,
-             "pruned_body": measure.body_parameters(pruned.model),
-             "ratio": round(dense_body / measure.body_parameters(pruned.model), 2),
-             "seconds": round(time.perf_counter() - started, 1)}
+    with tempfile.TemporaryDirectory(prefix="slewguard-t3-") as workdir:
+        source, _ = trimmed_backbone(config, data, Path(workdir))
+        dense, _ = train_dense(config, data, source)
+    dense_body = measure.body_parameters(dense.model)
+    out = {"lm_dense": {k: np.asarray(dense.predict(texts_of(Z)), str)
+                        for k, Z in tests.items()}}
+    facts = {"family": config.family, "dense_body": dense_body, "ratios": {}}
+    for ratio in ((2.0,) if quick else PRUNE_RATIOS):
+        clf = copy.deepcopy(dense)  # prune changes its classifier in place
+        pruned, _ = prune(clf, config.model_copy(update={"target_ratio": ratio}), data)
+        name = f"lm_pruned_{ratio:g}x"
+        out[name] = {k: np.asarray(pruned.predict(texts_of(Z)), str) for k, Z in tests.items()}
+        facts["ratios"][name] = round(dense_body / measure.body_parameters(pruned.model), 2)
+    facts["seconds"] = round(time.perf_counter() - started, 1)
     return out, facts
 
 
@@ -257,19 +180,15 @@ def _scores(y: np.ndarray, p: np.ndarray, unknown: np.ndarray) -> dict:
             else None}
 
 
-def _stack(parts: list[dict]) -> dict:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def run(args: argparse.Namespace) -> dict:
-    real = {"cwru": _evidence(_cwru_sets(), "cwru", args.progress),
-            "uestc": _evidence(_uestc_sets(), "uestc", args.progress)}
+    real = {"cwru": evidence_table(cwru_sets(), "cwru", args.progress),
+            "uestc": evidence_table(uestc_sets(), "uestc", args.progress)}
     out = {"settings": vars(args) | {"out": str(args.out)}, "inputs": list(INPUTS), "runs": []}
     for seed in range(args.seeds):
-        sim_train = _evidence(_sim_sets(args.machines, 100 + seed, args.per_class), "sim",
-                              args.progress)
-        sim_test = _evidence(_sim_sets(args.machines // 2, 200 + seed, args.per_class), "sim",
-                             args.progress)
+        sim_train = evidence_table(sim_sets(args.machines, 100 + seed, args.per_class), "sim",
+                                   args.progress)
+        sim_test = evidence_table(sim_sets(args.machines // 2, 200 + seed, args.per_class),
+                                  "sim", args.progress)
         cases = [("sim", ["cwru", "uestc"]), ("cwru", ["sim", "uestc"]),
                  ("uestc", ["sim", "cwru"]), ("cwru", ["sim"]), ("uestc", ["sim"])]
         domains = {"sim": sim_test, **real}
@@ -277,23 +196,24 @@ def run(args: argparse.Namespace) -> dict:
         for combo in dict.fromkeys("+".join(t) for _, t in cases) if args.lm else ():
             if args.lm == "sim" and combo != "sim":
                 continue
-            held_for = {h: domains[h]["X"] for h, t in cases if "+".join(t) == combo}
-            train = _stack([sim_train if d == "sim" else real[d] for d in combo.split("+")])
+            held_for = {h: domains[h].X for h, t in cases if "+".join(t) == combo}
+            train = EvidenceTable.stack([sim_train if d == "sim" else real[d]
+                                         for d in combo.split("+")])
             lm[combo], facts = lm_predictions(train, held_for, seed, args.lm_quick)
             out.setdefault("lm", []).append({"seed": seed, "train": combo, **facts})
             print(f"seed {seed} language model on {combo}: {facts}", flush=True)
         for held, train_on in cases:
-            train = _stack([sim_train if d == "sim" else real[d] for d in train_on])
+            train = EvidenceTable.stack([sim_train if d == "sim" else real[d] for d in train_on])
             test = sim_test if held == "sim" else real[held]
-            assert not set(train["recording"]) & set(test["recording"])
-            unknown = fit_trust(train["X"], train["recording"], seed)(test["X"])
-            methods = _train_models(train["X"], train["y"], seed)
+            assert not set(train.recording) & set(test.recording)
+            unknown = fit_trust(train.X, train.recording, seed)(test.X)
+            methods = _train_models(train.X, train.y, seed)
             for name, by_domain in lm.get("+".join(train_on), {}).items():
                 methods[name] = (lambda _Z, b=by_domain, h=held: b[h], {})
             for name, (predict, params) in methods.items():
-                p = np.asarray(predict(test["X"]), dtype=str)
+                p = np.asarray(predict(test.X), dtype=str)
                 r = {"seed": seed, "held_out": held, "train": "+".join(train_on),
-                     "method": name, "params": params, **_scores(test["y"], p, unknown)}
+                     "method": name, "params": params, **_scores(test.y, p, unknown)}
                 out["runs"].append(r)
                 print(f"seed {seed} {held:>5} <- {r['train']:<10} {name:<18} "
                       f"acc {r['accuracy']:.3f} FA {r['healthy_false_alarm']} "
@@ -364,8 +284,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=3, help="windows per class and machine")
     ap.add_argument("--quick", action="store_true", help="1 seed, 30 machines")
     ap.add_argument("--lm", choices=("sim", "all"), default=None,
-                    help="also the language model, dense and pruned (t2 texts): trained on the "
-                         "simulator alone (sim) or for every case (all); MiniLM, ~20 min each")
+                    help="also the language model, dense and pruned to 8.7x and 13.8x (t3 "
+                         "texts): trained on the simulator alone (sim) or for every case (all); "
+                         "MiniLM, ~4 min per training set")
     ap.add_argument("--lm-quick", action="store_true",
                     help="the language model as a tiny random BERT (seconds; a smoke test)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/transfer"))

@@ -99,12 +99,26 @@ def commissioning_baseline(args: argparse.Namespace):
     return Baseline.from_windows(windows)
 
 
-def analyse_class(fault: str, args: argparse.Namespace, baseline=None) -> ClassView:
-    """Simulate one window of ``fault``: the model's features and text, the daemon's evidence."""
+def model_template(args: argparse.Namespace) -> str:
+    """The text template of the model the demo runs (``--model``, else the shipped default;
+    the tiny fallback model reads t1)."""
+    from slewguard.models.shipped import shipped_model_dir
+    from slewguard.signal.textify import TEMPLATE_VERSION
+
+    for folder in (args.model, shipped_model_dir()):
+        if folder is not None and (Path(folder) / "card.json").is_file():
+            return str(json.loads((Path(folder) / "card.json").read_text())["template_version"])
+    return TEMPLATE_VERSION
+
+
+def analyse_class(fault: str, args: argparse.Namespace, baseline=None,
+                  version: str = "t1") -> ClassView:
+    """Simulate one window of ``fault``: its features, the daemon's evidence and the text a
+    model of template ``version`` reads."""
     from slewguard.signal.features import extract
     from slewguard.signal.kinematics import preset
     from slewguard.signal.simulate import simulate
-    from slewguard.signal.textify import textify
+    from slewguard.signal.templates import template
 
     try:
         spec = _spec(fault, args)
@@ -116,7 +130,9 @@ def analyse_class(fault: str, args: argparse.Namespace, baseline=None) -> ClassV
     row = extract(sim.windows, spec.sample_rate_hz, preset(spec.bearing), rpm=sim.rpm).row(0)
     panel = envelope_plot.measure(sim.windows[0], spec.sample_rate_hz, spec.bearing, args.rpm,
                                   fault, snr_db=args.snr_db, baseline=baseline)
-    return ClassView(fault, row, textify(row), panel)
+    chosen = template(version)
+    text = chosen.textify(panel.evidence if chosen.reads == "evidence" else row)
+    return ClassView(fault, row, text, panel)
 
 
 def class_table(views: list[ClassView], title: str = "") -> Table:
@@ -190,12 +206,12 @@ def show_signals(args: argparse.Namespace, console: Console) -> None:
     from rich.progress import track
 
     from slewguard.signal.simulate import FAULT_CLASSES
-    from slewguard.signal.textify import TEMPLATE_VERSION
 
     console.rule("1. what the model reads: one simulated window per fault class")
     baseline = commissioning_baseline(args)
+    version = model_template(args)
     views = [
-        analyse_class(f, args, baseline)
+        analyse_class(f, args, baseline, version)
         for f in track(FAULT_CLASSES, description="simulating", console=console, transient=True)
     ]
     title = (
@@ -203,7 +219,7 @@ def show_signals(args: argparse.Namespace, console: Console) -> None:
         f"{args.window_seconds:g} s windows, SNR {args.snr_db:g} dB"
     )
     console.print(class_table(views, title))
-    console.print(f"texts the model reads (template {TEMPLATE_VERSION}):")
+    console.print(f"texts the model reads (template {version}):")
     for view in views:
         line = f"text {view.fault}: {view.text}" if view.features else f"skip {view.fault}: "
         console.print(line + view.note, soft_wrap=True, highlight=False)

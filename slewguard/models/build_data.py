@@ -47,6 +47,7 @@ class BuildData:
     tests: list[Texts]
     sources: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    feature_names: tuple[str, ...] = ()  # the columns of Texts.features; () for FEATURE_NAMES
 
 
 def featurize(ws: Any, name: str, progress: bool = True, method: str = "tree") -> Texts:

@@ -143,22 +143,22 @@ def read_checked(path: Path, template_version: str | None = None) -> ModelCard:
 
 
 def check_template(card: ModelCard, path: Path, expected: str | None = None) -> None:
-    """ValueError unless ``card`` was trained on textify template ``expected`` (default: the
-    one this slewguard writes): a model fed texts of another template scores garbage.
+    """ValueError unless ``card`` was trained on textify template ``expected`` (default: any
+    template this slewguard writes, ``signal.templates``): a model fed texts of another
+    template scores garbage.
 
     Example:
         >>> check_template(ModelCard(classes=["a", "b"], template_version="t1", family="x",
         ...                          base_model="y"), Path("m"), "t1")
     """
-    if expected is None:
-        from slewguard.signal import textify
+    from slewguard.signal import templates
 
-        expected = textify.TEMPLATE_VERSION
-    if card.template_version != expected:
+    speaks = templates.known() if expected is None else (expected,)
+    if card.template_version not in speaks:
         raise ValueError(
             f"model at {path} was trained on textify template {card.template_version!r}, this "
-            f"slewguard speaks {expected!r}: retrain it with `slewguard train`, or install "
-            f"slewguard version {card.slewguard_version} to use it")
+            f"slewguard speaks {' and '.join(map(repr, speaks))}: retrain it with `slewguard "
+            f"train`, or install slewguard version {card.slewguard_version} to use it")
 
 
 def readme(card: ModelCard) -> str:

@@ -101,7 +101,22 @@ class BuildConfig(BaseModel):
     weights_dtype: str = Field("float32", description="dtype the weights are stored in "
                                "(WEIGHTS_DTYPES): bfloat16 halves the file; accuracies and the "
                                "temperature are measured on the rounded weights")
+    template: str = Field("t1", description="text template (signal.templates): t1 reads the "
+                          "features of simulated slewing windows and CWRU; t3 reads the "
+                          "rig-invariant evidence of the randomised simulator, CWRU and UESTC")
+    sim_machines: int = Field(80, ge=2, description="t3: randomised simulated machines")
+    sim_windows_per_class: int = Field(3, ge=1, description="t3: windows per class and machine")
+    uestc_root: Path | None = Field(None, description="t3: UESTC directory (None: the "
+                                    "default place)")
     show_progress: bool = Field(True, description="rich progress bars")
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from slewguard.signal.templates import template
+
+        template(value)
+        return value
 
     @field_validator("features")
     @classmethod
@@ -126,8 +141,20 @@ class BuildConfig(BaseModel):
         """
         small = dict(family="tiny-bert", target_ratio=2.0, windows_per_class=6,
                      window_seconds=8.0, fleet_windows_per_class=2, cwru_windows_per_class=4,
-                     epochs=2, lr=1e-3, epoch_scale=0.1, finetune_epochs=1) if quick else {}
+                     epochs=2, lr=1e-3, epoch_scale=0.1, finetune_epochs=1,
+                     sim_machines=4, sim_windows_per_class=1) if quick else {}
         return cls(**{**small, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def data_of(config: BuildConfig, log: Any) -> BuildData:
+    """The build's data: ``build_data`` for template t1, ``build_evidence.build_data`` for t3."""
+    if config.template == "t3":
+        from slewguard.models import build_evidence
+
+        data = build_evidence.build_data(config, log)
+        data.feature_names = build_evidence.TRUST_INPUTS
+        return data
+    return build_data(config, log)
 
 
 def accuracies(clf: Any, data: BuildData) -> dict[str, float]:
@@ -148,10 +175,11 @@ def trimmed_backbone(config: BuildConfig, data: BuildData, workdir: Path) -> tup
 
     from slewguard.models import backbones
     from slewguard.models.prune.vocab import trim_vocabulary
-    from slewguard.signal.textify import vocabulary
+    from slewguard.signal.templates import template
 
+    vocabulary = template(config.template).vocabulary
     torch.manual_seed(config.seed)  # the classifier head is initialised here, saved with it
-    backbone = backbones.build(config.family, len(config.classes))
+    backbone = backbones.build(config.family, len(config.classes), vocabulary=vocabulary())
     rows = int(backbone.model.get_input_embeddings().weight.shape[0])
     # Every word textify can emit, so texts the build never saw still map to real ids.
     texts = [*data.train.texts, " ".join(vocabulary())]
@@ -172,7 +200,7 @@ def train_dense(config: BuildConfig, data: BuildData, source: Path) -> tuple[Any
         data.train.texts, data.train.labels, data.calib.texts, data.calib.labels,
         classes=config.classes, family=config.family, source=str(source), epochs=config.epochs,
         lr=config.lr, batch_size=config.batch_size, seed=config.seed, max_length=64,
-        show_progress=config.show_progress)
+        show_progress=config.show_progress, template_version=config.template)
 
 
 def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
@@ -226,15 +254,17 @@ def fit_trust(clf: Any, data: BuildData, out: Path) -> dict:
     except ImportError as exc:  # the trust checks ship separately; the model works without
         sections["trust"] = {"skipped": f"slewguard.models.ood unavailable ({exc})"}
         return sections
-    train = FeatureTable(FEATURE_NAMES, data.train.features)
-    detector = OodDetector().fit(train).calibrate(FeatureTable(FEATURE_NAMES,
-                                                               data.calib.features))
+    names = data.feature_names or FEATURE_NAMES
+    train = FeatureTable(names, data.train.features)
+    detector = OodDetector().fit(train).calibrate(FeatureTable(names, data.calib.features))
     out.mkdir(parents=True, exist_ok=True)
     detector.save(out / OOD_FILE)
     sections["trust"] = {
         "ood_file": OOD_FILE, "ood_threshold": detector.threshold,
         "ood_fit_windows": detector.n_fit, "ood_heldout_windows": detector.n_heldout,
-        "kinematic_min_db": fit_kinematic_thresholds(train, np.asarray(data.train.labels))}
+        # t3 models read the defect lines themselves: no separate kinematic check
+        "kinematic_min_db": None if data.feature_names else fit_kinematic_thresholds(
+            train, np.asarray(data.train.labels))}
     return sections
 
 
@@ -323,7 +353,7 @@ def build(config: BuildConfig, out: Path, command: str = "", console: Any = None
     torch.set_num_threads(config.threads)
     try:
         start = time.perf_counter()
-        data = build_data(config, console.log)
+        data = data_of(config, console.log)
         console.log(f"data: {len(data.train)} train, {len(data.calib)} held-out, "
                     + ", ".join(f"{t.name} {len(t)}" for t in data.tests))
         pruned, card = train_and_prune(config, data, console.log, dense_out, command)
@@ -354,7 +384,8 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any, dense_out: P
         log(f"{config.family}: vocabulary trimmed to textify's words "
             f"({trim['vocab_rows']['before']:,} -> {trim['vocab_rows']['after']} rows)")
         clf, history = train_dense(config, data, source)
-    clf.card["features"] = config.features  # the daemon computes the inputs the same way
+    # the daemon computes the inputs the same way
+    clf.card["features"] = config.features  # t3 models read the evidence; unused there
     dense, dense_body = accuracies(clf, data), measure.body_parameters(clf.model)
     log(f"dense {config.family}: {dense}")
     if dense_out is not None:
@@ -443,6 +474,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="float32",
                         help="store the weights in this dtype (bfloat16: half the file; the "
                              "card's accuracies are measured on the rounded weights)")
+    parser.add_argument("--template", choices=("t1", "t3"), default="t1",
+                        help="t1: features of simulated slewing windows and CWRU (default); "
+                             "t3: rig-invariant evidence of the randomised simulator, CWRU and "
+                             "UESTC (docs/transfer.md)")
     parser.add_argument("--keep-dense", type=Path, metavar="DIR",
                         help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
@@ -457,6 +492,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += ["--threads", str(args.threads)] if args.threads != 1 else []
     words += ["--features", args.features] if args.features != "tree" else []
     words += ["--weights-dtype", args.weights_dtype] if args.weights_dtype != "float32" else []
+    words += ["--template", args.template] if getattr(args, "template", "t1") != "t1" else []
     for name in ("target_ratio", "cwru_root"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -476,7 +512,8 @@ def run_build(args: argparse.Namespace) -> int:
     config = BuildConfig.for_mode(args.quick, seed=args.seed, target_ratio=args.target_ratio,
                                   cwru_root=args.cwru_root, threads=args.threads,
                                   features=args.features,
-                                  weights_dtype=args.weights_dtype)
+                                  weights_dtype=args.weights_dtype,
+                                  template=getattr(args, "template", "t1"))
     keep = getattr(args, "keep_dense", None)
     if keep is not None and Path(keep).resolve() == Path(args.out).resolve():
         raise ValueError(f"--keep-dense {keep} is the --out directory: pass another DIR")

@@ -238,6 +238,8 @@ def parity_texts(card: model_card.ModelCard, windows_per_class: int = 6,
     """
     from slewguard.signal import datasets
 
+    if card.template_version == "t3":
+        return evidence_texts()
     method = model_card.features_method(card.model_dump())
     recorded = {name: entry["spec"] for name, entry in
                 (getattr(card, "data_provenance", None) or {}).items()
@@ -265,10 +267,29 @@ def parity_texts(card: model_card.ModelCard, windows_per_class: int = 6,
     return texts, f"simulated, {len(texts)} windows of {', '.join(classes)}, seed {seed}"
 
 
+def evidence_texts() -> tuple[list[str], str]:
+    """A grid over what a t3 model can be fed: BPFO and BPFI levels (even with even, odd with
+    odd) by level word; returns (texts, description).
+
+    Example:
+        >>> texts, what = evidence_texts(); len(texts), texts[0]
+        (200, 'outer 0 inner 0 level 0')
+    """
+    levels = ["0", "3", "6", "9", "nobase"]
+    texts = [f"outer {o} inner {i} level {v}" for o in range(0, 10, 2) for i in range(0, 10, 2)
+             for v in levels] + [f"outer {o} inner {i} level {v}" for o in range(1, 10, 2)
+                                 for i in range(1, 10, 2) for v in levels[::2]]
+    return texts, f"a grid of {len(texts)} t3 texts over the template's levels"
+
+
 def dataset_texts(data: Path, card: model_card.ModelCard) -> tuple[list[str], str]:
     """Texts of the test side of a data set directory (``slewguard dataset ...``)."""
     from slewguard.signal import datasets
 
+    if card.template_version == "t3":
+        raise ValueError(f"model template {card.template_version!r} reads the evidence "
+                         "stage, not a data set's features: drop --data (the check then runs "
+                         "on a grid of its template's texts)")
     ws = datasets.read(data).test
     texts = datasets.to_texts(ws, progress=False,
                               method=model_card.features_method(card.model_dump()))

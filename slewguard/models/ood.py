@@ -39,7 +39,9 @@ from slewguard.signal.quality import QualityVerdict
 OOD_FORMAT = "slewguard-ood-v1"
 EXCLUDED_FEATURES = ("rms", "peak")
 EVIDENCE_FEATURES = ("kurtosis", "crest_factor", "impulse_factor", "shape_factor", "sk_max",
-                     "band_sk")
+                     "band_sk",
+                     # the evidence stage's (t3 models): line prominence, rise over baseline
+                     "rms_rel_db", "kurtosis_rel", "speed_confidence_db")
 COMBINED_LINES = ("bpfi_hz", "bpfo_hz")
 # Every range is at least this x |median| wide: CWRU at 3 HP turns 2 % slower than at 0-2 HP,
 # which put every 3 HP window out of range on rpm alone (measured 98 % OOD); with the floor,
@@ -54,7 +56,8 @@ DOMINANCE_DB = 0.0
 
 
 def _is_evidence(name: str) -> bool:
-    return name.startswith("env_") or name in EVIDENCE_FEATURES
+    return name.startswith("env_") or name in EVIDENCE_FEATURES or (
+        name.endswith("_db") and name.split("_")[0] in ("bpfo", "bpfi", "bsf2", "bsf", "ftf"))
 
 
 @dataclass

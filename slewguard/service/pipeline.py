@@ -66,7 +66,7 @@ from slewguard.service.trust import (
     load_trust,
     split_by_quality,
 )
-from slewguard.signal import features, numeric, textify
+from slewguard.signal import features, numeric, templates, textify
 from slewguard.signal.evidence import extract as extract_evidence
 from slewguard.signal.quality import QualityVerdict
 
@@ -201,6 +201,14 @@ class Pipeline:
         self.trust = trust or TrustLayer(load_trust(classifier))
         self.evidence = evidence  # None: no evidence stage (the model's verdict alone)
         self.rule_decides = evidence is not None and evidence.config.verdict == "envelope_rule"
+        # What the model reads: the features' text (t1) or the evidence stage's (t3)
+        self.template = templates.template(str(getattr(
+            classifier, "template_version", textify.TEMPLATE_VERSION)))
+        self.reads_evidence = self.template.reads == "evidence"
+        if self.reads_evidence and evidence is None:
+            raise ValueError(f"model {self.model} reads the evidence stage (textify template "
+                             f"{self.template.version!r}) but evidence.enabled is false: set "
+                             "evidence.enabled: true, or use a model of template 't1'")
         self._closing = threading.Event()  # refuse new messages, drain the queue
         self._abort = threading.Event()  # stop now, even mid-retry
         # Features of batch k+1 overlap inference of batch k (numpy/scipy and torch both
@@ -355,7 +363,8 @@ class Pipeline:
         self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
         started = time.perf_counter()
         judged = self.trust.judge(list(self.classifier.classes), proba, prepared.names,
-                                  prepared.values, rows, [_bearing_key(i.place) for i in kept])
+                                  prepared.values, rows, [_bearing_key(i.place) for i in kept],
+                                  evidence_rows=self.reads_evidence)
         results = [self._result(item, row, verdict, p, evidence) for item, row, (
             verdict, p, _, evidence) in zip(kept, rows, judged, strict=True)]
         self.metrics.stage_seconds.labels(stage="trust").observe(time.perf_counter() - started)
@@ -393,6 +402,18 @@ class Pipeline:
         started = time.perf_counter()
         if self.evidence is not None and items:
             self._evidence(items)
+        if self.reads_evidence:  # a t3 model: the evidence is its input, no features to compute
+            for item in items:
+                if item.evidence is None:
+                    self._reject(item.inbound, "evidence", "the evidence stage could not read "
+                                 f"the window from {item.inbound.topic}")
+                    continue
+                row = item.evidence.fields
+                rows.append(row)
+                texts.append(self.template.textify(row))
+                kept.append(item)
+                values.append(np.fromiter(row.values(), np.float32, len(row)))
+            groups = {}
         for group in groups.values():
             for item, row, vector in self._extract(group):
                 rows.append(row)

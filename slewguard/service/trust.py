@@ -35,6 +35,7 @@ from slewguard.models.ood import OOD_FILE, OodDetector, Trust, decide
 from slewguard.signal import quality as q
 from slewguard.signal.explain import BaselineTracker, explain
 from slewguard.signal.features import FeatureTable
+from slewguard.signal.textify_evidence import explain as explain_evidence
 
 MAX_EVIDENCE_CHARS = 240
 
@@ -148,11 +149,14 @@ class TrustLayer:
 
     def judge(self, classes: list[str], proba: np.ndarray, names: tuple[str, ...],
               values: np.ndarray, rows: list[Mapping[str, float]],
-              bearing_keys: list[str]) -> list[tuple[str, np.ndarray, str, str]]:
+              bearing_keys: list[str], evidence_rows: bool = False,
+              ) -> list[tuple[str, np.ndarray, str, str]]:
         """Per window: (verdict, calibrated probabilities, unknown reason or "", evidence).
 
         ``values`` (B, F) are the feature rows in ``names`` order (for the vectorised OOD
         score); ``rows`` the same as dicts; ``bearing_keys`` name each window's baseline.
+        ``evidence_rows``: the rows are the evidence stage's (a t3 model); they are explained
+        in its words and its own commissioning baseline stands in for the running one.
         """
         trust = self.trust
         probs = apply_temperature(proba, trust.temperature) if trust.temperature != 1.0 else \
@@ -177,10 +181,10 @@ class TrustLayer:
                 verdict, why = decision.verdict, decision.reason
                 reason = "" if verdict != "unknown" else (
                     "ood" if why.startswith("out of distribution") else "kinematic")
-            text = explain(row, self.baselines.get(key))
+            text = explain_evidence(row) if evidence_rows else explain(row, self.baselines.get(key))
             if verdict == "unknown":
                 text = f"unknown ({why}); model said {best} {p.max():.2f}; {text}"
-            elif verdict == "healthy":
+            elif verdict == "healthy" and not evidence_rows:
                 self.baselines.update(key, row)  # only trusted, alarm-free windows
             out.append((verdict, p, reason, _short(text)))
         return out
