@@ -1,3 +1,4 @@
+import argparse
 import json
 import os
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from slewguard import demo
 from slewguard.cli import main
 from slewguard.demo_stream import mosquitto_binary
 from slewguard.models.shipped import shipped_model_dir
@@ -32,13 +34,23 @@ def test_demo_writes_the_envelope_plot_and_prints_parseable_texts(tmp_path, caps
     for line in printed.splitlines():
         if line.startswith("text "):
             fault, text = line.removeprefix("text ").split(": ", 1)
-            texts[fault] = parse(text)
+            texts[fault] = text
     # 20 s at 12 rpm hold under 3 cage (FTF) periods: the demo says so instead of a text
     assert set(texts) == set(FAULT_CLASSES) - {"cage"} and "skip cage: " in printed
-    assert texts["outer_race"]["env_bpfo_h1_db"] >= 5
-    assert texts["inner_race"]["env_bpfi_h1_db"] >= 5
-    assert texts["rolling_element"]["env_bsf2_h1_db"] >= 5
-    assert texts["healthy"]["env_bpfo_h1_db"] < 5
+    version = demo.model_template(argparse.Namespace(model=None))
+    assert f"texts the model reads (template {version}):" in printed
+    if version == "t1":
+        parsed = {fault: parse(text) for fault, text in texts.items()}
+        assert parsed["outer_race"]["env_bpfo_h1_db"] >= 5
+        assert parsed["inner_race"]["env_bpfi_h1_db"] >= 5
+        assert parsed["rolling_element"]["env_bsf2_h1_db"] >= 5
+        assert parsed["healthy"]["env_bpfo_h1_db"] < 5
+    else:  # t3: "outer N inner N level L", N >= 5 from 12 dB (the rule's threshold) up
+        words = {fault: text.split() for fault, text in texts.items()}
+        assert all(w[::2] == ["outer", "inner", "level"] for w in words.values()), words
+        assert int(words["outer_race"][1]) >= 5 > int(words["outer_race"][3])
+        assert int(words["inner_race"][3]) >= 5 > int(words["inner_race"][1])
+        assert int(words["healthy"][1]) < 5 and int(words["healthy"][3]) < 5
     # the table reads healthy as the daemon does: no line at the threshold, rule healthy
     healthy_row = next(line for line in printed.splitlines() if line.startswith("│ healthy "))
     cells = [c.strip() for c in healthy_row.strip("│").split("│")]
@@ -47,10 +59,6 @@ def test_demo_writes_the_envelope_plot_and_prints_parseable_texts(tmp_path, caps
 
 
 def test_demo_healthy_evidence_is_below_the_rule_threshold():
-    import argparse
-
-    from slewguard import demo
-
     args = argparse.Namespace(bearing="slew-4pc-1000", rpm=6.0, snr_db=0.0, window_seconds=20.0,
                               sample_rate_hz=5000.0, seed=0)
     baseline = demo.commissioning_baseline(args)

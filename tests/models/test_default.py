@@ -10,8 +10,9 @@ import torch
 
 from slewguard import models
 from slewguard.cli import main
-from slewguard.models import build_data, default, shipped
-from slewguard.signal import datasets, textify
+from slewguard.models import build_data, build_evidence, default, shipped
+from slewguard.models.ood import OodDetector
+from slewguard.signal import datasets, textify, textify_evidence
 
 # Both shipped models with their float32 model.onnx (7.2 MB each, issue 18) came to 24.6 MB.
 MAX_BYTES = 32 * 1024 * 1024
@@ -24,6 +25,32 @@ def quick_model(tmp_path_factory):
     assert main(["build-default-model", "--quick", "--out", str(out), "--seed", "1",
                  "--features", "stft", "--weights-dtype", "bfloat16"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def quick_t3_model(tmp_path_factory):
+    """`build-default-model --quick --template t3` on the simulator alone (no rig data)."""
+    out = tmp_path_factory.mktemp("t3")
+    config = default.BuildConfig.for_mode(True, template="t3", show_progress=False,
+                                          cwru_root=out / "no-cwru", uestc_root=out / "no-uestc")
+    default.build(config, out / "model", command="slewguard build-default-model --template t3")
+    return out / "model"
+
+
+def test_quick_t3_build_reads_the_evidence_and_records_it(quick_t3_model):
+    card = json.loads((quick_t3_model / "card.json").read_text())
+    assert card["template_version"] == textify_evidence.TEMPLATE_VERSION
+    assert card["build"]["template"] == "t3" and "--template t3" in card["command"]
+    assert card["trust"]["kinematic_min_db"] is None  # the lines are the model's own input
+    detector = OodDetector.load(quick_t3_model / "ood.json")
+    assert detector.names == build_evidence.TRUST_INPUTS and detector.threshold is not None
+    assert [s["name"] for s in card["data"]] == ["simulated"]
+    assert any("cwru recordings absent" in n for n in card["build"]["notes"])
+    assert set(card["metrics"]["accuracy"]) == {"train", "calib", "test-sim"}
+    clf = models.load(quick_t3_model)  # the ONNX runtime, its graph checked on t3 texts
+    assert clf.runtime == "onnx" and card["onnx"]["n_texts"] > 0
+    probs = clf.predict_proba(["outer 9 inner 0 level 2", "outer 0 inner 0 level nobase"])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_quick_build_loads_and_predicts(quick_model):
@@ -158,13 +185,15 @@ SHIPPED = [pytest.param(name, marks=pytest.mark.skipif(
 def test_shipped_model_is_small_and_current(name):
     folder = shipped.shipped_model_dir(name)
     card = json.loads((folder / "card.json").read_text())
-    assert card["template_version"] == textify.TEMPLATE_VERSION, (
-        f"textify changed since the {name} model was built: rerun the command in its card")
+    # the shipped models read the rig-invariant evidence (docs/transfer.md)
+    assert card["template_version"] == textify_evidence.TEMPLATE_VERSION, (
+        f"textify_evidence changed since the {name} model was built: rerun the command in "
+        "its card")
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     assert size < MAX_BYTES
-    assert card["compression"]["ratio"] > 4
-    expected = {"default": "tree", "fast": "stft"}[name]
-    assert card.get("features", "tree") == expected  # no key: an older card, tree
+    expected = {"default": 8.7, "fast": 13.8}[name]
+    assert card["compression"]["ratio"] == pytest.approx(expected, rel=0.05)
+    assert {"test-sim", "test-cwru", "test-uestc"} <= set(card["metrics"]["accuracy"])
 
 
 def test_shipped_models_together_stay_under_the_package_budget():
@@ -175,20 +204,19 @@ def test_shipped_models_together_stay_under_the_package_budget():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_classifies_fresh_windows(name):
-    """Windows simulated with a seed the build never used, 5 dB SNR, the demo's 20 s windows."""
+    """Randomised simulated machines of a seed the build never used, through the evidence."""
     clf = shipped.load_default(name=name)
-    spec = datasets.SimulatedDatasetSpec(
-        classes=default.CLASSES, windows_per_class=7, test_fraction=0.9, window_seconds=20.0,
-        bearings=("slew-4pc-1000", "slew-xr-1000"), rpm_min=3.0, rpm_max=9.0, snr_db_min=5.0,
-        snr_db_max=5.0, severity_min=1.0, severity_max=2.0, speed_profiles=("constant",),
-        seed=987_654)
-    ws = datasets.simulate_dataset(spec, progress=False).test
-    texts = datasets.to_texts(ws, progress=False, method=clf.card["features"])
+    table = build_evidence.evidence_table(build_evidence.sim_sets(8, 987, 3), "sim")
+    texts = [textify_evidence.textify(row) for row in table.rows()]
     predicted = np.array(clf.predict(texts))
-    accuracy = float(np.mean(predicted == ws.labels))
-    assert accuracy > 0.6, f"accuracy {accuracy:.2f} on {len(ws)} fresh windows"
+    accuracy = float(np.mean(predicted == table.y))
+    assert accuracy > 0.55, f"accuracy {accuracy:.2f} on {len(table)} fresh windows"
+    # the simulator's healthy windows drift in level and carry non-periodic bursts: the
+    # envelope rule calls ~35 % of them faulty (docs/transfer.md); a model calling most of
+    # them faulty has lost the healthy class
+    assert np.mean(predicted[table.y == "healthy"] != "healthy") < 0.5
     for label in default.CLASSES:  # every class is recognised at least once
-        assert (predicted[ws.labels == label] == label).any(), label
+        assert (predicted[table.y == label] == label).any(), label
 
 
 @pytest.mark.parametrize("name", list(shipped.SHIPPED_MODELS))

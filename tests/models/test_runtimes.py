@@ -12,6 +12,7 @@ import torch
 
 from slewguard import models
 from slewguard.models import runtimes, shipped
+from slewguard.models.onnx_export import evidence_texts
 from slewguard.models.runtimes import onnx as onnx_runtime
 from slewguard.service.trust import load_trust
 from slewguard.signal import datasets
@@ -44,6 +45,7 @@ def test_tokenizers_gives_the_ids_transformers_gives(name, dataset_dir):
     reference = models.load(path, runtime="torch")
     ws = datasets.read(dataset_dir).test
     texts = datasets.to_texts(ws, progress=False, method=reference.card["features"])
+    texts += evidence_texts()[0]  # the t3 texts the shipped models read
     texts += feature_texts()  # cut texts: padding and masks
     texts += [" ".join(["kurt 9"] * 80)]  # longer than max_length: truncation
     served = models.load(path, runtime="onnx")
@@ -74,6 +76,7 @@ def test_both_runtimes_agree_and_carry_the_same_trust(name, dataset_dir):
     assert served.classes == reference.classes and served.card == reference.card
     ws = datasets.read(dataset_dir).test
     texts = datasets.to_texts(ws, progress=False, method=served.card["features"])
+    texts += evidence_texts()[0]
     np.testing.assert_allclose(served.predict_proba(texts), reference.predict_proba(texts),
                                atol=1e-5)
     a, b = load_trust(served), load_trust(reference)

@@ -263,7 +263,7 @@ def test_shipped_setting_runs_the_named_shipped_model():
     app = App(cfg)
     app._start_model()  # the App's start step that loads the model
     assert app.model_label == "fast"
-    assert app.classifier.card["features"] == "stft"  # the daemon computes stft features for it
+    assert app.classifier.template_version == "t3"  # it reads the evidence stage's text
     assert app.classifier.card["command"] == load_default(name="fast").card["command"]
     assert app.classifier.runtime == "onnx"  # float32 on the CPU with a model.onnx: the default
     cfg = config_from_dict({"site": "y", "sensors": sensors,
