@@ -292,6 +292,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/transfer"))
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the builds' load reports would bury the table
+    hf_logging.disable_progress_bar()
     if args.quick:
         args.seeds, args.machines = 1, 30
     t0 = time.perf_counter()

@@ -108,6 +108,9 @@ class BuildConfig(BaseModel):
     sim_windows_per_class: int = Field(3, ge=1, description="t3: windows per class and machine")
     uestc_root: Path | None = Field(None, description="t3: UESTC directory (None: the "
                                     "default place)")
+    transfer_results: Path | None = Field(None, description="bench_transfer.py's transfer.json: "
+                                          "its leave-one-rig-out rows for this recipe go into "
+                                          "the card")
     show_progress: bool = Field(True, description="rich progress bars")
 
     @field_validator("template")
@@ -268,6 +271,69 @@ def fit_trust(clf: Any, data: BuildData, out: Path) -> dict:
     return sections
 
 
+def rule_accuracies(data: BuildData) -> dict[str, float]:
+    """The envelope rule's accuracy (``signal.rule``, default thresholds) on every split of a
+    t3 build, whose features hold the rule's three inputs."""
+    from slewguard.signal.rule import verdicts
+
+    cols = [data.feature_names.index(n) for n in ("bpfo_h1_db", "bpfi_h1_db", "rms_rel_db")]
+    return {split.name: round(float(np.mean(verdicts(*split.features[:, cols].T) == np.asarray(
+        split.labels))), 4) for split in (data.train, data.calib, *data.tests)}
+
+
+TRANSFER_COMMAND = ".venv/bin/python bench/bench_transfer.py --lm all"
+TRANSFER_BASELINES = ("envelope_rule", "gradient_boosting")
+
+
+def transfer_section(path: Path, target_ratio: float) -> dict:
+    """The card's ``leave_one_rig_out`` section from ``bench/bench_transfer.py``'s JSON: per
+    held-out domain and training set, the median over seeds of this recipe (the language model
+    pruned to ``target_ratio``) beside the envelope rule and gradient boosting.
+
+    Example:
+        >>> import json, tempfile
+        >>> run = {"seed": 0, "held_out": "cwru", "train": "sim", "method": "lm_pruned_8.7x",
+        ...        "accuracy": 0.9, "healthy_false_alarm": 0.0, "useful_call_rate": 0.8}
+        >>> f = Path(tempfile.mkdtemp()) / "t.json"; _ = f.write_text(json.dumps({"runs": [run]}))
+        >>> transfer_section(f, 8.7)["rows"][0]["lm_pruned_8.7x"]["accuracy"]
+        0.9
+    """
+    import json
+
+    runs = json.loads(Path(path).read_text())["runs"]
+    method = f"lm_pruned_{target_ratio:g}x"
+    rows = []
+    for case in sorted({(r["held_out"], r["train"]) for r in runs}):
+        row = {"held_out": case[0], "trained_on": case[1]}
+        for name in (method, *TRANSFER_BASELINES):
+            mine = [r for r in runs if (r["held_out"], r["train"]) == case and r["method"] == name]
+            if mine:
+                row[name] = {k: round(float(np.median([r[k] for r in mine if r[k] is not None]
+                                                        or [np.nan])), 4)
+                             for k in ("accuracy", "healthy_false_alarm", "useful_call_rate")}
+                row[name]["seeds"] = len(mine)
+        rows.append(row)
+    return {"command": TRANSFER_COMMAND, "method": method, "rows": rows,
+            "note": "the recipe of this model (t3 evidence text, MiniLM, cascade to "
+                    f"{target_ratio:g}x) trained without the held-out domain; the shipped "
+                    "model itself saw all three"}
+
+
+def transfer_lines(section: dict) -> list[str]:
+    """README lines of a ``transfer_section``."""
+    method = section["method"]
+    lines = ["", "## Leave one rig out", "", f"`{section['command']}`: {section['note']}. "
+             "Accuracy / healthy false alarms / useful calls, median over seeds:", "",
+             f"| held out | trained on | {method} | envelope rule | gradient boosting |",
+             "|---|---|---|---|---|"]
+    for row in section["rows"]:
+        cells = [" / ".join("-" if np.isnan(row[m][k]) else f"{row[m][k]:.1%}" for k in (
+            "accuracy", "healthy_false_alarm", "useful_call_rate")) if m in row else "-"
+            for m in (method, *TRANSFER_BASELINES)]
+        lines.append(f"| {row['held_out']} | {row['trained_on']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_model(clf: Any, out: Path, card: dict) -> None:
     """Save weights, tokenizer and card, then add the build summary to README.md."""
     import torch
@@ -288,6 +354,9 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
              "", f"- compression (body, dense/pruned): {card['compression']['ratio']:.2f}x "
                  f"({card['compression']['dense_body']:,} -> "
                  f"{card['compression']['pruned_body']:,} parameters)",
+             *(["- envelope rule on the same splits (the simplest baseline): " + ", ".join(
+                 f"{k} {v:.2%}" for k, v in card["envelope_rule_accuracy"].items())]
+               if "envelope_rule_accuracy" in card else []),
              f"- vocabulary rows: {card['pruning']['vocab_rows']}",
              f"- weight bytes: {measure.weight_bytes(out):,} "
              f"({card['build']['weights_dtype']})",
@@ -297,6 +366,7 @@ def write_model(clf: Any, out: Path, card: dict) -> None:
              f"{card['trust'].get('kinematic_min_db', card['trust'].get('skipped'))}",
              f"- build wall time: {card['build']['wall_seconds']:.0f} s",
              *(f"- note: {note}" for note in card["build"]["notes"]),
+             *(transfer_lines(card["leave_one_rig_out"]) if "leave_one_rig_out" in card else []),
              "", "Rebuild with the command above (it is the whole pipeline); "
              "`slewguard.models.shipped.load_default(name)` loads a shipped model "
              f"({', '.join(SHIPPED_MODELS)}).", ""]
@@ -357,6 +427,11 @@ def build(config: BuildConfig, out: Path, command: str = "", console: Any = None
         console.log(f"data: {len(data.train)} train, {len(data.calib)} held-out, "
                     + ", ".join(f"{t.name} {len(t)}" for t in data.tests))
         pruned, card = train_and_prune(config, data, console.log, dense_out, command)
+        if data.feature_names:  # t3: the simplest baseline on the same splits, for the card
+            card["envelope_rule_accuracy"] = rule_accuracies(data)
+        if config.transfer_results is not None:
+            card["leave_one_rig_out"] = transfer_section(config.transfer_results,
+                                                         config.target_ratio)
         card.update(fit_trust(pruned, data, out), command=command,
                     build={**config.model_dump(mode="json"), "notes": data.notes,
                            "wall_seconds": round(time.perf_counter() - start, 1)})
@@ -478,6 +553,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="t1: features of simulated slewing windows and CWRU (default); "
                              "t3: rig-invariant evidence of the randomised simulator, CWRU and "
                              "UESTC (docs/transfer.md)")
+    parser.add_argument("--transfer-results", type=Path, metavar="JSON",
+                        help="bench/bench_transfer.py's transfer.json: its leave-one-rig-out "
+                             "numbers for this recipe go into the card")
     parser.add_argument("--keep-dense", type=Path, metavar="DIR",
                         help="also save the fine-tuned dense model (before pruning) in DIR")
     parser.set_defaults(func=run_build)
@@ -493,7 +571,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += ["--features", args.features] if args.features != "tree" else []
     words += ["--weights-dtype", args.weights_dtype] if args.weights_dtype != "float32" else []
     words += ["--template", args.template] if getattr(args, "template", "t1") != "t1" else []
-    for name in ("target_ratio", "cwru_root"):
+    for name in ("target_ratio", "cwru_root", "transfer_results"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     return shlex.join(words)
@@ -513,7 +591,8 @@ def run_build(args: argparse.Namespace) -> int:
                                   cwru_root=args.cwru_root, threads=args.threads,
                                   features=args.features,
                                   weights_dtype=args.weights_dtype,
-                                  template=getattr(args, "template", "t1"))
+                                  template=getattr(args, "template", "t1"),
+                                  transfer_results=getattr(args, "transfer_results", None))
     keep = getattr(args, "keep_dense", None)
     if keep is not None and Path(keep).resolve() == Path(args.out).resolve():
         raise ValueError(f"--keep-dense {keep} is the --out directory: pass another DIR")

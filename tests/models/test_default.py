@@ -31,8 +31,14 @@ def quick_model(tmp_path_factory):
 def quick_t3_model(tmp_path_factory):
     """`build-default-model --quick --template t3` on the simulator alone (no rig data)."""
     out = tmp_path_factory.mktemp("t3")
+    runs = [{"seed": seed, "held_out": "cwru", "train": "sim", "method": method, "accuracy": acc,
+             "healthy_false_alarm": 0.0, "useful_call_rate": acc - 0.1}
+            for seed in (0, 1, 2) for method, acc in (("lm_pruned_2x", 0.8 + seed / 100),
+                                                      ("envelope_rule", 0.88))]
+    (out / "transfer.json").write_text(json.dumps({"runs": runs}))
     config = default.BuildConfig.for_mode(True, template="t3", show_progress=False,
-                                          cwru_root=out / "no-cwru", uestc_root=out / "no-uestc")
+                                          cwru_root=out / "no-cwru", uestc_root=out / "no-uestc",
+                                          transfer_results=out / "transfer.json")
     default.build(config, out / "model", command="slewguard build-default-model --template t3")
     return out / "model"
 
@@ -47,6 +53,16 @@ def test_quick_t3_build_reads_the_evidence_and_records_it(quick_t3_model):
     assert [s["name"] for s in card["data"]] == ["simulated"]
     assert any("cwru recordings absent" in n for n in card["build"]["notes"])
     assert set(card["metrics"]["accuracy"]) == {"train", "calib", "test-sim"}
+    # the simplest baseline on the same splits, and the recipe's leave-one-rig-out numbers
+    assert set(card["envelope_rule_accuracy"]) == set(card["metrics"]["accuracy"])
+    row, = card["leave_one_rig_out"]["rows"]
+    assert (row["held_out"], row["trained_on"]) == ("cwru", "sim")
+    assert row["lm_pruned_2x"] == {"accuracy": 0.81, "healthy_false_alarm": 0.0,
+                                   "useful_call_rate": 0.71, "seeds": 3}
+    assert row["envelope_rule"]["accuracy"] == 0.88 and "gradient_boosting" not in row
+    readme = (quick_t3_model / "README.md").read_text()
+    assert "| cwru | sim | 81.0% / 0.0% / 71.0% | 88.0% / 0.0% / 78.0% | - |" in readme
+    assert "bench/bench_transfer.py --lm all" in readme and "envelope rule on the same" in readme
     clf = models.load(quick_t3_model)  # the ONNX runtime, its graph checked on t3 texts
     assert clf.runtime == "onnx" and card["onnx"]["n_texts"] > 0
     probs = clf.predict_proba(["outer 9 inner 0 level 2", "outer 0 inner 0 level nobase"])
