@@ -283,9 +283,9 @@ class ModelConfig(_Strict):
     path: Path | None = Field(None, description="Saved FaultClassifier directory; None loads the "
                               "shipped model named by `shipped`.")
     shipped: ShippedName = Field("default", description="Shipped model when "
-                                                "`path` is unset: default (tree band search, "
-                                                "most accurate) or fast (stft band search, "
-                                                "more windows per core; docs/benchmarks.md).")
+                                                "`path` is unset: default (pruned 8.7x) or fast "
+                                                "(13.8x, bfloat16 file); both read the evidence "
+                                                "stage's text (docs/models.md).")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Torch device.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights "
                                                              "dtype for inference; bfloat16 "
@@ -343,7 +343,9 @@ class EvidenceConfig(_Strict):
 
     enabled: bool = Field(True, description="Compute defect-line prominence, the speed "
                           "estimate and the level over the bearing's baseline for every window, "
-                          "and the envelope rule's verdict beside the model's.")
+                          "and the envelope rule's verdict beside the model's. Models of "
+                          "template t3 (both shipped ones) read it as their input: false needs "
+                          "a t1 model.")
     baseline_windows: int = Field(10, ge=1, le=100_000, description="Windows of each bearing "
                                   "that make its healthy baseline at commissioning.")
     baseline_path: Path | None = Field(None, description="JSON file of the learned baselines; "
