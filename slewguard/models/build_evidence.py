@@ -230,3 +230,20 @@ def build_data(config, log):
                             table.recording)))}})
     return BuildData(concat_texts("train", parts["train"]),
                      concat_texts("calib", parts["calib"]), tests, sources, notes)
+
+
+def window_texts(ws: WindowSet, speed_uncertainty: float = 0.0) -> list[str]:
+    """The t3 text of every window of a data set, without a baseline (a data set has no
+    commissioning windows: the level reads ``nobase``), as ``slewguard predict`` feeds a t3
+    model.
+
+    Example:
+        >>> ws = sim_sets(1, seed=3, per_class=1)[0]
+        >>> window_texts(ws)[0].endswith("level nobase")
+        True
+    """
+    from slewguard.signal.textify_evidence import textify
+
+    return [textify(evidence.extract(ws.windows[i], ws.sample_rate_hz,
+                                     preset(str(ws.bearings()[i])), float(ws.rpm[i]),
+                                     speed_uncertainty)) for i in range(len(ws))]

@@ -192,7 +192,15 @@ def run_predict(args: argparse.Namespace) -> int:
         _quiet_transformers(getattr(args, "verbose", False))
     clf = load(args.model, device=args.device, runtime=runtime)
     ws = getattr(datasets.read(args.data), args.split)
-    texts = datasets.to_texts(ws, method=features_method(clf.card))
+    if clf.template_version == "t3":  # the evidence text, as the daemon writes it
+        from slewguard.models.build_evidence import window_texts
+
+        texts = window_texts(ws)
+        Console().print("template t3: a data set has no commissioning baseline, so every "
+                        "text reads 'level nobase' (the daemon learns one per bearing)",
+                        highlight=False)
+    else:
+        texts = datasets.to_texts(ws, method=features_method(clf.card))
     result = evaluate(clf, texts, ws.labels.tolist())
     show_confusion(result["confusion"], clf.classes,
                    f"{args.split} accuracy {result['accuracy']:.2%} on {len(ws)} windows "

@@ -149,3 +149,17 @@ def test_the_trust_layer_explains_evidence_rows_in_their_words(t3_model):
         np.array([list(row.values())]), [row], ["b"], evidence_rows=True)
     assert (verdict, reason) == ("inner_race", "")
     assert text == textify_evidence.explain(row)
+
+
+def test_predict_feeds_a_t3_model_the_evidence_text_of_a_data_set(t3_model, tmp_path, capsys):
+    from slewguard.cli import main
+    from slewguard.signal import datasets
+
+    spec = datasets.SimulatedDatasetSpec(windows_per_class=3, window_seconds=10.0, rpm_min=6.0,
+                                         snr_db_min=20.0, snr_db_max=20.0, severity_min=2.0,
+                                         severity_max=2.0, seed=5)
+    datasets.write(datasets.simulate_dataset(spec, progress=False), tmp_path / "data")
+    assert main(["predict", str(t3_model.model_dir), "--data", str(tmp_path / "data")]) == 0
+    printed = capsys.readouterr().out
+    assert "template t3" in printed and "level nobase" in printed
+    assert "test accuracy" in printed
