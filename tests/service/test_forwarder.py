@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import threading
 import time
 
@@ -13,7 +15,7 @@ from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
 from slewguard.service.result import Result
 from slewguard.service.sinks import RetryableSinkError
-from slewguard.service.sinks.forwarder import Backoff, Forwarder
+from slewguard.service.sinks.forwarder import OUTAGE_REMIND_S, Backoff, Forwarder
 from slewguard.service.sinks.mqtt import MqttResultSink
 from tests.service.services import Collector
 from tests.service.test_influx_sink import results, sink_for
@@ -38,6 +40,12 @@ def drain(fwd: Forwarder, max_steps: int = 50) -> None:
             return
         fwd.step()
     raise AssertionError(f"outbox still holds {fwd.outbox.depth()} results")
+
+
+def lines(caplog, level: int) -> list[str]:
+    """The forwarder's log messages at exactly ``level``."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "slewguard.service.sinks.forwarder" and r.levelno == level]
 
 
 def test_run_drains_the_outbox_exactly_once(victoria_metrics, tmp_path):  # noqa: F811
@@ -91,6 +99,93 @@ def test_outage_piles_up_then_all_arrive_exactly_once(victoria_metrics, tmp_path
     assert box.set_aside_rows() == []
 
 
+def test_a_database_outage_logs_one_warning_then_the_recovery(victoria_metrics, tmp_path,  # noqa: F811
+                                                              caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.forwarder")
+    box = Outbox(tmp_path / "o.db")
+    url = victoria_metrics.url.replace("http://", "http://admin:hunter2@")  # a password in it
+    fwd = Forwarder(box, [sink_for(url)], backoff=Backoff(min_s=0.1, max_s=0.2, jitter=0.0))
+    before, during = results(3), results(5, first=3)
+    box.put(before)
+    drain(fwd)
+    assert caplog.records == []  # healthy: nothing to say
+    victoria_metrics.stop()
+    box.put(during)
+    assert all(fwd.step() > 0 for _ in range(6))  # six failed writes
+    down = lines(caplog, logging.WARNING)
+    assert len(down) == 1, down
+    assert down[0].startswith("sink influx is down, 5 results wait in the outbox (retrying "
+                              f"with backoff): connection: http://***@127.0.0.1:"
+                              f"{victoria_metrics.port}: ")
+    assert down[0].endswith("Connection refused")
+    assert lines(caplog, logging.INFO) == []
+    victoria_metrics.start()
+    drain(fwd)
+    up = lines(caplog, logging.INFO)
+    assert len(up) == 1 and re.fullmatch(r"sink influx recovered after \d+ s \(failed writes: "
+                                         r"6\); 5 results delivered, 0 more wait in the outbox",
+                                         up[0]), up
+    assert len(lines(caplog, logging.WARNING)) == 1  # nothing more while down or after
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in caplog.records)
+    assert "hunter2" not in caplog.text
+    assert stamps(victoria_metrics) == ms(before + during)
+
+
+class Scripted:
+    """A sink that raises the next of ``errors`` on each write (None: stores the batch)."""
+
+    name = "tsdb"
+
+    def __init__(self, errors: list[Exception | None]) -> None:
+        self.errors, self.stored = list(errors), []
+
+    def write(self, batch):
+        error = self.errors.pop(0) if self.errors else None
+        if error is not None:
+            raise error
+        self.stored.extend(batch)
+
+
+def test_a_long_outage_is_reminded_every_few_minutes_without_secrets(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.forwarder")
+    refused = RetryableSinkError("connection", "http://admin:hunter2@db:8086/api/v2/write"
+                                 "?org=o&token=s3cr3t (Connection refused)")
+    unauthorized = RetryableSinkError("http_401", "InfluxDB answered 401: unauthorized")
+    sink = Scripted([refused] * 6 + [unauthorized] * 2 + [None, refused, None])
+    now = [0.0]
+    box = Outbox(tmp_path / "o.db")
+    box.put(results(4))
+    fwd = Forwarder(box, [sink], clock=lambda: now[0], backoff=Backoff(jitter=0.0))
+    step = 70.0
+    assert OUTAGE_REMIND_S == 300.0  # the timeline below: failures at 0, 70, ..., 490 s
+    for _ in range(9):
+        fwd.step()
+        now[0] += step
+    assert box.depth() == 0 and len(sink.stored) == 4
+    where = "http://***@db:8086/api/v2/write?org=o&token=*** (Connection refused)"
+    assert lines(caplog, logging.WARNING) == [
+        f"sink tsdb is down, 4 results wait in the outbox (retrying with backoff): "
+        f"connection: {where}",
+        f"sink tsdb still down after 350 s (failed writes: 6), 4 results wait in the outbox; "
+        f"last error: connection: {where}",
+        "sink tsdb still down after 420 s, new error: http_401: InfluxDB answered 401: "
+        "unauthorized"]
+    assert lines(caplog, logging.INFO) == [
+        "sink tsdb recovered after 560 s (failed writes: 8); 4 results delivered, 0 more wait "
+        "in the outbox"]
+    box.put(results(2, first=10))  # a second, short outage is logged afresh
+    fwd.step()
+    now[0] += 5.0
+    fwd.step()
+    assert lines(caplog, logging.WARNING)[3:] == [
+        f"sink tsdb is down, 2 results wait in the outbox (retrying with backoff): "
+        f"connection: {where}"]
+    assert lines(caplog, logging.INFO)[1:] == [
+        "sink tsdb recovered after 5 s (failed writes: 1); 2 results delivered, 0 more wait "
+        "in the outbox"]
+    assert "hunter2" not in caplog.text and "s3cr3t" not in caplog.text
+
+
 def test_permanent_errors_are_isolated_and_set_aside(tmp_path):
     server = StatusServer(lambda body: (400, "unable to parse") if "sensor=bad" in body
                           else (204, ""))
@@ -129,7 +224,8 @@ class Flaky:
         self.stored.extend(batch)
 
 
-def test_run_uses_injected_sleep_and_survives_a_buggy_sink(tmp_path):
+def test_run_uses_injected_sleep_and_survives_a_buggy_sink(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.forwarder")
     box = Outbox(tmp_path / "o.db")
     box.put(results(3))
     sink = Flaky(2, KeyError("bug"))
@@ -147,6 +243,14 @@ def test_run_uses_injected_sleep_and_survives_a_buggy_sink(tmp_path):
     assert [r.seq for r in sink.stored] == [0, 1, 2]
     assert metrics.registry.get_sample_value(
         "slewguard_sink_writes_total", {"sink": "flaky", "outcome": "error"}) == 2
+    assert lines(caplog, logging.WARNING) == [
+        "sink flaky is down, 3 results wait in the outbox (retrying with backoff): "
+        "KeyError: 'bug'"]
+    bugs = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(bugs) == 1 and bugs[0].exc_info is not None  # the traceback once, not per try
+    assert bugs[0].getMessage() == "sink flaky raised KeyError on a batch of 3 results"
+    assert [m.split(";")[0] for m in lines(caplog, logging.INFO)] == [
+        "sink flaky recovered after 0 s (failed writes: 2)"]
 
 
 def test_a_retryable_second_sink_keeps_the_batch_pending(tmp_path):

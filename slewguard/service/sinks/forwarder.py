@@ -5,8 +5,12 @@ A batch goes to each sink in turn and is marked sent only when all of them took 
 jittered delay (sinks are idempotent, so a sink that already took the batch just overwrites it
 next time). On a ``PermanentSinkError`` the batch is bisected until the refused results are
 isolated; those are set aside with the reason, the rest are delivered. Any other exception is a
-bug in a sink: it is logged once with context, counted as outcome "error" and retried like a
-retryable one, so it blocks the queue visibly (outbox age) instead of losing data.
+bug in a sink: it is logged once with its traceback, counted as outcome "error" and retried like
+a retryable one, so it blocks the queue visibly (outbox age) instead of losing data.
+
+Each sink's health is logged by a ``SinkHealth``: one WARNING when it goes down (and one per new
+kind of error), a reminder every ``OUTAGE_REMIND_S`` while it stays down, one INFO when it
+recovers; never a line per attempt.
 
 Example:
     >>> import tempfile, threading
@@ -32,10 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slewguard.service.outbox import Outbox
+from slewguard.service.redact import redact_urls
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
 
 log = logging.getLogger(__name__)
+OUTAGE_REMIND_S = 300.0  # reminder interval while a sink stays down
+ERROR_MAX_CHARS = 400  # an error is logged on one line, cut to this length
 
 
 @dataclass
@@ -74,6 +81,80 @@ class Backoff:
         self.attempt = 0
 
 
+def one_line(error: str) -> str:
+    """``error`` on one line, cut to ``ERROR_MAX_CHARS``, with credentials masked.
+
+    Example:
+        >>> one_line("http://admin:pw@db:8086 refused\\n  retry later")
+        'http://***@db:8086 refused retry later'
+    """
+    text = " ".join(redact_urls(error).split())
+    return text if len(text) <= ERROR_MAX_CHARS else text[:ERROR_MAX_CHARS - 3] + "..."
+
+
+class SinkHealth:
+    """Logs one sink's outages: its first failure and each new kind of error (``reason``) at
+    WARNING, a reminder every ``remind_s`` while it stays down, its recovery at INFO.
+
+    ``pending()`` gives the outbox depth for the lines; ``clock`` is in seconds.
+
+    Example:
+        >>> t = [0.0]
+        >>> h = SinkHealth("influx", lambda: t[0], pending=lambda: 7)
+        >>> h.failed("connection", "connection: refused")  # logs "sink influx is down, ..."
+        True
+        >>> t[0] = 42.0
+        >>> h.failed("connection", "connection: refused"), h.down_since
+        (False, 0.0)
+        >>> h.delivered(7)  # logs "sink influx recovered after 42 s ..."
+        >>> h.down_since is None
+        True
+    """
+
+    def __init__(self, name: str, clock: Callable[[], float], pending: Callable[[], int],
+                 remind_s: float = OUTAGE_REMIND_S) -> None:
+        self.name, self.clock, self.pending, self.remind_s = name, clock, pending, remind_s
+        self.down_since: float | None = None
+        self.attempts = 0  # failed writes in this outage
+        self._seen: set[str] = set()
+        self._last_log_s = 0.0
+
+    def failed(self, reason: str, error: str) -> bool:
+        """Record one failed write; returns True when ``reason`` is new in this outage."""
+        now, error = self.clock(), one_line(error)
+        self.attempts += 1
+        if self.down_since is None:
+            self.down_since, self._last_log_s, self._seen = now, now, {reason}
+            log.warning("sink %s is down, %d results wait in the outbox (retrying with "
+                        "backoff): %s", self.name, self.pending(), error)
+            return True
+        if reason not in self._seen:
+            self._seen.add(reason)
+            self._last_log_s = now
+            log.warning("sink %s still down after %.0f s, new error: %s", self.name,
+                        now - self.down_since, error)
+            return True
+        if now - self._last_log_s >= self.remind_s:
+            self._last_log_s = now
+            log.warning("sink %s still down after %.0f s (failed writes: %d), %d results "
+                        "wait in the outbox; last error: %s", self.name, now - self.down_since,
+                        self.attempts, self.pending(), error)
+        return False
+
+    def delivered(self, count: int) -> None:
+        """Record a successful write of ``count`` results; logs the recovery after an outage."""
+        if self.down_since is None:
+            return
+        log.info("sink %s recovered after %.0f s (failed writes: %d); %d results delivered, "
+                 "%d more wait in the outbox", self.name, self.clock() - self.down_since,
+                 self.attempts, count, max(0, self.pending() - count))
+        self.down_since, self.attempts = None, 0
+
+
+class _SinkBugError(Exception):
+    """A sink raised something other than a SinkError; already logged by ``Forwarder._write``."""
+
+
 def _wait_either(wake: threading.Event, stop: threading.Event, timeout_s: float) -> None:
     """Wait until ``wake`` or ``stop`` is set, or ``timeout_s`` passes (stop seen within 50 ms)."""
     deadline = time.monotonic() + timeout_s
@@ -100,7 +181,7 @@ class Forwarder:
         self.batch_size, self.idle_s = batch_size, idle_s
         self.backoff = backoff or Backoff()
         self.clock, self.sleep = clock, sleep
-        self.last_error: str | None = None
+        self.health: dict[int, SinkHealth] = {}  # by id(sink), made on first write
         self.idle = False  # the last step found the outbox empty
 
     def run(self, stop: threading.Event) -> None:
@@ -133,22 +214,21 @@ class Forwarder:
             return self.idle_s
         try:
             self._deliver(rows)
-        except RetryableSinkError as exc:
-            return self._retry_later(f"{exc}", log_level=logging.WARNING)
-        except Exception as exc:  # a sink bug: keep the data, make the stall visible
-            log.exception("sink raised %s on a batch of %d results", type(exc).__name__,
-                          len(rows))
-            return self._retry_later(f"{type(exc).__name__}: {exc}", log_level=None)
+        except (RetryableSinkError, _SinkBugError):  # logged by the sink's health: keep the data
+            return self.backoff.next_delay()
+        except Exception:  # the outbox failed (disk full, locked): keep trying, visibly
+            log.exception("forwarding a batch of %d results failed", len(rows))
+            return self.backoff.next_delay()
         self.backoff.reset()
-        self.last_error = None
         return 0.0
 
-    def _retry_later(self, error: str, log_level: int | None) -> float:
-        delay = self.backoff.next_delay()
-        if log_level is not None and error != self.last_error:
-            log.log(log_level, "sink write failed, retrying in %.1f s: %s", delay, error)
-        self.last_error = error
-        return delay
+    def sink_health(self, sink: Sink) -> SinkHealth:
+        """The ``SinkHealth`` that logs ``sink``'s outages (made on first use)."""
+        health = self.health.get(id(sink))
+        if health is None:
+            health = self.health[id(sink)] = SinkHealth(sink.name, self.clock,
+                                                        self.outbox.depth)
+        return health
 
     def _deliver(self, rows: list[tuple[int, Result]]) -> None:
         """Write ``rows`` to every sink, bisecting on permanent errors; marks what got through."""
@@ -169,22 +249,31 @@ class Forwarder:
         self.outbox.mark_sent([row_id for row_id, _ in rows])
 
     def _write(self, sink: Sink, results: list[Result]) -> None:
+        """``sink.write(results)``, counted, timed and reported to the sink's health."""
         started = self.clock()
         outcome = "error"
+        health = self.sink_health(sink)
         try:
             sink.write(results)
             outcome = "ok"
-        except RetryableSinkError:
+        except RetryableSinkError as exc:
             outcome = "retry"
+            health.failed(exc.reason, f"{exc}")
             raise
-        except PermanentSinkError:
+        except PermanentSinkError:  # the sink answered: neither down nor recovered
             outcome = "permanent"
             raise
+        except Exception as exc:  # a sink bug: its traceback once per outage and kind
+            if health.failed(type(exc).__name__, f"{type(exc).__name__}: {exc}"):
+                log.exception("sink %s raised %s on a batch of %d results", sink.name,
+                              type(exc).__name__, len(results))
+            raise _SinkBugError(sink.name) from exc
         finally:
             self._count("sink_writes_total", sink=sink.name, outcome=outcome)
             histogram = getattr(self.metrics, "sink_write_seconds", None)
             if histogram is not None:
                 histogram.labels(sink=sink.name).observe(max(0.0, self.clock() - started))
+        health.delivered(len(results))
 
     def _count(self, name: str, **labels: str) -> None:
         counter = getattr(self.metrics, name, None)
