@@ -1,13 +1,18 @@
+import hashlib
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from slewguard.signal import templates
+from slewguard.signal import textify as textify_module
 from slewguard.signal.features import FEATURE_NAMES, extract
 from slewguard.signal.kinematics import preset
 from slewguard.signal.simulate import SimulationSpec, simulate
 from slewguard.signal.textify import (
+    FIELDS,
+    LEVEL_WORDS,
     TEMPLATE_VERSION,
     TEXT_FEATURES,
     parse,
@@ -31,9 +36,57 @@ def _random_rows(n, seed=0):
     return rows
 
 
-def test_template_is_versioned_and_only_reads_known_features():
-    assert TEMPLATE_VERSION == "t1"
+def test_template_only_reads_known_features():
     assert set(TEXT_FEATURES) <= set(FEATURE_NAMES)
+
+
+# The module docstring's text, from the row that makes it.
+T1_ROW = dict.fromkeys(FEATURE_NAMES, 0.0) | {
+    "env_bpfo_h1_db": 22.0, "env_bpfo_h2_db": 14.0, "env_bpfo_h3_db": 8.0, "env_bpfi_h3_db": 5.0,
+    "env_bsf2_h1_db": 5.0, "env_shaft_db": 5.0, "kurtosis": 3.0, "crest_factor": 3.7,
+    "band_sk": 3.0, "rms": 0.2, "rpm": 3.0}
+T1_TEXT = ("outer 6 4 2 inner 0 0 1 ball 1 0 0 cage 0 0 0 side 0 shaft 1 kurt 3 crest 2 sk 4 "
+           "rms 3 speed 2")
+
+
+# Texts of rows with every feature at one value, for values from -60 to 150 in steps of 0.25
+# and from 0.001 to 4000 in steps of 1.2 % (none on a bin edge): a moved edge, a new field or word
+# changes at least one of them.
+GRID = np.concatenate([np.arange(-60.0, 150.0, 0.25) + 0.13, 10 ** (np.arange(-3, 3.6, 0.005)
+                                                                     + 0.0013)])
+T1_DIGEST = "dcedfaf87c68f6af"
+
+
+def _grid_digest() -> str:
+    texts = [textify(dict.fromkeys(FEATURE_NAMES, float(v))) for v in GRID]
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+
+
+def test_a_changed_text_is_a_new_template_version():
+    # Saved models read the texts of the version their card records, and the daemon writes the
+    # version the card names: a new word, field order or bin edge under the same version would
+    # feed them texts they never saw. Change the template: bump TEMPLATE_VERSION, then these.
+    assert (TEMPLATE_VERSION, textify(T1_ROW), _grid_digest()) == ("t1", T1_TEXT, T1_DIGEST)
+    assert templates.template(TEMPLATE_VERSION).textify is textify  # the registry's t1 is this
+    assert T1_TEXT in textify_module.__doc__
+
+
+def test_each_bin_edge_moves_its_own_word_one_level_and_parses_back():
+    base = dict.fromkeys(FEATURE_NAMES, 0.0) | {"rms": 1e-6, "rpm": 0.5}  # every level 0
+    base_words = textify(base).split()
+    assert set(base_words) & set(LEVEL_WORDS) == {"0"}
+    position = {name: i for i, name in enumerate(
+        name for word, parts in FIELDS for name in [word, *[p[0] for p in parts]])}
+    for _, parts in FIELDS:
+        for name, transform, edges in parts:
+            for level, edge in enumerate(edges):
+                for value, expected in ((edge - 0.01, level), (edge + 0.01, level + 1)):
+                    raw = 10 ** (value / 20) if transform == "db" else value
+                    words = textify(base | {name: raw}).split()
+                    assert parse(" ".join(words))[name] == expected, (name, value)
+                    changed = [i for i, (a, b) in enumerate(zip(words, base_words, strict=True))
+                               if a != b]
+                    assert changed == ([position[name]] if expected else []), (name, value)
 
 
 def test_same_input_same_text_whatever_the_key_order():
