@@ -93,6 +93,7 @@ def _snapshot(model: torch.nn.Module, granularity: str) -> dict:
     return {"granularity": granularity, "layers": surgeon.num_layers(model),
             "heads": sum(surgeon.attention_units(model, i)
                          for i in range(surgeon.num_layers(model))),
+            "heads0": surgeon.attention_units(model, 0),
             "q0": surgeon.projections(model, 0)["q"].detach().clone()}
 
 
@@ -112,8 +113,16 @@ def test_each_stage_rescores_the_recovered_model(monkeypatch: pytest.MonkeyPatch
     assert calls[2]["heads"] < calls[1]["heads"]
     assert calls[4]["heads"] < calls[3]["heads"] == calls[2]["heads"]  # round 2 rescores too
     # LoRA recovery was merged into the attention projections between the scoring passes
-    assert not torch.equal(calls[1]["q0"], calls[0]["q0"][: calls[1]["q0"].shape[0]])
-    assert calls[2]["q0"].shape == calls[1]["q0"].shape or calls[2]["q0"].shape[0] < 32
+    # (layer 0 stays, so calls[0] and calls[1] see the same layer 0, its q with all its rows)
+    assert 0 not in report.stages[0].removed["layers"]
+    assert calls[1]["q0"].shape == calls[0]["q0"].shape
+    assert not torch.equal(calls[1]["q0"], calls[0]["q0"])
+    # ... and after the head stage: layer 0's q is its kept heads' rows, changed by recovery
+    heads, removed = calls[1]["heads0"], report.stages[1].removed.get("0", [])
+    width = calls[1]["q0"].shape[0] // heads
+    rows = [r for h in range(heads) if h not in removed for r in range(h * width, (h + 1) * width)]
+    assert calls[2]["q0"].shape == (len(rows), calls[1]["q0"].shape[1])
+    assert not torch.equal(calls[2]["q0"], calls[1]["q0"][rows])
 
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "taylor-lora"])
