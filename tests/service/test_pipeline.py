@@ -314,3 +314,39 @@ def test_the_dead_letter_of_an_oversize_message_keeps_only_its_head():
     whole = json.loads(dead_letter_envelope(big, "checksum", "x", max_payload_bytes=25_600))
     assert not whole["payload_truncated"]
     assert base64.b64decode(whole["payload_b64"]) == big.payload
+
+
+class ThreadsSeen:
+    """The real tiny model, noting the thread and torch's thread count of each predict call."""
+
+    def __init__(self, model) -> None:
+        self.model, self.classes, self.card, self.seen = model, model.classes, model.card, []
+
+    def predict_proba(self, texts):
+        import torch
+
+        self.seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return self.model.predict_proba(texts)
+
+
+def test_model_torch_threads_of_the_config_is_the_inference_threads_count(tmp_path, classifier):
+    import torch
+
+    settings = PipelineSettings.from_config(CONFIG.inference, CONFIG.model)
+    assert settings.torch_threads == CONFIG.model.torch_threads == 1  # the daemon's default
+    model = ThreadsSeen(classifier)
+    pipe, outbox, rec, _ = make(tmp_path, model, settings)
+    before = torch.get_num_threads()
+    try:
+        pipe.start()
+        # Torch's process-wide count changes after start (another library, a second model):
+        # the inference thread keeps the count it was configured with.
+        torch.set_num_threads(2)
+        messages = fleet_messages(1, 3)
+        for m in messages:
+            assert pipe.submit(m)
+        pipe.stop(drain=True)
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(rec.acked) == [m.mid for m in messages]
+    assert model.seen and set(model.seen) == {("pipeline-inference", 1)}
