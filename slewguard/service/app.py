@@ -233,8 +233,9 @@ class App:
         return {"broker": broker, "model": model, "outbox": outbox, "pipeline": pipeline}
 
     def _start_forwarder(self) -> None:
-        # Created (not started) here: the results connection's client id derives from its
-        # client id, and the pipeline acks and dead-letters on it. Results have their own client.
+        # The ingest connection is created (not started) here: the pipeline acks and
+        # dead-letters on it, and the results connection's client id derives from its. Results
+        # are published on that second client (publisher_client), never on the ingest one.
         self.ingest = Ingest(self.config.mqtt, self.metrics, self._submit,
                              {"version": __version__, "model": self.model_label})
         # Disconnect only after the pipeline acked its drained windows: the ack needs the

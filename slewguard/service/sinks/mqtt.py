@@ -1,7 +1,8 @@
 """MQTT results sink: each result as JSON on ``<prefix>/<site>/<asset>/<bearing>/<sensor>/diag``
 (QoS 1) and retained on ``.../diag/state`` so a late subscriber sees each sensor's latest verdict.
 
-It uses the daemon's own (connected, loop-running) paho client. ``write`` returns only after
+It publishes on the paho client it is given, connected and loop-running: in the daemon the
+results connection (``ingest.publisher_client``), not the ingest one. ``write`` returns only after
 the broker acknowledged every publish (PUBACK), so the outbox marks nothing sent that the broker
 did not take. Delivery on the results topic is at-least-once: consumers deduplicate by
 (topic, start_ns), i.e. ``Result.key()``; the retained state is idempotent.
