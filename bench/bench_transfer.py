@@ -183,14 +183,20 @@ def _scores(y: np.ndarray, p: np.ndarray, unknown: np.ndarray) -> dict:
 def run(args: argparse.Namespace) -> dict:
     real = {"cwru": evidence_table(cwru_sets(), "cwru", args.progress),
             "uestc": evidence_table(uestc_sets(), "uestc", args.progress)}
+    hp3 = np.char.endswith(real["cwru"].recording.astype(str), "_3")
+    real["cwru-3hp"], real["cwru-0-2hp"] = real["cwru"].take(hp3), real["cwru"].take(~hp3)
     out = {"settings": vars(args) | {"out": str(args.out)}, "inputs": list(INPUTS), "runs": []}
     for seed in range(args.seeds):
-        sim_train = evidence_table(sim_sets(args.machines, 100 + seed, args.per_class), "sim",
-                                   args.progress)
-        sim_test = evidence_table(sim_sets(args.machines // 2, 200 + seed, args.per_class),
-                                  "sim", args.progress)
+        sim_train = sim_test = None  # the in-domain case needs no simulator
+        if not args.in_domain:
+            sim_train = evidence_table(sim_sets(args.machines, 100 + seed, args.per_class),
+                                       "sim", args.progress)
+            sim_test = evidence_table(sim_sets(args.machines // 2, 200 + seed, args.per_class),
+                                      "sim", args.progress)
         cases = [("sim", ["cwru", "uestc"]), ("cwru", ["sim", "uestc"]),
                  ("uestc", ["sim", "cwru"]), ("cwru", ["sim"]), ("uestc", ["sim"])]
+        if args.in_domain:  # CWRU's load transfer: the rig the models are built on
+            cases = [("cwru-3hp", ["cwru-0-2hp"])]
         domains = {"sim": sim_test, **real}
         lm = {}
         for combo in dict.fromkeys("+".join(t) for _, t in cases) if args.lm else ():
@@ -289,7 +295,11 @@ def main() -> None:
                          "MiniLM, ~4 min per training set")
     ap.add_argument("--lm-quick", action="store_true",
                     help="the language model as a tiny random BERT (seconds; a smoke test)")
-    ap.add_argument("--out", type=Path, default=Path("bench/results/transfer"))
+    ap.add_argument("--in-domain", action="store_true",
+                    help="only CWRU's load transfer instead (train on its 0-2 HP recordings, "
+                         "test on 3 HP): what rig invariance costs on the rig itself")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/results/transfer (--in-domain: .../transfer_in_domain)")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args()
     from transformers.utils import logging as hf_logging
@@ -298,6 +308,8 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     if args.quick:
         args.seeds, args.machines = 1, 30
+    if args.out is None:
+        args.out = Path("bench/results/transfer" + ("_in_domain" if args.in_domain else ""))
     t0 = time.perf_counter()
     out = run(args)
     out["seconds"] = time.perf_counter() - t0
