@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install slewguard with everything it runs on. Idempotent: re-running is cheap.
-# Usage: bash scripts/setup.sh [extras]   (extras default: llm,demo,baselines,training,dev,docs)
+# Usage: bash scripts/setup.sh [extras]   (extras default: llm,demo,baselines,training,plots,dev,docs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-llm,demo,baselines,training,dev,docs}"
+extras="${1:-llm,demo,baselines,training,plots,dev,docs}"
 py="${PYTHON:-python3}"
 if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip
@@ -14,7 +14,8 @@ start=$SECONDS
 pip=".venv/bin/python -m pip"
 step "1/4 pip itself"
 $pip install -q --disable-pip-version-check --upgrade pip
-# torch first and pinned: the pinned version installs a CPU build from local disk, unpinned pulls GBs.
+# torch first and pinned (the training extra pins it too): the pinned version installs a CPU
+# build from local disk, unpinned pulls GBs. The base package alone serves without torch.
 step "2/4 torch 2.13.0, CPU build (about 750 MB installed; the longest step on a first run)"
 $pip install -q --disable-pip-version-check "torch==2.13.0"
 step "3/4 slewguard and its dependencies, extras: $extras"

@@ -30,4 +30,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check slewguard tests bench
 # The suite runs in ~7 min here, so CI also runs the slow SmolLM2 GGUF -> fp32 conversion test.
 export SLEWGUARD_TEST_GGUF="${SLEWGUARD_TEST_GGUF:-1}"
+# And the base-install check (fresh venv, pip install of the package without extras, ~1 min).
+export SLEWGUARD_TEST_BASE_INSTALL="${SLEWGUARD_TEST_BASE_INSTALL:-1}"
 exec .venv/bin/python -m pytest -q "$@"

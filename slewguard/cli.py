@@ -2,6 +2,8 @@
 
 Each part of the package registers its own subcommands (``register(subparsers)``) and imports
 heavy dependencies (torch, transformers) only when its command runs: `slewguard --help` is fast.
+A command that needs an optional extra the install lacks (training: torch, transformers; plots:
+matplotlib; ...) stops with one line naming the extra (``slewguard.extras``).
 
 Example:
     $ slewguard --help
@@ -15,6 +17,7 @@ import logging
 import sys
 
 from slewguard import __version__
+from slewguard.extras import MissingExtraError, extra_for, message
 
 # Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -83,6 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # bad input: a clear message, no traceback
         print(f"slewguard {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MissingExtraError as exc:  # checked before the command's work
+        print(exc, file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an import of an optional extra, deeper down
+        extra = extra_for(exc.name)
+        if extra is None:
+            raise
+        print(message(command_name(args), extra), file=sys.stderr)
+        return 2
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``train``, or ``dataset plot`` for a command with subcommands.
+
+    Example:
+        >>> command_name(argparse.Namespace(command="dataset", dataset_command="plot"))
+        'dataset plot'
+    """
+    sub = getattr(args, f"{args.command.replace('-', '_')}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from slewguard.extras import MissingExtraError, available
 from slewguard.signal import envelope_plot
 from slewguard.signal.rule import LEVEL_DB, LINE_DB
 
@@ -184,6 +185,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from slewguard.models.shipped import SHIPPED_MODELS, shipped_model_dir
     from slewguard.signal.kinematics import preset
 
+    if not available("matplotlib"):  # the envelope spectra PNG; the demo extra brings it
+        raise MissingExtraError("demo", "demo")
     preset(args.bearing)  # an unknown name fails here, listing the known ones
     for name in ("windows", "sensors"):
         if getattr(args, name) < 1:
@@ -232,10 +235,11 @@ def run_stream(args: argparse.Namespace, console: Console) -> int:
     from slewguard import demo_stream as ds
 
     if not args.verbose:  # their INFO lines and progress bars would tear the live table
-        from transformers.utils import logging as hf_logging
+        if available("transformers"):  # the shipped model runs on onnx, without it
+            from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
         for name in ds.QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     console.rule("2. the stream: sensors -> MQTT -> daemon -> outbox")

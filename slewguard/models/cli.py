@@ -151,6 +151,9 @@ def read_texts(paths: list[Path], method: str = "tree") -> tuple[dict[str, list[
 
 def run_train(args: argparse.Namespace) -> int:
     """Read the data sets, fine-tune, save the model with its card and a training plot."""
+    from slewguard.extras import require
+
+    require("training", "train")
     sizes = parse_sizes(args.size)
     # bad data fails before torch is imported
     texts, labels, sources = read_texts(args.data, args.features)
@@ -182,13 +185,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Classify one side of a data set with a saved model and print accuracy + confusion."""
+    from slewguard.extras import require
     from slewguard.models.card import features_method
     from slewguard.models.runtimes import choose_runtime, load
     from slewguard.models.scoring import evaluate
     from slewguard.signal import datasets
 
     runtime = choose_runtime(args.model, args.runtime, args.device)
+    if args.plot is not None:
+        require("plots", "predict --plot")
     if runtime == "torch":
+        require("training", "predict (torch runtime)")
         _quiet_transformers(getattr(args, "verbose", False))
     clf = load(args.model, device=args.device, runtime=runtime)
     ws = getattr(datasets.read(args.data), args.split)

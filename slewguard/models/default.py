@@ -579,6 +579,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     """Run the build from parsed arguments."""
+    from slewguard.extras import require
+
+    require("training", "build-default-model")
     from transformers.utils import logging as hf_logging
 
     if not getattr(args, "verbose", False):

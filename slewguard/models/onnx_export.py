@@ -310,6 +310,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export from parsed arguments and print the check."""
+    from slewguard.extras import require
+
+    require("export", "export")
     card = model_card.read(args.model)
     texts, source = dataset_texts(args.data, card) if args.data else parity_texts(card)
     section = export_onnx(args.model, texts, source)

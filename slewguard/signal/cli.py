@@ -190,6 +190,9 @@ def _bearings(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from slewguard.extras import require
+
+    require("plots", "dataset plot")
     import matplotlib
 
     matplotlib.use("Agg")

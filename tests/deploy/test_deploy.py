@@ -1,8 +1,10 @@
 """Static checks of everything under deploy/ and docker-compose.yml, with the real tools."""
 
 import json
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -127,11 +129,33 @@ def test_compose_daemon_config_is_valid():
     assert config.influx is not None and config.influx.url == "http://influxdb:8086"
 
 
-def test_dockerfile_runs_as_non_root_with_healthcheck_and_cpu_torch():
+def torch_pin() -> str:
+    """The torch requirement of pyproject.toml's training extra, e.g. ``torch==2.13.0``."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = [r for r in project["optional-dependencies"]["training"]
+            if re.match(r"torch\b", r)]
+    assert len(pins) == 1 and re.fullmatch(r"torch==[\w.+]+", pins[0]), pins
+    assert not any(re.match(r"(torch|transformers)\b", r) for r in project["dependencies"])
+    return pins[0]
+
+
+def test_dockerfile_runs_as_non_root_with_healthcheck_and_no_torch():
     text = (DEPLOY / "Dockerfile").read_text()
     assert "USER slewguard" in text
     assert "HEALTHCHECK" in text and "/healthz" in text
-    assert "torch==2.13.0" in text and "whl/cpu" in text
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs and all(re.search(r"pip install \.(\s|$)", line) for line in installs), (
+        "the runtime image installs the base package only (no extras, no torch)")
+    assert "whl/cpu" not in text and torch_pin() not in text
+    assert "COPY slewguard ./slewguard" in text  # the shipped models come with the package
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["slewguard"]
+    assert "**/*.onnx" in package_data and "**/*.json" in package_data
+
+
+def test_setup_installs_the_torch_pin_of_pyproject():
+    # setup.sh installs torch before the extras (its CPU build from local disk): the same pin.
+    assert f'"{torch_pin()}"' in (ROOT / "scripts" / "setup.sh").read_text()
 
 
 def test_systemd_unit_is_hardened_and_restarts():

@@ -119,4 +119,6 @@ def test_predict_runs_on_onnx_with_torch_unimportable(tmp_path, dataset_dir):
         [sys.executable, "-m", "slewguard.cli", "predict", str(model), "--data",
          str(dataset_dir), "--runtime", "torch"], env=env, capture_output=True, text=True,
         timeout=300)
-    assert torch_run.returncode != 0 and "blocked" in torch_run.stderr  # torch really is gone
+    assert torch_run.returncode == 2  # torch really is gone: one line, no traceback
+    assert torch_run.stderr.strip() == ("slewguard predict (torch runtime) needs the training "
+                                        "extra: pip install 'slewguard[training]'")

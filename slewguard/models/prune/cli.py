@@ -95,6 +95,9 @@ def _texts(paths: list[Path], side: str, method: str) -> tuple[list[str], list[s
 
 def run_prune(args: argparse.Namespace) -> int:
     """Load, prune, evaluate, save (model + card + prune_report.json + prune.png)."""
+    from slewguard.extras import require
+
+    require("training", "prune")
     import torch
 
     from slewguard.models.classifier import evaluate, load, make_batches
@@ -206,6 +209,9 @@ def plot_report(report, path: Path) -> None:
 
 def run_sia(args: argparse.Namespace) -> int:
     """Print the static verdict and, with --data, the measured one."""
+    from slewguard.extras import require
+
+    require("training", "sia")
     from slewguard.models.prune.sia import format_report, measured_check, static_check
 
     _quiet_transformers(getattr(args, "verbose", False))
