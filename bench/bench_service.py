@@ -183,10 +183,12 @@ def save_model(family: str, path: Path, features: str) -> str:
 
 
 def features_of(model: Path) -> str:
-    """The band search named by the model directory's card."""
+    """What the daemon computes for the model: the band search its card names, or, for a
+    model of template t3, nothing beyond the evidence stage."""
     from slewguard.models.card import read
 
-    return read(model).features
+    card = read(model)
+    return "none (t3 reads the evidence)" if card.template_version == "t3" else card.features
 
 
 def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
