@@ -326,6 +326,10 @@ class InferenceConfig(_Strict):
                                "fill, in milliseconds.")
     queue_size: int = Field(256, ge=1, description="Decoded windows waiting for inference; when "
                             "full, MQTT acks stop and the broker holds the rest.")
+    queue_bytes: int = Field(64 * 2**20, ge=1, description="Payload bytes waiting for "
+                             "inference, the queue's bound in memory: past it, MQTT acks stop "
+                             "as when queue_size is reached. One message larger than this still "
+                             "passes when the queue is empty.")
     signal_threads: int | None = Field(None, ge=1, le=256, description="Threads that compute "
                                        "the windows of a batch (checks, features); None: one "
                                        "per core. Set 1 when several daemons share the cores.")

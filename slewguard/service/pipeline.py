@@ -105,6 +105,7 @@ class PipelineSettings:
     max_batch: int = 16
     max_wait_ms: float = 50.0
     queue_size: int = 256
+    queue_bytes: int = 64 * 2**20  # payload bytes queued at most (one larger message passes)
     torch_threads: int | None = None  # torch.set_num_threads in the inference thread
     signal_threads: int | None = None  # numeric.set_threads at start (None: one per core)
 
@@ -112,7 +113,8 @@ class PipelineSettings:
     def from_config(cls, inference: InferenceConfig, model: ModelConfig) -> PipelineSettings:
         """The settings of the config's ``inference`` and ``model`` sections."""
         return cls(max_batch=inference.max_batch, max_wait_ms=inference.max_wait_ms,
-                   queue_size=inference.queue_size, torch_threads=model.torch_threads,
+                   queue_size=inference.queue_size, queue_bytes=inference.queue_bytes,
+                   torch_threads=model.torch_threads,
                    signal_threads=inference.signal_threads)
 
 
@@ -187,6 +189,9 @@ class Pipeline:
         self.max_batch = int(settings.max_batch)
         self.max_wait_s = float(settings.max_wait_ms) / 1000.0
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
+        self.queue_bytes = int(settings.queue_bytes)
+        self._queued = 0  # payload bytes in self.queue
+        self._room = threading.Condition()  # guards _queued; notified when a batch is taken
         self.classifier = classifier
         self.model = model or model_name(classifier)
         self.outbox = outbox
@@ -233,21 +238,32 @@ class Pipeline:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def submit(self, inbound: Inbound) -> bool:
-        """Queue a message, blocking while the queue is full; False when closing (not queued).
+        """Queue a message, blocking while the queue is full (``queue_size`` messages or
+        ``queue_bytes`` payload bytes); False when closing (not queued).
 
         A message refused while closing stays unacknowledged: the broker redelivers it. One
         over ``max_payload_bytes`` is dead-lettered here, never queued (True: it is done).
         """
         if not self._closing.is_set() and self._oversize(inbound):
             return True
+        size = len(inbound.payload)
         while not self._closing.is_set():
-            try:
-                self.queue.put(inbound, timeout=0.1)
-            except queue.Full:
-                continue
+            with self._room:  # every producer puts under it: full() cannot go stale
+                if self.queue.full() or (self._queued and
+                                         self._queued + size > self.queue_bytes):
+                    self._room.wait(timeout=0.1)  # until a batch is taken
+                    continue
+                self.queue.put_nowait(inbound)
+                self._queued += size
             self.metrics.queue_depth.set(self.queue.qsize())
             return True
         return False
+
+    def _taken(self, batch: list[Inbound]) -> None:
+        """Give the batch's bytes back to the budget."""
+        with self._room:
+            self._queued -= sum(len(m.payload) for m in batch)
+            self._room.notify_all()
 
     def _oversize(self, inbound: Inbound) -> bool:
         """Reject (dead-letter, count, ack) a message over the byte budget; True if it was."""
@@ -313,6 +329,7 @@ class Pipeline:
                              else self.queue.get_nowait())
             except queue.Empty:
                 break
+        self._taken(batch)
         self.metrics.queue_depth.set(self.queue.qsize())
         return batch
 

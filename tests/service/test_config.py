@@ -79,7 +79,7 @@ def test_errors_list_every_key_path_with_allowed_keys():
     assert errs[1].startswith("mqtt.keepalive_s: Input should be a valid integer")
     assert errs[1].endswith("(from $SLEWGUARD_MQTT__KEEPALIVE_S)")
     assert errs[2] == ("inference.max_batchh: Extra inputs are not permitted "
-                       "(allowed: max_batch, max_wait_ms, queue_size, signal_threads)")
+                       "(allowed: max_batch, max_wait_ms, queue_bytes, queue_size, signal_threads)")
 
 
 def test_unknown_key_in_a_list_entry_names_its_index():

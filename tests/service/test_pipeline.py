@@ -350,3 +350,37 @@ def test_model_torch_threads_of_the_config_is_the_inference_threads_count(tmp_pa
         torch.set_num_threads(before)
     assert sorted(rec.acked) == [m.mid for m in messages]
     assert model.seen and set(model.seen) == {("pipeline-inference", 1)}
+
+
+def test_the_queue_is_bounded_in_payload_bytes(tmp_path, classifier):
+    messages = fleet_messages(1, 4)
+    size = len(messages[0].payload)
+    settings = PipelineSettings(max_batch=2, queue_size=100, queue_bytes=int(2.5 * size))
+    pipe, _, _, _ = make(tmp_path, classifier, settings)
+    assert pipe.submit(messages[0]) and pipe.submit(messages[1])
+    blocked = threading.Thread(target=pipe.submit, args=(messages[2],))
+    blocked.start()
+    blocked.join(0.5)  # 3 x size > 2.5 x size: it waits although 98 places are free
+    assert blocked.is_alive() and pipe.queue.qsize() == 2
+    assert [m.mid for m in pipe._take()] == [1, 2]  # a batch goes: its bytes come back
+    blocked.join(2.0)
+    assert not blocked.is_alive() and pipe.queue.qsize() == 1
+    # one message larger than the whole budget still passes when the queue is empty
+    pipe._take()
+    tight, _, _, _ = make(tmp_path / "tight", classifier,
+                          PipelineSettings(queue_bytes=size // 10))
+    assert tight.submit(messages[3]) and tight.queue.qsize() == 1
+    # ... and a message waiting for room is refused (left unacked) when the pipeline closes
+    waiting = threading.Thread(target=lambda: results.append(tight.submit(messages[0])))
+    results: list[bool] = []
+    waiting.start()
+    waiting.join(0.3)
+    tight._closing.set()
+    waiting.join(2.0)
+    assert results == [False]
+
+
+def test_queue_bytes_comes_from_the_config():
+    cfg = config_from_dict({"site": "y", "sensors": [{"sensor_id": "s", "bearing": "cwru-6205"}],
+                            "inference": {"queue_bytes": 12345}}, env={})
+    assert PipelineSettings.from_config(cfg.inference, cfg.model).queue_bytes == 12345
