@@ -22,6 +22,7 @@ Run:
     .venv/bin/python bench/bench_service.py                       # shipped pruned vs dense MiniLM
     .venv/bin/python bench/bench_service.py --model fast --model minilm --daemons 2
     .venv/bin/python bench/bench_service.py --model tiny-bert --window-seconds 2
+    .venv/bin/python bench/bench_service.py --model default --runtime onnx --runtime torch
 """
 
 from __future__ import annotations
@@ -193,11 +194,13 @@ def features_of(model: Path) -> str:
 
 def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
                  shared: bool = False, max_batch: int = 16, signal_threads: int | None = None,
-                 dtype: str = "float32", evidence: bool = True) -> tuple[subprocess.Popen, int]:
+                 dtype: str = "float32", evidence: bool = True,
+                 runtime: str | None = None) -> tuple[subprocess.Popen, int]:
     """``slewguard serve`` number ``index`` (its files under work/d<index>); ``shared`` splits
     the sensors' topics with the other daemons through a shared subscription;
-    ``signal_threads``, ``dtype`` and ``evidence`` are the config's inference.signal_threads,
-    model.dtype and evidence.enabled."""
+    ``signal_threads``, ``dtype``, ``evidence`` and ``runtime`` are the config's
+    inference.signal_threads, model.dtype, evidence.enabled and model.runtime (None: the
+    config's default)."""
     work = work / f"d{index}"
     work.mkdir(parents=True, exist_ok=True)
     http_port = services.free_port()
@@ -209,7 +212,8 @@ def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
         "site": "bench",
         "mqtt": mqtt_config,
         "sensors": [{"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205"}],
-        "model": {"path": str(model), "dtype": dtype},
+        "model": {"path": str(model), "dtype": dtype,
+                  **({"runtime": runtime} if runtime else {})},
         "inference": {"max_batch": max_batch, "max_wait_ms": 50, "queue_size": 2 * max_batch,
                       "signal_threads": signal_threads},
         "outbox": {"path": str(work / "outbox.sqlite3")},
@@ -327,6 +331,9 @@ def main() -> None:
                         "for one daemon, 1 for several)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="model.dtype of each daemon")
+    parser.add_argument("--runtime", action="append", choices=("onnx", "torch"),
+                        help="model.runtime of the daemons; repeatable: every model runs with "
+                             "each (default: the config's, onnx where the model has model.onnx)")
     parser.add_argument("--no-evidence", dest="evidence", action="store_false",
                         help="evidence.enabled false: the model alone, no evidence stage")
     parser.add_argument("--out", type=Path, default=ROOT / "out", help="directory for the PNGs")
@@ -335,8 +342,9 @@ def main() -> None:
         args.signal_threads = 1
     rows = []
     for model in args.model or ["default", "minilm"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows.append(run(args, model, Path(tmp)))
+        for runtime in args.runtime or [None]:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(run(args, model, Path(tmp), runtime))
     print("\n| model | features | windows/s | daemon CPU ms/window | p50 ms | p99 ms | "
           "overload peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
@@ -352,11 +360,12 @@ def main() -> None:
               "lower")
 
 
-def run(args: argparse.Namespace, model: str, work: Path) -> dict:
+def run(args: argparse.Namespace, model: str, work: Path, runtime: str | None = None) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
     base_model = save_model(model, work / "model", args.features)
     daemons = [start_daemon(work, broker.port, work / "model", i, args.daemons > 1,
-                            args.max_batch, args.signal_threads, args.dtype, args.evidence)
+                            args.max_batch, args.signal_threads, args.dtype, args.evidence,
+                            runtime)
                for i in range(args.daemons)]
     pids = [proc.pid for proc, _ in daemons]
     windows = Windows(args.sample_rate_hz, args.window_seconds)
@@ -392,7 +401,8 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
           "windows "
           f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
           f"{args.daemons} daemon process(es), signal threads "
-          f"{args.signal_threads or 'one per core'}, model dtype {args.dtype}, "
+          f"{args.signal_threads or 'one per core'}, model dtype {args.dtype}, runtime "
+          f"{runtime or 'the config default'}, "
           f"{os.cpu_count()} CPU cores")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
     print(f"sustained throughput: {rate:.2f} windows/s")
@@ -412,8 +422,9 @@ def run(args: argparse.Namespace, model: str, work: Path) -> dict:
     plot(lat, png, f"{model}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
          f"{rate / 2:.2f} windows/s")
     print(f"wrote {png}")
-    return {"model": model, "features": features_of(work / "model") + (
-        " + evidence" if args.evidence else ""), "rate": rate,
+    return {"model": model + (f" ({runtime})" if runtime else ""),
+            "features": features_of(work / "model") + (" + evidence" if args.evidence else ""),
+            "rate": rate,
             "p50_ms": np.percentile(lat, 50) * 1000,
             "p99_ms": np.percentile(lat, 99) * 1000, "peak_mib": daemon_peak / mib,
             "daemon_cpu_ms": cpu["daemon"]}
