@@ -36,6 +36,7 @@ from rich.table import Table
 BROKERS = ("auto", "mosquitto", "amqtt")
 TRUTH_CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
 RAMP_WINDOWS = 3  # a developing fault reaches full severity at its third window
+COMMISSIONING_WINDOWS = 2  # healthy windows first: each bearing's baseline (evidence stage)
 MAX_SEVERITY = 2.0
 FALLBACK_RECIPE = "tiny-bert/v2: 4 windows x 3 severities x 4 classes, 50 epochs, lr 8e-3"
 QUIET_LOGGERS = ("slewguard.service", "amqtt", "transitions")
@@ -244,18 +245,26 @@ def train_fallback(args: Any, console: Console) -> Any:
     return clf
 
 
+def commissioning(args: Any) -> int:
+    """Healthy windows each bearing sends first (at most all but its last one)."""
+    return min(COMMISSIONING_WINDOWS, max(0, args.windows - 1))
+
+
 def fleet_spec(args: Any) -> Any:
-    """The simulated fleet: half healthy, half developing inner/outer/ball faults."""
+    """The simulated fleet: every bearing commissioned healthy, then half of them develop
+    inner/outer/ball faults."""
     from slewguard.service.publisher import FleetSpec
 
     return FleetSpec(sensors=args.sensors, faulty_fraction=0.5, bearing=args.bearing,
                      rpm=args.rpm, sample_rate_hz=args.sample_rate_hz,
                      window_seconds=args.window_seconds, snr_db=args.snr_db,
-                     max_severity=MAX_SEVERITY, ramp_windows=RAMP_WINDOWS, seed=args.seed)
+                     max_severity=MAX_SEVERITY, ramp_windows=RAMP_WINDOWS,
+                     healthy_windows=commissioning(args), seed=args.seed)
 
 
 def daemon_config(broker: Broker, fleet: Any, workdir: Path) -> Any:
-    """The daemon's ServiceConfig: this broker, the fleet's bearing, outbox in ``workdir``."""
+    """The daemon's ServiceConfig: this broker, the fleet's bearing, outbox in ``workdir``,
+    each bearing's baseline from the fleet's commissioning windows."""
     from slewguard.service.config import config_from_dict
 
     spec = fleet.spec
@@ -268,6 +277,7 @@ def daemon_config(broker: Broker, fleet: Any, workdir: Path) -> Any:
                      "sample_rate_hz": spec.sample_rate_hz}],
         "outbox": {"path": str(workdir / "outbox.sqlite3")},
         "http": {"host": "127.0.0.1", "port": 0},
+        "evidence": {"baseline_windows": max(1, spec.healthy_windows)},
     }, env={})  # the demo ignores SLEWGUARD_* overrides meant for a real deployment
 
 
@@ -340,8 +350,8 @@ def live_table(fleet: Any, ledger: Ledger, rounds: int) -> Table:
                           f"{severity:.1f}" if severity else "-", f"0/{rounds}", "-", "-", "-")
             continue
         last = mine[-1][1]
-        right = sum(r.predicted == sensor.fault for _, r in mine)
-        colour = "green" if last.predicted == sensor.fault else "red"
+        right = sum(r.predicted == fleet.truth(sensor, k) for k, r in mine)
+        colour = "green" if last.predicted == fleet.truth(sensor, k_last) else "red"
         table.add_row(f"crane{sensor.index + 1}/{sensor.sensor_id}", sensor.fault,
                       f"{severity:.1f}" if severity else "-", f"{len(mine)}/{rounds}",
                       f"[{colour}]{last.predicted}[/]", f"{last.confidence:.2f}",
@@ -361,14 +371,16 @@ def percentile_ms(values_s: list[float], q: float) -> float:
 
 def summarise(fleet: Any, ledger: Ledger, metrics: Any) -> dict[str, Any]:
     """Accuracy against the simulator's truth, throughput, latency, per-stage daemon times."""
-    truth = {s.sensor_id: s.fault for s in fleet.sensors}
+    sensors = {s.sensor_id: s for s in fleet.sensors}
     with ledger.lock:
         published, stored = dict(ledger.published_s), dict(ledger.stored)
-    hits = {key: r.predicted == truth[key[0]] for key, (r, _) in stored.items()}
+    truth = {key: fleet.truth(sensors[key[0]], key[1]) for key in stored}
+    hits = {key: r.predicted == truth[key] for key, (r, _) in stored.items()}
+    ramp_done = fleet.spec.healthy_windows + RAMP_WINDOWS - 1
     full = [hit for (sid, k), hit in hits.items()
-            if truth[sid] == "healthy" or k >= RAMP_WINDOWS - 1]
+            if sensors[sid].fault == "healthy" or k >= ramp_done]
     recall = {c: float(np.mean(v)) for c in TRUTH_CLASSES
-              if (v := [hit for (sid, _), hit in hits.items() if truth[sid] == c])}
+              if (v := [hit for key, hit in hits.items() if truth[key] == c])}
     latency_s = [max(0.0, created - published[key]) for key, (_, created) in stored.items()
                  if key in published]
     span_s = (max(c for _, c in stored.values()) - min(published.values())) if stored else 0.0

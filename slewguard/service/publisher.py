@@ -51,6 +51,9 @@ class FleetSpec(BaseModel):
     snr_db: float = Field(0.0, description="Signal-to-noise ratio of the simulated windows.")
     max_severity: float = Field(2.0, ge=0, description="Severity a faulty bearing ramps up to.")
     ramp_windows: int = Field(10, ge=1, description="Windows until a fault reaches max_severity.")
+    healthy_windows: int = Field(0, ge=0, description="Windows every sensor sends healthy "
+                                 "before its fault starts: the commissioning the daemon learns "
+                                 "each bearing's baseline from.")
     sample_format: Literal["int16", "float32"] = Field("int16", description="Payload samples.")
     start_ns: int | None = Field(None, ge=0, description="Timestamp of window 0; None: now.")
     seed: int = Field(0, ge=0, description="Random seed of the whole fleet.")
@@ -80,10 +83,16 @@ class Fleet:
             for i in range(spec.sensors)]
 
     def severity(self, sensor: SimulatedSensor, k: int) -> float:
-        """Fault severity of ``sensor``'s window ``k`` (0 for healthy bearings)."""
-        if sensor.fault == "healthy":
+        """Fault severity of ``sensor``'s window ``k`` (0 for healthy bearings and during the
+        first ``healthy_windows``)."""
+        k -= self.spec.healthy_windows
+        if sensor.fault == "healthy" or k < 0:
             return 0.0
         return self.spec.max_severity * min(1.0, (k + 1) / self.spec.ramp_windows)
+
+    def truth(self, sensor: SimulatedSensor, k: int) -> str:
+        """What ``sensor``'s window ``k`` carries: its fault, or healthy while its severity is 0."""
+        return sensor.fault if self.severity(sensor, k) > 0 else "healthy"
 
     def message(self, sensor: SimulatedSensor, k: int) -> tuple[str, bytes]:
         """``(topic, binary payload)`` of ``sensor``'s window ``k`` (deterministic)."""

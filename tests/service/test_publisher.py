@@ -99,3 +99,15 @@ def test_bad_broker_address_names_the_fix():
 def test_publisher_rejects_a_bad_count():
     with pytest.raises(ValueError, match="count=0"):
         Publisher(Fleet(FleetSpec(**FAST)), client=None).run(0)
+
+
+def test_commissioning_windows_are_healthy_then_the_fault_ramps():
+    from slewguard.service.publisher import Fleet, FleetSpec
+
+    fleet = Fleet(FleetSpec(sensors=2, faulty_fraction=0.5, ramp_windows=2, healthy_windows=3,
+                            window_seconds=2.0, rpm=12.0, seed=1))
+    faulty = next(s for s in fleet.sensors if s.fault != "healthy")
+    assert [fleet.severity(faulty, k) for k in range(6)] == [0.0, 0.0, 0.0, 1.0, 2.0, 2.0]
+    assert [fleet.truth(faulty, k) for k in (2, 3)] == ["healthy", faulty.fault]
+    healthy = next(s for s in fleet.sensors if s.fault == "healthy")
+    assert {fleet.truth(healthy, k) for k in range(6)} == {"healthy"}
