@@ -61,6 +61,7 @@ def model_problems(config: Any) -> list[str]:
     from slewguard.models import card as model_card
     from slewguard.models.runtimes import choose_runtime
     from slewguard.models.shipped import shipped_model_dir
+    from slewguard.signal.templates import template
 
     c = config.model
     key = "model.path" if c.path is not None else "model.shipped"
@@ -77,6 +78,10 @@ def model_problems(config: Any) -> list[str]:
         runtime = choose_runtime(path, c.runtime, c.device, c.dtype)
     except ValueError as exc:
         return [f"{key}: {exc}"]
+    if template(card.template_version).reads == "evidence" and not config.evidence.enabled:
+        return [f"evidence.enabled: false, but the model at {path} reads the evidence stage "
+                f"(textify template {card.template_version!r}): set evidence.enabled: true, or "
+                "use a model of template 't1'"]
     need = ("model.onnx", "tokenizer.json") if runtime == "onnx" else ("config.json",)
     missing = [name for name in need if not (path / name).is_file()]
     if runtime == "torch" and not any(path.glob("*.safetensors")) and not any(

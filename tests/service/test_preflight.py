@@ -198,3 +198,10 @@ def test_check_config_connect_names_the_login_when_the_broker_refuses_it(tmp_pat
     ok = subprocess.run([*CLI, "check-config", path, "--connect"], capture_output=True,
                         text=True, env={**os.environ, "SLEWGUARD_MQTT__PASSWORD": "right"})
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_t3_model_without_the_evidence_stage_is_refused_by_check_config_and_serve(tmp_path):
+    path = write_config(tmp_path, evidence={"enabled": False})  # shipped default: template t3
+    words = ("evidence.enabled: false", "textify template 't3'", "set evidence.enabled: true")
+    assert_one_line(run("check-config", path), *words)
+    assert_one_line(run("serve", "--config", path), *words)
