@@ -42,7 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from slewguard.service.result import Result
 
@@ -68,6 +68,16 @@ CREATE INDEX outbox_state_id ON outbox (state, id);
 _COLUMNS = "id, site, asset, bearing, sensor, start_ns, body, created_s, state, reason"
 
 
+class OutboxMetrics(Protocol):
+    """What the outbox sets (``service.metrics.Metrics`` has them): a misspelt name fails
+    loudly instead of turning a metric off."""
+
+    outbox_dropped_total: Any  # Counter, label reason
+    outbox_depth: Any  # Gauge
+    outbox_oldest_age_seconds: Any  # Gauge
+    outbox_size_bytes: Any  # Gauge
+
+
 class OutboxFullError(RuntimeError):
     """The quota is reached and ``when_full="reject"``: do not acknowledge; retry later."""
 
@@ -82,7 +92,8 @@ class Outbox:
     """
 
     def __init__(self, path: str | Path, max_bytes: int = 256 * 2**20, when_full: str = "reject",
-                 metrics: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 metrics: OutboxMetrics | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if when_full not in WHEN_FULL:
             raise ValueError(f"when_full={when_full!r} must be one of {WHEN_FULL}")
         if max_bytes < 64 * 1024:
@@ -261,20 +272,16 @@ class Outbox:
 
     def _count_drop(self, what: str, n: int) -> None:
         self.dropped[what] += n
-        counter = getattr(self.metrics, "outbox_dropped_total", None)
-        if counter is not None:
-            counter.labels(reason=what).inc(n)
+        if self.metrics is not None:
+            self.metrics.outbox_dropped_total.labels(reason=what).inc(n)
 
     def refresh_metrics(self) -> None:
-        """Set the outbox gauges (depth, oldest age, size) on ``metrics``, if it has them."""
+        """Set the outbox gauges (depth, oldest age, size) on ``metrics``, when given."""
         if self.metrics is None:
             return
-        for name, value in (("outbox_depth", self.depth()),
-                            ("outbox_oldest_age_seconds", self.oldest_age_s() or 0.0),
-                            ("outbox_size_bytes", self.size_bytes())):
-            gauge = getattr(self.metrics, name, None)
-            if gauge is not None:
-                gauge.set(value)
+        self.metrics.outbox_depth.set(self.depth())
+        self.metrics.outbox_oldest_age_seconds.set(self.oldest_age_s() or 0.0)
+        self.metrics.outbox_size_bytes.set(self.size_bytes())
 
 
 def _open_schema(db: sqlite3.Connection, path: Path) -> None:

@@ -11,7 +11,6 @@ import textwrap
 import threading
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from slewguard.service.outbox import SCHEMA_VERSION, Outbox, OutboxFullError, read_results
 from slewguard.service.result import Result
@@ -243,21 +242,21 @@ def test_quota_reject_deletes_sent_rows_first_then_refuses(tmp_path):
 
 
 def test_quota_drop_oldest_counts_lost_results(tmp_path):
-    registry = CollectorRegistry()
+    from slewguard.service.metrics import Metrics
 
-    class Metrics:
-        outbox_dropped_total = Counter("outbox_dropped", "d", ["reason"], registry=registry)
-        outbox_depth = Gauge("outbox_depth", "d", registry=registry)
-
+    metrics = Metrics()  # the daemon's own: a metric the outbox misnames fails here
+    registry = metrics.registry
     box = Outbox(tmp_path / "o.db", max_bytes=256 * 1024, when_full="drop_oldest",
-                 metrics=Metrics())
+                 metrics=metrics)
     for i in range(0, 400, 10):
         box.put([result(k, pad=2000) for k in range(i, i + 10)])
     lost = box.dropped["pending"]
     assert lost > 0 and box.depth() == 400 - lost
     assert min(r.seq for _, r in box.claim(1000)) == lost  # the oldest went first
-    assert registry.get_sample_value("outbox_dropped_total", {"reason": "pending"}) == lost
-    assert registry.get_sample_value("outbox_depth") == 400 - lost
+    assert registry.get_sample_value("slewguard_outbox_dropped_total",
+                                     {"reason": "pending"}) == lost
+    assert registry.get_sample_value("slewguard_outbox_depth") == 400 - lost
+    assert registry.get_sample_value("slewguard_outbox_size_bytes") == box.size_bytes()
     assert box.size_bytes() <= 256 * 1024
 
 
