@@ -79,7 +79,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
                      "sensor) per second; 0 = as fast as possible (default: %(default)s)")
     fields = FleetSpec.model_fields
     for name in ("site", "sensors", "faulty_fraction", "bearing", "rpm", "sample_rate_hz",
-                 "window_seconds", "snr_db", "max_severity", "ramp_windows", "sample_format",
+                 "window_seconds", "snr_db", "max_severity", "ramp_windows", "healthy_windows",
+                 "sample_format",
                  "seed"):
         field = fields[name]
         sim.add_argument(f"--{name.replace('_', '-')}", dest=name, default=field.default,
