@@ -46,7 +46,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -348,6 +348,7 @@ class Pipeline:
         self.metrics.stage_seconds.labels(stage="quality").observe(time.perf_counter() - started)
         rows, texts, kept, values = self._featurise(clean)
         names = tuple(features.FEATURE_NAMES if not rows else rows[0])
+        _release([*kept, *(item for item, _, _ in faulty)])
         return _Prepared(kept, rows, texts, values, names, faulty) if kept or faulty else None
 
     def _finish(self, prepared: _Prepared) -> list[Result]:
@@ -538,6 +539,18 @@ class Pipeline:
         except Exception as exc:  # still ack: a poison message must not loop
             log.error("dead-letter publish failed for %s: %s", inbound.topic, exc)
         self.ack(inbound)
+
+
+_NO_SAMPLES = np.zeros(0, np.float32)
+
+
+def _release(items: list[_Item]) -> None:
+    """Drop what no later stage reads (the payload bytes, the decoded samples), so the two
+    batches in flight after the features hold their results, not their windows: the message
+    is acked by its id and, should storing fail, redelivered by the broker."""
+    for item in items:
+        item.inbound = replace(item.inbound, payload=b"")
+        item.window = replace(item.window, samples=_NO_SAMPLES)
 
 
 def _bearing_key(place: Placement) -> str:
