@@ -1,6 +1,8 @@
 """Alert webhooks through a real local HTTP receiver that is down for part of the run."""
 
 import json
+import logging
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -267,3 +269,69 @@ def test_a_template_within_the_limits_renders_in_the_child():
                          template="{% for v in event.votes %}{{ v }},{% endfor %}")
     body, _ = Renderer(hook, TemplateLimits(max_bytes=4000)).render({"votes": list(range(1000))})
     assert body == b"".join(f"{i},".encode() for i in range(1000))
+
+
+def test_an_outage_is_one_warning_a_reminder_and_one_recovery_without_secrets(tmp_path,
+                                                                               caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.webhook")
+    receiver, picky = Receiver().up(), Receiver().up()
+    receiver.fail_next = 4  # 503 at 0, 100, 300 and 500 s; 200 from 700 s on
+    picky.fail_next, picky.fail_status = 1, 400  # refuses one event for good: not an outage
+    now = [0.0]
+    queue = WebhookQueue(tmp_path / "q.sqlite3", clock=lambda: now[0])
+    queue.commit({"tickets": [{"event": e} for e in ("firing", "escalated", "resolved")],
+                  "picky": [{"event": "a", "dedup_key": "k1"}, {"event": "b", "dedup_key": "k2"}]},
+                 {})
+    secret_url = f"{receiver.url}?token=s3cr3t-tok&p=hunter2"
+    hooks = [WebhookConfig(name="tickets", url=secret_url, retry_min_s=100, retry_max_s=200,
+                           headers={"Authorization": "Bearer h3ader-secret"}),
+             WebhookConfig(name="picky", url=picky.url)]
+    delivery = WebhookDelivery(queue, hooks, clock=lambda: now[0], idle_s=1e4)
+    try:
+        while queue.depth("tickets") and now[0] < 2000:
+            now[0] += delivery.step()
+    finally:
+        receiver.down()
+        picky.down()
+    assert [e["event"] for e in receiver.accepted] == ["firing", "escalated", "resolved"]
+    assert receiver.attempts == 7 and picky.accepted == [{"event": "b", "dedup_key": "k2"}]
+    ours = [r for r in caplog.records if r.name == "slewguard.service.sinks.webhook"]
+    shown = f"{receiver.url}?token=***&p=***"
+    assert [r.getMessage() for r in ours if r.levelno == logging.WARNING] == [
+        f"webhook tickets is down (queued events: 3), retrying with backoff: {shown} "
+        "answered 503",
+        f"webhook tickets still down after 300 s (failed attempts: 3, queued events: 3); last "
+        f"error: {shown} answered 503"]
+    assert [r.getMessage() for r in ours if r.levelno == logging.INFO] == [
+        "webhook tickets recovered after 700 s (failed attempts: 4); events delivered: 1, "
+        "still queued: 2"]
+    assert [r.getMessage() for r in ours if r.levelno == logging.ERROR] == [
+        "webhook picky rejected a event k1 with HTTP 400; set aside"]
+    assert not [r for r in ours if "picky" in r.getMessage() and r.levelno < logging.ERROR]
+    for secret in ("s3cr3t-tok", "hunter2", "h3ader-secret"):
+        assert secret not in caplog.text
+
+
+def test_a_receiver_that_is_down_then_back_through_the_delivery_thread(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.webhook")
+    receiver = Receiver()  # port closed: every attempt is refused
+    sink = sink_for(receiver, tmp_path / "alerts.sqlite3", url=f"{receiver.url}?token=s3cr3t")
+    try:
+        sink.write([result(k, "outer_race", db=8.0) for k in range(3)])  # firing
+        sink.write([result(k, "healthy") for k in range(3, 6)])  # resolved
+        time.sleep(0.6)  # several refused attempts (backoff 0.05 .. 0.4 s)
+        receiver.up()
+        receiver.wait_for(2)
+        time.sleep(0.2)
+    finally:
+        sink.close()
+        receiver.down()
+    ours = [r for r in caplog.records if r.name == "slewguard.service.sinks.webhook"]
+    (down,) = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    assert re.fullmatch(r"webhook tickets is down \(queued events: [12]\), retrying with "
+                        rf"backoff: {re.escape(receiver.url)}\?token=\*\*\* answered nothing",
+                        down), down
+    (recovered,) = [r.getMessage() for r in ours if r.levelno == logging.INFO]
+    assert re.fullmatch(r"webhook tickets recovered after [0-9]+ s \(failed attempts: [0-9]+\); "
+                        r"events delivered: 1, still queued: 1", recovered), recovered
+    assert "s3cr3t" not in caplog.text

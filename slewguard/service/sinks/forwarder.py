@@ -8,9 +8,9 @@ isolated; those are set aside with the reason, the rest are delivered. Any other
 bug in a sink: it is logged once with its traceback, counted as outcome "error" and retried like
 a retryable one, so it blocks the queue visibly (outbox age) instead of losing data.
 
-Each sink's health is logged by a ``SinkHealth``: one WARNING when it goes down (and one per new
-kind of error), a reminder every ``OUTAGE_REMIND_S`` while it stays down, one INFO when it
-recovers; never a line per attempt.
+Each sink's health is logged by a ``SinkHealth`` (``sinks.health``): one WARNING when it goes
+down (and one per new kind of error), a reminder every ``OUTAGE_REMIND_S`` while it stays down,
+one INFO when it recovers; never a line per attempt.
 
 Example:
     >>> import tempfile, threading
@@ -36,13 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slewguard.service.outbox import Outbox
-from slewguard.service.redact import redact_urls
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
+from slewguard.service.sinks.health import OUTAGE_REMIND_S as OUTAGE_REMIND_S  # re-exported
+from slewguard.service.sinks.health import SinkHealth
 
 log = logging.getLogger(__name__)
-OUTAGE_REMIND_S = 300.0  # reminder interval while a sink stays down
-ERROR_MAX_CHARS = 400  # an error is logged on one line, cut to this length
 
 
 @dataclass
@@ -79,76 +78,6 @@ class Backoff:
     def reset(self) -> None:
         """Back to ``min_s`` after a success."""
         self.attempt = 0
-
-
-def one_line(error: str) -> str:
-    """``error`` on one line, cut to ``ERROR_MAX_CHARS``, with credentials masked.
-
-    Example:
-        >>> one_line("http://admin:pw@db:8086 refused\\n  retry later")
-        'http://***@db:8086 refused retry later'
-    """
-    text = " ".join(redact_urls(error).split())
-    return text if len(text) <= ERROR_MAX_CHARS else text[:ERROR_MAX_CHARS - 3] + "..."
-
-
-class SinkHealth:
-    """Logs one sink's outages: its first failure and each new kind of error (``reason``) at
-    WARNING, a reminder every ``remind_s`` while it stays down, its recovery at INFO.
-
-    ``pending()`` gives the outbox depth for the lines; ``clock`` is in seconds.
-
-    Example:
-        >>> t = [0.0]
-        >>> h = SinkHealth("influx", lambda: t[0], pending=lambda: 7)
-        >>> h.failed("connection", "connection: refused")  # logs "sink influx is down, ..."
-        True
-        >>> t[0] = 42.0
-        >>> h.failed("connection", "connection: refused"), h.down_since
-        (False, 0.0)
-        >>> h.delivered(7)  # logs "sink influx recovered after 42 s ..."
-        >>> h.down_since is None
-        True
-    """
-
-    def __init__(self, name: str, clock: Callable[[], float], pending: Callable[[], int],
-                 remind_s: float = OUTAGE_REMIND_S) -> None:
-        self.name, self.clock, self.pending, self.remind_s = name, clock, pending, remind_s
-        self.down_since: float | None = None
-        self.attempts = 0  # failed writes in this outage
-        self._seen: set[str] = set()
-        self._last_log_s = 0.0
-
-    def failed(self, reason: str, error: str) -> bool:
-        """Record one failed write; returns True when ``reason`` is new in this outage."""
-        now, error = self.clock(), one_line(error)
-        self.attempts += 1
-        if self.down_since is None:
-            self.down_since, self._last_log_s, self._seen = now, now, {reason}
-            log.warning("sink %s is down, %d results wait in the outbox (retrying with "
-                        "backoff): %s", self.name, self.pending(), error)
-            return True
-        if reason not in self._seen:
-            self._seen.add(reason)
-            self._last_log_s = now
-            log.warning("sink %s still down after %.0f s, new error: %s", self.name,
-                        now - self.down_since, error)
-            return True
-        if now - self._last_log_s >= self.remind_s:
-            self._last_log_s = now
-            log.warning("sink %s still down after %.0f s (failed writes: %d), %d results "
-                        "wait in the outbox; last error: %s", self.name, now - self.down_since,
-                        self.attempts, self.pending(), error)
-        return False
-
-    def delivered(self, count: int) -> None:
-        """Record a successful write of ``count`` results; logs the recovery after an outage."""
-        if self.down_since is None:
-            return
-        log.info("sink %s recovered after %.0f s (failed writes: %d); %d results delivered, "
-                 "%d more wait in the outbox", self.name, self.clock() - self.down_since,
-                 self.attempts, count, max(0, self.pending() - count))
-        self.down_since, self.attempts = None, 0
 
 
 class _SinkBugError(Exception):
@@ -227,7 +156,7 @@ class Forwarder:
         health = self.health.get(id(sink))
         if health is None:
             health = self.health[id(sink)] = SinkHealth(sink.name, self.clock,
-                                                        self.outbox.depth)
+                                                        self.outbox.depth, logger=log)
         return health
 
     def _deliver(self, rows: list[tuple[int, Result]]) -> None:

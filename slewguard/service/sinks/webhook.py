@@ -5,7 +5,10 @@ in the same transaction that records the bearing states, so nothing is lost whil
 system is down or the daemon restarts. Each webhook is delivered strictly in queue order (a
 "resolved" never overtakes its "firing"): the oldest pending row is retried with exponential
 backoff on connection errors, timeouts, 408, 429 and 5xx; any other 4xx is set aside ("rejected"),
-counted and logged, and the next row goes. Shapes: ``generic`` (the event as JSON),
+counted and logged, and the next row goes (a refusal is not an outage). Each webhook's outages
+are logged by a ``WebhookHealth``: one WARNING when its receiver starts failing, a reminder
+every ``OUTAGE_REMIND_S`` while it keeps failing, one INFO when it takes events again; never a
+line per event or attempt. Shapes: ``generic`` (the event as JSON),
 ``alertmanager`` (Alertmanager webhook v4: version, groupKey, status, receiver, alerts[] with
 labels, annotations, startsAt, endsAt, fingerprint) and ``template`` (Jinja2, sandboxed, with
 bounded time, memory and output: ``sinks.template``; an overrun is counted in
@@ -35,6 +38,7 @@ from typing import Any
 
 from slewguard.service.config import WebhookConfig
 from slewguard.service.redact import redact_url, redact_urls
+from slewguard.service.sinks.health import OUTAGE_REMIND_S, SinkHealth
 from slewguard.service.sinks.template import (
     DEFAULT_LIMITS,
     TemplateLimits,
@@ -215,12 +219,40 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) ->
         return 0
 
 
+class WebhookHealth(SinkHealth):
+    """``SinkHealth`` for one webhook: the lines name the webhook and its queue, the error is
+    the redacted URL and its answer, ``pending()`` the webhook's queue depth.
+
+    Example:
+        >>> t = [0.0]
+        >>> h = WebhookHealth("tickets", lambda: t[0], pending=lambda: 2)
+        >>> h.failed("http_503", "http://***@t/hooks answered 503")  # logs "... is down ..."
+        True
+        >>> t[0] = 30.0
+        >>> h.delivered(1)  # logs "webhook tickets recovered after 30 s ..."
+        >>> h.down_since is None
+        True
+    """
+
+    DOWN = "webhook %s is down (queued events: %d), retrying with backoff: %s"
+    NEW_ERROR = "webhook %s still down after %.0f s, new error: %s"
+    REMIND = ("webhook %s still down after %.0f s (failed attempts: %d, queued events: %d); "
+              "last error: %s")
+    RECOVERED = ("webhook %s recovered after %.0f s (failed attempts: %d); events delivered: "
+                 "%d, still queued: %d")
+
+    def __init__(self, name: str, clock: Callable[[], float], pending: Callable[[], int],
+                 remind_s: float = OUTAGE_REMIND_S) -> None:
+        super().__init__(name, clock, pending, remind_s, logger=log)
+
+
 class WebhookDelivery:
     """Drains ``queue`` to ``webhooks`` on a thread; ``step`` does one pass (tests drive it).
 
     ``clock`` gives queue time in seconds, ``send(url, body, headers, timeout_s) -> status``
-    makes the request; ``metrics`` may have ``webhook_deliveries_total``,
-    ``webhook_queue_depth`` and ``webhook_delivery_seconds`` (missing ones are skipped).
+    makes the request; ``health`` holds each webhook's ``WebhookHealth`` by name; ``metrics``
+    may have ``webhook_deliveries_total``, ``webhook_queue_depth`` and
+    ``webhook_delivery_seconds`` (missing ones are skipped).
     """
 
     def __init__(self, queue: WebhookQueue, webhooks: Sequence[WebhookConfig],
@@ -230,6 +262,8 @@ class WebhookDelivery:
         self.queue, self.metrics, self.clock, self.send = queue, metrics, clock, send
         self.webhooks = list(webhooks)
         self.renderers = {w.name: Renderer(w, limits) for w in self.webhooks}
+        self.health = {w.name: WebhookHealth(w.name, clock, self._depth(w.name))
+                       for w in self.webhooks}
         self.idle_s = idle_s
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -260,7 +294,9 @@ class WebhookDelivery:
             self._count(webhook.name, "rejected")
             return 0.0
         status = self.send(webhook.url, body, headers, webhook.timeout_s)
+        health = self.health[webhook.name]
         if 200 <= status < 300:
+            health.delivered(1)  # before done: the queue depth still counts this event
             self.queue.done(row_id)
             self._count(webhook.name, "ok")
             self._observe(self.clock() - created_s)
@@ -270,9 +306,8 @@ class WebhookDelivery:
             delay = min(webhook.retry_max_s, webhook.retry_min_s * 2.0 ** min(attempts, 32))
             self.queue.retry_at(row_id, attempts + 1, now + delay)
             self._count(webhook.name, "retry")
-            if attempts == 0:
-                log.warning("webhook %s: %s answered %s, retrying with backoff", webhook.name,
-                            redact_url(webhook.url), status or "nothing")
+            health.failed(f"http_{status}" if status else "connection",
+                          f"{redact_url(webhook.url)} answered {status or 'nothing'}")
             return delay
         self.queue.reject(row_id, f"http_{status}")
         self._count(webhook.name, "rejected")
@@ -307,6 +342,9 @@ class WebhookDelivery:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+    def _depth(self, webhook: str) -> Callable[[], int]:
+        return lambda: self.queue.depth(webhook)
 
     def _count(self, webhook: str, outcome: str) -> None:
         counter = getattr(self.metrics, "webhook_deliveries_total", None)
