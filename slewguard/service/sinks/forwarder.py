@@ -33,13 +33,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from slewguard.service.outbox import Outbox
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
 from slewguard.service.sinks.health import OUTAGE_REMIND_S as OUTAGE_REMIND_S  # re-exported
 from slewguard.service.sinks.health import SinkHealth
+
+if TYPE_CHECKING:
+    from slewguard.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +99,11 @@ def _wait_either(wake: threading.Event, stop: threading.Event, timeout_s: float)
 class Forwarder:
     """Moves results from ``outbox`` to ``sinks``; ``run`` loops, ``step`` does one batch.
 
-    ``metrics`` (e.g. service.metrics.Metrics, or None) may have ``sink_writes_total``,
-    ``sink_write_seconds`` and ``outbox_set_aside_total``; missing ones are skipped.
+    ``metrics``: the daemon's ``service.metrics.Metrics`` (``sink_writes_total``,
+    ``sink_write_seconds``, ``outbox_set_aside_total``), or None for none.
     """
 
-    def __init__(self, outbox: Outbox, sinks: Sequence[Sink], metrics: Any = None,
+    def __init__(self, outbox: Outbox, sinks: Sequence[Sink], metrics: Metrics | None = None,
                  batch_size: int = 500, backoff: Backoff | None = None, idle_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] | None = None) -> None:
@@ -168,7 +171,8 @@ class Forwarder:
         except PermanentSinkError as exc:
             if len(rows) == 1:
                 self.outbox.set_aside(rows[0][0], exc.reason)
-                self._count("outbox_set_aside_total", reason=exc.reason)
+                if self.metrics is not None:
+                    self.metrics.outbox_set_aside_total.labels(reason=exc.reason).inc()
                 log.error("set aside result %s: %s", rows[0][1].key(), exc)
                 return
             half = len(rows) // 2
@@ -198,13 +202,9 @@ class Forwarder:
                               type(exc).__name__, len(results))
             raise _SinkBugError(sink.name) from exc
         finally:
-            self._count("sink_writes_total", sink=sink.name, outcome=outcome)
-            histogram = getattr(self.metrics, "sink_write_seconds", None)
-            if histogram is not None:
-                histogram.labels(sink=sink.name).observe(max(0.0, self.clock() - started))
+            if self.metrics is not None:
+                self.metrics.sink_writes_total.labels(sink=sink.name, outcome=outcome).inc()
+                self.metrics.sink_write_seconds.labels(sink=sink.name).observe(
+                    max(0.0, self.clock() - started))
         health.delivered(len(results))
 
-    def _count(self, name: str, **labels: str) -> None:
-        counter = getattr(self.metrics, name, None)
-        if counter is not None:
-            counter.labels(**labels).inc()

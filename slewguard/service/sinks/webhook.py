@@ -34,7 +34,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slewguard.service.config import WebhookConfig
 from slewguard.service.redact import redact_url, redact_urls
@@ -45,6 +45,9 @@ from slewguard.service.sinks.template import (
     TemplateOverrunError,
     render_template,
 )
+
+if TYPE_CHECKING:
+    from slewguard.service.alerts import AlertMetrics
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 425, 429})
@@ -251,12 +254,12 @@ class WebhookDelivery:
 
     ``clock`` gives queue time in seconds, ``send(url, body, headers, timeout_s) -> status``
     makes the request; ``health`` holds each webhook's ``WebhookHealth`` by name; ``metrics``
-    may have ``webhook_deliveries_total``, ``webhook_queue_depth`` and
-    ``webhook_delivery_seconds`` (missing ones are skipped).
+    is the alerts' ``AlertMetrics`` (deliveries, template overruns, queue depth, delivery time)
+    or None for none.
     """
 
     def __init__(self, queue: WebhookQueue, webhooks: Sequence[WebhookConfig],
-                 metrics: Any = None, clock: Callable[[], float] = time.time,
+                 metrics: AlertMetrics | None = None, clock: Callable[[], float] = time.time,
                  send: Callable[..., int] = post, idle_s: float = 1.0,
                  limits: TemplateLimits = DEFAULT_LIMITS) -> None:
         self.queue, self.metrics, self.clock, self.send = queue, metrics, clock, send
@@ -347,21 +350,19 @@ class WebhookDelivery:
         return lambda: self.queue.depth(webhook)
 
     def _count(self, webhook: str, outcome: str) -> None:
-        counter = getattr(self.metrics, "webhook_deliveries_total", None)
-        if counter is not None:
-            counter.labels(webhook=webhook, outcome=outcome).inc()
+        if self.metrics is not None:
+            self.metrics.webhook_deliveries_total.labels(webhook=webhook, outcome=outcome).inc()
 
     def _count_overrun(self, webhook: str, limit: str) -> None:
-        counter = getattr(self.metrics, "webhook_template_overruns_total", None)
-        if counter is not None:
-            counter.labels(webhook=webhook, limit=limit).inc()
+        if self.metrics is not None:
+            self.metrics.webhook_template_overruns_total.labels(webhook=webhook,
+                                                                limit=limit).inc()
 
     def _gauge(self, webhook: str) -> None:
-        gauge = getattr(self.metrics, "webhook_queue_depth", None)
-        if gauge is not None:
-            gauge.labels(webhook=webhook).set(self.queue.depth(webhook))
+        if self.metrics is not None:
+            self.metrics.webhook_queue_depth.labels(webhook=webhook).set(
+                self.queue.depth(webhook))
 
     def _observe(self, seconds: float) -> None:
-        histogram = getattr(self.metrics, "webhook_delivery_seconds", None)
-        if histogram is not None:
-            histogram.observe(max(0.0, seconds))
+        if self.metrics is not None:
+            self.metrics.webhook_delivery_seconds.observe(max(0.0, seconds))
