@@ -248,22 +248,16 @@ class App:
         self._stoppers.append(("forwarder", self._stop_forwarder))
 
     def _launch_forwarder(self) -> None:
-        from slewguard.service.alerts import build_alert_sinks
         from slewguard.service.sinks.forwarder import Backoff, Forwarder
-        from slewguard.service.sinks.mqtt import MqttResultSink
+        from slewguard.service.sinks.registry import SinkContext, build_sinks
 
         assert self.ingest is not None and self.outbox is not None
-        sinks: list[Any] = [MqttResultSink(self._results_client,
-                                           self.config.mqtt.results_prefix)]
+        sinks = build_sinks(SinkContext(self.config, self.metrics, self._results_client))
         influx = self.config.influx
         options: dict[str, Any] = {"idle_s": FORWARDER_IDLE_S}
-        if influx is not None:
-            from slewguard.service.sinks.influx import InfluxSink
-
-            sinks.append(InfluxSink(influx))
+        if influx is not None:  # the database sets the pace: its batch size and backoff
             options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
                        "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
-        sinks[:0] = build_alert_sinks(self.config, self.metrics)  # first: no wait on a DB outage
         self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
         self._forwarder_stop = threading.Event()
         self._forwarder_thread = threading.Thread(
