@@ -1,4 +1,4 @@
-"""Dead letters: the JSON envelope and the publisher (moved out of pipeline.py, re-exported there).
+"""Dead letters: the JSON envelope and the publisher.
 
 Example:
     >>> from slewguard.service.ingest import Inbound

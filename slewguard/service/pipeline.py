@@ -53,12 +53,11 @@ import numpy as np
 
 from slewguard.models.card import features_method
 from slewguard.service.config import InferenceConfig, ModelConfig
-from slewguard.service.deadletter import DeadLetters, dead_letter_envelope
 from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, check_size, decode
-from slewguard.service.placement import Placement, SensorMap, WindowError
+from slewguard.service.placement import Placement, WindowError
 from slewguard.service.result import Result
 from slewguard.service.trust import (
     TrustLayer,
@@ -70,8 +69,6 @@ from slewguard.signal import features, numeric, templates, textify
 from slewguard.signal.evidence import extract as extract_evidence
 from slewguard.signal.quality import QualityVerdict
 
-__all__ = ["DeadLetters", "Pipeline", "PipelineSettings", "Placement", "SensorMap",
-           "WindowError", "dead_letter_envelope", "model_name"]
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0
 OUTBOX_RETRY_MAX_S = 5.0

@@ -17,7 +17,8 @@ from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
 from slewguard.service.payload import Window, encode_binary
-from slewguard.service.pipeline import Pipeline, PipelineSettings, SensorMap
+from slewguard.service.pipeline import Pipeline, PipelineSettings
+from slewguard.service.placement import SensorMap
 from slewguard.service.trust import TrustLayer, load_trust
 from slewguard.signal import textify_evidence
 from slewguard.signal.evidence import impact_train

@@ -16,7 +16,8 @@ from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
 from slewguard.service.payload import Window, encode_binary
-from slewguard.service.pipeline import Pipeline, PipelineSettings, SensorMap
+from slewguard.service.pipeline import Pipeline, PipelineSettings
+from slewguard.service.placement import SensorMap
 from slewguard.signal.evidence import impact_train
 from slewguard.signal.kinematics import preset
 from tests.service.vm import victoria_metrics  # noqa: F401 - pytest fixture

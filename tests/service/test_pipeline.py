@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 
 from slewguard.service.config import MqttConfig, config_from_dict
+from slewguard.service.deadletter import dead_letter_envelope
 from slewguard.service.ingest import Inbound, Ingest
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
 from slewguard.service.payload import Window, encode_binary
-from slewguard.service.pipeline import (
-    Pipeline,
-    PipelineSettings,
-    SensorMap,
-    dead_letter_envelope,
-)
+from slewguard.service.pipeline import Pipeline, PipelineSettings
+from slewguard.service.placement import SensorMap
 from slewguard.service.publisher import Fleet, FleetSpec
 from tests.service import services
 
