@@ -261,10 +261,10 @@ def run_set(name: str, data: dict, args) -> list[dict]:
 
 
 def lm_build_data(data: dict, classes: Sequence[str], calib_fraction: float, seed: int) -> Any:
-    """The set as ``default.BuildData``: textify of the cached features; a stratified
+    """The set as ``build_data.BuildData``: textify of the cached features; a stratified
     ``calib_fraction`` of the training windows held out (validation, temperature), as the
     shipped build does."""
-    from slewguard.models.default import BuildData, Texts, holdout
+    from slewguard.models.build_data import BuildData, Texts, holdout
     from slewguard.signal.textify import textify_table
 
     def part(split: str, side: str, idx: np.ndarray) -> Texts:

@@ -15,7 +15,7 @@ Files in the model directory: the weights and config (``export.save_pruned``), t
 
 Example:
     $ slewguard build-default-model                # rebuilds slewguard/models/default/
-    >>> clf = load_default()  # models.shipped         # doctest: +SKIP
+    >>> clf = slewguard.models.shipped.load_default()   # doctest: +SKIP
     >>> clf.predict(["outer 6 6 5 inner 0 1 0 ball 0 0 0 cage 0 0 0 side 1 shaft 0 "
     ...              "kurt 1 crest 3 sk 4 rms 4 speed 3"])   # doctest: +SKIP
     ['outer_race']
@@ -33,18 +33,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from slewguard.models.build_data import (  # noqa: F401 (re-exported: bench_baselines uses them)
-    BuildData,
-    Texts,
-    build_data,
-    holdout,
-)
-from slewguard.models.shipped import (  # noqa: F401 (re-exported: the shipped default's README
-    DEFAULT_MODEL_DIR,
-    SHIPPED_MODELS,
-    default_model_dir,  # and older callers name them here)
-    load_default,
-)
+from slewguard.models.build_data import BuildData, build_data
+from slewguard.models.shipped import DEFAULT_MODEL_DIR, SHIPPED_MODELS
 from slewguard.signal.features import METHODS, check_method
 
 WEIGHTS_DTYPES = ("float32", "bfloat16")  # how a build stores its weights

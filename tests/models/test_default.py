@@ -177,7 +177,7 @@ def test_holdout_is_stratified_and_disjoint():
     ws = datasets.simulate_dataset(datasets.SimulatedDatasetSpec(
         classes=("healthy", "inner_race"), windows_per_class=6, window_seconds=8.0,
         rpm_min=4.0), progress=False).train
-    keep, held = default.holdout(ws, 0.3, seed=0)
+    keep, held = build_data.holdout(ws, 0.3, seed=0)
     assert not set(keep) & set(held) and len(keep) + len(held) == len(ws)
     assert set(ws.labels[held]) == {"healthy", "inner_race"}
 
