@@ -37,13 +37,13 @@ import torch
 from slewguard.models.classifier import (
     FaultClassifier,
     TrainSettings,
-    evaluate,
     make_batches,
     train_classifier,
 )
 from slewguard.models.prune import measure
 from slewguard.models.prune.baselines import METHODS, run_baseline
 from slewguard.models.prune.cascade import CascadeConfig, run_cascade
+from slewguard.models.scoring import evaluate
 from slewguard.signal import cwru, datasets, textify
 
 PAPER_RATIOS = (1.3, 2.5, 3.7, 5.8, 8.7, 13.8)

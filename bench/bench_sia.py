@@ -36,7 +36,6 @@ import torch
 from slewguard.models.classifier import (
     FaultClassifier,
     TrainSettings,
-    evaluate,
     load,
     make_batches,
     train_classifier,
@@ -47,6 +46,7 @@ from slewguard.models.prune.cascade import CascadeConfig, run_cascade
 from slewguard.models.prune.recovery import recover
 from slewguard.models.prune.sia import measured_check, static_check
 from slewguard.models.prune.surgery import surgeon_for
+from slewguard.models.scoring import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prune import load_texts  # noqa: E402  (same cached CWRU texts)

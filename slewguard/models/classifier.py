@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slewguard.models import backbones
 from slewguard.models import card as model_card
-from slewguard.models.scoring import evaluate  # noqa: F401 (re-exported: callers import it here)
+from slewguard.models.scoring import evaluate
 from slewguard.models.train import Batch, fit
 
 

@@ -152,7 +152,7 @@ def data_of(config: BuildConfig, log: Any) -> BuildData:
 
 def accuracies(clf: Any, data: BuildData) -> dict[str, float]:
     """Accuracy of ``clf`` on every split of ``data`` (train, calib, each test)."""
-    from slewguard.models.classifier import evaluate
+    from slewguard.models.scoring import evaluate
 
     return {s.name: round(evaluate(clf, s.texts, s.labels)["accuracy"], 4)
             for s in (data.train, data.calib, *data.tests)}
@@ -198,8 +198,9 @@ def train_dense(config: BuildConfig, data: BuildData, source: Path) -> tuple[Any
 
 def prune(clf: Any, config: BuildConfig, data: BuildData) -> tuple[Any, dict]:
     """Cascade to ``config.target_ratio``; returns the pruned classifier and the report."""
-    from slewguard.models.classifier import FaultClassifier, evaluate, make_batches
+    from slewguard.models.classifier import FaultClassifier, make_batches
     from slewguard.models.prune.cascade import CascadeConfig, run_cascade
+    from slewguard.models.scoring import evaluate
     from slewguard.models.train import fit
 
     train = make_batches(clf, data.train.texts, data.train.labels, config.batch_size, config.seed)
@@ -441,8 +442,8 @@ def train_and_prune(config: BuildConfig, data: BuildData, log: Any, dense_out: P
 
     ``dense_out``: save the dense classifier there (``save_dense``) before pruning changes it.
     """
-    from slewguard.models.classifier import evaluate
     from slewguard.models.prune import measure
+    from slewguard.models.scoring import evaluate
 
     with tempfile.TemporaryDirectory(prefix="slewguard-backbone-") as workdir:
         source, trim = trimmed_backbone(config, data, Path(workdir))

@@ -5,12 +5,8 @@ import pytest
 import torch
 
 from slewguard.models import backbones, load
-from slewguard.models.classifier import (
-    FaultClassifier,
-    class_order,
-    evaluate,
-    train_classifier,
-)
+from slewguard.models.classifier import FaultClassifier, class_order, train_classifier
+from slewguard.models.scoring import evaluate
 
 VOCABULARY = ["rms", "high", "kurtosis", "bpfo", "low", "calm", "quiet", "ftf",
               "the", "a", "x", "y", "z"]

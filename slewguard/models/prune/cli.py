@@ -100,9 +100,10 @@ def run_prune(args: argparse.Namespace) -> int:
     require("training", "prune")
     import torch
 
-    from slewguard.models.classifier import evaluate, load, make_batches
+    from slewguard.models.classifier import load, make_batches
     from slewguard.models.prune.baselines import run_baseline
     from slewguard.models.prune.cascade import CascadeConfig, run_cascade
+    from slewguard.models.scoring import evaluate
 
     _quiet_transformers(getattr(args, "verbose", False))
     clf = load(args.model, device=args.device)
