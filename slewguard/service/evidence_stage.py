@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from slewguard.service.baselines import BaselineStore
 from slewguard.signal import evidence
 from slewguard.signal.kinematics import BearingGeometry
 from slewguard.signal.rule import envelope_rule
+
+if TYPE_CHECKING:
+    from slewguard.service.config import EvidenceConfig, ServiceConfig
 
 MIN_SPEED_CONFIDENCE_DB = 3.0  # a fitted speed whose comb leads by less stays nominal
 
@@ -44,7 +48,7 @@ class WindowEvidence:
     reason: str  # ... and why, one short line
 
 
-def baseline_path(config) -> Path:
+def baseline_path(config: ServiceConfig) -> Path:
     """Where a ``ServiceConfig``'s baselines live: ``evidence.baseline_path``, else
     ``<outbox stem>-baselines.json`` beside the outbox."""
     if config.evidence.baseline_path is not None:
@@ -53,7 +57,7 @@ def baseline_path(config) -> Path:
     return outbox.with_name(f"{outbox.stem}-baselines.json")
 
 
-def evidence_stage(config) -> EvidenceStage | None:
+def evidence_stage(config: ServiceConfig) -> EvidenceStage | None:
     """The stage a ``ServiceConfig`` asks for, None when ``evidence.enabled`` is false."""
     if not config.evidence.enabled:
         return None
@@ -61,9 +65,9 @@ def evidence_stage(config) -> EvidenceStage | None:
 
 
 class EvidenceStage:
-    """Evidence, baselines and the rule for every window; ``config`` is ``EvidenceConfig``."""
+    """Evidence, baselines and the rule for every window."""
 
-    def __init__(self, config, baseline_path: Path | None) -> None:
+    def __init__(self, config: EvidenceConfig, baseline_path: Path | None) -> None:
         self.config = config
         self.baselines = BaselineStore(baseline_path, config.baseline_windows)
 

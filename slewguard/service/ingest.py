@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -44,6 +44,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from slewguard.service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from slewguard.service.config import MqttConfig
 
 log = logging.getLogger(__name__)
 CONNECT_LOG_EVERY_S = 60.0  # reminder interval while the broker stays unreachable
@@ -106,7 +109,7 @@ def status_payload(state: str, client_id: str, **extra: str) -> bytes:
     return json.dumps({"state": state, "client_id": client_id, **extra}).encode()
 
 
-def describe_connect_error(exc: OSError, config: Any) -> tuple[str, str]:
+def describe_connect_error(exc: OSError, config: MqttConfig) -> tuple[str, str]:
     """(reason label, one-line cause with the fix) of a failed connect attempt to the broker.
 
     Example:
@@ -131,7 +134,7 @@ def describe_connect_error(exc: OSError, config: Any) -> tuple[str, str]:
                     "running and are mqtt.host/mqtt.port right?")
 
 
-def _tls_cause(exc: ssl.SSLError, config: Any) -> str:
+def _tls_cause(exc: ssl.SSLError, config: MqttConfig) -> str:
     code = getattr(exc, "verify_code", None)
     said = getattr(exc, "verify_message", None) or exc.reason or str(exc)
     if code in _UNTRUSTED_CODES:
@@ -159,7 +162,7 @@ class ConnectFailures:
         1
     """
 
-    def __init__(self, config: Any, role: str, metrics: Metrics | None = None,
+    def __init__(self, config: MqttConfig, role: str, metrics: Metrics | None = None,
                  every_s: float = CONNECT_LOG_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -220,11 +223,11 @@ class _Client(mqtt.Client):
             raise
 
 
-def _is_v5(config: Any) -> bool:
+def _is_v5(config: MqttConfig) -> bool:
     return str(config.protocol) == "5"
 
 
-def build_client(config: Any, client_id: str, session: bool = True,
+def build_client(config: MqttConfig, client_id: str, session: bool = True,
                  reconnect: bool = True) -> _Client:
     """A paho client for ``config`` (an MqttConfig): protocol, auth, TLS, backoff; with
     ``session`` a persistent v3.1.1 session and manual acks (v5 sessions are set at connect);
@@ -248,7 +251,7 @@ def build_client(config: Any, client_id: str, session: bool = True,
     return client
 
 
-def publisher_client(config: Any, client_id: str) -> mqtt.Client:
+def publisher_client(config: MqttConfig, client_id: str) -> mqtt.Client:
     """A second, publish-only connection (clean session) for results, started in the background.
 
     Results must not share the ingest connection: when the pipeline queue is full, paho's
@@ -265,7 +268,7 @@ def publisher_client(config: Any, client_id: str) -> mqtt.Client:
     return client
 
 
-def session_properties(config: Any) -> Properties | None:
+def session_properties(config: MqttConfig) -> Properties | None:
     """CONNECT properties of a persistent MQTT 5 session (None on 3.1.1): session expiry and
     receive maximum."""
     if not _is_v5(config):
@@ -292,7 +295,8 @@ class Ingest:
     ``status_extra`` (e.g. version and model) joins the retained "online" message.
     """
 
-    def __init__(self, config: Any, metrics: Metrics, handler: Callable[[Inbound], None],
+    def __init__(self, config: MqttConfig, metrics: Metrics,
+                 handler: Callable[[Inbound], None],
                  status_extra: dict[str, str] | None = None,
                  failure_log_every_s: float = CONNECT_LOG_EVERY_S) -> None:
         self.config = config
