@@ -100,6 +100,10 @@ class LanguageModel:
         from slewguard.models import load
 
         self.clf, self.name = load(path), f"LM {path.name}"
+        if self.clf.template_version != "t1":
+            raise SystemExit(f"--model {path}: template {self.clf.template_version!r}; this "
+                             "bench sweeps the t1 feature texts: pass a t1 model (e.g. "
+                             "`slewguard build-default-model --keep-dense DIR --out DIR2`)")
 
     def predict(self, table: FeatureTable) -> np.ndarray:
         from slewguard.signal.textify import textify_table
