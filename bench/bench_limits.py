@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     spec = simulated_spec(args.quick, args.seed)
-    base = argparse.Namespace(out=args.baseline_out, quick=args.quick, seed=args.seed)
+    base = argparse.Namespace(out=args.baseline_out, quick=args.quick, seed=args.seed,
+                              features="tree")  # the band search of its classical baselines
     data = load_features("simulated-slewing", base)
     if args.model:
         import torch
