@@ -7,13 +7,14 @@ from transformers import AutoModelForSequenceClassification
 
 from slewguard.models import backbones, export
 from slewguard.models.families import FAMILIES, register
-from slewguard.models.prune.surgery import SUPPORTED_FAMILIES, surgeon_for
+from slewguard.models.prune.surgery import Surgeon, surgeon_for
 
 
-def test_keys_are_model_types_and_match_the_surgery():
-    assert all(name == family.model_type == family.config_class.model_type
-               for name, family in FAMILIES.items())
-    assert set(FAMILIES) == set(SUPPORTED_FAMILIES)
+def test_keys_are_model_types_and_each_family_has_its_surgeon():
+    for name, family in FAMILIES.items():
+        assert name == family.model_type == family.config_class.model_type
+        assert issubclass(family.surgeon, Surgeon) and family.surgeon is not Surgeon
+        assert (family.surgeon.family, family.surgeon.gqa) == (name, family.gqa)
 
 
 def test_every_backbone_name_maps_to_a_registered_architecture():
@@ -30,7 +31,9 @@ def test_tiny_model_builds_with_the_family_classes(model_type):
     assert type(bb.model) is family.model_class
     assert type(bb.model.config) is family.config_class
     stack = family.layer_stack(bb.model)
-    assert len(stack) == surgeon_for(bb.model).num_layers(bb.model) == 2
+    surgeon = surgeon_for(bb.model)
+    assert type(surgeon) is family.surgeon
+    assert len(stack) == surgeon.num_layers(bb.model) == 2
     names = {name for name, _ in bb.model.named_modules()}
     for path in (*family.attention, family.value, family.out_proj, *family.ffn):
         assert f"{family.layers}.0.{path}" in names, path

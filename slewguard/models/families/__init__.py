@@ -1,12 +1,12 @@
 """Model families: one file per architecture, registered here under its ``config.model_type``.
 
 A ``Family`` holds what slewguard needs to know about an architecture: its transformers config
-and ``*ForSequenceClassification`` classes, the geometry of its tiny random test model (and of
-its from-scratch model, where it has one), the module paths of its layer stack, attention and
-FFN (what the SIA check masks, what LoRA adapts), and its classifier head. ``bert.py``,
-``gpt2.py``, ``llama.py`` and ``qwen2.py`` each ``register`` one; a new architecture is a new
-file here, imported at the bottom of this module, plus its ``Surgeon`` in
-``slewguard.models.prune.surgery``.
+and ``*ForSequenceClassification`` classes, its pruning ``Surgeon``, the geometry of its tiny
+random test model (and of its from-scratch model, where it has one), the module paths of its
+layer stack, attention and FFN (what the SIA check masks, what LoRA adapts), and its classifier
+head. ``bert.py``,
+``gpt2.py``, ``llama.py`` and ``qwen2.py`` each define their ``Surgeon`` subclass and
+``register`` one; a new architecture is a new file here, imported at the bottom of this module.
 
 Example:
     >>> sorted(FAMILIES)
@@ -24,9 +24,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+
+if TYPE_CHECKING:  # the family files import surgery; surgery finds the families at call time
+    from slewguard.models.prune.surgery import Surgeon
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Family:
     model_type: str
     config_class: type[PretrainedConfig]
     model_class: type[PreTrainedModel]
+    surgeon: type[Surgeon]              # its structural cuts (slewguard.models.prune.surgery)
     tiny_sizes: Mapping[str, int]       # config kwargs of the 2-layer random test model
     layers: str                         # model -> stack of layers
     attention: tuple[str, ...]          # layer -> the attention projections LoRA adapts

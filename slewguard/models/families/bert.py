@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from slewguard.models.families import Family, register, sizes
+from slewguard.models.prune.surgery import Surgeon
+
+
+class BertSurgeon(Surgeon):
+    family = "bert"
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.base_model.encoder.layer
+
+    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
+        block = self.layers(model)[layer]
+        attn = block.attention.self
+        return {"q": attn.query, "k": attn.key, "v": attn.value, "o": block.attention.output.dense,
+                "ffn_in": block.intermediate.dense, "ffn_out": block.output.dense,
+                "layer": block, "attention": attn}
+
+    def head_dim(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].attention.self.attention_head_size
+
+    def attention_units(self, model: nn.Module, layer: int) -> int:
+        return self.layers(model)[layer].attention.self.num_attention_heads
+
+    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
+        attn = self.layers(model)[layer].attention.self
+        attn.num_attention_heads = n_heads
+        attn.all_head_size = n_heads * attn.attention_head_size
+
 
 BERT = register(Family(
     model_type="bert",
@@ -19,5 +47,6 @@ BERT = register(Family(
     out_proj="attention.output.dense",
     ffn_in=("intermediate.dense",),
     ffn_out="output.dense",
+    surgeon=BertSurgeon,
     head=("classifier",),
 ))
