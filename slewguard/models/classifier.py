@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from slewguard.models import backbones
 from slewguard.models import card as model_card
+from slewguard.models.families import FAMILIES
 from slewguard.models.scoring import evaluate
 from slewguard.models.train import Batch, fit
 
@@ -162,9 +163,9 @@ def check_architecture(path: Path, card: model_card.ModelCard) -> None:
         raise ValueError(f"{path} has a card but no config.json: the weights are missing; "
                          "save the model again")
     model_type = json.loads(config_file.read_text()).get("model_type")
-    if model_type not in backbones.ARCHITECTURES:
+    if model_type not in FAMILIES:
         raise ValueError(f"model at {path} is a {model_type!r} architecture; slewguard runs "
-                         f"{', '.join(backbones.ARCHITECTURES)}")
+                         f"{', '.join(FAMILIES)}")
 
 
 class TrainSettings(BaseModel):

@@ -5,11 +5,11 @@
 and ``model.safetensors`` holding only the kept weights. ``model_type`` stays the family's own
 (``bert``, ``gpt2``, ``llama``, ``qwen2``) so that every tool that reads it keeps working.
 
-Importing this module registers, for each supported family, a subclass of the family's
-``*ForSequenceClassification`` with ``AutoModelForSequenceClassification``: it builds the dense
-layers from the config and then cuts them to the recorded per-layer widths (on the meta device
-when transformers loads, so nothing dense is allocated). Without per-layer widths in the config
-it is exactly the stock class. Hence, after ``import slewguard.models.export``,
+Importing this module registers, for each family in ``slewguard.models.families``, a subclass
+of the family's ``*ForSequenceClassification`` with ``AutoModelForSequenceClassification``: it
+builds the dense layers from the config and then cuts them to the recorded per-layer widths (on
+the meta device when transformers loads, so nothing dense is allocated). Without per-layer
+widths in the config it is exactly the stock class. Hence, after ``import slewguard.models.export``,
 ``AutoModelForSequenceClassification.from_pretrained(path)`` loads pruned dirs too.
 
 Example:
@@ -23,28 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import (
-    AutoModelForSequenceClassification,
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
-    PreTrainedModel,
-    Qwen2Config,
-    Qwen2ForSequenceClassification,
-)
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from slewguard.models.families import FAMILIES
 from slewguard.models.prune.surgery import surgeon_for
 
 WIDTH_FIELDS = ("slewguard_layer_heads", "slewguard_layer_kv_heads", "slewguard_layer_intermediate")
-FAMILY_CLASSES: dict[str, tuple[type, type[PreTrainedModel]]] = {
-    "bert": (BertConfig, BertForSequenceClassification),
-    "gpt2": (GPT2Config, GPT2ForSequenceClassification),
-    "llama": (LlamaConfig, LlamaForSequenceClassification),
-    "qwen2": (Qwen2Config, Qwen2ForSequenceClassification),
-}
 
 
 def apply_widths(model: nn.Module) -> None:
@@ -54,7 +38,7 @@ def apply_widths(model: nn.Module) -> None:
     weights are loaded afterwards. No-op when the config records no per-layer widths.
 
     Example:
-        >>> apply_widths(BertForSequenceClassification(pruned_config))   # doctest: +SKIP
+        >>> apply_widths(FAMILIES["bert"].model_class(pruned_config))   # doctest: +SKIP
     """
     config = model.config
     targets = [getattr(config, name, None) for name in WIDTH_FIELDS]
@@ -99,7 +83,7 @@ def _pruned_class(base: type[PreTrainedModel]) -> type[PreTrainedModel]:
 
 
 PRUNED_CLASSES: dict[str, type[PreTrainedModel]] = {
-    family: _pruned_class(model_cls) for family, (_, model_cls) in FAMILY_CLASSES.items()
+    model_type: _pruned_class(family.model_class) for model_type, family in FAMILIES.items()
 }
 
 
@@ -111,9 +95,9 @@ def register() -> None:
     Example:
         >>> register()
     """
-    for family, (config_cls, _) in FAMILY_CLASSES.items():
-        AutoModelForSequenceClassification.register(config_cls, PRUNED_CLASSES[family],
-                                                    exist_ok=True)
+    for model_type, family in FAMILIES.items():
+        AutoModelForSequenceClassification.register(family.config_class,
+                                                    PRUNED_CLASSES[model_type], exist_ok=True)
 
 
 def save_pruned(model: PreTrainedModel, path: str | Path, tokenizer: Any = None) -> None:

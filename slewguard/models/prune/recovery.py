@@ -21,29 +21,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from slewguard.models.families import FAMILIES, Family
 from slewguard.models.train import Batch, LossFn, fit
 
-# Per family: the attention projections LoRA adapts (suffixes of module names) and the classifier
-# head that trains in full. A new architecture is a new entry here.
-ATTENTION_TARGETS: dict[str, tuple[str, ...]] = {
-    "bert": ("attention.self.query", "attention.self.key", "attention.self.value",
-             "attention.output.dense"),
-    "gpt2": ("attn.c_attn", "attn.c_proj"),
-    "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
-    "qwen2": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
-}
-FFN_TARGETS: dict[str, tuple[str, ...]] = {
-    "bert": ("intermediate.dense", "output.dense"),
-    "gpt2": ("mlp.c_fc", "mlp.c_proj"),
-    "llama": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
-    "qwen2": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
-}
-HEAD_MODULES: dict[str, tuple[str, ...]] = {
-    "bert": ("classifier",),
-    "gpt2": ("score",),
-    "llama": ("score",),
-    "qwen2": ("score",),
-}
+# What LoRA adapts (attention projections, optionally the FFN ones) and the classifier head that
+# trains in full come from the model's Family (slewguard.models.families).
 TARGETS = ("attention", "attention+ffn")
 
 
@@ -56,13 +38,10 @@ def lora_target_modules(model: torch.nn.Module, target: str = "attention") -> li
         >>> lora_target_modules(bert_model)                          # doctest: +SKIP
         ['attention.self.query', 'attention.self.key', 'attention.self.value', ...]
     """
-    family = getattr(model.config, "model_type", None)
-    if family not in ATTENTION_TARGETS:
-        raise ValueError(f"model_type={family!r} has no LoRA recovery targets; supported: "
-                         f"{sorted(ATTENTION_TARGETS)}")
+    family = _family(model)
     if target not in TARGETS:
         raise ValueError(f"target={target!r} is not one of {TARGETS}")
-    wanted = ATTENTION_TARGETS[family] + (FFN_TARGETS[family] if target == "attention+ffn" else ())
+    wanted = family.attention + (family.ffn if target == "attention+ffn" else ())
     names = [name for name, module in model.named_modules() if _is_linear(module)]
     present = [suffix for suffix in wanted if any(n.endswith("." + suffix) for n in names)]
     if not present:
@@ -107,8 +86,8 @@ def recover(
         lora_alpha=alpha,
         lora_dropout=0.0,
         target_modules=lora_target_modules(model, target),
-        modules_to_save=list(HEAD_MODULES[model.config.model_type]),
-        fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores weights (in, out)
+        modules_to_save=list(_family(model).head),
+        fan_in_fan_out=_family(model).conv1d,  # GPT-2's Conv1D stores weights (in, out)
         bias="none",
     )
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -190,6 +169,14 @@ def dense_teacher(model: torch.nn.Module, batches: Sequence[Batch], weight: floa
     if not weight:
         return None
     return distillation_loss(teacher_logits(model, batches), weight, temperature)
+
+
+def _family(model: torch.nn.Module) -> Family:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise ValueError(f"model_type={model_type!r} has no LoRA recovery targets; supported: "
+                         f"{sorted(FAMILIES)}")
+    return FAMILIES[model_type]
 
 
 def _is_linear(module: torch.nn.Module) -> bool:

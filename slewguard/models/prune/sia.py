@@ -30,11 +30,14 @@ from typing import Any
 
 import torch
 
+from slewguard.models.families import FAMILIES
 from slewguard.models.train import Batch
 
-# Families whose FFN is gated by architecture (act(gate(x)) * up(x)) whatever hidden_act says.
-GATED_FFN_FAMILIES = frozenset({"llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2",
-                                "phi3", "chatglm", "olmo", "olmo2", "granite", "cohere"})
+# Families whose FFN is gated by architecture (act(gate(x)) * up(x)) whatever hidden_act says:
+# the registered ones with a gate (llama, qwen2) and others the static check knows by name.
+GATED_FFN_FAMILIES = frozenset({"qwen3", "mistral", "mixtral", "gemma", "gemma2", "phi3",
+                                "chatglm", "olmo", "olmo2", "granite", "cohere",
+                                *(name for name, family in FAMILIES.items() if family.gated_ffn)})
 GATED_ACTIVATIONS = frozenset({"swiglu", "geglu", "reglu", "gated-gelu", "gated-silu"})
 
 
@@ -103,29 +106,20 @@ class _LayerSites:
 
 
 def _layer_sites(model: torch.nn.Module, layer: int) -> _LayerSites:
-    family = model.config.model_type
+    model_type = model.config.model_type
     cfg = model.config
-    if family == "bert":
-        block = model.bert.encoder.layer[layer]
-        value, offset = block.attention.self.value, 0
-        out_proj, ffn_in = block.attention.output.dense, (block.intermediate.dense,)
-        head_dim = cfg.hidden_size // cfg.num_attention_heads
-    elif family == "gpt2":
-        block = model.transformer.h[layer]
-        out_proj, value = block.attn.c_proj, block.attn.c_attn
-        offset = 2 * out_proj.weight.shape[0]  # Conv1D weight is (in, out): in = n_heads * hd
-        ffn_in = (block.mlp.c_fc,)
-        head_dim = cfg.n_embd // cfg.n_head
-    elif family in ("llama", "qwen2"):
-        block = model.model.layers[layer]
-        value, offset, out_proj = block.self_attn.v_proj, 0, block.self_attn.o_proj
-        ffn_in = (block.mlp.gate_proj, block.mlp.up_proj)
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    else:
-        raise ValueError(f"measured SIA check: model_type={family!r} is not supported; "
-                         "supported: bert, gpt2, llama, qwen2")
-    attn_width = out_proj.weight.shape[0] if family == "gpt2" else out_proj.in_features
-    value_width = attn_width if family != "llama" and family != "qwen2" else value.out_features
+    family = FAMILIES.get(model_type)
+    if family is None:
+        raise ValueError(f"measured SIA check: model_type={model_type!r} is not supported; "
+                         f"supported: {', '.join(FAMILIES)}")
+    block = family.layer_stack(model)[layer]
+    value, out_proj = family.module(block, family.value), family.module(block, family.out_proj)
+    ffn_in = tuple(family.module(block, path) for path in family.ffn_in)
+    # Conv1D weight is (in, out): in = n_heads * hd; its fused output is [q | k | v].
+    attn_width = out_proj.weight.shape[0] if family.conv1d else out_proj.in_features
+    offset = 2 * attn_width if family.conv1d else 0
+    value_width = value.out_features if family.gqa else attn_width
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return _LayerSites(value, offset, out_proj, ffn_in, head_dim, attn_width // head_dim,
                        value_width // head_dim)
 

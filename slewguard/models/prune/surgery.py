@@ -1,7 +1,8 @@
 """Structural surgery: remove layers, attention heads, KV groups and FFN channels in place.
 
-One ``Surgeon`` per architecture family, registered under its ``config.model_type`` in
-``SURGEONS``; a new family is a new class and one registry line. Every cut slices the
+The ``Surgeon`` base here does the cuts; each family's file in ``slewguard.models.families``
+subclasses it to name its modules and registers it in its ``Family``, which ``surgeon_for``
+finds by ``config.model_type``. Every cut slices the
 weights of the affected projections (nothing is masked) and keeps ``model.config`` in sync:
 the dense reference widths stay in the usual fields (``num_attention_heads``,
 ``num_key_value_heads``, ``intermediate_size``/``n_inner``) and the per-layer widths after
@@ -258,133 +259,19 @@ class Surgeon:
         config.slewguard_layer_intermediate = [self.ffn_channels(model, i) for i in range(n)]
 
 
-class BertSurgeon(Surgeon):
-    family = "bert"
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return model.base_model.encoder.layer
-
-    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
-        block = self.layers(model)[layer]
-        attn = block.attention.self
-        return {"q": attn.query, "k": attn.key, "v": attn.value, "o": block.attention.output.dense,
-                "ffn_in": block.intermediate.dense, "ffn_out": block.output.dense,
-                "layer": block, "attention": attn}
-
-    def head_dim(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].attention.self.attention_head_size
-
-    def attention_units(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].attention.self.num_attention_heads
-
-    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
-        attn = self.layers(model)[layer].attention.self
-        attn.num_attention_heads = n_heads
-        attn.all_head_size = n_heads * attn.attention_head_size
-
-
-class GPT2Surgeon(Surgeon):
-    family = "gpt2"
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return model.transformer.h
-
-    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
-        block = self.layers(model)[layer]
-        # q, k and v live in one fused Conv1D: output columns [q | k | v], each heads*hd wide
-        return {"q": block.attn.c_attn, "k": block.attn.c_attn, "v": block.attn.c_attn,
-                "o": block.attn.c_proj, "ffn_in": block.mlp.c_fc, "ffn_out": block.mlp.c_proj,
-                "layer": block, "attention": block.attn}
-
-    def projections(self, model: nn.Module, layer: int, attr: str = "weight"
-                    ) -> dict[str, torch.Tensor | None]:
-        views = super().projections(model, layer, attr)
-        fused = views["q"]
-        if fused is not None:
-            split = self.layers(model)[layer].attn.split_size
-            views["q"], views["k"], views["v"] = fused.split(split, dim=0)
-        return views
-
-    def head_dim(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].attn.head_dim
-
-    def attention_units(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].attn.num_heads
-
-    def _slice_qkv(self, model: nn.Module, layer: int, q_rows: torch.Tensor,
-                   kv_rows: torch.Tensor) -> None:
-        split = self.layers(model)[layer].attn.split_size
-        index = torch.cat([q_rows, kv_rows + split, kv_rows + 2 * split])
-        slice_projection(self.modules(model, layer)["q"], index, "out")
-
-    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
-        attn = self.layers(model)[layer].attn
-        attn.num_heads = n_heads
-        attn.split_size = n_heads * attn.head_dim
-
-    def remove_layers(self, model: nn.Module, layers: Sequence[int]) -> None:
-        if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
-            raise ValueError("config.scale_attn_by_inverse_layer_idx=True scales attention by the "
-                             "layer index, so removing layers would change later layers after a "
-                             "reload: prune heads/channels only, or retrain with it off")
-        super().remove_layers(model, layers)
-
-
-class LlamaSurgeon(Surgeon):
-    """Llama-style decoders: GQA attention (q/k/v/o_proj) and a gated FFN (gate/up/down_proj)."""
-
-    family = "llama"
-    gqa = True
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return model.model.layers
-
-    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
-        block = self.layers(model)[layer]
-        attn, mlp = block.self_attn, block.mlp
-        return {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj, "o": attn.o_proj,
-                "ffn_in": mlp.up_proj, "ffn_gate": mlp.gate_proj, "ffn_out": mlp.down_proj,
-                "layer": block, "attention": attn}
-
-    def head_dim(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].self_attn.head_dim
-
-    def attention_units(self, model: nn.Module, layer: int) -> int:
-        attn = self.layers(model)[layer].self_attn
-        return attn.q_proj.out_features // attn.head_dim
-
-    def kv_groups(self, model: nn.Module, layer: int) -> int:
-        attn = self.layers(model)[layer].self_attn
-        return attn.k_proj.out_features // attn.head_dim
-
-    def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
-        self.layers(model)[layer].self_attn.num_key_value_groups = n_heads // n_kv
-
-    def _set_ffn(self, model: nn.Module, layer: int, channels: int) -> None:
-        self.layers(model)[layer].mlp.intermediate_size = channels
-
-
-class Qwen2Surgeon(LlamaSurgeon):
-    """Qwen2: Llama layout with q/k/v biases (sliced with the rows) and per-layer layer_types."""
-
-    family = "qwen2"
-
-
-SURGEONS: dict[str, type[Surgeon]] = {
-    cls.family: cls for cls in (BertSurgeon, GPT2Surgeon, LlamaSurgeon, Qwen2Surgeon)
-}
-SUPPORTED_FAMILIES: tuple[str, ...] = tuple(SURGEONS)
-
-
 def surgeon_for(model: nn.Module) -> Surgeon:
-    """The surgeon for a model's family (``config.model_type``).
+    """The surgeon for a model's family (``config.model_type``), from ``slewguard.models.families``.
 
     Example:
         >>> surgeon_for(model).num_layers(model)   # doctest: +SKIP
         6
     """
+    # Imported here: the family files import Surgeon from this module.
+    from slewguard.models.families import FAMILIES
+
     family = family_of(model.config)
-    if family not in SURGEONS:
+    if family not in FAMILIES:
         raise ValueError(f"model.config.model_type={family!r} has no surgeon; supported: "
-                         f"{', '.join(SUPPORTED_FAMILIES)} (register a Surgeon class in SURGEONS)")
-    return SURGEONS[family]()
+                         f"{', '.join(FAMILIES)} (add a family file with its Surgeon in "
+                         "slewguard/models/families)")
+    return FAMILIES[family].surgeon()

@@ -41,13 +41,13 @@ def test_recover_trains_adapters_and_head_only_then_merges(family: str) -> None:
 def test_merged_logits_equal_peft_model_logits(family: str) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from slewguard.models.prune.recovery import HEAD_MODULES
+    from slewguard.models.families import FAMILIES
     from slewguard.models.train import fit
 
     batches = toy_batches(n_batches=2)
     model = tiny_model(family, layers=3)
     config = LoraConfig(r=4, lora_alpha=16, target_modules=lora_target_modules(model),
-                        modules_to_save=list(HEAD_MODULES[family]),
+                        modules_to_save=list(FAMILIES[family].head),
                         fan_in_fan_out=family == "gpt2")
     peft_model = get_peft_model(model, config)
     fit(peft_model, batches, epochs=2, lr=1e-2, show_progress=False)
