@@ -73,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--runtime", choices=("onnx", "torch"),
                          help="model runtime (default: onnx where the model has model.onnx and "
                               "runs on the CPU, else torch); onnx imports no torch")
-    predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here")
+    predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here, "
+                         "and beside it (<name>_spectra.png) the envelope spectrum of one "
+                         "window per class with the model's verdict")
     predict.set_defaults(func=run_predict)
 
     from slewguard.models import onnx_export
@@ -214,8 +216,28 @@ def run_predict(args: argparse.Namespace) -> int:
                    f"({clf.runtime} runtime)")
     if args.plot:
         plot_training([], result["confusion"], clf.classes, args.plot)
-        Console().print(f"confusion matrix written to {args.plot}", highlight=False)
+        Console().print(f"confusion matrix written to {args.plot}", highlight=False,
+                        soft_wrap=True)
+        spectra = plot_spectra(ws, clf.predict(texts), args.plot)
+        Console().print(f"envelope spectra written to {spectra}", highlight=False,
+                        soft_wrap=True)
     return 0
+
+
+def plot_spectra(ws, predicted: list[str], path: Path) -> Path:
+    """The daemon's envelope-spectrum picture (``signal.envelope_plot``) of the first window of
+    each class in ``ws``, the model's verdict on each in the heading; written beside ``path``
+    as ``<stem>_spectra.png``."""
+    from slewguard.signal import envelope_plot
+
+    first = {str(label): i for i, label in reversed(list(enumerate(ws.labels)))}
+    shown = sorted(first.values())
+    panels = [envelope_plot.measure(ws.windows[i], ws.sample_rate_hz, str(ws.bearings()[i]),
+                                    float(ws.rpm[i]), str(ws.labels[i])) for i in shown]
+    verdicts = "; ".join(f"{ws.labels[i]}: model says {predicted[i]}" for i in shown)
+    out = path.with_name(f"{path.stem}_spectra.png")
+    envelope_plot.plot(panels, out, f"One window per class, as the daemon measures it\n{verdicts}")
+    return out
 
 
 def show_confusion(confusion: list[list[int]], classes: list[str], title: str) -> None:

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import matplotlib.image
 import pytest
 
 from slewguard.cli import build_parser
@@ -92,3 +93,8 @@ def test_train_then_predict_from_the_command_line(dataset_dir, tmp_path):
     assert f"test accuracy {card['metrics']['accuracy']['test']:.2%}" in out.stdout
     assert (tmp_path / "confusion.png").is_file()
     assert f"written to {tmp_path / 'confusion.png'}" in " ".join(out.stdout.split())
+    # and the daemon's envelope-spectrum picture of one window per class, with the verdicts
+    spectra = tmp_path / "confusion_spectra.png"
+    assert f"envelope spectra written to {spectra}" in " ".join(out.stdout.split())
+    pixels = matplotlib.image.imread(spectra)
+    assert pixels.shape[0] > 400 and pixels.std() > 0.05  # two panels, not a blank canvas
