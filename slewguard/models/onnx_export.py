@@ -89,18 +89,25 @@ def write_graph(model: Any, sample: dict, names: list[str], file: Path,
 
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     args = tuple(sample[name] for name in names)
-    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
-    levels = [logger.level for logger in quiet]
+    # progress notes at INFO, and "torchvision is not installed. Skipping torchvision::nms"
+    # (four of them, about ops no model here uses) from the exporter's op registry
+    quiet = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING,
+             "torch.onnx": logging.WARNING,
+             "torch.onnx._internal.exporter._registration": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in quiet}
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # axis-rename notes; the parity check is the judge
-        for logger in quiet:
-            logger.setLevel(logging.WARNING)
-        torch.onnx.export(
-            _logits_module(model, names), args, str(file), input_names=graph_names or names,
-            output_names=["logits"], dynamo=True, opset_version=OPSET, external_data=False,
-            dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),), verbose=False)
-        for logger, level in zip(quiet, levels, strict=True):
-            logger.setLevel(level)
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
+        try:
+            torch.onnx.export(
+                _logits_module(model, names), args, str(file),
+                input_names=graph_names or names, output_names=["logits"], dynamo=True,
+                opset_version=OPSET, external_data=False,
+                dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),), verbose=False)
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def parity(torch_clf: Any, onnx_clf: Any, texts: Sequence[str]) -> dict:

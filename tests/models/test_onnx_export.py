@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -100,3 +101,12 @@ def test_shipped_models_carry_their_checked_graph(name):
     assert (folder / "model.onnx").stat().st_size == card["onnx"]["bytes"] < 10 * 1024 * 1024
     assert card["onnx"]["max_abs_logit_diff"] <= onnx_export.MAX_LOGIT_DIFF
     assert card["onnx"]["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_the_export_does_not_log_about_ops_no_model_uses(tmp_path, caplog):
+    path = saved_tiny("tiny-bert", tmp_path / "m")
+    with caplog.at_level(logging.INFO):
+        assert main(["export", str(path)]) == 0
+    assert not [r.getMessage() for r in caplog.records if "torchvision" in r.getMessage()]
+    assert logging.getLogger("torch.onnx._internal.exporter._registration").level == \
+        logging.NOTSET  # put back as it was
