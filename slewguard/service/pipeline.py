@@ -406,39 +406,39 @@ class Pipeline:
 
     def _featurise(self, items: list[_Item]) -> tuple[list[dict], list[str], list[_Item],
                                                       np.ndarray]:
+        started = time.perf_counter()
+        if self.evidence is not None and items:
+            self._evidence(items)
+        found = self._evidence_rows(items) if self.reads_evidence else self._feature_rows(items)
+        rows = [row for _, row, _ in found]
+        texts = [self.template.textify(row) for row in rows]
+        kept = [item for item, _, _ in found]
+        if items:
+            self.metrics.stage_seconds.labels(stage="features").observe(
+                time.perf_counter() - started)
+        values = np.stack([vector for _, _, vector in found]) if found else np.zeros(
+            (0, 0), np.float32)
+        return rows, texts, kept, values
+
+    def _evidence_rows(self, items: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
+        """A t3 model's input: each window's evidence row, no features to compute."""
+        found = []
+        for item in items:
+            if item.evidence is None:
+                self._reject(item.inbound, "evidence", "the evidence stage could not read the "
+                             f"window from {item.inbound.topic}")
+                continue
+            row = item.evidence.fields
+            found.append((item, row, np.fromiter(row.values(), np.float32, len(row))))
+        return found
+
+    def _feature_rows(self, items: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
+        """A t1 model's input: features of each group of like windows, in one call per group."""
         groups: dict[tuple, list[_Item]] = defaultdict(list)
         for item in items:
             w = item.window
             groups[(item.place.geometry, w.sample_rate_hz, w.samples.size)].append(item)
-        rows: list[dict] = []
-        texts: list[str] = []
-        kept: list[_Item] = []
-        values: list[np.ndarray] = []
-        started = time.perf_counter()
-        if self.evidence is not None and items:
-            self._evidence(items)
-        if self.reads_evidence:  # a t3 model: the evidence is its input, no features to compute
-            for item in items:
-                if item.evidence is None:
-                    self._reject(item.inbound, "evidence", "the evidence stage could not read "
-                                 f"the window from {item.inbound.topic}")
-                    continue
-                row = item.evidence.fields
-                rows.append(row)
-                texts.append(self.template.textify(row))
-                kept.append(item)
-                values.append(np.fromiter(row.values(), np.float32, len(row)))
-            groups = {}
-        for group in groups.values():
-            for item, row, vector in self._extract(group):
-                rows.append(row)
-                texts.append(textify.textify(row))
-                kept.append(item)
-                values.append(vector)
-        if items:
-            self.metrics.stage_seconds.labels(stage="features").observe(
-                time.perf_counter() - started)
-        return rows, texts, kept, np.stack(values) if values else np.zeros((0, 0), np.float32)
+        return [found for group in groups.values() for found in self._extract(group)]
 
     def _evidence(self, items: list[_Item]) -> None:
         """The evidence stage: each window's own evidence on the worker pool (FFTs release the
