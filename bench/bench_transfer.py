@@ -48,6 +48,8 @@ from slewguard.models.build_evidence import (
     evidence_table,
     held_recordings,
     sim_sets,
+    texts_of,
+    to_texts,
     uestc_sets,
 )
 from slewguard.signal.rule import verdicts
@@ -117,14 +119,6 @@ def fit_trust(X: np.ndarray, recording: np.ndarray, seed: int):
         TRUST_INPUTS, Z[:, [INPUTS.index(n) for n in TRUST_INPUTS]]))
 
 
-def texts_of(X: np.ndarray) -> list[str]:
-    """The t3 texts (``signal.textify_evidence``) of evidence rows in INPUTS order."""
-    from slewguard.signal.textify_evidence import textify
-
-    return [textify(dict(zip(INPUTS, map(float, x), strict=True)) | {"has_baseline": 1.0})
-            for x in X]
-
-
 def lm_predictions(train: EvidenceTable, tests: dict[str, np.ndarray], seed: int,
                    quick: bool) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """A language model on the t3 texts, built as the shipped models are (``models.default``
@@ -138,7 +132,7 @@ def lm_predictions(train: EvidenceTable, tests: dict[str, np.ndarray], seed: int
 
     import torch
 
-    from slewguard.models.build_data import BuildData, Texts
+    from slewguard.models.build_data import BuildData
     from slewguard.models.default import BuildConfig, prune, train_dense, trimmed_backbone
     from slewguard.models.prune import measure
 
@@ -146,12 +140,8 @@ def lm_predictions(train: EvidenceTable, tests: dict[str, np.ndarray], seed: int
     config = BuildConfig.for_mode(quick, seed=seed, show_progress=False, template="t3")
     torch.set_num_threads(config.threads)
     held = held_recordings(train, config.calib_fraction, seed + 1)
-    texts = np.array(texts_of(train.X))
-
-    def part(mask: np.ndarray, name: str) -> Texts:
-        return Texts(name, texts[mask].tolist(), train.y[mask].tolist(),
-                     np.zeros((int(mask.sum()), 0), np.float32))
-    data = BuildData(train=part(~held, "train"), calib=part(held, "calib"), tests=[])
+    data = BuildData(train=to_texts(train.take(~held), "train"),
+                     calib=to_texts(train.take(held), "calib"), tests=[])
     with tempfile.TemporaryDirectory(prefix="slewguard-t3-") as workdir:
         source, _ = trimmed_backbone(config, data, Path(workdir))
         dense, _ = train_dense(config, data, source)

@@ -51,8 +51,7 @@ class EvidenceTable:
 
     def rows(self) -> list[dict[str, float]]:
         """Each row as the dict ``textify_evidence.textify`` reads (baseline present)."""
-        return [dict(zip(INPUTS, map(float, x), strict=True)) | {"has_baseline": 1.0}
-                for x in self.X]
+        return rows_of(self.X)
 
     def take(self, mask: np.ndarray) -> EvidenceTable:
         """The rows where ``mask`` is true."""
@@ -64,6 +63,19 @@ class EvidenceTable:
         """The rows of every part, in order."""
         return EvidenceTable(*(np.concatenate([getattr(p, k) for p in parts]) for k in
                                ("X", "y", "recording", "group", "domain")))
+
+
+def rows_of(X: np.ndarray) -> list[dict[str, float]]:
+    """Evidence rows in INPUTS order as the dicts ``textify_evidence.textify`` reads (every
+    scored window has its baseline: commissioning windows are never scored)."""
+    return [dict(zip(INPUTS, map(float, x), strict=True)) | {"has_baseline": 1.0} for x in X]
+
+
+def texts_of(X: np.ndarray) -> list[str]:
+    """The t3 texts of evidence rows in INPUTS order."""
+    from slewguard.signal.textify_evidence import textify
+
+    return [textify(row) for row in rows_of(X)]
 
 
 def cwru_sets(root=None) -> list[WindowSet]:
@@ -166,13 +178,14 @@ TRUST_INPUTS = ("bpfo_h1_db", "bpfi_h1_db", "bsf2_h1_db", "rms_rel_db", "kurtosi
 TEST_FRACTION = 0.25  # of each real rig's recordings per class, for the card's test splits
 
 
-def _texts(table: EvidenceTable, name: str, note: str = ""):
+def to_texts(table: EvidenceTable, name: str, note: str = ""):
+    """``table`` as a build split (``build_data.Texts``): t3 texts, labels and the
+    TRUST_INPUTS columns as its features."""
     from slewguard.models.build_data import Texts
-    from slewguard.signal.textify_evidence import textify
 
     cols = [INPUTS.index(n) for n in TRUST_INPUTS]
-    return Texts(name, [textify(r) for r in table.rows()], table.y.tolist(),
-                 table.X[:, cols].astype(np.float32), note)
+    return Texts(name, texts_of(table.X), table.y.tolist(), table.X[:, cols].astype(np.float32),
+                 note)
 
 
 def build_data(config, log):
@@ -201,7 +214,7 @@ def build_data(config, log):
                 f"{per_class} windows per class each, seed {100 + config.seed}; test: other "
                 f"machines, seed {200 + config.seed}")
     domains = [("simulated", sim, None, sim_note)]
-    tests = [_texts(sim_test, "test-sim", sim_note)]
+    tests = [to_texts(sim_test, "test-sim", sim_note)]
     notes = []
     for name, loader, root in (("cwru", cwru_sets, config.cwru_root),
                                ("uestc", uestc_sets, config.uestc_root)):
@@ -215,13 +228,13 @@ def build_data(config, log):
         note = (f"{name}: every recording of the four classes, split by recording: "
                 f"{len(np.unique(table.recording[test]))} recordings to test-{name}")
         domains.append((name, table.take(~test), table.take(test), note))
-        tests.append(_texts(table.take(test), f"test-{name}", note))
+        tests.append(to_texts(table.take(test), f"test-{name}", note))
     parts = {"train": [], "calib": []}
     sources = []
     for name, table, test, note in domains:
         held = held_recordings(table, config.calib_fraction, config.seed + 1)
-        parts["train"].append(_texts(table.take(~held), f"{name} train"))
-        parts["calib"].append(_texts(table.take(held), f"{name} held-out"))
+        parts["train"].append(to_texts(table.take(~held), f"{name} train"))
+        parts["calib"].append(to_texts(table.take(held), f"{name} held-out"))
         sources.append({"path": name, "name": name, "note": f"{note}. Held out of train "
                         f"(validation, temperature, OOD): {int(held.sum())}.",
                         "n_train": int((~held).sum()),
@@ -229,7 +242,8 @@ def build_data(config, log):
                         "provenance": {"domain": name, "recordings": int(len(np.unique(
                             table.recording)))}})
     return BuildData(concat_texts("train", parts["train"]),
-                     concat_texts("calib", parts["calib"]), tests, sources, notes)
+                     concat_texts("calib", parts["calib"]), tests, sources, notes,
+                     feature_names=TRUST_INPUTS)
 
 
 def window_texts(ws: WindowSet, speed_uncertainty: float = 0.0) -> list[str]:

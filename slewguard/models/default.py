@@ -144,9 +144,7 @@ def data_of(config: BuildConfig, log: Any) -> BuildData:
     if config.template == "t3":
         from slewguard.models import build_evidence
 
-        data = build_evidence.build_data(config, log)
-        data.feature_names = build_evidence.TRUST_INPUTS
-        return data
+        return build_evidence.build_data(config, log)
     return build_data(config, log)
 
 
