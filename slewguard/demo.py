@@ -103,12 +103,13 @@ def commissioning_baseline(args: argparse.Namespace):
 def model_template(args: argparse.Namespace) -> str:
     """The text template of the model the demo runs (``--model``, else the shipped default;
     the tiny fallback model reads t1)."""
+    from slewguard.models import card as model_card
     from slewguard.models.shipped import shipped_model_dir
     from slewguard.signal.textify import TEMPLATE_VERSION
 
     for folder in (args.model, shipped_model_dir()):
         if folder is not None and (Path(folder) / "card.json").is_file():
-            return str(json.loads((Path(folder) / "card.json").read_text())["template_version"])
+            return model_card.read(Path(folder)).template_version
     return TEMPLATE_VERSION
 
 

@@ -73,6 +73,21 @@ def tiny_classifier(seed: int = 0):
                            textify.TEMPLATE_VERSION, card)
 
 
+class ThreadsSeen:
+    """The real tiny model, noting the thread and torch's thread count of each predict call."""
+
+    def __init__(self, model) -> None:
+        self.model, self.classes, self.card, self.seen = model, model.classes, model.card, []
+
+    def predict_proba(self, texts):
+        import threading
+
+        import torch
+
+        self.seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return self.model.predict_proba(texts)
+
+
 @pytest.fixture(scope="session")
 def classifier():
     """One tiny classifier shared by the session (read-only use)."""

@@ -16,6 +16,7 @@ from slewguard.service.app import App
 from slewguard.service.config import config_from_dict
 from slewguard.service.publisher import Fleet, FleetSpec
 from tests.service import services
+from tests.service.conftest import ThreadsSeen
 from tests.service.services import http_get as get
 from tests.service.services import wait_until
 from tests.service.vm import (
@@ -418,21 +419,6 @@ def test_json_log_records_are_one_object_per_line():
     doc = json.loads(JsonFormatter().format(record))
     assert doc["level"] == "WARNING" and doc["message"] == "outbox holds 3 results"
     assert doc["logger"] == "slewguard.service.app"
-
-
-class ThreadsSeen:
-    """The real tiny model, noting the thread and torch's thread count of each predict call."""
-
-    def __init__(self, model) -> None:
-        self.model, self.classes, self.card, self.seen = model, model.classes, model.card, []
-
-    def predict_proba(self, texts):
-        import threading
-
-        import torch
-
-        self.seen.append((threading.current_thread().name, torch.get_num_threads()))
-        return self.model.predict_proba(texts)
 
 
 @pytest.mark.services

@@ -17,6 +17,7 @@ from slewguard.service.pipeline import Pipeline, PipelineSettings
 from slewguard.service.placement import SensorMap
 from slewguard.service.publisher import Fleet, FleetSpec
 from tests.service import services
+from tests.service.conftest import ThreadsSeen
 
 START_NS = 1_700_000_000_000_000_000
 FAST = dict(bearing="cwru-6205", rpm=1797.0, sample_rate_hz=12000.0, window_seconds=0.25,
@@ -311,19 +312,6 @@ def test_the_dead_letter_of_an_oversize_message_keeps_only_its_head():
     whole = json.loads(dead_letter_envelope(big, "checksum", "x", max_payload_bytes=25_600))
     assert not whole["payload_truncated"]
     assert base64.b64decode(whole["payload_b64"]) == big.payload
-
-
-class ThreadsSeen:
-    """The real tiny model, noting the thread and torch's thread count of each predict call."""
-
-    def __init__(self, model) -> None:
-        self.model, self.classes, self.card, self.seen = model, model.classes, model.card, []
-
-    def predict_proba(self, texts):
-        import torch
-
-        self.seen.append((threading.current_thread().name, torch.get_num_threads()))
-        return self.model.predict_proba(texts)
 
 
 def test_model_torch_threads_of_the_config_is_the_inference_threads_count(tmp_path, classifier):

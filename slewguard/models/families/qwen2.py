@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
 from slewguard.models.families import Family, register, sizes
-from slewguard.models.families.llama import LAYOUT, LlamaSurgeon
+from slewguard.models.families.llama import LAYOUT, LLAMA, LlamaSurgeon
 
 
 class Qwen2Surgeon(LlamaSurgeon):
@@ -19,8 +19,7 @@ QWEN2 = register(Family(
     config_class=Qwen2Config,
     model_class=Qwen2ForSequenceClassification,
     surgeon=Qwen2Surgeon,
-    tiny_sizes=sizes(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                     num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256),
+    tiny_sizes=LLAMA.tiny_sizes,
     scratch_sizes=sizes(num_hidden_layers=12, hidden_size=512, num_attention_heads=8,
                         num_key_value_heads=2, intermediate_size=1536, max_position_embeddings=512),
     **LAYOUT,
