@@ -36,8 +36,8 @@ class SinkHealth:
     WARNING, a reminder every ``remind_s`` while it stays down, its recovery at INFO.
 
     ``pending()`` gives the backlog for the lines; ``clock`` is in seconds; ``logger`` is the
-    caller's (default: this module's). A subclass changes the wording through the four
-    templates, keeping their arguments.
+    caller's (default: the class's ``LOG``). A subclass changes the wording through the four
+    templates, keeping their arguments, and may name its own ``LOG``.
 
     Example:
         >>> t = [0.0]
@@ -63,10 +63,12 @@ class SinkHealth:
     RECOVERED = ("sink %s recovered after %.0f s (failed writes: %d); %d results delivered, "
                  "%d more wait in the outbox")
 
+    LOG = log
+
     def __init__(self, name: str, clock: Callable[[], float], pending: Callable[[], int],
                  remind_s: float = OUTAGE_REMIND_S, logger: logging.Logger | None = None) -> None:
         self.name, self.clock, self.pending, self.remind_s = name, clock, pending, remind_s
-        self.log = logger or log
+        self.log = logger or self.LOG
         self.down_since: float | None = None
         self.attempts = 0  # failed writes in this outage
         self._seen: set[str] = set()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from slewguard.service.config import WebhookConfig
 from slewguard.service.redact import redact_url, redact_urls
-from slewguard.service.sinks.health import OUTAGE_REMIND_S, SinkHealth
+from slewguard.service.sinks.health import SinkHealth
 from slewguard.service.sinks.template import (
     DEFAULT_LIMITS,
     TemplateLimits,
@@ -243,10 +243,7 @@ class WebhookHealth(SinkHealth):
               "last error: %s")
     RECOVERED = ("webhook %s recovered after %.0f s (failed attempts: %d); events delivered: "
                  "%d, still queued: %d")
-
-    def __init__(self, name: str, clock: Callable[[], float], pending: Callable[[], int],
-                 remind_s: float = OUTAGE_REMIND_S) -> None:
-        super().__init__(name, clock, pending, remind_s, logger=log)
+    LOG = log
 
 
 class WebhookDelivery:
