@@ -230,8 +230,9 @@ def plot_spectra(ws, predicted: list[str], path: Path) -> Path:
     as ``<stem>_spectra.png``."""
     from slewguard.signal import envelope_plot
 
-    first = {str(label): i for i, label in reversed(list(enumerate(ws.labels)))}
-    shown = sorted(first.values())
+    import numpy as np
+
+    shown = sorted(np.unique(ws.labels, return_index=True)[1])  # each class's first window
     panels = [envelope_plot.measure(ws.windows[i], ws.sample_rate_hz, str(ws.bearings()[i]),
                                     float(ws.rpm[i]), str(ws.labels[i])) for i in shown]
     verdicts = "; ".join(f"{ws.labels[i]}: model says {predicted[i]}" for i in shown)
