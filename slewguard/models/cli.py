@@ -228,9 +228,9 @@ def plot_spectra(ws, predicted: list[str], path: Path) -> Path:
     """The daemon's envelope-spectrum picture (``signal.envelope_plot``) of the first window of
     each class in ``ws``, the model's verdict on each in the heading; written beside ``path``
     as ``<stem>_spectra.png``."""
-    from slewguard.signal import envelope_plot
-
     import numpy as np
+
+    from slewguard.signal import envelope_plot
 
     shown = sorted(np.unique(ws.labels, return_index=True)[1])  # each class's first window
     panels = [envelope_plot.measure(ws.windows[i], ws.sample_rate_hz, str(ws.bearings()[i]),
