@@ -23,6 +23,10 @@ Run:
     .venv/bin/python bench/bench_service.py --model fast --model minilm --daemons 2
     .venv/bin/python bench/bench_service.py --model tiny-bert --window-seconds 2
     .venv/bin/python bench/bench_service.py --model default --runtime onnx --runtime torch
+    .venv/bin/python bench/bench_service.py --model default --python /tmp/base/venv/bin/python
+
+``--python`` runs the daemons under another interpreter, e.g. the base install that
+``bench/bench_install.py --keep /tmp/base`` leaves (no torch, no scipy), as an edge box runs it.
 """
 
 from __future__ import annotations
@@ -195,12 +199,13 @@ def features_of(model: Path) -> str:
 def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
                  shared: bool = False, max_batch: int = 16, signal_threads: int | None = None,
                  dtype: str = "float32", evidence: bool = True,
-                 runtime: str | None = None) -> tuple[subprocess.Popen, int]:
+                 runtime: str | None = None, python: str = sys.executable,
+                 ) -> tuple[subprocess.Popen, int]:
     """``slewguard serve`` number ``index`` (its files under work/d<index>); ``shared`` splits
     the sensors' topics with the other daemons through a shared subscription;
     ``signal_threads``, ``dtype``, ``evidence`` and ``runtime`` are the config's
     inference.signal_threads, model.dtype, evidence.enabled and model.runtime (None: the
-    config's default)."""
+    config's default); ``python`` the interpreter it runs under."""
     work = work / f"d{index}"
     work.mkdir(parents=True, exist_ok=True)
     http_port = services.free_port()
@@ -222,7 +227,7 @@ def start_daemon(work: Path, broker_port: int, model: Path, index: int = 0,
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     log = (work / "serve.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "slewguard.cli", "serve", "--config",
+    proc = subprocess.Popen([python, "-m", "slewguard.cli", "serve", "--config",
                              str(work / "config.yaml")], stdout=log, stderr=log)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -337,14 +342,18 @@ def main() -> None:
     parser.add_argument("--no-evidence", dest="evidence", action="store_false",
                         help="evidence.enabled false: the model alone, no evidence stage")
     parser.add_argument("--out", type=Path, default=ROOT / "out", help="directory for the PNGs")
+    parser.add_argument("--python", action="append",
+                        help="interpreter of the daemons; repeatable: every model runs under "
+                        "each (default: this one), e.g. a base install's venv/bin/python")
     args = parser.parse_args()
     if args.signal_threads is None and args.daemons > 1:
         args.signal_threads = 1
     rows = []
     for model in args.model or ["default", "minilm"]:
         for runtime in args.runtime or [None]:
-            with tempfile.TemporaryDirectory() as tmp:
-                rows.append(run(args, model, Path(tmp), runtime))
+            for python in args.python or [sys.executable]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    rows.append(run(args, model, Path(tmp), runtime, python))
     print("\n| model | features | windows/s | daemon CPU ms/window | p50 ms | p99 ms | "
           "overload peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
@@ -360,12 +369,13 @@ def main() -> None:
               "lower")
 
 
-def run(args: argparse.Namespace, model: str, work: Path, runtime: str | None = None) -> dict:
+def run(args: argparse.Namespace, model: str, work: Path, runtime: str | None = None,
+        python: str = sys.executable) -> dict:
     broker = services.start_mosquitto(work / "mosquitto", extra=["max_queued_messages 100000"])
     base_model = save_model(model, work / "model", args.features)
     daemons = [start_daemon(work, broker.port, work / "model", i, args.daemons > 1,
                             args.max_batch, args.signal_threads, args.dtype, args.evidence,
-                            runtime)
+                            runtime, python)
                for i in range(args.daemons)]
     pids = [proc.pid for proc, _ in daemons]
     windows = Windows(args.sample_rate_hz, args.window_seconds)
@@ -402,7 +412,7 @@ def run(args: argparse.Namespace, model: str, work: Path, runtime: str | None = 
           f"{args.window_seconds:g} s at {args.sample_rate_hz:g} Hz (cwru-6205, 1797 rpm), "
           f"{args.daemons} daemon process(es), signal threads "
           f"{args.signal_threads or 'one per core'}, model dtype {args.dtype}, runtime "
-          f"{runtime or 'the config default'}, "
+          f"{runtime or 'the config default'}, daemon interpreter {python}, "
           f"{os.cpu_count()} CPU cores")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (the 2 cores are shared)")
     print(f"sustained throughput: {rate:.2f} windows/s")
@@ -422,7 +432,8 @@ def run(args: argparse.Namespace, model: str, work: Path, runtime: str | None = 
     plot(lat, png, f"{model}, {args.window_seconds:g} s @ {args.sample_rate_hz:g} Hz, "
          f"{rate / 2:.2f} windows/s")
     print(f"wrote {png}")
-    return {"model": model + (f" ({runtime})" if runtime else ""),
+    venv = "" if python == sys.executable else f" [{Path(python).parents[1]}]"
+    return {"model": model + (f" ({runtime})" if runtime else "") + venv,
             "features": features_of(work / "model") + (" + evidence" if args.evidence else ""),
             "rate": rate,
             "p50_ms": np.percentile(lat, 50) * 1000,

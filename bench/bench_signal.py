@@ -5,15 +5,19 @@ Two window shapes (10 s at 25.6 kHz, 60 s at 5 kHz), a batch and a single window
 kurtogram tree and the one-STFT search, in the same run), the rig-invariant evidence
 (``evidence.extract``, with the rpm measured and with the speed fitted), and the checks the
 daemon runs before them (quality.check). Prints a markdown table; "x real time"
-is seconds of signal handled per second of wall time on one process.
+is seconds of signal handled per second of wall time on one process. ``--fft numpy scipy`` times
+the feature stages with each FFT library in the same run (the base install has numpy's only;
+slewguard/signal/fft.py).
 
     .venv/bin/python bench/bench_signal.py            # about 1-2 minutes on 2 shared cores
     .venv/bin/python bench/bench_signal.py --runs 7 --speed-profile oscillating
+    .venv/bin/python bench/bench_signal.py --fft numpy scipy --methods stft
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import statistics
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
-from slewguard.signal import evidence, quality
+from slewguard.signal import evidence, fft, quality
 from slewguard.signal.features import METHODS, extract
 from slewguard.signal.simulate import SimulationSpec, simulate
 
@@ -90,6 +94,20 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
     return cases
 
 
+def with_backend(cases: list[Case], name: str, label: bool) -> list[Case]:
+    """``cases`` run on FFT library ``name`` ("scipy" or "numpy"), labelled with it if asked."""
+    module = importlib.import_module("scipy.fft") if name == "scipy" else None
+
+    def pinned(run: Callable[[int], object]) -> Callable[[int], object]:
+        def call(seed: int) -> object:
+            fft.BACKEND = module
+            return run(seed)
+        return call
+
+    return [Case(f"{c.stage} [{name}]" if label else c.stage, c.spec, c.batch, pinned(c.run))
+            for c in cases]
+
+
 def time_case(case: Case, runs: int, advance: Callable[[], None]) -> Result:
     """One warm-up, then the median wall time of ``runs`` calls."""
     case.run(0)
@@ -113,10 +131,16 @@ def main() -> None:
     parser.add_argument(
         "--speed-profile", default="constant", choices=("constant", "oscillating", "stop_start")
     )
+    parser.add_argument("--fft", nargs="+", choices=("scipy", "numpy"), default=[fft.backend()],
+                        help="FFT libraries to time the feature stages with (default: the one "
+                        "installed, scipy's where both are)")
     args = parser.parse_args()
     if args.runs < 5:
         parser.error(f"--runs={args.runs}: use at least 5 so the median means something")
     cases = build_cases(args)
+    staged = [c for c in cases if c.stage != "simulate"]  # the simulator is scipy's either way
+    cases = [c for c in cases if c.stage == "simulate"] + [
+        c for name in args.fft for c in with_backend(staged, name, len(args.fft) > 1)]
     with Progress(transient=True) as progress:
         task = progress.add_task("timing", total=len(cases) * args.runs)
         results = []
@@ -127,7 +151,8 @@ def main() -> None:
     print(
         f"\nslewguard signal throughput: fault={args.fault}, speed_profile={args.speed_profile}, "
         f"median of {args.runs} runs; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {load}, numpy {np.__version__}\n"
+        f"{os.cpu_count()} CPUs, load average {load}, numpy {np.__version__}, "
+        f"FFT {' and '.join(args.fft)}\n"
     )
     print(
         "| stage | window | samples | batch | median ms per call | windows/s | ms per window "

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv and install slewguard with everything it runs on. Idempotent: re-running is cheap.
-# Usage: bash scripts/setup.sh [extras]   (extras default: llm,demo,baselines,training,plots,dev,docs)
+# Usage: bash scripts/setup.sh [extras]   (extras default: signal,llm,demo,baselines,training,plots,dev,docs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-llm,demo,baselines,training,plots,dev,docs}"
+extras="${1:-signal,llm,demo,baselines,training,plots,dev,docs}"
 py="${PYTHON:-python3}"
 if ! "$py" -c 'import venv, ensurepip' 2>/dev/null; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv python3-pip

@@ -1,14 +1,14 @@
 """Optional extras: which import needs which ``pip install 'slewguard[EXTRA]'``.
 
-The base package serves (``serve``, ``check-config``, ``predict --runtime onnx``, ``bearings``,
-``simulate --publish``, ``dataset``) with the shipped ONNX models; training, pruning, export and
-plots live in extras (pyproject.toml). A command that needs a missing extra stops with one line
-(``cli.main`` turns :class:`MissingExtraError` and a ``ModuleNotFoundError`` of a module below into
-it), not with a traceback.
+The base package serves (``serve``, ``check-config``, ``predict --runtime onnx``, ``bearings``)
+with the shipped ONNX models; simulation and the dataset loaders (scipy), training, pruning,
+export and plots live in extras (pyproject.toml). A command that needs a missing extra stops
+with one line (``cli.main`` turns :class:`MissingExtraError` and a ``ModuleNotFoundError`` of a
+module below into it), not with a traceback.
 
 Example:
-    >>> extra_for("torch.nn"), extra_for("matplotlib.pyplot"), extra_for("numpy")
-    ('training', 'plots', None)
+    >>> extra_for("torch.nn"), extra_for("scipy.signal"), extra_for("numpy")
+    ('training', 'signal', None)
     >>> message("train", "training")
     "slewguard train needs the training extra: pip install 'slewguard[training]'"
 """
@@ -19,6 +19,7 @@ import importlib.util
 
 # Top-level module -> the extra that installs it (pyproject.toml [project.optional-dependencies]).
 EXTRA_OF_MODULE = {
+    "scipy": "signal",
     "torch": "training",
     "transformers": "training",
     "peft": "training",
@@ -34,6 +35,7 @@ EXTRA_OF_MODULE = {
 }
 # What each extra must make importable, checked before a command starts its work.
 MODULES_OF_EXTRA = {
+    "signal": ("scipy",),
     "training": ("torch", "transformers", "peft", "safetensors"),
     "export": ("torch", "transformers", "onnx", "onnxscript"),  # part of the training extra
     "plots": ("matplotlib",),

@@ -45,6 +45,7 @@ from slewguard.service.outbox import Outbox
 from slewguard.service.pipeline import Pipeline, PipelineSettings, model_name
 from slewguard.service.placement import SensorMap
 from slewguard.service.preflight import StartError, bind_problem, start_problems
+from slewguard.signal import fft
 
 log = logging.getLogger(__name__)
 FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
@@ -189,8 +190,9 @@ class App:
             path = self.config.model.path
             # e.g. minilm-pruned-4x, or the shipped model's name
             self.model_label = Path(path).name if path else self.config.model.shipped
-            log.info("model %s runs on the %s runtime", self.model_label,
-                     getattr(self.classifier, "runtime", "torch"))
+            log.info("model %s runs on the %s runtime, the signal stages on %s's FFT",
+                     self.model_label, getattr(self.classifier, "runtime", "torch"),
+                     fft.backend())
         else:
             self.model_label = model_name(self.classifier)
         from slewguard.service.trust import apply_torch_threads

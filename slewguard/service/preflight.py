@@ -52,7 +52,7 @@ def start_problems(config: Any, model: bool = True) -> list[str]:
         []
     """
     problems = model_problems(config) if model else []
-    return problems + path_problems(config) + template_problems(config)
+    return problems + path_problems(config) + template_problems(config) + extra_problems(config)
 
 
 def model_problems(config: Any) -> list[str]:
@@ -91,6 +91,27 @@ def model_problems(config: Any) -> list[str]:
         return [f"{key}: {path} has a card but no {', '.join(missing)} (needed by the "
                 f"{runtime} runtime): save the model again, or copy the whole directory"]
     return []
+
+
+def extra_problems(config: Any) -> list[str]:
+    """Configured checks whose library the base install leaves out: the rpm-mismatch check of
+    ``sensors[i].order_lines`` zooms into the spectrum with scipy (the signal extra).
+
+    Example:
+        >>> from slewguard.service.config import config_from_dict
+        >>> cfg = config_from_dict({"site": "y", "sensors": [{"sensor_id": "s1",
+        ...     "bearing": "cwru-6205", "order_lines": [87]}]}, env={})
+        >>> problems = extra_problems(cfg)   # [] where scipy is installed
+        >>> problems == [] or problems[0].startswith("sensors[0].order_lines: [87.0] needs")
+        True
+    """
+    from slewguard.extras import available, message
+
+    if available("scipy"):
+        return []
+    return [f"sensors[{i}].order_lines: {list(s.order_lines)} needs scipy, which this install "
+            f"lacks: {message('serve', 'signal').split(': ', 1)[1]}, or remove order_lines"
+            for i, s in enumerate(config.sensors) if s.order_lines]
 
 
 def path_problems(config: Any) -> list[str]:

@@ -35,8 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import fft as sp_fft
 
+from slewguard.signal import fft
 from slewguard.signal.kinematics import BearingGeometry
 
 HARMONICS = 3
@@ -78,26 +78,26 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
     """
     x = np.asarray(x, np.float32)  # single precision FFTs: half the time, ample for dB
     n = x.size
-    spec = sp_fft.rfft(x - x.mean())
+    spec = fft.rfft(x - x.mean())
     mag = np.abs(spec)
     lo, hi = int(BAND_LOW_FRACTION * spec.size), int(BAND_HIGH_FRACTION * spec.size)
     # The envelope does not change when the band is shifted down to 0 Hz, and the shifted band
     # needs only as many samples as it has bins (plus the envelope lines read, so their
     # aliases stay above top_hz): 0.4 x n instead of n.
-    length = sp_fft.next_fast_len(hi - lo + int(top_hz * n / sample_rate_hz) + 16)
+    length = fft.next_fast_len(hi - lo + int(top_hz * n / sample_rate_hz) + 16)
     baseband = np.zeros(length, np.complex64)
     baseband[:hi - lo] = spec[lo:hi] / np.maximum(mag[lo:hi], np.float32(1e-30))
-    a = sp_fft.ifft(baseband)
+    a = fft.ifft(baseband)
     env = a.real**2 + a.imag**2
     # Only the envelope's low end is read: cut its spectrum above 2 x top_hz and go back to a
     # short signal, so the zero-padded FFT runs on a few thousand samples, not PAD x n.
-    full = sp_fft.rfft(env - env.mean())
-    m = sp_fft.next_fast_len(2 * int(2 * top_hz * n / sample_rate_hz) + 32, real=True) // 2 + 1
+    full = fft.rfft(env - env.mean())
+    m = fft.next_fast_len(2 * int(2 * top_hz * n / sample_rate_hz) + 32, real=True) // 2 + 1
     m = min(m, full.size)  # (a smooth 2 (m - 1): the padded FFT below stays fast)
-    short = sp_fft.irfft(full[:m], 2 * (m - 1)) if m < full.size else env - env.mean()
+    short = fft.irfft(full[:m], 2 * (m - 1)) if m < full.size else env - env.mean()
     df = sample_rate_hz / (PAD * n)
     keep = min(int(top_hz / df) + 2, PAD * short.size // 2)
-    amp = np.abs(sp_fft.rfft(short * np.hanning(short.size), PAD * short.size)[:keep])
+    amp = np.abs(fft.rfft(short * np.hanning(short.size), PAD * short.size)[:keep])
     return EnvelopeSpectrum(amp, df, env)
 
 

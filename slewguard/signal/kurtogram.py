@@ -23,9 +23,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import fft as sp_fft
 
-from slewguard.signal import numeric
+from slewguard.signal import fft, numeric
 from slewguard.signal.band_search import (
     N_ENERGY_BANDS,
     BandColumns,
@@ -81,8 +80,8 @@ def envelope_power(bands: np.ndarray, n_low: int) -> EnvelopePower:
         (3, 54)
     """
     w = bands.shape[-1]
-    n_env = sp_fft.next_fast_len(max(w + n_low + 1, 2 * n_low + 2))
-    z = sp_fft.ifft(bands, n=n_env, axis=-1, workers=-1)
+    n_env = fft.next_fast_len(max(w + n_low + 1, 2 * n_low + 2))
+    z = fft.ifft(bands, n=n_env, axis=-1, workers=-1)
     return EnvelopePower(z.real**2 + z.imag**2, n_env)
 
 
@@ -107,7 +106,7 @@ def envelope_bins(bands: np.ndarray, n_low: int) -> EnvelopeBins:
         (2, 6)
     """
     power, n_env = envelope_power(bands, n_low)
-    low = sp_fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env
+    low = fft.rfft(power, axis=-1, workers=-1)[..., : n_low + 1] * n_env
     return EnvelopeBins(low, spectral_kurtosis(power))
 
 
@@ -257,7 +256,7 @@ class TreeSearch:
                orders: dict[str, float], sample_rate_hz: float) -> BandColumns:
         """See ``band_search.BandSearch``: one real FFT of the batch, then one window per core."""
         n = windows.shape[1]
-        raw = sp_fft.rfft(windows, axis=1, workers=-1)
+        raw = fft.rfft(windows, axis=1, workers=-1)
         white = whiten(raw)
         n_bins = white.shape[1] - 1
 

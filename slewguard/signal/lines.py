@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
 
+from slewguard.signal import fft
 from slewguard.signal.numeric import median
 
 LINES = ("ftf", "bpfo", "bpfi", "bsf2")
@@ -93,12 +93,12 @@ class Frame:
         interpolation); order tracking resamples to uniform shaft angle first.
         """
         n_out = self._axis_len(pad)
-        n_env = sp_fft.next_fast_len((2 if self.revs_at is None else 8) * low.shape[1], real=True)
+        n_env = fft.next_fast_len((2 if self.revs_at is None else 8) * low.shape[1], real=True)
         low = np.concatenate([np.zeros_like(low[:, :1]), low[:, 1:]], axis=1)  # mean removed
-        env = sp_fft.irfft(low, n=n_env, axis=1, workers=-1)
+        env = fft.irfft(low, n=n_env, axis=1, workers=-1)
         window = _hann(n_env)
         if self.revs_at is None:  # n_fft = pad x n_env: bin k is k / (pad x duration) Hz
-            amp = np.abs(sp_fft.rfft(env * window, n=pad * n_env, axis=1, workers=-1))
+            amp = np.abs(fft.rfft(env * window, n=pad * n_env, axis=1, workers=-1))
             return amp[:, :n_out] * (2 / window.sum())
         # computed order tracking: resample to uniform shaft angle
         spacing = self.duration_s / n_env
@@ -107,8 +107,8 @@ class Frame:
         grid = np.linspace(0.0, at_env[-1], n_env)
         env = _rows_at(env, np.interp(grid, at_env, np.arange(n_env)))
         env = env - env.mean(axis=1, keepdims=True)
-        n_fft = sp_fft.next_fast_len(pad * n_env, real=True)
-        amp = np.abs(sp_fft.rfft(env * window, n=n_fft, axis=1, workers=-1)) * 2 / window.sum()
+        n_fft = fft.next_fast_len(pad * n_env, real=True)
+        amp = np.abs(fft.rfft(env * window, n=n_fft, axis=1, workers=-1)) * 2 / window.sum()
         own_step = 1.0 / (n_fft * grid[1])  # orders per FFT bin
         return _rows_at(amp, np.minimum(self.axis(pad) / own_step, amp.shape[1] - 1))
 

@@ -29,9 +29,8 @@ from __future__ import annotations
 from functools import cache, lru_cache
 
 import numpy as np
-from scipy import fft as sp_fft
 
-from slewguard.signal import numeric
+from slewguard.signal import fft, numeric
 from slewguard.signal.band_search import (
     N_ENERGY_BANDS,
     BandColumns,
@@ -89,7 +88,7 @@ def stft_energy(x: np.ndarray, frame: int) -> np.ndarray:
     blocks.reshape(-1)[hop : hop + len(x)] = x
     frames = blocks.reshape(-1)[: (n_blocks + 1) * hop + hop]
     frames = np.lib.stride_tricks.sliding_window_view(frames, frame)[::hop]
-    spec = sp_fft.rfft(frames * np.hanning(frame).astype(x.dtype), axis=1)[:, : frame // 2].T
+    spec = fft.rfft(frames * np.hanning(frame).astype(x.dtype), axis=1)[:, : frame // 2].T
     return np.ascontiguousarray(spec.real) ** 2 + np.ascontiguousarray(spec.imag) ** 2
 
 
@@ -131,7 +130,7 @@ def band_spectra(
     """
     window = _hann_periodic(n_time)
     first = min(b for b, _ in bands)  # bins below every band add nothing: not transformed
-    per_bin = sp_fft.rfft(energy[first:, :n_time] * window, axis=1)[:, : n_low + 1]
+    per_bin = fft.rfft(energy[first:, :n_time] * window, axis=1)[:, : n_low + 1]
     # Real band weights on the interleaved real and imaginary parts: a real product, a quarter
     # of the complex one's multiplications, same sums.
     member = _membership(tuple(bands), len(energy), energy.dtype)[:, first:]
@@ -161,7 +160,7 @@ def _membership(bands: tuple[tuple[int, int], ...], n_bins: int, dtype: np.dtype
 
 def band_envelope(energy: np.ndarray, band: tuple[int, int], n_low: int, n_time: int):
     """Squared-envelope bins 0..n_low (1, n_low + 1) of one band, unwindowed, complex."""
-    return sp_fft.rfft(energy[band[0] : band[1], :n_time].sum(axis=0))[None, : n_low + 1]
+    return fft.rfft(energy[band[0] : band[1], :n_time].sum(axis=0))[None, : n_low + 1]
 
 
 def band_kurtosis(energy: np.ndarray, bands: list[tuple[int, int]]) -> np.ndarray:

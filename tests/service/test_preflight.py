@@ -205,3 +205,21 @@ def test_a_t3_model_without_the_evidence_stage_is_refused_by_check_config_and_se
     words = ("evidence.enabled: false", "textify template 't3'", "set evidence.enabled: true")
     assert_one_line(run("check-config", path), *words)
     assert_one_line(run("serve", "--config", path), *words)
+
+
+def test_order_lines_without_scipy_is_refused_by_check_config_and_serve(tmp_path):
+    from tests.models.no_torch import blocked_env
+
+    sensor = {"topic_filter": "plant/+/+/+/+/vib", "bearing": "cwru-6205", "order_lines": [87]}
+    path = write_config(tmp_path)
+    data = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    data["sensors"] = [sensor]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    env = blocked_env(tmp_path, ("torch", "transformers", "scipy"))
+    words = ("sensors[0].order_lines: [87.0] needs scipy",
+             "pip install 'slewguard[signal]', or remove order_lines")
+    for command in (["check-config", path], ["serve", "--config", path]):
+        done = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=120,
+                              env=env)
+        assert_one_line(done, *words)
+    assert run("check-config", path).returncode == 0  # with scipy installed: fine
