@@ -17,7 +17,7 @@ bearing is healthy again (or another fault replaces it). "unknown" keeps an open
 webhook and stores the states in one SQLite transaction, and exports the states as gauges.
 
 Example:
-    >>> from slewguard.service.config import AlertsConfig
+    >>> from slewguard.service.config.alerts import AlertsConfig
     >>> from slewguard.service.result import Result
     >>> voter = Voter(AlertsConfig(k=2, n=3, min_confidence=0.5))
     >>> def r(t, cls, db=20.0):
@@ -46,7 +46,8 @@ from urllib.parse import quote, urlencode
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
-from slewguard.service.config import ALERT_STATES, AlertsConfig, ServiceConfig
+from slewguard.service.config import ServiceConfig
+from slewguard.service.config.alerts import ALERT_STATES, AlertsConfig
 from slewguard.service.result import Result
 from slewguard.service.sinks import RetryableSinkError
 from slewguard.service.sinks.webhook import WebhookDelivery, WebhookQueue
@@ -79,7 +80,7 @@ def vote(result: Result, config: AlertsConfig) -> str:
     """The state one window votes for (see the module docstring).
 
     Example:
-        >>> from slewguard.service.config import AlertsConfig
+        >>> from slewguard.service.config.alerts import AlertsConfig
         >>> r = Result("y", "c", "b", "s", "m", "outer_race", 0.95, {}, {"env_bpfo_h1_db": 0.5},
         ...            6.0, 0, 0, "t")
         >>> vote(r, AlertsConfig(kinematic_min_db=3.0))
@@ -339,7 +340,7 @@ class AlertSink:
 
     Example:
         >>> import tempfile
-        >>> from slewguard.service.config import AlertsConfig
+        >>> from slewguard.service.config.alerts import AlertsConfig
         >>> sink = AlertSink(AlertsConfig(), Path(tempfile.mkdtemp()) / "alerts.sqlite3")
         >>> sink.name, sink.write([])
         ('alerts', None)

@@ -27,7 +27,8 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from slewguard.service.config import ENV_PREFIX, ServiceConfig
+from slewguard.service.config import ServiceConfig
+from slewguard.service.config.env import ENV_PREFIX
 
 HEADER = """\
 # Configuration reference

@@ -9,7 +9,7 @@ numeric fields (``rpm_nominal``, ``rpm_estimated``, ``speed_confidence_db``, ``b
 ... , ``rms_rel_db``, ``has_baseline``, ``rule_fault``), so dashboards and the database see it.
 
 Example:
-    >>> from slewguard.service.config import EvidenceConfig
+    >>> from slewguard.service.config.evidence import EvidenceConfig
     >>> from slewguard.signal.evidence import impact_train
     >>> from slewguard.signal.kinematics import preset
     >>> stage = EvidenceStage(EvidenceConfig(baseline_windows=1), None)
@@ -33,7 +33,8 @@ from slewguard.signal.kinematics import BearingGeometry
 from slewguard.signal.rule import envelope_rule
 
 if TYPE_CHECKING:
-    from slewguard.service.config import EvidenceConfig, ServiceConfig
+    from slewguard.service.config import ServiceConfig
+    from slewguard.service.config.evidence import EvidenceConfig
 
 MIN_SPEED_CONFIDENCE_DB = 3.0  # a fitted speed whose comb leads by less stays nominal
 

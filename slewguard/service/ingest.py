@@ -46,7 +46,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from slewguard.service.metrics import Metrics
 
 if TYPE_CHECKING:
-    from slewguard.service.config import MqttConfig
+    from slewguard.service.config.mqtt import MqttConfig
 
 log = logging.getLogger(__name__)
 CONNECT_LOG_EVERY_S = 60.0  # reminder interval while the broker stays unreachable

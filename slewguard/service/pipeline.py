@@ -52,7 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from slewguard.models.card import features_method
-from slewguard.service.config import InferenceConfig, ModelConfig
+from slewguard.service.config.model import InferenceConfig, ModelConfig
 from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics

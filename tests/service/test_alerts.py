@@ -14,7 +14,8 @@ from slewguard.service.alerts import (
     dedup_key,
     vote,
 )
-from slewguard.service.config import AlertsConfig, ConfigError, config_from_dict
+from slewguard.service.config import ConfigError, config_from_dict
+from slewguard.service.config.alerts import AlertsConfig
 from slewguard.service.metrics import Metrics
 from slewguard.service.result import Result
 from tests.service import services

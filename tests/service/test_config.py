@@ -7,12 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slewguard.service.config import (
-    ConfigError,
-    ServiceConfig,
-    config_from_dict,
-    load_config,
-)
+from slewguard.service.config import ConfigError, ServiceConfig, config_from_dict, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "slewguard.example.yaml"
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from slewguard.service.baselines import BaselineStore
-from slewguard.service.config import EvidenceConfig, config_from_dict
+from slewguard.service.config import config_from_dict
+from slewguard.service.config.evidence import EvidenceConfig
 from slewguard.service.evidence_stage import EvidenceStage, baseline_path
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
@@ -181,7 +182,7 @@ def test_a_nominal_rpm_is_not_an_rpm_mismatch_sensor_fault():
 def test_the_speed_estimate_and_the_evidence_reach_the_database(tmp_path, classifier,
                                                                 victoria_metrics):  # noqa: F811
     """rpm_nominal, rpm_estimated and the rule's fields land as numeric fields of the point."""
-    from slewguard.service.config import InfluxConfig
+    from slewguard.service.config.sinks import InfluxConfig
     from slewguard.service.sinks.influx import InfluxSink
 
     pipe, _ = _pipeline(tmp_path, classifier, _config(windows=1))

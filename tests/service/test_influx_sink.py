@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from slewguard.service.config import InfluxConfig
+from slewguard.service.config.sinks import InfluxConfig
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError
 from slewguard.service.sinks.influx import InfluxSink

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from slewguard.service.config import MqttConfig, TlsConfig
+from slewguard.service.config.mqtt import MqttConfig, TlsConfig
 from slewguard.service.ingest import Inbound, Ingest, subscription_topics
 from slewguard.service.metrics import Metrics
 from tests.service import services

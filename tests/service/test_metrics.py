@@ -8,7 +8,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from slewguard.service.alerts import AlertSink
-from slewguard.service.config import AlertsConfig
+from slewguard.service.config.alerts import AlertsConfig
 from slewguard.service.health import HealthServer, failed_checks
 from slewguard.service.metrics import STAGES, Metrics
 from slewguard.service.result import Result

@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from slewguard.service.config import MqttConfig, config_from_dict
+from slewguard.service.config import config_from_dict
+from slewguard.service.config.mqtt import MqttConfig
 from slewguard.service.deadletter import dead_letter_envelope
 from slewguard.service.ingest import Inbound, Ingest
 from slewguard.service.metrics import Metrics

@@ -70,7 +70,7 @@ def test_check_config_redacts_the_influx_url_in_errors_and_in_the_summary(tmp_pa
 
 
 def test_influx_connection_error_does_not_carry_the_password():
-    from slewguard.service.config import InfluxConfig
+    from slewguard.service.config.sinks import InfluxConfig
     from slewguard.service.sinks import RetryableSinkError
     from slewguard.service.sinks.influx import InfluxSink
     from tests.service.services import free_port

@@ -16,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from slewguard.service.config import MqttConfig
+from slewguard.service.config.mqtt import MqttConfig
 from slewguard.service.metrics import Metrics
 from tests.service import services
 from tests.service.services import wait_until
@@ -29,7 +29,7 @@ GROUP = "g"
 # (it "dies" between receiving a window and storing it).
 MEMBER = """
 import sys, time
-from slewguard.service.config import MqttConfig
+from slewguard.service.config.mqtt import MqttConfig
 from slewguard.service.ingest import Ingest
 from slewguard.service.metrics import Metrics
 config = MqttConfig(port=int(sys.argv[1]), protocol=sys.argv[2], client_id=sys.argv[3],

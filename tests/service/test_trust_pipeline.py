@@ -21,7 +21,9 @@ from slewguard.models.ood import Trust, fit_trust
 from slewguard.models.shipped import load_default, shipped_model_dir
 from slewguard.service.alerts import Voter
 from slewguard.service.app import App, load_classifier
-from slewguard.service.config import AlertsConfig, MqttConfig, config_from_dict
+from slewguard.service.config import config_from_dict
+from slewguard.service.config.alerts import AlertsConfig
+from slewguard.service.config.mqtt import MqttConfig
 from slewguard.service.ingest import Inbound, Ingest
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox

@@ -42,6 +42,7 @@ from slewguard.models.prune.cascade import (
     resolve_coupling,
 )
 from slewguard.models.prune.importance import importance
+from slewguard.models.prune.kinds import Stage, Unit
 from slewguard.models.prune.surgery import Surgeon, surgeon_for
 from slewguard.models.train import Batch
 
@@ -80,19 +81,19 @@ def run_baseline(
     start = time.perf_counter()
     if method == "shortgpt":
         removed = _shortgpt(surgeon, model, calib, round(dense / config.target_ratio))
-        model, entry = _finish_stage(model, report, "layers", "block_influence", removed, 0,
+        model, entry = _finish_stage(model, report, Stage.LAYERS, "block_influence", removed, 0,
                                      train_batches, config, evaluate)
     else:
         criterion, recovers = ONE_SHOT[method]
         goal_body = check_reachable(surgeon, model, config.target_ratio, coupled)
         epochs, loss_fn = 0, None
         if recovers:
-            epochs = sum(config.epochs(s) for s in ("layers", "heads", "channels"))
+            epochs = sum(config.epochs(s) for s in Stage)
             loss_fn = distillation(model, train_batches, config)
         removed = _one_shot(surgeon, model, criterion, calib, goal_body, coupled)
-        model, entry = _finish_stage(model, report, "channels", criterion, removed, epochs,
+        model, entry = _finish_stage(model, report, Stage.CHANNELS, criterion, removed, epochs,
                                      train_batches, config, evaluate, loss_fn)
-        entry.granularity = f"{granularity(surgeon, 'heads', coupled)}+channel"
+        entry.granularity = f"{granularity(surgeon, Stage.HEADS, coupled)}+{Unit.CHANNEL}"
     entry.seconds = time.perf_counter() - start
     return model, report
 
@@ -100,35 +101,35 @@ def run_baseline(
 def _one_shot(surgeon: Surgeon, model: torch.nn.Module, criterion: str, calib: Sequence[Batch],
               goal_body: int, coupled: bool) -> dict[str, list[int]]:
     """Score heads and channels once on the unpruned model, then remove both to ``goal_body``."""
-    head_unit = granularity(surgeon, "heads", coupled)
+    head_unit = granularity(surgeon, Stage.HEADS, coupled)
     head_scores = importance(criterion, head_unit).score(model, calib)
-    channel_scores = importance(criterion, "channel").score(model, calib)
+    channel_scores = importance(criterion, Unit.CHANNEL).score(model, calib)
     body = measure.body_parameters(model)
     head_room = removable(surgeon, model, (head_unit,))
-    channel_room = removable(surgeon, model, ("channel",))
+    channel_room = removable(surgeon, model, (Unit.CHANNEL,))
     head_budget = round((body - goal_body) * head_room / max(head_room + channel_room, 1))
     counts = select_counts(surgeon, model, head_unit, head_scores, head_budget)
     removed = apply_counts(surgeon, model, head_unit, head_scores, counts)
     # channel indices are untouched by head removal, so the dense scores still apply
     budget = measure.body_parameters(model) - goal_body
-    counts = select_counts(surgeon, model, "channel", channel_scores, budget)
-    removed.update({f"{k}:channels": v for k, v in
-                    apply_counts(surgeon, model, "channel", channel_scores, counts).items()})
+    counts = select_counts(surgeon, model, Unit.CHANNEL, channel_scores, budget)
+    removed.update({f"{k}:{Stage.CHANNELS}": v for k, v in
+                    apply_counts(surgeon, model, Unit.CHANNEL, channel_scores, counts).items()})
     return removed
 
 
 def _shortgpt(surgeon: Surgeon, model: torch.nn.Module, calib: Sequence[Batch],
               goal_body: int) -> dict[str, list[int]]:
     """Remove the lowest block-influence layers (any, one always stays) nearest ``goal_body``."""
-    scores = importance("block_influence", "layer").score(model, calib)
+    scores = importance("block_influence", Unit.LAYER).score(model, calib)
     body = measure.body_parameters(model)
     chosen: list[int] = []
     for layer in scores.argsort().tolist()[:-1]:
-        cost = unit_cost(surgeon, model, layer, "layer")
+        cost = unit_cost(surgeon, model, layer, Unit.LAYER)
         if body - cost / 2 < goal_body:
             break
         chosen.append(layer)
         body -= cost
     if chosen:
         surgeon.remove_layers(model, sorted(chosen))
-    return {"layers": sorted(chosen)} if chosen else {}
+    return {Stage.LAYERS.value: sorted(chosen)} if chosen else {}

@@ -19,24 +19,27 @@ import torch
 
 from slewguard.models.prune import measure
 from slewguard.models.prune.importance import importance
+from slewguard.models.prune.kinds import Stage, Unit
 from slewguard.models.prune.surgery import Surgeon
 from slewguard.models.train import Batch
 
 
-def granularity(surgeon: Surgeon, stage: str, coupled: bool) -> str:
+def granularity(surgeon: Surgeon, stage: str, coupled: bool) -> Unit:
     """The unit a stage removes: layer, head, kv_group (GQA, coupling-aware) or channel.
 
     Example:
         >>> granularity(surgeon_for(llama), "heads", coupled=True)   # doctest: +SKIP
         'kv_group'
     """
-    if stage not in ("layers", "heads", "channels"):
-        raise ValueError(f"stage={stage!r} is not one of layers, heads, channels")
-    if stage == "layers":
-        return "layer"
-    if stage == "channels":
-        return "channel"
-    return "kv_group" if coupled and surgeon.gqa else "head"
+    try:
+        stage = Stage(stage)
+    except ValueError:
+        raise ValueError(f"stage={stage!r} is not one of layers, heads, channels") from None
+    if stage == Stage.LAYERS:
+        return Unit.LAYER
+    if stage == Stage.CHANNELS:
+        return Unit.CHANNEL
+    return Unit.KV_GROUP if coupled and surgeon.gqa else Unit.HEAD
 
 
 def _gqa_heads(surgeon: Surgeon, model: torch.nn.Module, layer: int) -> int:
@@ -53,27 +56,27 @@ def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -
         >>> unit_cost(surgeon, bert, 0, "head")   # doctest: +SKIP
         4160
     """
-    if unit == "layer":
+    if unit == Unit.LAYER:
         return sum(p.numel() for p in surgeon.layers(model)[layer].parameters())
     mods, proj = surgeon.modules(model, layer), surgeon.projections(model, layer)
     bias = {k: int(getattr(mods.get(k), "bias", None) is not None) for k in mods}
-    if unit == "channel":
+    if unit == Unit.CHANNEL:
         rows = [k for k in ("ffn_in", "ffn_gate") if proj.get(k) is not None]
         return sum(proj[k].shape[1] + bias[k] for k in rows) + proj["ffn_out"].shape[0]
     hd = surgeon.head_dim(model, layer)
     query = hd * (proj["q"].shape[1] + bias["q"]) + hd * proj["o"].shape[0]
     key_value = 2 * hd * (proj["k"].shape[1] + bias["k"])
     kv, per_group = surgeon.kv_groups(model, layer), _gqa_heads(surgeon, model, layer)
-    if unit == "kv_group":
+    if unit == Unit.KV_GROUP:
         return (surgeon.attention_units(model, layer) // kv) * query + key_value
     return kv * query if per_group else query + key_value
 
 
 def capacity(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
     """How many units of ``layer`` may go (one head / KV group / channel always stays)."""
-    if unit == "channel":
+    if unit == Unit.CHANNEL:
         return surgeon.ffn_channels(model, layer) - 1
-    if unit == "kv_group":
+    if unit == Unit.KV_GROUP:
         return surgeon.kv_groups(model, layer) - 1
     per_group = _gqa_heads(surgeon, model, layer)
     return per_group - 1 if per_group else surgeon.attention_units(model, layer) - 1
@@ -98,8 +101,8 @@ def check_reachable(surgeon: Surgeon, model: torch.nn.Module, target_ratio: floa
     dense = measure.body_parameters(model)
     n = surgeon.num_layers(model)
     ends = sorted({0, n - 1})
-    units = (granularity(surgeon, "heads", coupled), "channel")
-    smallest = sum(unit_cost(surgeon, model, i, "layer") for i in ends) - removable(
+    units = (granularity(surgeon, Stage.HEADS, coupled), Unit.CHANNEL)
+    smallest = sum(unit_cost(surgeon, model, i, Unit.LAYER) for i in ends) - removable(
         surgeon, model, units, ends)
     reachable = dense / smallest
     if target_ratio > reachable:
@@ -115,7 +118,7 @@ def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit:
     """Sorted scores of the removable units of a layer, normalised by the layer's mean so that
     layers compare; a GQA head slot scores the r-th weakest head of every group together."""
     scores = scores.float() / scores.float().abs().mean().clamp_min(1e-12)
-    per_group = _gqa_heads(surgeon, model, layer) if unit == "head" else 0
+    per_group = _gqa_heads(surgeon, model, layer) if unit == Unit.HEAD else 0
     if per_group:
         return scores.view(-1, per_group).sort(dim=1).values.sum(0)
     return scores.sort().values
@@ -148,15 +151,15 @@ def apply_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
     removed: dict[str, list[int]] = {}
     for layer, count in sorted(counts.items()):
         layer_scores = scores[layer].float()
-        per_group = _gqa_heads(surgeon, model, layer) if unit == "head" else 0
+        per_group = _gqa_heads(surgeon, model, layer) if unit == Unit.HEAD else 0
         if per_group:  # the `count` weakest heads of every KV group
             order = layer_scores.view(-1, per_group).argsort(dim=1)[:, :count]
             offsets = torch.arange(order.shape[0])[:, None] * per_group
             index = sorted((order + offsets).reshape(-1).tolist())
         else:
             index = sorted(layer_scores.argsort()[:count].tolist())
-        remove = {"head": surgeon.remove_heads, "kv_group": surgeon.remove_kv_groups,
-                  "channel": surgeon.remove_ffn_channels}[unit]
+        remove = {Unit.HEAD: surgeon.remove_heads, Unit.KV_GROUP: surgeon.remove_kv_groups,
+                  Unit.CHANNEL: surgeon.remove_ffn_channels}[unit]
         remove(model, layer, index)
         removed[str(layer)] = index
     return removed
@@ -170,7 +173,7 @@ def select_layers(surgeon: Surgeon, model: torch.nn.Module, scores: torch.Tensor
     later = removable(surgeon, model, later_units)
     chosen: list[int] = []
     for layer in sorted(range(1, surgeon.num_layers(model) - 1), key=lambda i: float(scores[i])):
-        cost = unit_cost(surgeon, model, layer, "layer")
+        cost = unit_cost(surgeon, model, layer, Unit.LAYER)
         if body - later <= goal_body and body - cost / 2 < stage_goal:
             break
         chosen.append(layer)
@@ -195,18 +198,18 @@ def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion:
     body = measure.body_parameters(model)
     unit = granularity(surgeon, stage, coupled)
     if later_stages is None:
-        order = ("layers", "heads", "channels")
+        order = tuple(Stage)
         later_stages = order[order.index(stage) + 1:]
-    later = tuple(granularity(surgeon, s, coupled) for s in later_stages if s != "layers")
+    later = tuple(granularity(surgeon, s, coupled) for s in later_stages if s != Stage.LAYERS)
     need = body - goal_body - removable(surgeon, model, later)
-    if stage == "layers":
+    if stage == Stage.LAYERS:
         if body <= stage_goal and need <= 0:
             return {}
-        scores = importance(criterion, "layer").score(model, calib)
+        scores = importance(criterion, Unit.LAYER).score(model, calib)
         layers = select_layers(surgeon, model, scores, stage_goal, goal_body, later)
         if layers:
             surgeon.remove_layers(model, layers)
-        return {"layers": layers} if layers else {}
+        return {Stage.LAYERS.value: layers} if layers else {}
     budget = max(body - stage_goal, need)
     if budget <= 0:
         return {}

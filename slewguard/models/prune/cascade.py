@@ -38,6 +38,7 @@ from rich.console import Console
 
 from slewguard.models.prune import measure
 from slewguard.models.prune.budget import check_reachable, granularity, prune_stage
+from slewguard.models.prune.kinds import Stage
 from slewguard.models.prune.recovery import TARGETS, dense_teacher, recover
 from slewguard.models.prune.sia import static_check
 from slewguard.models.prune.surgery import surgeon_for
@@ -125,23 +126,24 @@ class CascadeConfig(BaseModel):
             >>> CascadeConfig(target_ratio=4).epochs("channels", rounds=2)
             15
         """
-        base = {"layers": self.layer_epochs, "heads": self.head_epochs,
-                "channels": self.channel_epochs}[stage]
+        base = {Stage.LAYERS: self.layer_epochs, Stage.HEADS: self.head_epochs,
+                Stage.CHANNELS: self.channel_epochs}[stage]
         return 0 if base == 0 else max(1, round(base * self.epoch_scale / rounds))
 
-    def schedule(self) -> list[tuple[str, float, str, int]]:
+    def schedule(self) -> list[tuple[Stage, float, str, int]]:
         """The stages in order as (stage, share of the removal budget, criterion, recovery
         epochs): layers, then ``rounds`` times heads and channels, each round with its part.
 
         Example:
-            >>> [s for s, *_ in CascadeConfig(target_ratio=4, rounds=2).schedule()]
+            >>> [s.value for s, *_ in CascadeConfig(target_ratio=4, rounds=2).schedule()]
             ['layers', 'heads', 'channels', 'heads', 'channels']
         """
-        per_round = ((("heads", self.head_share / self.rounds, self.head_criterion,
-                       self.epochs("heads", self.rounds)),
-                      ("channels", self.channel_share / self.rounds, self.channel_criterion,
-                       self.epochs("channels", self.rounds))) * self.rounds)
-        return [("layers", self.layer_share, self.layer_criterion, self.epochs("layers")),
+        per_round = (((Stage.HEADS, self.head_share / self.rounds, self.head_criterion,
+                       self.epochs(Stage.HEADS, self.rounds)),
+                      (Stage.CHANNELS, self.channel_share / self.rounds, self.channel_criterion,
+                       self.epochs(Stage.CHANNELS, self.rounds))) * self.rounds)
+        return [(Stage.LAYERS, self.layer_share, self.layer_criterion,
+                 self.epochs(Stage.LAYERS)),
                 *per_round]
 
 
@@ -285,7 +287,7 @@ def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, cri
     surgeon = surgeon_for(model)
     unit = granularity(surgeon, stage, report.coupling_aware)
     body = measure.body_parameters(model)
-    entry = StageReport(stage, criterion, unit, removed, body,
+    entry = StageReport(Stage(stage).value, criterion, unit.value, removed, body,
                         report.dense_body_parameters / body, 0.0, 0)
     previous = report.stages[-1].metrics if report.stages else report.dense_metrics
     if removed:

@@ -30,10 +30,12 @@ import torch
 from rich.progress import track
 from torch import nn
 
+from slewguard.models.prune.kinds import Unit
 from slewguard.models.prune.surgery import Surgeon, surgeon_for
 
 Batch = dict[str, torch.Tensor]
-UNIT_GRANULARITIES = ("head", "kv_group", "channel")
+# Plain text, so the error message below lists them as 'head', not <Unit.HEAD: 'head'>.
+UNIT_GRANULARITIES = tuple(u.value for u in (Unit.HEAD, Unit.KV_GROUP, Unit.CHANNEL))
 EPS = 1e-12
 
 
@@ -79,7 +81,7 @@ class Importance:
 
     name: ClassVar[str] = ""
     needs_backward: ClassVar[bool] = False
-    granularity: str = "layer"
+    granularity: str = Unit.LAYER
     show_progress: bool = False
 
     def score(self, model: nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
@@ -94,7 +96,7 @@ class Importance:
 class _LayerSimilarity(Importance):
     """Token-averaged statistic of (layer input, layer output) for every layer."""
 
-    granularity = "layer"
+    granularity = Unit.LAYER
 
     def per_token(self, h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -148,13 +150,13 @@ class BlockInfluence(_LayerSimilarity):
 def _unit_scores(vectors: dict[str, torch.Tensor | None], granularity: str, surgeon: Surgeon,
                  model: nn.Module, layer: int) -> torch.Tensor:
     """Sum per-feature vectors (along each projection's unit axis) into per-unit scores."""
-    if granularity == "channel":
+    if granularity == Unit.CHANNEL:
         gate = vectors.get("ffn_gate")
         return vectors["ffn_in"] + vectors["ffn_out"] + (0.0 if gate is None else gate)
     n_heads, n_kv = surgeon.attention_units(model, layer), surgeon.kv_groups(model, layer)
     query = (vectors["q"] + vectors["o"]).view(n_heads, -1).sum(1)
     kv = (vectors["k"] + vectors["v"]).view(n_kv, -1).sum(1)
-    if granularity == "head":
+    if granularity == Unit.HEAD:
         return query + kv if n_heads == n_kv else query  # GQA: shared k/v belong to no one head
     return query.view(n_kv, -1).sum(1) + kv
 
@@ -175,13 +177,13 @@ def _feature_vectors(elementwise: Callable[[str, torch.Tensor], torch.Tensor],
 
 
 def _names(granularity: str) -> tuple[str, ...]:
-    if granularity == "channel":
+    if granularity == Unit.CHANNEL:
         return ("ffn_in", "ffn_gate", "ffn_out")
     return ("q", "k", "v", "o")
 
 
 class _UnitImportance(Importance):
-    def __init__(self, granularity: str = "head") -> None:
+    def __init__(self, granularity: str = Unit.HEAD) -> None:
         if granularity not in UNIT_GRANULARITIES:
             raise ValueError(f"granularity={granularity!r} is not one of {UNIT_GRANULARITIES} "
                              f"for importance {self.name!r}; layer scores come from 'lcr'")
@@ -235,7 +237,7 @@ class Wanda(_UnitImportance):
     def _collect_input_squares(self, model: nn.Module, surgeon: Surgeon,
                                batches: Sequence[Batch]) -> dict[tuple[int, str], torch.Tensor]:
         """Sum over real tokens of x_j^2 at the input of each scored projection (fp32, device)."""
-        hooked = ("q", "o") if self.granularity != "channel" else ("ffn_in", "ffn_out")
+        hooked = ("q", "o") if self.granularity != Unit.CHANNEL else ("ffn_in", "ffn_out")
         squares: dict[tuple[int, str], torch.Tensor] = {}
         state: dict[str, torch.Tensor] = {}
 
@@ -320,7 +322,7 @@ def importance(name: str, granularity: str | None = None) -> Importance:
         raise ValueError(f"importance={name!r} is unknown; registered: {', '.join(IMPORTANCES)}")
     cls = IMPORTANCES[name]
     if issubclass(cls, _UnitImportance):
-        return cls(granularity or "head")
-    if granularity not in (None, "layer"):
+        return cls(granularity or Unit.HEAD)
+    if granularity not in (None, Unit.LAYER):
         raise ValueError(f"granularity={granularity!r} for {name!r}: it scores whole layers only")
     return cls()

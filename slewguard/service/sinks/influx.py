@@ -9,7 +9,7 @@ Non-finite values are left out (line protocol cannot carry NaN).
 VictoriaMetrics accepts the same writes.
 
 Example:
-    >>> from slewguard.service.config import InfluxConfig
+    >>> from slewguard.service.config.sinks import InfluxConfig
     >>> from slewguard.service.result import Result
     >>> r = Result("y", "crane", "slew", "s1", "m1", "healthy", 0.9, {"healthy": 0.9},
     ...            {"rms": 0.2}, 6.0, 3, 1_700_000_000_000_000_000, "t")
@@ -27,7 +27,7 @@ from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from slewguard.service.config import InfluxConfig
+from slewguard.service.config.sinks import InfluxConfig
 from slewguard.service.redact import redact_urls
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError
@@ -63,7 +63,7 @@ class InfluxSink:
     """Writes results to an InfluxDB v2 write API with a synchronous WriteApi.
 
     Example:
-        >>> from slewguard.service.config import InfluxConfig
+        >>> from slewguard.service.config.sinks import InfluxConfig
         >>> InfluxSink(InfluxConfig(url="http://127.0.0.1:1")).name
         'influx'
     """

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slewguard.service.config import WebhookConfig
+from slewguard.service.config.alerts import WebhookConfig
 from slewguard.service.redact import redact_url, redact_urls
 from slewguard.service.sinks.health import SinkHealth
 from slewguard.service.sinks.template import (
@@ -192,7 +192,7 @@ class Renderer:
         """The HTTP body and headers for ``event``.
 
         Example:
-            >>> from slewguard.service.config import WebhookConfig
+            >>> from slewguard.service.config.alerts import WebhookConfig
             >>> w = WebhookConfig(name="t", url="http://x", format="template",
             ...                   template='{"key": {{ event.dedup_key | tojson }}}')
             >>> Renderer(w).render({"dedup_key": "k1"})[0]

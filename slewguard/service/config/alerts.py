@@ -1,8 +1,5 @@
 """The ``alerts`` section of the daemon's configuration: voting, escalation and webhooks.
 
-Split from ``config`` to keep each module short; ``slewguard.service.config`` re-exports every
-name here, so ``from slewguard.service.config import AlertsConfig`` keeps working.
-
 Example:
     >>> AlertsConfig(k=2, n=3).min_confidence
     0.6
@@ -13,20 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from slewguard.service.config.base import StrictModel
 from slewguard.service.redact import redact_url
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 ALERT_STATES = ("healthy", "inner_race", "outer_race", "rolling_element", "cage", "combined",
                 "unknown", "sensor_fault")
 
 
-class WebhookConfig(_Strict):
+class WebhookConfig(StrictModel):
     """One HTTP endpoint that receives alert events (a ticketing system, Alertmanager-style)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Short name; a metric label and "
@@ -69,7 +62,7 @@ class WebhookConfig(_Strict):
         return self.template
 
 
-class AlertsConfig(_Strict):
+class AlertsConfig(StrictModel):
     """Per-bearing state voting and the alert hooks (webhooks) it drives."""
 
     enabled: bool = Field(True, description="Vote bearing states, export them as gauges and "
