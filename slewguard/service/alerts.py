@@ -402,8 +402,10 @@ class AlertSink:
         AlertSink._open.discard(self.path)
 
 
-def build_alert_sinks(config: ServiceConfig, metrics: Any) -> list[AlertSink]:
-    """The started AlertSink for ``config.alerts`` (an empty list when disabled).
+def build_alert_sinks(config: ServiceConfig, metrics: Any,
+                      replaces: Sequence[Any] = ()) -> list[AlertSink]:
+    """The started AlertSink for ``config.alerts`` (an empty list when disabled); it continues
+    the webhook outages of an ``AlertSink`` in ``replaces`` (closed by a reload).
 
     Example:
         >>> sinks = build_alert_sinks(config, metrics)   # doctest: +SKIP
@@ -415,4 +417,8 @@ def build_alert_sinks(config: ServiceConfig, metrics: Any) -> list[AlertSink]:
     if path is None:
         outbox = Path(config.outbox.path)
         path = outbox.with_name(f"{outbox.stem}-alerts.sqlite3")
-    return [AlertSink(c, path, metrics.registry).start()]
+    sink = AlertSink(c, path, metrics.registry)
+    for old in replaces:
+        if isinstance(old, AlertSink):  # before start: the first attempt already knows
+            sink.delivery.take_over(old.delivery)
+    return [sink.start()]

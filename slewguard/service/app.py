@@ -10,7 +10,8 @@ messages and drains its queue (every drained result is stored and acked on the s
 connection), the forwarder flushes the outbox to the sinks, then ingest publishes "offline" and
 disconnects, the HTTP server stops and the outbox closes. Whatever a sink has not taken stays in
 the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (InfluxDB,
-alert settings and webhooks; the forwarder restarts) without touching the MQTT session.
+alert settings and webhooks; the forwarder restarts) without touching the MQTT session; a sink
+or webhook outage that spans the reload stays one outage (one warning, one recovery).
 
 Two broker connections: the ingest one (persistent session, manual acks, status + Last Will,
 dead letters) and a clean publish-only one for results, so that a full pipeline queue, which
@@ -169,8 +170,9 @@ class App:
                 return
         self.config = self.config.model_copy(update={"influx": config.influx,
                                                      "alerts": config.alerts})
+        previous = self._forwarder
         self._stop_forwarder()
-        self._launch_forwarder()
+        self._launch_forwarder(previous)
         log.info("reloaded sinks from %s", self.config_path or "the given config")
 
     def _start_outbox(self) -> None:
@@ -245,18 +247,24 @@ class App:
         self._launch_forwarder()
         self._stoppers.append(("forwarder", self._stop_forwarder))
 
-    def _launch_forwarder(self) -> None:
+    def _launch_forwarder(self, previous: Any = None) -> None:
+        """Build the sinks and start the forwarder; ``previous`` (the stopped forwarder of a
+        reload) hands over its sinks' outages."""
         from slewguard.service.sinks.forwarder import Backoff, Forwarder
         from slewguard.service.sinks.registry import SinkContext, build_sinks
 
         assert self.ingest is not None and self.outbox is not None
-        sinks = build_sinks(SinkContext(self.config, self.metrics, self._results_client))
+        replaces = previous.sinks if previous is not None else ()
+        sinks = build_sinks(SinkContext(self.config, self.metrics, self._results_client,
+                                        replaces))
         influx = self.config.influx
         options: dict[str, Any] = {"idle_s": FORWARDER_IDLE_S}
         if influx is not None:  # the database sets the pace: its batch size and backoff
             options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
                        "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
         self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
+        if previous is not None:
+            self._forwarder.take_over(previous)
         self._forwarder_stop = threading.Event()
         self._forwarder_thread = threading.Thread(
             target=self._forwarder.run, args=(self._forwarder_stop,), name="forwarder",

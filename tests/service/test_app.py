@@ -1,6 +1,7 @@
 """The whole daemon against real services: mosquitto, Prometheus, VictoriaMetrics, serve."""
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -15,10 +16,12 @@ import yaml
 from slewguard.service.app import App
 from slewguard.service.config import config_from_dict
 from slewguard.service.publisher import Fleet, FleetSpec
+from slewguard.service.sinks.webhook import WebhookQueue
 from tests.service import services
 from tests.service.conftest import ThreadsSeen
 from tests.service.services import http_get as get
 from tests.service.services import wait_until
+from tests.service.test_webhook import Receiver
 from tests.service.vm import (
     VICTORIA_METRICS,
     start_victoria_metrics,
@@ -221,6 +224,37 @@ def test_victoria_metrics_outage_loses_and_duplicates_nothing(mosquitto, tmp_pat
     seqs = {dict(labels)["sensor"]: [int(v) for _, v in points]
             for labels, points in victoria_metrics.points("bearing_diagnosis_seq").items()}
     assert seqs == {"s1": list(range(6)), "s2": list(range(6))}  # each point exactly once
+
+
+@pytest.mark.services
+def test_a_webhook_outage_that_spans_a_reload_is_one_outage(mosquitto, tmp_path, classifier,
+                                                            caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.webhook")
+    receiver = Receiver()  # down
+    hook = {"name": "tickets", "url": receiver.url, "retry_min_s": 0.05, "retry_max_s": 0.2}
+    app = start_app(tmp_path, mosquitto.port, classifier, alerts={"webhooks": [hook]})
+    queue = WebhookQueue(tmp_path / "outbox-alerts.sqlite3")  # the daemon's alert queue
+
+    def said(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.name == "slewguard.service.sinks.webhook" and r.levelno == level]
+
+    try:
+        queue.commit({"tickets": [{"event": "firing"}, {"event": "resolved"}]}, {})
+        wait_until(lambda: said(logging.WARNING), what="outage logged")
+        app.reload(app.config)  # what SIGHUP does
+        time.sleep(1.5)  # failed attempts after the reload
+        receiver.up()
+        receiver.wait_for(2)
+        wait_until(lambda: said(logging.INFO), what="recovery logged")
+    finally:
+        app.stop()
+        receiver.down()
+        queue.close()
+    assert [m.split(",")[0] for m in said(logging.WARNING)] == [
+        "webhook tickets is down (queued events: 2)"]
+    (recovered,) = said(logging.INFO)
+    assert recovered.endswith("events delivered: 2, still queued: 0"), recovered
 
 
 @pytest.mark.services

@@ -186,6 +186,45 @@ def test_a_long_outage_is_reminded_every_few_minutes_without_secrets(tmp_path, c
     assert "hunter2" not in caplog.text and "s3cr3t" not in caplog.text
 
 
+def test_a_new_forwarder_takes_over_the_outage_of_the_one_it_replaces(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.forwarder")
+    refused = RetryableSinkError("connection", "refused")
+    now = [0.0]
+    box = Outbox(tmp_path / "o.db")
+    box.put(results(3))
+    old = Forwarder(box, [Scripted([refused] * 2)], clock=lambda: now[0],
+                    backoff=Backoff(jitter=0.0))
+    for _ in range(2):
+        old.step()
+        now[0] += 10.0
+    new = Forwarder(box, [Scripted([refused])], clock=lambda: now[0],  # a reload's sink
+                    backoff=Backoff(jitter=0.0))
+    new.take_over(old)
+    new.step()  # still down: no second warning
+    now[0] += 10.0
+    new.step()
+    assert box.depth() == 0 and len(new.sinks[0].stored) == 3
+    assert lines(caplog, logging.WARNING) == [
+        "sink tsdb is down, 3 results wait in the outbox (retrying with backoff): connection: "
+        "refused"]
+    assert lines(caplog, logging.INFO) == [
+        "sink tsdb recovered after 30 s (failed writes: 3); 3 results delivered, 0 more wait "
+        "in the outbox"]
+
+
+def test_the_recovery_waits_for_the_backlog_and_counts_it(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.forwarder")
+    box = Outbox(tmp_path / "o.db")
+    box.put(results(5))
+    fwd = Forwarder(box, [Scripted([RetryableSinkError("connection", "refused")])],
+                    batch_size=2, backoff=Backoff(jitter=0.0))
+    fwd.step()
+    drain(fwd)  # 2 + 2 + 1 results after the outage
+    assert lines(caplog, logging.INFO) == [
+        "sink tsdb recovered after 0 s (failed writes: 1); 5 results delivered, 0 more wait "
+        "in the outbox"]
+
+
 def test_permanent_errors_are_isolated_and_set_aside(tmp_path):
     server = StatusServer(lambda body: (400, "unable to parse") if "sensor=bad" in body
                           else (204, ""))

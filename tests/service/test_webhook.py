@@ -1,5 +1,6 @@
 """Alert webhooks through a real local HTTP receiver that is down for part of the run."""
 
+import base64
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ from slewguard.service.config.alerts import AlertsConfig, WebhookConfig
 from slewguard.service.sinks.webhook import Renderer, WebhookDelivery, WebhookQueue
 from tests.service import services
 from tests.service.test_alerts import result
+from tests.service.test_config import errors_of, minimal
 
 
 class Receiver:
@@ -303,8 +305,8 @@ def test_an_outage_is_one_warning_a_reminder_and_one_recovery_without_secrets(tm
         f"webhook tickets still down after 300 s (failed attempts: 3, queued events: 3); last "
         f"error: {shown} answered 503"]
     assert [r.getMessage() for r in ours if r.levelno == logging.INFO] == [
-        "webhook tickets recovered after 700 s (failed attempts: 4); events delivered: 1, "
-        "still queued: 2"]
+        "webhook tickets recovered after 700 s (failed attempts: 4); events delivered: 3, "
+        "still queued: 0"]
     assert [r.getMessage() for r in ours if r.levelno == logging.ERROR] == [
         "webhook picky rejected a event k1 with HTTP 400; set aside"]
     assert not [r for r in ours if "picky" in r.getMessage() and r.levelno < logging.ERROR]
@@ -333,5 +335,93 @@ def test_a_receiver_that_is_down_then_back_through_the_delivery_thread(tmp_path,
                         down), down
     (recovered,) = [r.getMessage() for r in ours if r.levelno == logging.INFO]
     assert re.fullmatch(r"webhook tickets recovered after [0-9]+ s \(failed attempts: [0-9]+\); "
-                        r"events delivered: 1, still queued: 1", recovered), recovered
+                        r"events delivered: 2, still queued: 0", recovered), recovered
     assert "s3cr3t" not in caplog.text
+
+
+def webhook_lines(caplog, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "slewguard.service.sinks.webhook" and r.levelno == level]
+
+
+def test_credentials_in_the_url_go_as_basic_auth_and_are_never_shown(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.webhook")
+    receiver = Receiver().up()
+    receiver.fail_next = 1  # one 503, so the outage lines show the URL
+    url = receiver.url.replace("http://", "http://bot:p%40ss-h0und@")
+    now = [0.0]
+    queue = WebhookQueue(tmp_path / "q.sqlite3", clock=lambda: now[0])
+    queue.commit({"t": [{"event": "firing"}]}, {})
+    delivery = WebhookDelivery(queue, [WebhookConfig(name="t", url=url)], clock=lambda: now[0])
+    try:
+        while queue.depth("t") and now[0] < 100:
+            now[0] += delivery.step()
+    finally:
+        receiver.down()
+    assert receiver.accepted == [{"event": "firing"}]
+    (headers,) = receiver.headers
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"bot:p@ss-h0und").decode()
+    assert headers["Host"] == f"127.0.0.1:{receiver.port}"
+    assert webhook_lines(caplog, logging.WARNING) == [
+        f"webhook t is down (queued events: 1), retrying with backoff: "
+        f"http://***@127.0.0.1:{receiver.port}/hooks answered 503"]
+    assert "h0und" not in caplog.text and "bot" not in caplog.text
+
+
+def test_credentials_in_the_url_and_an_authorization_header_are_refused_at_load():
+    hook = {"name": "t", "url": "https://bot:hunter2@h/hooks",
+            "headers": {"authorization": "Bearer x"}}
+    (line,) = errors_of(minimal(alerts={"webhooks": [hook]}))
+    assert line == ("alerts.webhooks.0: url='https://***@h/hooks' has user info (sent as Basic "
+                    "auth) and headers sets Authorization too: keep one of them")
+
+
+def test_backoff_and_outage_times_run_on_the_monotonic_clock(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.webhook")
+    receiver = Receiver().up()
+    receiver.fail_next = 2
+    wall, monotonic = [1.7e9], [50.0]
+    queue = WebhookQueue(tmp_path / "q.sqlite3", clock=lambda: wall[0])
+    queue.commit({"t": [{"event": "firing"}]}, {})
+    hook = WebhookConfig(name="t", url=receiver.url, retry_min_s=10.0, retry_max_s=10.0)
+    delivery = WebhookDelivery(queue, [hook], clock=lambda: monotonic[0])
+    try:
+        assert delivery.step() == 10.0  # 503
+        wall[0] -= 3600.0  # NTP steps the wall clock back an hour: no effect on the retry
+        assert delivery.step() == 10.0  # not due yet: no request
+        monotonic[0] += 10.0
+        assert delivery.step() == 10.0  # 503
+        monotonic[0] += 10.0
+        assert delivery.step() == 0.0  # delivered
+    finally:
+        receiver.down()
+    assert receiver.attempts == 3 and receiver.accepted == [{"event": "firing"}]
+    assert webhook_lines(caplog, logging.INFO) == [
+        "webhook t recovered after 20 s (failed attempts: 2); events delivered: 1, still "
+        "queued: 0"]
+    assert WebhookDelivery(queue, [hook]).clock is time.monotonic
+
+
+def test_the_recovery_counts_every_event_queued_in_the_outage(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.sinks.webhook")
+    receiver = Receiver().up()
+    receiver.fail_next = 3
+    now = [0.0]
+    queue = WebhookQueue(tmp_path / "q.sqlite3", clock=lambda: now[0])
+    queue.commit({"t": [{"event": "firing", "n": n} for n in range(5)]}, {})
+    hook = WebhookConfig(name="t", url=receiver.url, retry_min_s=10.0, retry_max_s=10.0)
+    delivery = WebhookDelivery(queue, [hook], clock=lambda: now[0])
+    try:
+        for _ in range(4):  # three 503s, then the first event goes through
+            now[0] += delivery.step()
+        queue.commit({"t": [{"event": "firing", "n": 5}]}, {})  # new after the recovery
+        while len(receiver.accepted) < 5:
+            now[0] += delivery.step()
+        assert webhook_lines(caplog, logging.INFO) == [
+            "webhook t recovered after 30 s (failed attempts: 3); events delivered: 5, still "
+            "queued: 1"]
+        now[0] += delivery.step()
+    finally:
+        receiver.down()
+    assert [e["n"] for e in receiver.accepted] == [0, 1, 2, 3, 4, 5]
+    assert len(webhook_lines(caplog, logging.INFO)) == 1 and queue.depth("t") == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
@@ -24,7 +25,9 @@ class WebhookConfig(StrictModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Short name; a metric label and "
                       "the Alertmanager 'receiver'.")
-    url: str = Field(description="Endpoint, http:// or https://.")
+    url: str = Field(description="Endpoint, http:// or https://; user info in it "
+                     "(https://user:password@host/..., percent-encoded) is sent as HTTP Basic "
+                     "auth and masked wherever the URL is shown.")
     format: Literal["generic", "alertmanager", "template"] = Field(
         "generic", description="Body shape: slewguard's generic JSON, Alertmanager webhook v4, "
         "or a Jinja2 template (Jira/ServiceNow style).")
@@ -42,6 +45,9 @@ class WebhookConfig(StrictModel):
     def _url_template_backoff(self) -> WebhookConfig:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url={redact_url(self.url)!r} must start with http:// or https://")
+        if "@" in urlsplit(self.url).netloc and "authorization" in map(str.lower, self.headers):
+            raise ValueError(f"url={redact_url(self.url)!r} has user info (sent as Basic auth) "
+                             "and headers sets Authorization too: keep one of them")
         given = (self.template is not None) + (self.template_file is not None)
         if self.format == "template" and given != 1:
             raise ValueError("format 'template' needs exactly one of template or template_file")

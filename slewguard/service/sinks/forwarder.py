@@ -154,6 +154,26 @@ class Forwarder:
         self.backoff.reset()
         return 0.0
 
+    def take_over(self, previous: Forwarder) -> None:
+        """Continue the outages of ``previous`` (stopped by a reload) for sinks of the same name,
+        so an outage that spans the reload is one warning and one recovery.
+
+        Example:
+            >>> class Influx:
+            ...     name = "influx"
+            >>> box = Outbox(":memory:")
+            >>> old, new = Forwarder(box, [Influx()]), Forwarder(box, [Influx()])
+            >>> old.sink_health(old.sinks[0]).failed("connection", "refused")  # "... is down"
+            True
+            >>> new.take_over(old)
+            >>> new.sink_health(new.sinks[0]).down_since is not None
+            True
+        """
+        for old in previous.health.values():
+            for sink in self.sinks:
+                if sink.name == old.name:
+                    self.sink_health(sink).carry_over(old)
+
     def sink_health(self, sink: Sink) -> SinkHealth:
         """The ``SinkHealth`` that logs ``sink``'s outages (made on first use)."""
         health = self.health.get(id(sink))

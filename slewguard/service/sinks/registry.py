@@ -1,9 +1,10 @@
 """The sinks the daemon builds, by key, in the order the forwarder writes to them.
 
-Each entry takes a ``SinkContext`` (the config, the metrics, the results connection) and
-returns the sinks it makes, none when its section is off: ``alerts`` first (an alert must not
-wait on a database outage), then ``mqtt`` (results on the broker), then ``influx``. A new sink
-is a module in this package with its own config section and one entry here.
+Each entry takes a ``SinkContext`` (the config, the metrics, the results connection and, on a
+reload, the sinks being replaced) and returns the sinks it makes, none when its section is off:
+``alerts`` first (an alert must not wait on a database outage), then ``mqtt`` (results on the
+broker), then ``influx``. A new sink is a module in this package with its own config section
+and one entry here.
 
 Example:
     >>> list(SINKS)
@@ -12,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,13 @@ class SinkContext:
     config: Any  # ServiceConfig
     metrics: Any  # service.metrics.Metrics
     results_client: Any  # the publish-only MQTT client (service.publisher.publisher_client)
+    replaces: Sequence[Sink] = ()  # on a reload, the closed sinks these take over from
 
 
 def _alerts(ctx: SinkContext) -> list[Sink]:
     from slewguard.service.alerts import build_alert_sinks
 
-    return list(build_alert_sinks(ctx.config, ctx.metrics))
+    return list(build_alert_sinks(ctx.config, ctx.metrics, ctx.replaces))
 
 
 def _mqtt(ctx: SinkContext) -> list[Sink]:

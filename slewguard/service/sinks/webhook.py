@@ -7,8 +7,12 @@ system is down or the daemon restarts. Each webhook is delivered strictly in que
 backoff on connection errors, timeouts, 408, 429 and 5xx; any other 4xx is set aside ("rejected"),
 counted and logged, and the next row goes (a refusal is not an outage). Each webhook's outages
 are logged by a ``WebhookHealth``: one WARNING when its receiver starts failing, a reminder
-every ``OUTAGE_REMIND_S`` while it keeps failing, one INFO when it takes events again; never a
-line per event or attempt. Shapes: ``generic`` (the event as JSON),
+every ``OUTAGE_REMIND_S`` while it keeps failing, one INFO once it has taken the events queued
+in the outage (with their number); never a line per event or attempt. Backoff waits and outage
+durations run on a monotonic clock (a wall-clock step must not stall or hurry a retry); the
+queue's timestamps are wall-clock, for people and for the queue-to-delivery time, which spans
+restarts. User info in a URL (``https://user:password@host/...``) is sent as HTTP Basic auth
+and shown masked. Shapes: ``generic`` (the event as JSON),
 ``alertmanager`` (Alertmanager webhook v4: version, groupKey, status, receiver, alerts[] with
 labels, annotations, startsAt, endsAt, fingerprint) and ``template`` (Jinja2, sandboxed, with
 bounded time, memory and output: ``sinks.template``; an overrun is counted in
@@ -25,12 +29,14 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -119,7 +125,8 @@ class WebhookQueue:
         self._exec("DELETE FROM deliveries WHERE id = ?", (row_id,))
 
     def retry_at(self, row_id: int, attempts: int, next_at_s: float) -> None:
-        """Failed this time: try again at ``next_at_s`` (clock seconds)."""
+        """Failed this time: ``attempts`` so far, the next one due at ``next_at_s`` (clock
+        seconds: for an operator reading the file; the delivery keeps its own schedule)."""
         self._exec("UPDATE deliveries SET attempts = ?, next_at_s = ? WHERE id = ?",
                    (attempts, next_at_s, row_id))
 
@@ -209,9 +216,33 @@ class Renderer:
         return body, headers
 
 
+def basic_auth(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its user info, and the HTTP Basic ``Authorization`` header it stands for
+    (none without user info); user and password are percent-decoded, a bare user has an empty
+    password.
+
+    Example:
+        >>> basic_auth("https://bot:p%40ss@tickets.example/hooks?x=1")
+        ('https://tickets.example/hooks?x=1', {'Authorization': 'Basic Ym90OnBAc3M='})
+        >>> basic_auth("http://tickets.example/hooks")
+        ('http://tickets.example/hooks', {})
+    """
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, {}
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+    return (urllib.parse.urlunsplit(parts._replace(netloc=host)),
+            {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"})
+
+
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-    """POST ``body``; returns the HTTP status, or 0 when no answer came (refused, timeout)."""
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    """POST ``body``; returns the HTTP status, or 0 when no answer came (refused, timeout).
+
+    User info in ``url`` goes as HTTP Basic auth (urllib would take it for the host)."""
+    url, auth = basic_auth(url)
+    request = urllib.request.Request(url, data=body, headers={**headers, **auth}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read()
@@ -227,14 +258,16 @@ class WebhookHealth(SinkHealth):
     the redacted URL and its answer, ``pending()`` the webhook's queue depth.
 
     Example:
-        >>> t = [0.0]
-        >>> h = WebhookHealth("tickets", lambda: t[0], pending=lambda: 2)
+        >>> t, queued = [0.0], [2]
+        >>> h = WebhookHealth("tickets", lambda: t[0], pending=lambda: queued[0])
         >>> h.failed("http_503", "http://***@t/hooks answered 503")  # logs "... is down ..."
         True
         >>> t[0] = 30.0
-        >>> h.delivered(1)  # logs "webhook tickets recovered after 30 s ..."
+        >>> h.delivered(1)  # the first of the two queued events: the outage is over
         >>> h.down_since is None
         True
+        >>> queued[0] = 1
+        >>> h.delivered(1)  # logs "webhook tickets recovered after 30 s ...: 2, still queued: 0"
     """
 
     DOWN = "webhook %s is down (queued events: %d), retrying with backoff: %s"
@@ -249,21 +282,25 @@ class WebhookHealth(SinkHealth):
 class WebhookDelivery:
     """Drains ``queue`` to ``webhooks`` on a thread; ``step`` does one pass (tests drive it).
 
-    ``clock`` gives queue time in seconds, ``send(url, body, headers, timeout_s) -> status``
-    makes the request; ``health`` holds each webhook's ``WebhookHealth`` by name; ``metrics``
-    is the alerts' ``AlertMetrics`` (deliveries, template overruns, queue depth, delivery time)
-    or None for none.
+    ``clock`` (monotonic seconds) times the backoff waits and the outages; the queue's own
+    (wall) clock stamps rows and times queue-to-delivery. ``send(url, body, headers,
+    timeout_s) -> status`` makes the request; ``health`` holds each webhook's ``WebhookHealth``
+    by name; ``metrics`` is the alerts' ``AlertMetrics`` (deliveries, template overruns, queue
+    depth, delivery time) or None for none.
     """
 
     def __init__(self, queue: WebhookQueue, webhooks: Sequence[WebhookConfig],
-                 metrics: AlertMetrics | None = None, clock: Callable[[], float] = time.time,
-                 send: Callable[..., int] = post, idle_s: float = 1.0,
-                 limits: TemplateLimits = DEFAULT_LIMITS) -> None:
+                 metrics: AlertMetrics | None = None,
+                 clock: Callable[[], float] = time.monotonic, send: Callable[..., int] = post,
+                 idle_s: float = 1.0, limits: TemplateLimits = DEFAULT_LIMITS) -> None:
         self.queue, self.metrics, self.clock, self.send = queue, metrics, clock, send
         self.webhooks = list(webhooks)
         self.renderers = {w.name: Renderer(w, limits) for w in self.webhooks}
         self.health = {w.name: WebhookHealth(w.name, clock, self._depth(w.name))
                        for w in self.webhooks}
+        # webhook -> (head row id, clock time of its next attempt); in memory, since a monotonic
+        # time means nothing after a restart (which then retries the head at once)
+        self._due: dict[str, tuple[int, float]] = {}
         self.idle_s = idle_s
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -274,15 +311,33 @@ class WebhookDelivery:
         waits = [self._step_one(w) for w in self.webhooks]
         return min(waits, default=self.idle_s)
 
+    def take_over(self, previous: WebhookDelivery) -> None:
+        """Continue the outages of ``previous`` (closed by a reload) for webhooks of the same
+        name; call before ``start``.
+
+        Example:
+            >>> hooks = [WebhookConfig(name="tickets", url="http://127.0.0.1:9/hooks")]
+            >>> old, new = (WebhookDelivery(WebhookQueue(":memory:"), hooks) for _ in "ab")
+            >>> old.health["tickets"].failed("connection", "refused")  # logs "... is down"
+            True
+            >>> new.take_over(old)
+            >>> new.health["tickets"].down_since is not None
+            True
+        """
+        for name, health in self.health.items():
+            if name in previous.health:
+                health.carry_over(previous.health[name])
+
     def _step_one(self, webhook: WebhookConfig) -> float:
         head = self.queue.head(webhook.name)
         self._gauge(webhook.name)
         if head is None:
             return self.idle_s
-        row_id, event, attempts, next_at_s, created_s = head
+        row_id, event, attempts, _, created_s = head
         now = self.clock()
-        if next_at_s > now:
-            return next_at_s - now
+        due_row, due_s = self._due.get(webhook.name, (row_id, now))
+        if due_row == row_id and due_s > now:
+            return due_s - now
         try:
             body, headers = self.renderers[webhook.name].render(event)
         except Exception as exc:  # a template error: no retry can fix it, do not block the rest
@@ -299,12 +354,13 @@ class WebhookDelivery:
             health.delivered(1)  # before done: the queue depth still counts this event
             self.queue.done(row_id)
             self._count(webhook.name, "ok")
-            self._observe(self.clock() - created_s)
+            self._observe(self.queue.clock() - created_s)  # both wall-clock: spans restarts
             self._gauge(webhook.name)
             return 0.0
         if status == 0 or status >= 500 or status in RETRY_STATUS:
             delay = min(webhook.retry_max_s, webhook.retry_min_s * 2.0 ** min(attempts, 32))
-            self.queue.retry_at(row_id, attempts + 1, now + delay)
+            self._due[webhook.name] = (row_id, now + delay)
+            self.queue.retry_at(row_id, attempts + 1, self.queue.clock() + delay)
             self._count(webhook.name, "retry")
             health.failed(f"http_{status}" if status else "connection",
                           f"{redact_url(webhook.url)} answered {status or 'nothing'}")
