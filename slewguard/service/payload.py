@@ -249,10 +249,13 @@ def _decode_binary(payload: bytes) -> Window:
     if not (math.isfinite(scale) and scale > 0):
         raise PayloadError("bad_header", f"scale={scale} must be finite and > 0")
     raw = np.frombuffer(payload, dtype=dtype, count=n, offset=offset)
-    with np.errstate(over="ignore"):  # a huge scale overflows to inf: rejected as nan_samples
-        samples = raw.astype(np.float32)  # int16 is exact in float32; no float64 temporary
-        if fmt == 1:
-            samples *= np.float32(scale)
+    if raw.dtype == np.float32:  # native float32: a read-only view, no second copy in memory
+        samples = raw
+    else:
+        with np.errstate(over="ignore"):  # a huge scale overflows to inf: nan_samples
+            samples = raw.astype(np.float32)  # int16 is exact in float32; no float64 temporary
+            if fmt == 1:
+                samples *= np.float32(scale)
     window = Window(sensor_id, start_ns, rate, None if math.isnan(rpm) else rpm, seq,
                     UNITS[unit], samples)
     return _check_window(window)
