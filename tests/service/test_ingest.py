@@ -139,6 +139,42 @@ def test_shared_subscription_splits_messages_between_daemons(mosquitto):
         second.stop()
 
 
+def windows(recorder: Recorder) -> list[int]:
+    return [int(m.payload) for m in recorder.messages if m.payload != b"probe"]
+
+
+def connects(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("slewguard_mqtt_connects_total") or 0.0
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("shared_group", [None, "edge"])
+def test_subscribes_again_after_a_broker_restart(mosquitto_factory, caplog, shared_group):
+    # The broker keeps the session (session present: True) but mosquitto 2.0 does not restore
+    # its shared subscription (docs/reliability.md): only a SUBSCRIBE on every CONNACK, whatever
+    # session_present says, brings the windows back.
+    broker = mosquitto_factory(persistence=True)
+    recorder, metrics = Recorder(), Metrics()
+    config = mqtt_config(broker.port, client_id="edge-a", shared_group=shared_group)
+    ingest = started(config, recorder, metrics)
+    try:
+        with caplog.at_level(logging.INFO, logger="slewguard.service.ingest"):
+            broker.restart()
+            services.wait_until(lambda: connects(metrics) >= 2, 30, "reconnected")
+        assert "session present: True" in caplog.text
+
+        def probe_arrived() -> bool:  # the SUBACK may still be on its way
+            services.publish(broker.port, [(TOPIC.format(0), b"probe")])
+            return any(m.payload == b"probe" for m in recorder.messages)
+
+        services.wait_until(probe_arrived, 10, "a window after the reconnect", poll_s=0.2)
+        services.publish(broker.port, [(TOPIC.format(1), b"%d" % i) for i in range(10)])
+        services.wait_until(lambda: len(windows(recorder)) >= 10, 15, "10 windows")
+        assert sorted(windows(recorder)) == list(range(10))
+    finally:
+        ingest.stop()
+
+
 def test_subscription_topics_prefix_the_shared_group():
     assert subscription_topics(["a/+/vib", "b/#"], None) == ["a/+/vib", "b/#"]
     assert subscription_topics(["a/+/vib"], "g") == ["$share/g/a/+/vib"]
