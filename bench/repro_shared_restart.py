@@ -39,7 +39,7 @@ from paho.mqtt.properties import Properties
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slewguard.service.config import MqttConfig  # noqa: E402
+from slewguard.service.config.mqtt import MqttConfig  # noqa: E402
 from slewguard.service.ingest import Ingest  # noqa: E402
 from slewguard.service.metrics import Metrics  # noqa: E402
 from tests.service import services  # noqa: E402
@@ -190,8 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=16.0, help="windows per second")
     parser.add_argument("--repeats", type=int, default=3, help="runs per daemon-ingest row")
-    parser.add_argument("--reconnect-min-s", type=float, default=1.0,
-                        help="mqtt.reconnect_min_s of the members")
+    parser.add_argument("--reconnect-min-s", type=float,
+                        default=MqttConfig.model_fields["reconnect_min_s"].default,
+                        help="mqtt.reconnect_min_s of the members (default: the config's)")
     args = parser.parse_args()
     logging.getLogger("slewguard").setLevel(logging.ERROR)  # reconnect warnings: expected here
     version = services.subprocess.run([services.MOSQUITTO, "-h"], capture_output=True,

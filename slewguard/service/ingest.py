@@ -246,8 +246,9 @@ def build_client(config: MqttConfig, client_id: str, session: bool = True,
         client.tls_set(ca_certs=_path(tls.ca_file), certfile=_path(tls.cert_file),
                        keyfile=_path(tls.key_file), cert_reqs=ssl.CERT_REQUIRED)
         client.tls_insecure_set(bool(tls.insecure))
-    client.reconnect_delay_set(int(max(1, config.reconnect_min_s)),
-                               int(max(1, config.reconnect_max_s)))
+    # paho's delays are plain seconds (typed int, used as floats): sub-second ones shorten the
+    # gap after a broker restart, when a shared subscription has to be made again.
+    client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)  # type: ignore[arg-type]
     return client
 
 

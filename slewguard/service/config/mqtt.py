@@ -101,7 +101,10 @@ class MqttConfig(StrictModel):
                                   "gives a shared-subscription member's to the other members): "
                                   "a short expiry keeps a shared group flowing only by losing "
                                   "them; shared_takeover does that without loss.")
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds.")
+    reconnect_min_s: float = Field(0.25, gt=0, description="First reconnect delay in seconds "
+                                   "(doubling up to reconnect_max_s). Short: a shared "
+                                   "subscription, which mosquitto forgets on a restart, is "
+                                   "back sooner.")
     reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay in seconds.")
     receive_maximum: int = Field(64, ge=1, le=65535, description="Unacknowledged QoS>0 messages "
                                  "the broker may have in flight to the daemon (backpressure).")
