@@ -52,12 +52,17 @@ class BaselineStore:
     def observe(self, key: str, window: np.ndarray, line_db: float) -> Baseline | None:
         """The bearing's baseline for this window: None while it is still learning (this window
         is then one of its commissioning windows)."""
+        return self.observe_level(key, level(window), line_db)
+
+    def observe_level(self, key: str, levels: tuple[float, float],
+                      line_db: float) -> Baseline | None:
+        """:meth:`observe` from the window's ``evidence.level`` (rms, excess kurtosis)."""
         with self._lock:
             self._reload_if_changed()
             entry = self._state.setdefault(key, {"levels": [], "lines_db": [], "baseline": None})
             if entry["baseline"] is not None:
                 return Baseline(**entry["baseline"])
-            entry["levels"].append(list(level(window)))
+            entry["levels"].append(list(levels))
             entry["lines_db"].append(float(line_db))
             if len(entry["levels"]) >= self.n_windows:
                 b = Baseline.from_levels([tuple(v) for v in entry["levels"]], entry["lines_db"])

@@ -76,19 +76,21 @@ class EvidenceStage:
                geometry: BearingGeometry, rpm: float, rpm_uncertainty: float) -> WindowEvidence:
         """One window's evidence; ``rpm_uncertainty`` > 0 when ``rpm`` is nominal."""
         row = evidence.extract(x, sample_rate_hz, geometry, rpm, rpm_uncertainty)
-        return self.judge(key, x, row, rpm, rpm_uncertainty)
+        return self.judge(key, evidence.level(x), row, rpm, rpm_uncertainty)
 
-    def judge(self, key: str, x: np.ndarray, row: dict[str, float], rpm: float,
+    def judge(self, key: str, levels: tuple[float, float], row: dict[str, float], rpm: float,
               rpm_uncertainty: float) -> WindowEvidence:
-        """The baseline and the rule on a window's ``evidence.extract`` row. Call it in window
-        order per bearing (its first windows are its baseline); the extraction itself has no
-        state and may run in any order, on any thread."""
+        """The baseline and the rule on a window's ``evidence.extract`` row and
+        ``evidence.level``. Call it in window order per bearing (its first windows are its
+        baseline); extraction and level have no state and may run in any order, on any
+        thread."""
         row = dict(row)
         fitted = rpm * row["speed_scale"]
         confident = rpm_uncertainty > 0 and row["speed_confidence_db"] >= MIN_SPEED_CONFIDENCE_DB
         use_rpm = fitted if confident else rpm
-        baseline = self.baselines.observe(key, x, max(row["bpfo_h1_db"], row["bpfi_h1_db"]))
-        row.update(evidence.relative(x, baseline))
+        baseline = self.baselines.observe_level(key, levels,
+                                                max(row["bpfo_h1_db"], row["bpfi_h1_db"]))
+        row.update(evidence.relative_level(levels, baseline))
         verdict, reason = envelope_rule(row, self.config.line_db, self.config.level_db)
         if baseline is None:
             reason += f" (learning the baseline: {self.config.baseline_windows} windows)"

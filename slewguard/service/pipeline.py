@@ -65,7 +65,7 @@ from slewguard.service.trust import (
     load_trust,
     split_by_quality,
 )
-from slewguard.signal import features, numeric, templates, textify
+from slewguard.signal import evidence, features, numeric, templates, textify
 from slewguard.signal.evidence import extract as extract_evidence
 from slewguard.signal.quality import QualityVerdict
 
@@ -441,22 +441,24 @@ class Pipeline:
         return [found for group in groups.values() for found in self._extract(group)]
 
     def _evidence(self, items: list[_Item]) -> None:
-        """The evidence stage: each window's own evidence on the worker pool (FFTs release the
-        GIL), then baseline and rule in arrival order. A window it cannot read keeps the model
-        path."""
-        def one(i: int) -> dict | str:
+        """The evidence stage: each window's own evidence and level on the worker pool (FFTs
+        and reductions release the GIL), then baseline and rule in arrival order. A window it
+        cannot read keeps the model path."""
+        def one(i: int) -> tuple[dict, tuple[float, float]] | str:
             w, p = items[i].window, items[i].place
             try:
-                return extract_evidence(w.samples, w.sample_rate_hz, p.geometry, items[i].rpm,
-                                        p.rpm_uncertainty)
+                return (extract_evidence(w.samples, w.sample_rate_hz, p.geometry, items[i].rpm,
+                                         p.rpm_uncertainty), evidence.level(w.samples))
             except ValueError as exc:
                 return str(exc)
-        for item, row in zip(items, numeric.map_rows(one, len(items)), strict=True):
-            if isinstance(row, str):
-                self._warn.warning("evidence", "no evidence for %s: %s", item.inbound.topic, row)
+        for item, found in zip(items, numeric.map_rows(one, len(items)), strict=True):
+            if isinstance(found, str):
+                self._warn.warning("evidence", "no evidence for %s: %s", item.inbound.topic,
+                                   found)
                 continue
-            item.evidence = self.evidence.judge(_sensor_key(item.place), item.window.samples,
-                                                row, item.rpm, item.place.rpm_uncertainty)
+            row, levels = found
+            item.evidence = self.evidence.judge(_sensor_key(item.place), levels, row, item.rpm,
+                                                item.place.rpm_uncertainty)
             item.rpm = item.evidence.rpm
 
     def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
