@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -79,16 +80,20 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
     x = np.asarray(x, np.float32)  # single precision FFTs: half the time, ample for dB
     n = x.size
     spec = fft.rfft(x - x.mean())
-    mag = np.abs(spec)
     lo, hi = int(BAND_LOW_FRACTION * spec.size), int(BAND_HIGH_FRACTION * spec.size)
     # The envelope does not change when the band is shifted down to 0 Hz, and the shifted band
     # needs only as many samples as it has bins (plus the envelope lines read, so their
     # aliases stay above top_hz): 0.4 x n instead of n.
     length = fft.next_fast_len(hi - lo + int(top_hz * n / sample_rate_hz) + 16)
     baseband = np.zeros(length, np.complex64)
-    baseband[:hi - lo] = spec[lo:hi] / np.maximum(mag[lo:hi], np.float32(1e-30))
+    # Temporaries written in place where they can be: a fresh array of a window's size costs
+    # page faults as well as the arithmetic.
+    mag = np.abs(spec[lo:hi])
+    np.maximum(mag, np.float32(1e-30), out=mag)
+    np.divide(spec[lo:hi], mag, out=baseband[:hi - lo])
     a = fft.ifft(baseband)
-    env = a.real**2 + a.imag**2
+    env = np.square(a.real)
+    env += np.square(a.imag)
     # Only the envelope's low end is read: cut its spectrum above 2 x top_hz and go back to a
     # short signal, so the zero-padded FFT runs on a few thousand samples, not PAD x n.
     full = fft.rfft(env - env.mean())
@@ -97,8 +102,16 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
     short = fft.irfft(full[:m], 2 * (m - 1)) if m < full.size else env - env.mean()
     df = sample_rate_hz / (PAD * n)
     keep = min(int(top_hz / df) + 2, PAD * short.size // 2)
-    amp = np.abs(fft.rfft(short * np.hanning(short.size), PAD * short.size)[:keep])
+    amp = np.abs(fft.rfft(short * _hanning(short.size), PAD * short.size)[:keep])
     return EnvelopeSpectrum(amp, df, env)
+
+
+@lru_cache(maxsize=16)
+def _hanning(n: int) -> np.ndarray:
+    """``np.hanning(n)``, computed once per length (windows of a sensor share theirs)."""
+    window = np.hanning(n)
+    window.setflags(write=False)
+    return window
 
 
 def _prominence(e: EnvelopeSpectrum, hz: np.ndarray, tol: float) -> np.ndarray:
@@ -128,7 +141,7 @@ def _floor(e: EnvelopeSpectrum, hz: np.ndarray, tol: float) -> np.ndarray:
         lo, hi = int(np.floor(c - w)), int(np.ceil(c + w)) + 1
         span = max(int(FLOOR_SPAN * c), 15)
         if lo >= 1 and hi + span <= e.amp.size:
-            out[i] = np.median(np.r_[e.amp[max(1, lo - span):lo], e.amp[hi:hi + span]])
+            out[i] = np.median(np.concatenate((e.amp[max(1, lo - span):lo], e.amp[hi:hi + span])))
     return out
 
 
@@ -229,12 +242,12 @@ def _shape(env: np.ndarray) -> tuple[float, float]:
     """Excess kurtosis and crest factor of the whitened band signal, from its squared envelope
     ``env`` = |a|^2 (a narrow-band x = Re(a e^(iwt)) has E x^4 / (E x^2)^2 = 1.5 E|a|^4 /
     (E|a|^2)^2 and peak / rms = sqrt(2 max|a|^2 / E|a|^2)); Gaussian noise gives (0, ~4-5)."""
-    env = np.asarray(env, np.float64)
-    mean = float(env.mean())
+    env = np.array(env, np.float64)  # a copy: squared in place below
+    mean, peak = float(env.mean()), float(env.max())
     if mean <= 0:
         return 0.0, 0.0
-    return float(1.5 * np.mean(np.square(env)) / mean**2 - 3.0), float(
-        np.sqrt(2 * env.max() / mean))
+    np.square(env, out=env)
+    return float(1.5 * np.mean(env) / mean**2 - 3.0), float(np.sqrt(2 * peak / mean))
 
 
 def extract(x: np.ndarray, sample_rate_hz: float, bearing: BearingGeometry, rpm: float,
