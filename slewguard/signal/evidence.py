@@ -39,6 +39,7 @@ import numpy as np
 
 from slewguard.signal import fft
 from slewguard.signal.kinematics import BearingGeometry
+from slewguard.signal.numeric import median
 
 HARMONICS = 3
 # line name -> key in DefectFrequencies.as_dict(); order fixes the feature columns
@@ -141,7 +142,7 @@ def _floor(e: EnvelopeSpectrum, hz: np.ndarray, tol: float) -> np.ndarray:
         lo, hi = int(np.floor(c - w)), int(np.ceil(c + w)) + 1
         span = max(int(FLOOR_SPAN * c), 15)
         if lo >= 1 and hi + span <= e.amp.size:
-            out[i] = np.median(np.concatenate((e.amp[max(1, lo - span):lo], e.amp[hi:hi + span])))
+            out[i] = median(np.concatenate((e.amp[max(1, lo - span):lo], e.amp[hi:hi + span])))
     return out
 
 
