@@ -103,14 +103,15 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
     short = fft.irfft(full[:m], 2 * (m - 1)) if m < full.size else env - env.mean()
     df = sample_rate_hz / (PAD * n)
     keep = min(int(top_hz / df) + 2, PAD * short.size // 2)
+    # single precision here too (a third of double's time); the lines are read in double
     amp = np.abs(fft.rfft(short * _hanning(short.size), PAD * short.size)[:keep])
-    return EnvelopeSpectrum(amp, df, env)
+    return EnvelopeSpectrum(amp.astype(np.float64), df, env)
 
 
 @lru_cache(maxsize=16)
 def _hanning(n: int) -> np.ndarray:
-    """``np.hanning(n)``, computed once per length (windows of a sensor share theirs)."""
-    window = np.hanning(n)
+    """``np.hanning(n)`` in float32, computed once per length (a sensor's windows share it)."""
+    window = np.hanning(n).astype(np.float32)
     window.setflags(write=False)
     return window
 
