@@ -40,10 +40,11 @@ from slewguard.service.config import ServiceConfig, load_config
 from slewguard.service.deadletter import DeadLetters
 from slewguard.service.evidence_stage import evidence_stage
 from slewguard.service.health import HealthServer
+from slewguard.service.inference_stage import model_name
 from slewguard.service.ingest import Ingest, publisher_client
 from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
-from slewguard.service.pipeline import Pipeline, PipelineSettings, model_name
+from slewguard.service.pipeline import Pipeline, PipelineSettings
 from slewguard.service.placement import SensorMap
 from slewguard.service.preflight import StartError, bind_problem, start_problems
 from slewguard.signal import fft

@@ -6,6 +6,9 @@ A features thread takes micro-batches (up to ``max_batch`` messages, or whatever
 into texts; an inference thread runs ONE ``predict_proba`` over each batch while the next batch's
 features are computed. Results go to the outbox in one durable ``put``; only then is each
 message acknowledged. In flight at most: the queue, one batch in each thread and one between.
+This module runs the two threads, decodes, stores, acks and dead-letters; the stages are
+batch_queue.py (the bounded queue), features_stage.py (evidence rows or grouped features),
+inference_stage.py (model and trust) and batch.py (the windows in flight, their results).
 
 Trust (service/trust.py): before features, ``quality.check`` runs on the raw windows; a window
 with a sensor fault becomes a ``sensor_fault:<check>`` result (counted in
@@ -46,14 +49,18 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from slewguard.models.card import features_method
+from slewguard.service.batch import PreparedBatch, WindowItem, fault_result, release
+from slewguard.service.batch_queue import BatchQueue
 from slewguard.service.config.model import InferenceConfig, ModelConfig
-from slewguard.service.evidence_stage import EvidenceStage, WindowEvidence
+from slewguard.service.evidence_stage import EvidenceStage
+from slewguard.service.features_stage import evidence_rows, feature_rows, run_evidence
+from slewguard.service.inference_stage import Classifier, InferenceStage, model_name
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, check_size, decode
@@ -65,21 +72,11 @@ from slewguard.service.trust import (
     load_trust,
     split_by_quality,
 )
-from slewguard.signal import evidence, features, numeric, templates, textify
-from slewguard.signal.evidence import extract as extract_evidence
-from slewguard.signal.quality import QualityVerdict
+from slewguard.signal import features, numeric, templates, textify
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0
 OUTBOX_RETRY_MAX_S = 5.0
-
-
-class Classifier(Protocol):
-    """What the pipeline needs from a model (slewguard.models.FaultClassifier fits)."""
-
-    classes: list[str]
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
 
 
 class ResultStore(Protocol):
@@ -113,39 +110,6 @@ class PipelineSettings:
                    queue_size=inference.queue_size, queue_bytes=inference.queue_bytes,
                    torch_threads=model.torch_threads,
                    signal_threads=inference.signal_threads)
-
-
-@dataclass
-class _Item:
-    inbound: Inbound
-    window: Window
-    place: Placement
-    rpm: float
-    evidence: WindowEvidence | None = None
-
-
-@dataclass
-class _Prepared:
-    items: list[_Item]
-    rows: list[dict]
-    texts: list[str]
-    values: np.ndarray  # (B, F) the rows in ``names`` order
-    names: tuple[str, ...]
-    faulty: list[tuple[_Item, QualityVerdict, dict]]  # sensor faults: no model needed
-
-
-def model_name(classifier: Any) -> str:
-    """A short model label: ``.name``, else the card's name or family, else the class name.
-
-    Example:
-        >>> model_name(object())
-        'object'
-    """
-    name = getattr(classifier, "name", None)
-    if not name:
-        card = getattr(classifier, "card", None) or {}
-        name = card.get("name") or card.get("family") if isinstance(card, dict) else None
-    return str(name or type(classifier).__name__)
 
 
 class _RateLimitedLog:
@@ -183,12 +147,9 @@ class Pipeline:
                  evidence: EvidenceStage | None = None,
                  max_payload_bytes: int | None = None) -> None:
         self.max_payload_bytes = max_payload_bytes
-        self.max_batch = int(settings.max_batch)
-        self.max_wait_s = float(settings.max_wait_ms) / 1000.0
-        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=int(settings.queue_size))
-        self.queue_bytes = int(settings.queue_bytes)
-        self._queued = 0  # payload bytes in self.queue
-        self._room = threading.Condition()  # guards _queued; notified when a batch is taken
+        self.queue = BatchQueue(int(settings.queue_size), int(settings.queue_bytes),
+                                int(settings.max_batch), float(settings.max_wait_ms) / 1000.0,
+                                metrics.queue_depth)
         self.classifier = classifier
         self.model = model or model_name(classifier)
         self.outbox = outbox
@@ -211,11 +172,14 @@ class Pipeline:
             raise ValueError(f"model {self.model} reads the evidence stage (textify template "
                              f"{self.template.version!r}) but evidence.enabled is false: set "
                              "evidence.enabled: true, or use a model of template 't1'")
+        self.inference = InferenceStage(classifier, self.trust, metrics, model=self.model,
+                                        rule_decides=self.rule_decides,
+                                        reads_evidence=self.reads_evidence)
         self._closing = threading.Event()  # refuse new messages, drain the queue
         self._abort = threading.Event()  # stop now, even mid-retry
         # Features of batch k+1 overlap inference of batch k (numpy/scipy and torch both
         # release the GIL); one prepared batch may wait between the two threads.
-        self._handoff: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        self._handoff: queue.Queue[PreparedBatch | None] = queue.Queue(maxsize=1)
         self._threads: list[threading.Thread] = []
         self._warn = _RateLimitedLog(LOG_EVERY_S)
         self.batches = 0
@@ -243,24 +207,7 @@ class Pipeline:
         """
         if not self._closing.is_set() and self._oversize(inbound):
             return True
-        size = len(inbound.payload)
-        while not self._closing.is_set():
-            with self._room:  # every producer puts under it: full() cannot go stale
-                if self.queue.full() or (self._queued and
-                                         self._queued + size > self.queue_bytes):
-                    self._room.wait(timeout=0.1)  # until a batch is taken
-                    continue
-                self.queue.put_nowait(inbound)
-                self._queued += size
-            self.metrics.queue_depth.set(self.queue.qsize())
-            return True
-        return False
-
-    def _taken(self, batch: list[Inbound]) -> None:
-        """Give the batch's bytes back to the budget."""
-        with self._room:
-            self._queued -= sum(len(m.payload) for m in batch)
-            self._room.notify_all()
+        return self.queue.put(inbound, self._closing)
 
     def _oversize(self, inbound: Inbound) -> bool:
         """Reject (dead-letter, count, ack) a message over the byte budget; True if it was."""
@@ -289,7 +236,7 @@ class Pipeline:
     def _run_features(self) -> None:
         try:
             while not self._abort.is_set():
-                batch = self._take()
+                batch = self.queue.take()
                 if batch:
                     prepared = self._prepare(batch)
                     while prepared is not None and not self._abort.is_set():
@@ -313,29 +260,12 @@ class Pipeline:
             except Exception:  # keep serving; these messages stay unacked until a reconnect
                 log.exception("batch of %d windows failed after inference", len(prepared.items))
 
-    def _take(self) -> list[Inbound]:
-        try:
-            batch = [self.queue.get(timeout=0.1)]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(self.queue.get(timeout=remaining) if remaining > 0
-                             else self.queue.get_nowait())
-            except queue.Empty:
-                break
-        self._taken(batch)
-        self.metrics.queue_depth.set(self.queue.qsize())
-        return batch
-
     def process(self, batch: list[Inbound]) -> list[Result]:
         """Diagnose ``batch`` in the calling thread, store the results, ack; returns them."""
         prepared = self._prepare(batch)
         return [] if prepared is None else self._finish(prepared)
 
-    def _prepare(self, batch: list[Inbound]) -> _Prepared | None:
+    def _prepare(self, batch: list[Inbound]) -> PreparedBatch | None:
         """Decode, reject, check quality, featurise and textify; None when nothing is left."""
         self.metrics.batch_windows.observe(len(batch))
         decoded = numeric.map_rows(lambda i: self._decode(batch[i]), len(batch))  # GIL-free
@@ -345,14 +275,16 @@ class Pipeline:
         self.metrics.stage_seconds.labels(stage="quality").observe(time.perf_counter() - started)
         rows, texts, kept, values = self._featurise(clean)
         names = tuple(features.FEATURE_NAMES if not rows else rows[0])
-        _release([*kept, *(item for item, _, _ in faulty)])
-        return _Prepared(kept, rows, texts, values, names, faulty) if kept or faulty else None
+        release([*kept, *(item for item, _, _ in faulty)])
+        return PreparedBatch(kept, rows, texts, values, names, faulty) if kept or faulty else None
 
-    def _finish(self, prepared: _Prepared) -> list[Result]:
+    def _finish(self, prepared: PreparedBatch) -> list[Result]:
         """One predict_proba over the batch, one durable outbox put, then the acks."""
-        kept, reasons, results = self._diagnose(prepared)
+        kept, reasons, results = self.inference.diagnose(prepared)
         kept += [item for item, _, _ in prepared.faulty]
-        results += [self._fault_result(item, v, row) for item, v, row in prepared.faulty]
+        results += [fault_result(item, v, row, model=self.model,
+                                 evidence=self.trust.sensor_fault_evidence(v))
+                    for item, v, row in prepared.faulty]
         if not results or not self._store(results):
             return []
         for reason in filter(None, reasons):
@@ -362,30 +294,7 @@ class Pipeline:
         self.batches += 1
         return results
 
-    def _diagnose(self, prepared: _Prepared) -> tuple[list[_Item], list[str], list[Result]]:
-        """Model, then trust: (items, unknown reasons, results); nothing if the model failed."""
-        kept, rows = prepared.items, prepared.rows
-        if not kept:
-            return [], [], []
-        started = time.perf_counter()
-        try:
-            proba = np.asarray(self.classifier.predict_proba(prepared.texts), dtype=np.float64)
-        except Exception:  # a model failure is not the messages' fault: leave them unacked
-            log.exception("inference failed on a batch of %d; messages stay unacknowledged",
-                          len(kept))
-            self.metrics.windows_rejected_total.labels(reason="inference_error").inc(len(kept))
-            return [], [], []
-        self.metrics.stage_seconds.labels(stage="inference").observe(time.perf_counter() - started)
-        started = time.perf_counter()
-        judged = self.trust.judge(list(self.classifier.classes), proba, prepared.names,
-                                  prepared.values, rows, [_bearing_key(i.place) for i in kept],
-                                  evidence_rows=self.reads_evidence)
-        results = [self._result(item, row, verdict, p, evidence) for item, row, (
-            verdict, p, _, evidence) in zip(kept, rows, judged, strict=True)]
-        self.metrics.stage_seconds.labels(stage="trust").observe(time.perf_counter() - started)
-        return list(kept), [reason for _, _, reason, _ in judged], results
-
-    def _decode(self, inbound: Inbound) -> _Item | None:
+    def _decode(self, inbound: Inbound) -> WindowItem | None:
         if self._oversize(inbound):  # submit() checked already; process() callers did not
             return None
         started = time.perf_counter()
@@ -402,14 +311,16 @@ class Pipeline:
             return None
         finally:
             self.metrics.stage_seconds.labels(stage="decode").observe(time.perf_counter() - started)
-        return _Item(inbound, window, place, float(rpm))
+        return WindowItem(inbound, window, place, float(rpm))
 
-    def _featurise(self, items: list[_Item]) -> tuple[list[dict], list[str], list[_Item],
-                                                      np.ndarray]:
+    def _featurise(self, items: list[WindowItem]
+                   ) -> tuple[list[dict], list[str], list[WindowItem], np.ndarray]:
+        """The features stage (features_stage.py) and the text the model reads."""
         started = time.perf_counter()
         if self.evidence is not None and items:
-            self._evidence(items)
-        found = self._evidence_rows(items) if self.reads_evidence else self._feature_rows(items)
+            run_evidence(self.evidence, items, self._warn.warning)
+        found = (evidence_rows(items, self._reject) if self.reads_evidence
+                 else feature_rows(items, self.features_method, self._reject))
         rows = [row for _, row, _ in found]
         texts = [self.template.textify(row) for row in rows]
         kept = [item for item, _, _ in found]
@@ -419,87 +330,6 @@ class Pipeline:
         values = np.stack([vector for _, _, vector in found]) if found else np.zeros(
             (0, 0), np.float32)
         return rows, texts, kept, values
-
-    def _evidence_rows(self, items: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
-        """A t3 model's input: each window's evidence row, no features to compute."""
-        found = []
-        for item in items:
-            if item.evidence is None:
-                self._reject(item.inbound, "evidence", "the evidence stage could not read the "
-                             f"window from {item.inbound.topic}")
-                continue
-            row = item.evidence.fields
-            found.append((item, row, np.fromiter(row.values(), np.float32, len(row))))
-        return found
-
-    def _feature_rows(self, items: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
-        """A t1 model's input: features of each group of like windows, in one call per group."""
-        groups: dict[tuple, list[_Item]] = defaultdict(list)
-        for item in items:
-            w = item.window
-            groups[(item.place.geometry, w.sample_rate_hz, w.samples.size)].append(item)
-        return [found for group in groups.values() for found in self._extract(group)]
-
-    def _evidence(self, items: list[_Item]) -> None:
-        """The evidence stage: each window's own evidence and level on the worker pool (FFTs
-        and reductions release the GIL), then baseline and rule in arrival order. A window it
-        cannot read keeps the model path."""
-        def one(i: int) -> tuple[dict, tuple[float, float]] | str:
-            w, p = items[i].window, items[i].place
-            try:
-                return (extract_evidence(w.samples, w.sample_rate_hz, p.geometry, items[i].rpm,
-                                         p.rpm_uncertainty), evidence.level(w.samples))
-            except ValueError as exc:
-                return str(exc)
-        for item, found in zip(items, numeric.map_rows(one, len(items)), strict=True):
-            if isinstance(found, str):
-                self._warn.warning("evidence", "no evidence for %s: %s", item.inbound.topic,
-                                   found)
-                continue
-            row, levels = found
-            item.evidence = self.evidence.judge(_sensor_key(item.place), levels, row, item.rpm,
-                                                item.place.rpm_uncertainty)
-            item.rpm = item.evidence.rpm
-
-    def _extract(self, group: list[_Item]) -> list[tuple[_Item, dict, np.ndarray]]:
-        """Features of one group in one call; on failure, window by window to isolate the bad."""
-        try:
-            table = _extract_table(group, self.features_method)
-            return [(item, table.row(i), table.values[i]) for i, item in enumerate(group)]
-        except ValueError as exc:
-            if len(group) == 1:
-                self._reject(group[0].inbound, "features", str(exc))
-                return []
-        return [pair for item in group for pair in self._extract([item])]
-
-    def _result(self, item: _Item, row: dict, verdict: str, proba: np.ndarray,
-                evidence: str) -> Result:
-        classes = list(self.classifier.classes)
-        w, p = item.window, item.place
-        found = {k: float(v) for k, v in row.items()}
-        if item.evidence is not None:
-            found.update(item.evidence.fields)
-            rule = f"envelope rule: {item.evidence.verdict} ({item.evidence.reason})"
-            if self.rule_decides and verdict != "unknown":
-                verdict, evidence = item.evidence.verdict, f"{rule}; model: {evidence}"
-            else:
-                evidence = f"{evidence}; {rule}"
-        return Result(
-            site=p.site, asset=p.asset, bearing=p.bearing, sensor=p.sensor, model=self.model,
-            predicted=verdict, confidence=float(proba.max()),
-            probabilities={c: float(v) for c, v in zip(classes, proba, strict=True)},
-            features=found, rpm=item.rpm, seq=int(w.seq),
-            start_ns=int(w.start_ns), topic=item.inbound.topic, evidence=evidence)
-
-    def _fault_result(self, item: _Item, verdict: QualityVerdict, row: dict) -> Result:
-        """A sensor-fault result: raw statistics, no model probabilities, never a bearing fault."""
-        w, p = item.window, item.place
-        return Result(
-            site=p.site, asset=p.asset, bearing=p.bearing, sensor=p.sensor, model=self.model,
-            predicted=f"sensor_fault:{verdict.faults[0]}", confidence=float("nan"),
-            probabilities={}, features=row, rpm=item.rpm, seq=int(w.seq),
-            start_ns=int(w.start_ns), topic=item.inbound.topic,
-            evidence=self.trust.sensor_fault_evidence(verdict), quality=verdict.faults)
 
     def _store(self, results: list[Result]) -> bool:
         """Durably store; retry with backoff while the outbox fails (unless aborting)."""
@@ -518,7 +348,7 @@ class Pipeline:
             self.metrics.stage_seconds.labels(stage="outbox").observe(time.perf_counter() - started)
             return True
 
-    def _done(self, item: _Item, result: Result) -> None:
+    def _done(self, item: WindowItem, result: Result) -> None:
         self.ack(item.inbound)
         m = self.metrics
         m.windows_processed_total.inc()
@@ -539,30 +369,3 @@ class Pipeline:
             log.error("dead-letter publish failed for %s: %s", inbound.topic, exc)
         self.ack(inbound)
 
-
-_NO_SAMPLES = np.zeros(0, np.float32)
-
-
-def _release(items: list[_Item]) -> None:
-    """Drop what no later stage reads (the payload bytes, the decoded samples), so the two
-    batches in flight after the features hold their results, not their windows: the message
-    is acked by its id and, should storing fail, redelivered by the broker."""
-    for item in items:
-        item.inbound = replace(item.inbound, payload=b"")
-        item.window = replace(item.window, samples=_NO_SAMPLES)
-
-
-def _bearing_key(place: Placement) -> str:
-    return f"{place.site}/{place.asset}/{place.bearing}"
-
-
-def _sensor_key(place: Placement) -> str:
-    return f"{place.site}/{place.asset}/{place.bearing}/{place.sensor}"
-
-
-def _extract_table(group: list[_Item], method: str) -> features.FeatureTable:
-    first = group[0]
-    windows = [item.window.samples for item in group]  # read in place: no (B, N) copy
-    rpm = np.array([item.rpm for item in group], dtype=np.float64)  # (B,)
-    return features.extract(windows, first.window.sample_rate_hz, first.place.geometry, rpm=rpm,
-                            method=method)

@@ -10,7 +10,7 @@ import pytest
 from slewguard.models import card as model_card
 from slewguard.models.classifier import FaultClassifier, load, train_classifier
 from slewguard.models.ood import OodDetector
-from slewguard.service import pipeline as pipeline_module
+from slewguard.service import features_stage
 from slewguard.service.config import config_from_dict
 from slewguard.service.evidence_stage import EvidenceStage
 from slewguard.service.ingest import Inbound
@@ -85,7 +85,7 @@ def _healthy(seed: int) -> np.ndarray:
 def test_a_t3_model_reads_the_evidence_text_and_no_features(tmp_path, t3_model, monkeypatch):
     def no_features(*_args, **_kwargs):
         raise AssertionError("a t3 model must not make the pipeline compute features")
-    monkeypatch.setattr(pipeline_module, "_extract_table", no_features)
+    monkeypatch.setattr(features_stage, "_extract_table", no_features)
     seen: list[str] = []
     predict = t3_model.predict_proba
     monkeypatch.setattr(t3_model, "predict_proba", lambda texts: seen.extend(texts) or
@@ -116,7 +116,7 @@ def test_a_t3_model_without_the_evidence_stage_is_refused(tmp_path, t3_model):
 def test_a_window_the_evidence_cannot_read_is_dead_lettered(tmp_path, t3_model, monkeypatch):
     def unreadable(*_args, **_kwargs):
         raise ValueError("window too short for the slowest line")
-    monkeypatch.setattr(pipeline_module, "extract_evidence", unreadable)
+    monkeypatch.setattr(features_stage, "extract_evidence", unreadable)
     dead: list = []
     pipe = _pipeline(tmp_path, t3_model, dead=dead)
     assert pipe.process([_message(_healthy(1), 1)]) == []

@@ -348,11 +348,11 @@ def test_the_queue_is_bounded_in_payload_bytes(tmp_path, classifier):
     blocked.start()
     blocked.join(0.5)  # 3 x size > 2.5 x size: it waits although 98 places are free
     assert blocked.is_alive() and pipe.queue.qsize() == 2
-    assert [m.mid for m in pipe._take()] == [1, 2]  # a batch goes: its bytes come back
+    assert [m.mid for m in pipe.queue.take()] == [1, 2]  # a batch goes: its bytes come back
     blocked.join(2.0)
     assert not blocked.is_alive() and pipe.queue.qsize() == 1
     # one message larger than the whole budget still passes when the queue is empty
-    pipe._take()
+    pipe.queue.take()
     tight, _, _, _ = make(tmp_path / "tight", classifier,
                           PipelineSettings(queue_bytes=size // 10))
     assert tight.submit(messages[3]) and tight.queue.qsize() == 1

@@ -31,18 +31,18 @@ from slewguard.models.prune.budget import (
     select_counts,
     unit_cost,
 )
-from slewguard.models.prune.cascade import (
-    CascadeConfig,
-    CascadeReport,
-    Evaluate,
-    _evaluate,
-    _finish_stage,
-    calibration_subset,
-    distillation,
-    resolve_coupling,
-)
+from slewguard.models.prune.cascade import CascadeConfig
 from slewguard.models.prune.importance import importance
 from slewguard.models.prune.kinds import Stage, Unit
+from slewguard.models.prune.stages import (
+    CascadeReport,
+    Evaluate,
+    calibration_subset,
+    distillation,
+    evaluate_metrics,
+    finish_stage,
+    resolve_coupling,
+)
 from slewguard.models.prune.surgery import Surgeon, surgeon_for
 from slewguard.models.train import Batch
 
@@ -77,12 +77,12 @@ def run_baseline(
     coupled = resolve_coupling(model, config.coupling_aware)
     calib = calibration_subset(calib_batches, config.calibration_samples)
     report = CascadeReport(method, config.target_ratio, dense, coupled,
-                           _evaluate(evaluate, model))
+                           evaluate_metrics(evaluate, model))
     start = time.perf_counter()
     if method == "shortgpt":
         removed = _shortgpt(surgeon, model, calib, round(dense / config.target_ratio))
-        model, entry = _finish_stage(model, report, Stage.LAYERS, "block_influence", removed, 0,
-                                     train_batches, config, evaluate)
+        model, entry = finish_stage(model, report, Stage.LAYERS, "block_influence", removed, 0,
+                                    train_batches, config, evaluate)
     else:
         criterion, recovers = ONE_SHOT[method]
         goal_body = check_reachable(surgeon, model, config.target_ratio, coupled)
@@ -91,8 +91,8 @@ def run_baseline(
             epochs = sum(config.epochs(s) for s in Stage)
             loss_fn = distillation(model, train_batches, config)
         removed = _one_shot(surgeon, model, criterion, calib, goal_body, coupled)
-        model, entry = _finish_stage(model, report, Stage.CHANNELS, criterion, removed, epochs,
-                                     train_batches, config, evaluate, loss_fn)
+        model, entry = finish_stage(model, report, Stage.CHANNELS, criterion, removed, epochs,
+                                    train_batches, config, evaluate, loss_fn)
         entry.granularity = f"{granularity(surgeon, Stage.HEADS, coupled)}+{Unit.CHANNEL}"
     entry.seconds = time.perf_counter() - start
     return model, report

@@ -1,7 +1,8 @@
 """Cascaded multi-granularity pruning: layers -> LoRA -> heads -> LoRA -> FFN channels -> LoRA.
 
 Each stage scores its components on the CURRENT model (pruned and recovered by the stages before
-it), removes the least important ones with the family's ``Surgeon``, then recovers with LoRA.
+it), removes the least important ones with the family's ``Surgeon``, then recovers with LoRA
+(``stages.finish_stage``, which the baselines share).
 The compression target is a body-parameter ratio (``measure.body_parameters``: embeddings and
 head excluded, the paper's count). The removal budget ``dense - dense / target`` is split over
 the stages by ``*_share``; coarse stages round to whole layers/heads and the last stage solves
@@ -28,8 +29,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -39,12 +39,18 @@ from rich.console import Console
 from slewguard.models.prune import measure
 from slewguard.models.prune.budget import check_reachable, granularity, prune_stage
 from slewguard.models.prune.kinds import Stage
-from slewguard.models.prune.recovery import TARGETS, dense_teacher, recover
-from slewguard.models.prune.sia import static_check
+from slewguard.models.prune.recovery import TARGETS
+from slewguard.models.prune.stages import (
+    CascadeReport,
+    Evaluate,
+    calibration_subset,
+    distillation,
+    evaluate_metrics,
+    finish_stage,
+    resolve_coupling,
+)
 from slewguard.models.prune.surgery import surgeon_for
-from slewguard.models.train import Batch, LossFn
-
-Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+from slewguard.models.train import Batch
 
 
 class CascadeConfig(BaseModel):
@@ -147,81 +153,6 @@ class CascadeConfig(BaseModel):
                 *per_round]
 
 
-@dataclass
-class StageReport:
-    """One stage: what was removed, the size after it, the accuracy after recovery, the time."""
-
-    stage: str
-    criterion: str
-    granularity: str
-    removed: dict[str, list[int]]
-    body_parameters: int
-    ratio: float
-    seconds: float
-    recovery_epochs: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    metrics_before_recovery: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class CascadeReport:
-    """The whole run: dense size and metrics, one ``StageReport`` per stage, the final ratio."""
-
-    method: str
-    target_ratio: float
-    dense_body_parameters: int
-    coupling_aware: bool
-    dense_metrics: dict[str, float]
-    stages: list[StageReport] = field(default_factory=list)
-    tokenizer: Any = None  # the remapped tokenizer when the vocabulary stage ran
-
-    @property
-    def final_ratio(self) -> float:
-        return self.stages[-1].ratio if self.stages else 1.0
-
-    @property
-    def final_metrics(self) -> dict[str, float]:
-        return self.stages[-1].metrics if self.stages else self.dense_metrics
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (stage removals keyed by "layers" or the layer index as a string)."""
-        out = {k: v for k, v in self.__dict__.items() if k != "tokenizer"}
-        out["stages"] = [dict(s.__dict__) for s in self.stages]
-        out["final_ratio"] = self.final_ratio
-        return out
-
-
-def resolve_coupling(model: torch.nn.Module, coupling_aware: bool | None) -> bool:
-    """``coupling_aware`` as given, or True when the static SIA check says violated.
-
-    Example:
-        >>> resolve_coupling(llama_model, None)   # doctest: +SKIP
-        True
-    """
-    return (not static_check(model.config).satisfied) if coupling_aware is None \
-        else coupling_aware
-
-
-def calibration_subset(batches: Sequence[Batch], samples: int) -> list[Batch]:
-    """The first ``samples`` examples of ``batches`` (whole batches, the last one cut).
-
-    Example:
-        >>> batches = [{"input_ids": torch.zeros(10, 4, dtype=torch.long)}] * 3
-        >>> [len(b["input_ids"]) for b in calibration_subset(batches, 16)]
-        [10, 6]
-    """
-    if not batches:
-        raise ValueError("calib_batches is empty: pass calibration batches (e.g. from train)")
-    out, left = [], samples
-    for batch in batches:
-        if left <= 0:
-            break
-        size = int(batch["input_ids"].shape[0])
-        out.append(batch if size <= left else {k: v[:left] for k, v in batch.items()})
-        left -= size
-    return out
-
-
 def run_cascade(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -251,7 +182,7 @@ def run_cascade(
     calib = calibration_subset(calib_batches, config.calibration_samples)
     console = Console(quiet=not config.show_progress)
     report = CascadeReport("cascade", config.target_ratio, dense, coupled,
-                           _evaluate(evaluate, model))
+                           evaluate_metrics(evaluate, model))
     loss_fn = distillation(model, train_batches, config)
     budget = dense - goal_body
     schedule = config.schedule()
@@ -268,59 +199,14 @@ def run_cascade(
             loss_fn = distillation(model, train_batches, config)
         removed = prune_stage(surgeon, model, stage, criterion, calib, stage_goal, goal_body,
                               coupled, later_stages=later)
-        model, entry = _finish_stage(model, report, stage, criterion, removed,
-                                     epochs, train_batches, config, evaluate,
-                                     loss_fn)
+        model, entry = finish_stage(model, report, stage, criterion, removed, epochs,
+                                    train_batches, config, evaluate, loss_fn)
         entry.seconds = time.perf_counter() - start
         console.log(f"{stage}: body {entry.body_parameters:,} ({entry.ratio:.2f}x) "
                     f"{entry.metrics} in {entry.seconds:.1f} s")
     if config.include_vocab:
         model, report.tokenizer = _trim_vocab(model, tokenizer, train_batches, vocab_texts)
     return model, report
-
-
-def _finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, criterion: str,
-                  removed: dict[str, list[int]], epochs: int, train_batches: Sequence[Batch],
-                  config: CascadeConfig, evaluate: Evaluate | None,
-                  loss_fn: LossFn | None = None) -> tuple[torch.nn.Module, StageReport]:
-    """Measure, evaluate, recover (when something went) and append the stage's report."""
-    surgeon = surgeon_for(model)
-    unit = granularity(surgeon, stage, report.coupling_aware)
-    body = measure.body_parameters(model)
-    entry = StageReport(Stage(stage).value, criterion, unit.value, removed, body,
-                        report.dense_body_parameters / body, 0.0, 0)
-    previous = report.stages[-1].metrics if report.stages else report.dense_metrics
-    if removed:
-        entry.metrics = entry.metrics_before_recovery = _evaluate(evaluate, model)
-        if epochs:
-            entry.recovery_epochs = epochs
-            model = _recover(model, train_batches, config, epochs, loss_fn)
-            entry.metrics = _evaluate(evaluate, model)
-    else:
-        entry.metrics = dict(previous)
-    report.stages.append(entry)
-    return model, entry
-
-
-def _recover(model: torch.nn.Module, train_batches: Sequence[Batch], config: CascadeConfig,
-             epochs: int, loss_fn: LossFn | None) -> torch.nn.Module:
-    return recover(model, train_batches, epochs, lr=config.lora_lr, rank=config.lora_rank,
-                   alpha=config.lora_alpha, target=config.lora_target, seed=config.seed,
-                   show_progress=config.show_progress, loss_fn=loss_fn)
-
-
-def distillation(model: torch.nn.Module, train_batches: Sequence[Batch],
-                 config: CascadeConfig) -> LossFn | None:
-    """``recovery.dense_teacher`` with ``config``'s weight and temperature (None at weight 0)."""
-    return dense_teacher(model, train_batches, config.distill_weight, config.distill_temperature)
-
-
-def _evaluate(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[str, float]:
-    if evaluate is None:
-        return {}
-    model.eval()
-    with torch.no_grad():
-        return {k: float(v) for k, v in evaluate(model).items()}
 
 
 def _trim_vocab(model: torch.nn.Module, tokenizer: Any, batches: Sequence[Batch],

@@ -236,19 +236,19 @@ def test_cascade_lands_on_a_high_target_when_the_channels_are_nearly_exhausted()
 
 def test_cascade_distils_every_stage_from_the_dense_model(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    import slewguard.models.prune.cascade as cascade_module
+    import slewguard.models.prune.stages as stages_module
 
     model, batches = tiny_model("bert"), toy_batches()
     with torch.no_grad():
         dense_logits = [model(input_ids=b["input_ids"]).logits for b in batches]
     seen: list = []
-    original = cascade_module.recover
+    original = stages_module.recover
 
     def spy(model, batches, epochs, **kwargs):
         seen.append(kwargs["loss_fn"])
         return original(model, batches, epochs, **kwargs)
 
-    monkeypatch.setattr(cascade_module, "recover", spy)
+    monkeypatch.setattr(stages_module, "recover", spy)
     config = CascadeConfig(target_ratio=2.5, distill_weight=1.0, **FAST)
     run_cascade(model, None, batches, batches, config)
     assert len(seen) == 5 and all(fn is not None for fn in seen)

@@ -1,0 +1,180 @@
+"""What every pruning stage does around its removal, shared by the cascade and the baselines.
+
+A run starts from the dense model (``resolve_coupling``, ``calibration_subset``,
+``distillation``, ``evaluate_metrics``) and opens a ``CascadeReport``; after each removal
+``finish_stage`` measures the model, evaluates it, recovers it with LoRA when something went and
+appends a ``StageReport``. Choosing what to remove is the caller's (``budget.prune_stage`` for the
+cascade, the one-shot scorers in ``baselines``).
+
+Example:
+    >>> report = CascadeReport("cascade", 2.5, 50_000, False, dense_metrics={})
+    >>> report.final_ratio, report.final_metrics      # no stage finished yet: the dense model
+    (1.0, {})
+    >>> model, entry = finish_stage(model, report, "layers", "lcr", removed, 1, train, config,
+    ...                             evaluate)                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from slewguard.models.prune import measure
+from slewguard.models.prune.budget import granularity
+from slewguard.models.prune.kinds import Stage
+from slewguard.models.prune.recovery import dense_teacher, recover
+from slewguard.models.prune.sia import static_check
+from slewguard.models.prune.surgery import surgeon_for
+from slewguard.models.train import Batch, LossFn
+
+if TYPE_CHECKING:
+    from slewguard.models.prune.cascade import CascadeConfig
+
+Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass
+class StageReport:
+    """One stage: what was removed, the size after it, the accuracy after recovery, the time."""
+
+    stage: str
+    criterion: str
+    granularity: str
+    removed: dict[str, list[int]]
+    body_parameters: int
+    ratio: float
+    seconds: float
+    recovery_epochs: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_before_recovery: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CascadeReport:
+    """The whole run: dense size and metrics, one ``StageReport`` per stage, the final ratio."""
+
+    method: str
+    target_ratio: float
+    dense_body_parameters: int
+    coupling_aware: bool
+    dense_metrics: dict[str, float]
+    stages: list[StageReport] = field(default_factory=list)
+    tokenizer: Any = None  # the remapped tokenizer when the vocabulary stage ran
+
+    @property
+    def final_ratio(self) -> float:
+        return self.stages[-1].ratio if self.stages else 1.0
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        return self.stages[-1].metrics if self.stages else self.dense_metrics
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (stage removals keyed by "layers" or the layer index as a string)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "tokenizer"}
+        out["stages"] = [dict(s.__dict__) for s in self.stages]
+        out["final_ratio"] = self.final_ratio
+        return out
+
+
+def resolve_coupling(model: torch.nn.Module, coupling_aware: bool | None) -> bool:
+    """``coupling_aware`` as given, or True when the static SIA check says violated.
+
+    Example:
+        >>> resolve_coupling(llama_model, None)   # doctest: +SKIP
+        True
+    """
+    return (not static_check(model.config).satisfied) if coupling_aware is None \
+        else coupling_aware
+
+
+def calibration_subset(batches: Sequence[Batch], samples: int) -> list[Batch]:
+    """The first ``samples`` examples of ``batches`` (whole batches, the last one cut).
+
+    Example:
+        >>> batches = [{"input_ids": torch.zeros(10, 4, dtype=torch.long)}] * 3
+        >>> [len(b["input_ids"]) for b in calibration_subset(batches, 16)]
+        [10, 6]
+    """
+    if not batches:
+        raise ValueError("calib_batches is empty: pass calibration batches (e.g. from train)")
+    out, left = [], samples
+    for batch in batches:
+        if left <= 0:
+            break
+        size = int(batch["input_ids"].shape[0])
+        out.append(batch if size <= left else {k: v[:left] for k, v in batch.items()})
+        left -= size
+    return out
+
+
+def distillation(model: torch.nn.Module, train_batches: Sequence[Batch],
+                 config: CascadeConfig) -> LossFn | None:
+    """``recovery.dense_teacher`` with ``config``'s weight and temperature (None at weight 0).
+
+    Example:
+        >>> from slewguard.models.prune.cascade import CascadeConfig
+        >>> distillation(torch.nn.Linear(2, 2), [], CascadeConfig(target_ratio=2.0)) is None
+        True
+    """
+    return dense_teacher(model, train_batches, config.distill_weight, config.distill_temperature)
+
+
+def evaluate_metrics(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode without gradients, as floats ({} when it is None).
+
+    The model is left in eval mode.
+
+    Example:
+        >>> evaluate_metrics(lambda m: {"accuracy": torch.tensor(0.5)}, torch.nn.Linear(2, 2))
+        {'accuracy': 0.5}
+    """
+    if evaluate is None:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        return {k: float(v) for k, v in evaluate(model).items()}
+
+
+def finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, criterion: str,
+                 removed: dict[str, list[int]], epochs: int, train_batches: Sequence[Batch],
+                 config: CascadeConfig, evaluate: Evaluate | None,
+                 loss_fn: LossFn | None = None) -> tuple[torch.nn.Module, StageReport]:
+    """Measure, evaluate, recover (when something went) and append the stage's report.
+
+    ``removed`` is what the stage cut from ``model`` (empty: nothing, the previous metrics carry
+    over and there is no recovery). Returns the recovered model and the appended entry, whose
+    ``seconds`` the caller fills in.
+
+    Example:
+        >>> model, entry = finish_stage(model, report, "heads", "taylor", removed, 5, train,
+        ...                             config, evaluate)                   # doctest: +SKIP
+        >>> entry.recovery_epochs                                           # doctest: +SKIP
+        5
+    """
+    surgeon = surgeon_for(model)
+    unit = granularity(surgeon, stage, report.coupling_aware)
+    body = measure.body_parameters(model)
+    entry = StageReport(Stage(stage).value, criterion, unit.value, removed, body,
+                        report.dense_body_parameters / body, 0.0, 0)
+    previous = report.stages[-1].metrics if report.stages else report.dense_metrics
+    if removed:
+        entry.metrics = entry.metrics_before_recovery = evaluate_metrics(evaluate, model)
+        if epochs:
+            entry.recovery_epochs = epochs
+            model = _recover(model, train_batches, config, epochs, loss_fn)
+            entry.metrics = evaluate_metrics(evaluate, model)
+    else:
+        entry.metrics = dict(previous)
+    report.stages.append(entry)
+    return model, entry
+
+
+def _recover(model: torch.nn.Module, train_batches: Sequence[Batch], config: CascadeConfig,
+             epochs: int, loss_fn: LossFn | None) -> torch.nn.Module:
+    return recover(model, train_batches, epochs, lr=config.lora_lr, rank=config.lora_rank,
+                   alpha=config.lora_alpha, target=config.lora_target, seed=config.seed,
+                   show_progress=config.show_progress, loss_fn=loss_fn)
