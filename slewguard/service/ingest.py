@@ -439,6 +439,8 @@ class Ingest:
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.mqtt_connected.set(0)
+        if self.takeovers is not None:
+            self.takeovers.on_disconnect()
         if reason_code != 0:
             log.warning("disconnected from broker (%s); paho reconnects with backoff", reason_code)
 

@@ -3,7 +3,8 @@
 Mosquitto keeps routing a share of a shared subscription's windows to a member's persistent
 session while the member is down, and deletes them if that session expires
 (docs/shared_subscriptions.md). So when a peer's retained status turns ``offline`` (its Last Will
-after a crash, or its clean stop), a live member:
+after a crash, or its clean stop) and stays so for ``mqtt.shared_takeover_grace_s`` while the
+live member stays connected (not the broker's own restart: see ``Takeovers``), the live member:
 
 1. connects with the peer's client id and ``clean_start=False`` (no Will, no status, no reconnect);
 2. UNSUBSCRIBEs the peer's session from the group: the broker routes new windows to live members;
@@ -200,17 +201,28 @@ class SessionTakeover:
 
 
 class Takeovers:
-    """The takeovers of one Ingest: one per peer whose status said "offline", at a time."""
+    """The takeovers of one Ingest: one per peer whose status said "offline", at a time.
+
+    A peer is taken over only once its "offline" has stood for ``mqtt.shared_takeover_grace_s``
+    while our own connection stayed up. On a broker restart mosquitto sends every member's Will
+    to the others just before it drops them, and after it each member gets the others' retained
+    "offline" on its own reconnect, a moment before they reconnect too. Taking over then would
+    connect with the client id of a member that is back, and the broker would disconnect it. So
+    our disconnect forgets every pending "offline" (the broker sends the retained one again when
+    we are back) and a peer's "online" cancels its own.
+    """
 
     def __init__(self, ingest: Any) -> None:
         self.ingest = ingest
+        self.grace_s = float(ingest.config.shared_takeover_grace_s)
         self._lock = threading.Lock()
         self._running: dict[str, SessionTakeover] = {}
+        self._pending: dict[str, threading.Timer] = {}
         self._generation = 0
         self._stopped = False
 
     def on_status(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        """A retained member status arrived (paho's network thread): take over if offline."""
+        """A member status arrived (paho's network thread): take over if it stays offline."""
         if message.qos > 0:
             client.ack(message.mid, message.qos)  # manual acks: else it holds an in-flight slot
         peer = message.topic.rsplit("/", 1)[-1]
@@ -219,7 +231,48 @@ class Takeovers:
         except (ValueError, AttributeError):
             log.debug("ignoring a status message on %s that is not a JSON object", message.topic)
             return
-        if state == "offline" and peer != self.ingest.client_id:
+        if peer == self.ingest.client_id:
+            return
+        if state == "offline":
+            self._take_over_later(peer)
+        elif state == "online":
+            self._cancel(peer)
+
+    def on_disconnect(self) -> None:
+        """Our connection dropped: forget pending offline statuses, they may be the broker's."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for timer in pending.values():
+            timer.cancel()
+        if pending:
+            log.info("connection lost: not taking over %s unless still offline after the "
+                     "reconnect", ", ".join(sorted(pending)))
+
+    def _take_over_later(self, peer: str) -> None:
+        with self._lock:
+            if self._stopped or peer in self._pending or peer in self._running:
+                return  # the queued and the retained copy of one Will both arrive on a connect
+            timer = threading.Timer(self.grace_s, self._grace_over, (peer,))
+            timer.daemon = True
+            self._pending[peer] = timer
+        log.info("shared-subscription member %s is offline: taking over its session if it is "
+                 "still offline in %.1f s (mqtt.shared_takeover_grace_s)", peer, self.grace_s)
+        timer.start()
+
+    def _cancel(self, peer: str) -> None:
+        with self._lock:
+            timer = self._pending.pop(peer, None)
+        if timer is not None:
+            timer.cancel()
+            log.info("shared-subscription member %s is back online: no takeover", peer)
+
+    def _grace_over(self, peer: str) -> None:
+        with self._lock:
+            # The timer runs this on its own thread: anything else means it was cancelled.
+            if self._pending.get(peer) is not threading.current_thread():
+                return
+            del self._pending[peer]
+        if self.ingest.connected.is_set():
             self.take_over(peer)
 
     def take_over(self, peer: str) -> None:
@@ -245,6 +298,9 @@ class Takeovers:
         with self._lock:
             self._stopped = True
             running = list(self._running.values())
+            pending, self._pending = self._pending, {}
+        for timer in pending.values():
+            timer.cancel()
         for takeover in running:
             takeover.stop(timeout_s)
 

@@ -6,6 +6,7 @@ the dead member a subprocess running the daemon's Ingest, the survivor the whole
 """
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from slewguard.service.metrics import Metrics
 from tests.service import services
 from tests.service.services import wait_until
 from tests.service.test_app import fleet_messages, outbox_rows, start_app
-from tests.service.test_ingest import Recorder, mqtt_config, started
+from tests.service.test_ingest import Recorder, connects, mqtt_config, started
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = "g"
@@ -159,3 +160,71 @@ def test_member_coming_back_interrupts_the_takeover_and_gets_its_windows(mosquit
             member.kill()
     assert sorted(m.payload for m in back.messages) == sorted(m.payload for m in taken)
     assert status["state"] == "online"  # the member's own status, not overwritten by the takeover
+
+
+def takeover_lines(caplog) -> list[str]:
+    lines = [record.getMessage() for record in caplog.records]
+    return [line for line in lines if "taking over its session so" in line]
+
+
+@pytest.mark.services
+def test_broker_restart_makes_no_member_take_over_another(mosquitto_factory, caplog):
+    # mosquitto sends each member's Will to the other when it shuts down and leaves it retained;
+    # taking over on it disconnected the member that had just reconnected (docs/reliability.md).
+    broker = mosquitto_factory(persistence=True)
+    members, metrics, received = [], [Metrics(), Metrics()], Recorder()
+    for client_id, member_metrics in zip(("edge-a", "edge-b"), metrics, strict=True):
+        config = mqtt_config(broker.port, client_id=client_id, shared_group=GROUP,
+                             status_topic="slewguard/status")
+        members.append(started(config, received, member_metrics))
+    grace_s = members[0].config.shared_takeover_grace_s
+    try:
+        with caplog.at_level(logging.INFO, logger="slewguard.service"):
+            broker.restart()
+            wait_until(lambda: all(connects(m) >= 2 for m in metrics), 30, "both reconnected")
+            wait_until(lambda: all(m.subscribed.is_set() for m in members), 10, "resubscribed")
+            time.sleep(grace_s + 1.0)  # a takeover the restart had set off would have begun
+        services.publish(broker.port, [(f"plant/y/c/b/s{i}/vib", b"%d" % i) for i in range(20)])
+        received.wait_for(20)
+        counts = [connects(m) for m in metrics]
+        exposition = b"".join(m.exposition() for m in metrics)
+    finally:
+        for member in members:
+            member.stop()
+    assert takeover_lines(caplog) == []
+    assert b"mqtt_session_takeovers_total{" not in exposition
+    assert counts == [2.0, 2.0]  # one reconnect each, subscribed on it, never thrown out again
+    assert sorted(int(m.payload) for m in received.messages) == list(range(20))
+
+
+@pytest.mark.services
+def test_member_killed_just_before_a_broker_restart_is_taken_over_after_it(mosquitto_factory,
+                                                                          caplog):
+    broker = mosquitto_factory(persistence=True)
+    received, metrics = Recorder(), Metrics()
+
+    def survivor_handler(inbound) -> None:
+        received(inbound)
+        survivor.ack(inbound)  # its own and the taken-over session's windows alike
+
+    config = mqtt_config(broker.port, client_id="edge-a", shared_group=GROUP,
+                         status_topic="slewguard/status")
+    survivor = started(config, survivor_handler, metrics)
+    member = DeadMember(broker.port, "5")
+    try:
+        services.publish(broker.port, [(f"plant/y/c/b/s{i}/vib", b"%d" % i) for i in range(20)])
+        member.wait_received(8)
+        with caplog.at_level(logging.INFO, logger="slewguard.service"):
+            member.kill()
+            broker.restart()  # well within the grace: the member's Will counts only after it
+            wait_until(lambda: len({m.payload for m in received.messages}) >= 20, 30,
+                       "every window at the survivor")
+            wait_until(lambda: b'mqtt_session_takeovers_total{outcome="drained"} 1.0'
+                       in metrics.exposition(), 15, "takeover counted")
+    finally:
+        survivor.stop()
+        if member.proc.poll() is None:
+            member.kill()
+    assert sorted({int(m.payload) for m in received.messages}) == list(range(20))
+    assert {m.session for m in received.messages} == {"", "edge-b"}
+    assert len(takeover_lines(caplog)) == 1

@@ -92,6 +92,14 @@ class MqttConfig(StrictModel):
                                            "window, with every window acked, after which a "
                                            "taken-over session counts as drained and is "
                                            "deleted.")
+    shared_takeover_grace_s: float = Field(2.0, gt=0, le=60, description="Seconds a member's "
+                                           "offline status must stand, with this daemon "
+                                           "connected throughout, before its session is taken "
+                                           "over. A broker restart sends every member's Will "
+                                           "and leaves it retained, and the members come back "
+                                           "within about one reconnect delay of each other: "
+                                           "taking over at once would disconnect a member that "
+                                           "has just reconnected.")
     qos: Literal[1, 2] = Field(1, description="Subscription QoS; at least 1, because a window "
                                "is acknowledged only once it is in the outbox.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive in seconds.")
