@@ -85,6 +85,21 @@ def test_inputs_labelled_in_the_tokenizers_order_are_caught(tmp_path):
     assert models.load(path).runtime == "torch"  # nothing to serve with onnx
 
 
+def test_a_graph_that_only_rounds_beyond_the_tolerance_is_not_blamed_on_its_inputs(
+        tmp_path, monkeypatch):
+    """Same ids, same classes, a logit difference over the tolerance: the refusal says it is
+    rounding and to serve on torch, not that the inputs are mislabelled."""
+    path = tmp_path / "default"
+    shutil.copytree(shipped.shipped_model_dir("default"), path)
+    (path / "model.onnx").unlink()
+    monkeypatch.setattr(onnx_export, "MAX_LOGIT_DIFF", 0.0)  # any rounding is over it
+    with pytest.raises(ValueError, match="float rounding") as refused:
+        onnx_export.export_onnx(path, feature_texts(), "random feature rows")
+    assert "forward's order" not in str(refused.value) and "model.runtime: torch" in str(
+        refused.value)
+    assert not (path / "model.onnx").exists()
+
+
 def test_export_command_writes_the_graph_for_an_older_directory(tmp_path, capsys):
     path = saved_tiny("tiny-bert", tmp_path / "old")
     assert main(["export", str(path)]) == 0
