@@ -55,8 +55,12 @@ class MissingExtraError(ImportError):
 
 def message(command: str, extra: str) -> str:
     """The one line a command prints when ``extra`` is missing."""
-    return (f"slewguard {command} needs the {extra} extra: "
-            f"pip install 'slewguard[{extra}]'")
+    return f"slewguard {command} needs the {extra} extra: {install_command(extra)}"
+
+
+def install_command(extra: str) -> str:
+    """The pip command that installs ``extra``."""
+    return f"pip install 'slewguard[{extra}]'"
 
 
 def extra_for(module: str | None) -> str | None:

@@ -105,12 +105,12 @@ def extra_problems(config: Any) -> list[str]:
         >>> problems == [] or problems[0].startswith("sensors[0].order_lines: [87.0] needs")
         True
     """
-    from slewguard.extras import available, message
+    from slewguard.extras import available, install_command
 
     if available("scipy"):
         return []
     return [f"sensors[{i}].order_lines: {list(s.order_lines)} needs scipy, which this install "
-            f"lacks: {message('serve', 'signal').split(': ', 1)[1]}, or remove order_lines"
+            f"lacks: {install_command('signal')}, or remove order_lines"
             for i, s in enumerate(config.sensors) if s.order_lines]
 
 

@@ -352,9 +352,7 @@ def relative(x: np.ndarray, baseline: Baseline | None) -> dict[str, float]:
         >>> relative(np.ones(8), None)
         {'rms_rel_db': 0.0, 'kurtosis_rel': 0.0, 'has_baseline': 0.0}
     """
-    if baseline is None or baseline.suspect or not baseline.rms > 0:
-        return dict.fromkeys(BASELINE_NAMES, 0.0)
-    return relative_level(level(x), baseline)
+    return relative_level(level(x), baseline) if _usable(baseline) else _no_baseline()
 
 
 def relative_level(levels: tuple[float, float], baseline: Baseline | None) -> dict[str, float]:
@@ -364,8 +362,17 @@ def relative_level(levels: tuple[float, float], baseline: Baseline | None) -> di
         >>> relative_level((2.0, 1.0), Baseline(1.0, 0.5, 10))["rms_rel_db"].__round__(2)
         6.02
     """
-    if baseline is None or baseline.suspect or not baseline.rms > 0:
-        return dict.fromkeys(BASELINE_NAMES, 0.0)
+    if not _usable(baseline):
+        return _no_baseline()
     rms, kurt = levels
     return {"rms_rel_db": float(20 * np.log10(max(rms, 1e-300) / baseline.rms)),
             "kurtosis_rel": kurt - baseline.kurtosis, "has_baseline": 1.0}
+
+
+def _usable(baseline: Baseline | None) -> bool:
+    """A baseline the level is read against: learned, not suspect, with a level."""
+    return baseline is not None and not baseline.suspect and baseline.rms > 0
+
+
+def _no_baseline() -> dict[str, float]:
+    return dict.fromkeys(BASELINE_NAMES, 0.0)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from slewguard.service.config.base import StrictModel
+from slewguard.service.config.base import StrictModel, check_backoff, check_http_url
 from slewguard.service.redact import redact_url
 
 ALERT_STATES = ("healthy", "inner_race", "outer_race", "rolling_element", "cage", "combined",
@@ -43,8 +43,7 @@ class WebhookConfig(StrictModel):
 
     @model_validator(mode="after")
     def _url_template_backoff(self) -> WebhookConfig:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url={redact_url(self.url)!r} must start with http:// or https://")
+        check_http_url(self.url)
         if "@" in urlsplit(self.url).netloc and "authorization" in map(str.lower, self.headers):
             raise ValueError(f"url={redact_url(self.url)!r} has user info (sent as Basic auth) "
                              "and headers sets Authorization too: keep one of them")
@@ -56,9 +55,7 @@ class WebhookConfig(StrictModel):
                              f"{self.format!r}")
         if self.template_file is not None and not Path(self.template_file).is_file():
             raise ValueError(f"template_file={str(self.template_file)!r} does not exist")
-        if self.retry_min_s > self.retry_max_s:
-            raise ValueError(f"retry_min_s={self.retry_min_s} must not exceed "
-                             f"retry_max_s={self.retry_max_s}")
+        check_backoff(self.retry_min_s, self.retry_max_s)
         return self
 
     def template_text(self) -> str | None:

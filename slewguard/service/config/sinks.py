@@ -14,8 +14,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from slewguard.service.config.base import StrictModel
-from slewguard.service.redact import redact_url
+from slewguard.service.config.base import StrictModel, check_backoff, check_http_url
 
 
 class OutboxConfig(StrictModel):
@@ -49,9 +48,6 @@ class InfluxConfig(StrictModel):
 
     @model_validator(mode="after")
     def _url_and_backoff(self) -> InfluxConfig:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url={redact_url(self.url)!r} must start with http:// or https://")
-        if self.retry_min_s > self.retry_max_s:
-            raise ValueError(f"retry_min_s={self.retry_min_s} must not exceed "
-                             f"retry_max_s={self.retry_max_s}")
+        check_http_url(self.url)
+        check_backoff(self.retry_min_s, self.retry_max_s)
         return self
