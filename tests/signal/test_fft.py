@@ -31,6 +31,7 @@ def _with(backend, monkeypatch, compute):
 
 def test_numpy_is_the_fallback_and_scipy_the_default(monkeypatch):
     assert fft.backend() == "scipy"  # the test venv has the signal extra
+    assert isinstance(fft.BACKEND, fft.PocketFFT)  # scipy's compiled module, loaded directly
     monkeypatch.setattr(fft, "BACKEND", None)
     assert fft.backend() == "numpy"
     x = np.random.default_rng(0).normal(size=(3, 1000)).astype(np.float32)
@@ -99,3 +100,51 @@ def test_spectral_flatness_is_scipy_welchs(monkeypatch):
     for backend in (scipy_fft, None):
         monkeypatch.setattr(fft, "BACKEND", backend)
         np.testing.assert_allclose(quality.spectral_flatness(x, 1000.0), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scipys_pocketfft_called_directly_gives_scipy_fft(dtype):
+    pocket = fft.PocketFFT(fft.pocketfft_extension())
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 1000)).astype(dtype)
+    for n in (None, 640, 1000, 1201):
+        for axis in (1, -1):
+            got, want = pocket.rfft(x, n, axis=axis), scipy_fft.rfft(x, n, axis=axis)
+            assert got.dtype == want.dtype and got.shape == want.shape, (n, axis)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    spectrum = scipy_fft.rfft(x, axis=1)
+    for n in (None, 999, 1000, 1500, 600):
+        got, want = pocket.irfft(spectrum, n, axis=1), scipy_fft.irfft(spectrum, n, axis=1)
+        assert got.dtype == want.dtype and got.shape == want.shape, n
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    z = x[:, :500] + 1j * x[:, 500:]
+    for n in (None, 400, 600):
+        np.testing.assert_allclose(pocket.ifft(z, n), scipy_fft.ifft(z, n), rtol=1e-5,
+                                   atol=1e-6)
+    tall = rng.normal(size=(64, 10)).astype(dtype)  # along the first axis, on every core
+    np.testing.assert_allclose(pocket.rfft(tall, axis=0, workers=-1),
+                               scipy_fft.rfft(tall, axis=0), rtol=1e-5, atol=1e-4)
+    assert pocket.rfft(np.arange(8)).dtype == np.complex128  # integers as scipy: in double
+    with pytest.raises(TypeError, match="real input"):
+        pocket.rfft(z)
+
+
+def test_the_serving_path_does_not_import_scipy_fft():
+    """scipy.fft's import (scipy.special, the array-API layer) is 25 MiB of a daemon's RSS."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from slewguard.signal import evidence, fft, quality; "
+            "import slewguard.service.app; "
+            "print(fft.backend(), sorted(m for m in sys.modules if m.startswith('scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split(" ", 1)
+    assert out[0] == "scipy" and out[1].strip() == "[]", out
+
+
+def test_a_scipy_whose_module_cannot_be_loaded_falls_back_to_scipy_fft(monkeypatch):
+    monkeypatch.setattr(fft, "pocketfft_extension", lambda: None)
+    assert fft.scipy_backend() is scipy_fft
+    monkeypatch.undo()
+    monkeypatch.setattr(fft.importlib.util, "find_spec", lambda name: None)
+    assert fft.pocketfft_extension() is None  # no scipy at all
