@@ -21,6 +21,9 @@ from slewguard.signal.features import METHODS
 # `slewguard train` defaults, chosen on a simulated set of another seed than the default one
 # (docs/models.md has the measurement): 3 epochs at 5e-5 left MiniLM at 64% there, these 98-99%.
 TRAIN_DEFAULTS = {"epochs": 8, "lr": 1.5e-4, "batch_size": 16, "max_length": 64}
+# backbones.SUPPORTED_FAMILIES (derived from the family registry), spelled out: the registry
+# imports torch, and `slewguard --help` runs without it (the base install). A new family adds its
+# names here too; tests/models/test_models_cli.py fails until the two agree.
 FAMILY_CHOICES = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
                   "tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2")
 

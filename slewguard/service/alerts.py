@@ -402,6 +402,23 @@ class AlertSink:
         AlertSink._open.discard(self.path)
 
 
+def queue_path(config: ServiceConfig) -> Path:
+    """Where the webhook queue lives: ``alerts.queue_path``, else beside the outbox.
+
+    Example:
+        >>> from slewguard.service.config import ServiceConfig
+        >>> c = ServiceConfig(site="yard1", sensors=[{"topic_filter": "p/+/+/+/+/vib",
+        ...                                          "bearing": "cwru-6205"}],
+        ...                   outbox={"path": "/var/lib/slewguard/outbox.sqlite3"})
+        >>> str(queue_path(c))
+        '/var/lib/slewguard/outbox-alerts.sqlite3'
+    """
+    if config.alerts.queue_path is not None:
+        return Path(config.alerts.queue_path)
+    outbox = Path(config.outbox.path)
+    return outbox.with_name(f"{outbox.stem}-alerts.sqlite3")
+
+
 def build_alert_sinks(config: ServiceConfig, metrics: Any,
                       replaces: Sequence[Any] = ()) -> list[AlertSink]:
     """The started AlertSink for ``config.alerts`` (an empty list when disabled); it continues
@@ -413,11 +430,7 @@ def build_alert_sinks(config: ServiceConfig, metrics: Any,
     c = config.alerts
     if not c.enabled:
         return []
-    path = c.queue_path
-    if path is None:
-        outbox = Path(config.outbox.path)
-        path = outbox.with_name(f"{outbox.stem}-alerts.sqlite3")
-    sink = AlertSink(c, path, metrics.registry)
+    sink = AlertSink(c, queue_path(config), metrics.registry)
     for old in replaces:
         if isinstance(old, AlertSink):  # before start: the first attempt already knows
             sink.delivery.take_over(old.delivery)

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="run the edge daemon (MQTT in, diagnoses out, /metrics)",
         description="Run the daemon until SIGTERM/SIGINT; SIGHUP reloads the sinks.")
-    serve.add_argument("-c", "--config", type=Path, required=True, help="YAML config file")
+    add_config_arguments(serve, "YAML config file")
     serve.set_defaults(func=_serve)
     check = subparsers.add_parser(
         "check-config", help="validate a daemon config file (exit 2 on errors)",
@@ -39,10 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model directory (card, template version), writable outbox, alert-queue "
                     "and baseline paths, webhook templates; warn when http.port is taken. "
                     "Print every error with its key path.")
-    check.add_argument("path", type=Path, nargs="?", default=None,
-                       help="YAML config file (or give it with -c/--config)")
-    check.add_argument("-c", "--config", type=Path, default=None, dest="config_flag",
-                       metavar="CONFIG", help="YAML config file")
+    add_config_arguments(check, "YAML config file")
     check.add_argument("--connect", action="store_true",
                        help="also connect to the MQTT broker and the InfluxDB (when "
                             "configured), as serve would")
@@ -52,11 +49,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Each bearing's first evidence.baseline_windows windows are its healthy "
                     "baseline; reset one after a repair or a sensor swap and it relearns.")
     base.add_argument("action", choices=("show", "reset"))
-    base.add_argument("-c", "--config", type=Path, required=True, help="the daemon's YAML config")
+    add_config_arguments(base, "the daemon's YAML config file")
     base.add_argument("--bearing", default=None,
                       help="SITE/ASSET/BEARING/SENSOR to reset (default with reset: all)")
     base.set_defaults(func=_baseline)
     _add_simulate(subparsers)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, help: str) -> None:
+    """The config file, named the same way in every subcommand: ``FILE`` or ``-c/--config FILE``.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_config_arguments(p, "config")
+        >>> str(config_path(p.parse_args(["-c", "a.yaml"])))
+        'a.yaml'
+    """
+    parser.add_argument("path", type=Path, nargs="?", default=None,
+                        help=f"{help} (or give it with -c/--config)")
+    parser.add_argument("-c", "--config", type=Path, default=None, dest="config_flag",
+                        metavar="FILE", help=help)
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    """The config file named either way; one line saying how when none or two are given."""
+    positional, flag = args.path, args.config_flag
+    if positional is not None and flag is not None and positional != flag:
+        raise ValueError(f"two config files given ({positional} and -c {flag}): give one")
+    if positional is None and flag is None:
+        raise ValueError("no config file: give it as FILE or -c FILE")
+    return positional if positional is not None else flag  # type: ignore[return-value]
 
 
 def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
@@ -104,9 +125,10 @@ def load_config_file(path: Path) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from slewguard.service.app import App
 
-    config = load_config_file(args.config)
+    path = config_path(args)
+    config = load_config_file(path)
     configure_logging(config.logging.level, config.logging.format)
-    return App(config, config_path=args.config).run()
+    return App(config, config_path=path).run()
 
 
 class JsonFormatter(logging.Formatter):
@@ -139,7 +161,7 @@ def _check_config(args: argparse.Namespace) -> int:
     from slewguard.service import preflight
     from slewguard.service.config import ConfigError, load_config
 
-    path = _config_path(args.path, args.config_flag)
+    path = config_path(args)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -159,15 +181,6 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{path}: ok: {_summary(config)}" + (" (broker and database answered)"
                                                if args.connect else ""))
     return 0
-
-
-def _config_path(positional: Path | None, flag: Path | None) -> Path:
-    """The config file named either way (``check-config FILE`` or ``check-config -c FILE``)."""
-    if positional is not None and flag is not None and positional != flag:
-        raise ValueError(f"two config files given ({positional} and -c {flag}): give one")
-    if positional is None and flag is None:
-        raise ValueError("no config file: give it as `check-config FILE` or `-c FILE`")
-    return positional if positional is not None else flag  # type: ignore[return-value]
 
 
 def _report_errors(path: Path, errors: list[str]) -> int:
@@ -196,7 +209,7 @@ def _baseline(args: argparse.Namespace) -> int:
     from slewguard.service.baselines import BaselineStore
     from slewguard.service.evidence_stage import baseline_path
 
-    config = load_config_file(args.config)
+    config = load_config_file(config_path(args))
     path = baseline_path(config)
     store = BaselineStore(path, config.evidence.baseline_windows)
     if args.action == "reset":

@@ -117,14 +117,47 @@ def extra_problems(config: Any) -> list[str]:
 def path_problems(config: Any) -> list[str]:
     """The files the daemon writes: each is a writable file or can be created (its nearest
     existing parent is a writable directory)."""
+    from slewguard.service.alerts import queue_path
     from slewguard.service.evidence_stage import baseline_path
 
     files = [("outbox.path", Path(config.outbox.path))]
     if config.alerts.enabled and config.alerts.queue_path is not None:
         files.append(("alerts.queue_path", Path(config.alerts.queue_path)))
+    # the alert queue's default sits beside the outbox: its directory is the outbox's, but the
+    # file itself may be there already and be something else
+    databases = files[:1] + ([("alerts.queue_path", queue_path(config))]
+                             if config.alerts.enabled else [])
     if config.evidence.enabled and config.evidence.baseline_path is not None:
         files.append(("evidence.baseline_path", baseline_path(config)))
-    return [p for key, path in files if (p := writable_problem(key, path)) is not None]
+    problems = [p for key, path in files if (p := writable_problem(key, path)) is not None]
+    return problems + [p for key, path in databases if (p := sqlite_problem(key, path))]
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_problem(key: str, path: Path) -> str | None:
+    """None unless ``path`` is an existing, non-empty file that is not an SQLite database
+    (which ``serve`` would refuse with "file is not a database"); read only, nothing written.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile(suffix=".sqlite3") as f:
+        ...     _ = f.write(b"time,value"); f.flush()
+        ...     "is not an SQLite database" in sqlite_problem("outbox.path", Path(f.name))
+        True
+    """
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return None  # unreadable: writable_problem names it
+    if head == SQLITE_HEADER:
+        return None
+    return (f"{key}: {str(path)!r} is not an SQLite database (it starts with {head[:8]!r}): "
+            f"move that file away, or set {key} to a new file name")
 
 
 def writable_problem(key: str, path: Path) -> str | None:

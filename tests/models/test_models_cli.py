@@ -34,10 +34,23 @@ def test_sizes_parse_and_bad_ones_say_how():
         models_cli.parse_sizes(["n_layer"])
 
 
-def test_family_choices_match_the_backbones():
+def test_family_choices_are_the_registry_backbones():
     from slewguard.models import backbones
+    from slewguard.models.families import FAMILIES
 
-    assert models_cli.FAMILY_CHOICES == backbones.SUPPORTED_FAMILIES
+    assert {f"tiny-{name}" for name in FAMILIES} <= set(backbones.SUPPORTED_FAMILIES)
+    assert models_cli.FAMILY_CHOICES == backbones.SUPPORTED_FAMILIES, \
+        "copy backbones.SUPPORTED_FAMILIES into slewguard/models/cli.py FAMILY_CHOICES"
+
+
+def test_the_cli_parser_builds_without_torch():
+    # Why FAMILY_CHOICES is a copy: reading the registry would import torch on every --help.
+    code = ("import sys; from slewguard.cli import build_parser; build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 def test_train_refuses_a_missing_data_set(tmp_path):

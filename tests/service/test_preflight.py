@@ -78,6 +78,31 @@ def test_outbox_under_a_file_is_refused_by_serve_and_check_config(tmp_path):
     assert not (tmp_path / "outbox-alerts.sqlite3").exists()  # nothing started
 
 
+@pytest.mark.parametrize("key", ["outbox.path", "alerts.queue_path"])
+def test_a_file_that_is_not_sqlite_is_refused_by_serve_and_check_config(tmp_path, key):
+    # e.g. the path of an exported CSV given by mistake: serve died on "file is not a database"
+    # after loading the model, check-config said ok
+    csv = tmp_path / "readings.csv"
+    csv.write_text("time,value\n1,2\n")
+    section, field = key.split(".")
+    path = write_config(tmp_path, **{section: {field: str(csv)}})
+    words = (key, f"'{csv}' is not an SQLite database", "b'time,val'", "move that file away")
+    assert_one_line(run("check-config", path), *words)
+    assert_one_line(run("serve", "-c", path), *words)
+    assert csv.read_text() == "time,value\n1,2\n"  # left as it was
+
+
+def test_an_existing_outbox_and_alert_queue_pass_check_config(tmp_path):
+    import sqlite3
+
+    for name in ("outbox.sqlite3", "outbox-alerts.sqlite3"):
+        with sqlite3.connect(tmp_path / name) as db:
+            db.execute("create table t (x)")
+    checked = run("check-config", write_config(tmp_path))
+    assert checked.returncode == 0, checked.stderr
+    assert "ok: site yard1" in checked.stdout
+
+
 def _without_root_override() -> list[str]:
     """Run the child without root's right to write anywhere (so a mode-0500 dir binds it)."""
     if os.geteuid() != 0:
@@ -164,6 +189,24 @@ def test_check_config_takes_the_file_positionally_or_with_c(tmp_path):
     other = write_config(tmp_path, "other.yaml")
     assert_one_line(run("check-config", path, "-c", other), "two config files given")
     assert_one_line(run("check-config"), "no config file", "-c FILE")
+
+
+def test_serve_and_baseline_name_the_config_file_the_same_way(tmp_path):
+    path = write_config(tmp_path)
+    for args in (["baseline", "show", path], ["baseline", "show", "-c", path]):
+        done = run(*args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "no bearing has sent a window yet" in done.stdout, done.stdout
+    data = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    data["sensors"][0]["bearing"] = "slew-9000"  # refused at start, before any connect
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    for args in (["serve", path], ["serve", "--config", path], ["baseline", "show", path]):
+        assert_one_line(run(*args), "unknown bearing preset 'slew-9000'")
+    for command in ("serve", "baseline"):
+        extra = ["show"] if command == "baseline" else []
+        assert_one_line(run(command, *extra), "no config file", "-c FILE")
+        assert_one_line(run(command, *extra, path, "-c", other := write_config(
+            tmp_path, "other.yaml")), "two config files given", other)
 
 
 def test_check_config_connect_tries_the_broker_and_the_database(tmp_path, mosquitto,
