@@ -3,6 +3,7 @@ unimportable (the base install)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,3 +49,38 @@ def test_daemon_serves_the_shipped_model_without_torch(mosquitto, tmp_path):
     log = log_path.read_text()
     assert "runs on the onnx runtime, the signal stages on numpy's FFT" in log
     assert "blocked" not in log
+
+
+@pytest.mark.services
+def test_serve_on_torch_logs_json_lines_and_no_progress_bar(mosquitto, tmp_path):
+    # under systemd stderr is the journal: one JSON object per line, no tqdm redraws from
+    # transformers' "Loading weights" bar
+    http_port = services.free_port()
+    data = config_data(tmp_path, mosquitto.port, model={"shipped": "fast", "runtime": "torch"},
+                       http={"port": http_port}, inference={"max_batch": 4, "queue_size": 8},
+                       logging={"format": "json"})
+    config_path = tmp_path / "slewguard.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    log_path = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "slewguard.cli", "serve", str(config_path)],
+                                stdout=log, stderr=log, env=env)
+    messages = fleet_messages(1, 3)
+    try:
+        wait_ready(proc, http_port, log_path)
+        services.publish(mosquitto.port, messages)
+        outbox = tmp_path / "outbox.sqlite3"
+        wait_until(lambda: len(outbox_rows(outbox)) >= len(messages), 120, "all windows")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            assert proc.wait(60) == 0, log_path.read_text()[-3000:]
+    text = log_path.read_text()
+    assert "Loading weights" not in text and "\r" not in text, text[:2000]
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert all(set(r) >= {"time", "level", "logger", "message"} for r in records)
+    said = [r["message"] for r in records]
+    assert any(m.startswith("connected to 127.0.0.1:") for m in said), said
+    assert any("runs on the torch runtime" in m for m in said), said
+    assert any(m.startswith("stopping: draining") for m in said), said
