@@ -60,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                        help="weights dtype")
     train.add_argument("--features", default="tree", choices=METHODS,
-                       help="features.extract band search (tree: the reference; stft: 2-3x "
-                            "cheaper per window, less accurate; README); the card keeps it")
+                       help="features.extract band search (tree: the reference; stft: cheaper "
+                            "per window, less accurate: docs/benchmarks.md); the card keeps it")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.set_defaults(func=run_train)
 

@@ -84,11 +84,11 @@ class BuildConfig(BaseModel):
     finetune_epochs: int = Field(8, ge=0, description="full fine-tuning of the pruned model "
                                  "after the cascade (cheap at 8x; recovers what LoRA left)")
     finetune_lr: float = Field(2e-4, gt=0, description="learning rate of that fine-tuning")
-    threads: int = Field(1, ge=1, description="torch CPU threads; 1 measured 4x faster than 2 "
-                         "on the shared 2-core machine (OpenMP spinning under load)")
+    threads: int = Field(1, ge=1, description="torch CPU threads; 1 is faster than 2 on a "
+                         "shared 2-core machine (OpenMP threads spin under load)")
     features: str = Field("tree", description="features.extract band search (features.METHODS)"
-                          ": tree; stft takes 2.9-3.5x less time per window (bench_signal), "
-                          "but its pruned models scored 3-11 pp lower on this build (README)")
+                          ": tree; stft is cheaper per window but its pruned models score "
+                          "lower (docs/benchmarks.md, tree or stft band search)")
     weights_dtype: str = Field("float32", description="dtype the weights are stored in "
                                "(WEIGHTS_DTYPES): bfloat16 halves the file; accuracies and the "
                                "temperature are measured on the rounded weights")
@@ -471,8 +471,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cwru-root", type=Path, help="CWRU directory (default: shared data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--features", choices=METHODS, default="tree",
-                        help="features.extract band search (default tree; stft: 2-3x cheaper "
-                             "features, less accurate; README)")
+                        help="features.extract band search (default tree; stft: cheaper "
+                             "features, less accurate: docs/benchmarks.md)")
     parser.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="float32",
                         help="store the weights in this dtype (bfloat16: half the file; the "
                              "card's accuracies are measured on the rounded weights)")

@@ -87,9 +87,8 @@ def load_tokenizer(path: Path, max_length: int) -> Any:
 
 
 # Basic graph optimisations only (constant folding, redundant nodes): the extended fusions
-# (attention, skip-layer-norm, GELU) made the shipped pruned BERT, with its 3-5 heads of 32 per
-# layer, slower: one thread, 48 texts, median of 7: 0.50 ms per window at batch 16 and 0.60 at
-# batch 1 with ORT_ENABLE_BASIC, 0.77 and 0.86 with ORT_ENABLE_EXTENDED or _ALL.
+# (attention, skip-layer-norm, GELU) make the shipped pruned BERT, with its 3-5 heads per layer,
+# slower (docs/edge-runtime.md has the measurement).
 GRAPH_OPTIMIZATION = "ORT_ENABLE_BASIC"
 
 
