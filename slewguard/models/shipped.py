@@ -57,7 +57,8 @@ def load_default(device: str = "cpu", dtype: str = "float32", name: str = "defau
 
     path = shipped_model_dir(name)
     if not (path / "card.json").is_file():
-        flags = "" if name == "default" else f" with --out {path} (docs/models.md: the shipped models)"
+        flags = "" if name == "default" else (f" with --out {path} (docs/models.md: the "
+                                              "shipped models)")
         raise ValueError(f"no {name} model in {path}: build it with "
                          f"`slewguard build-default-model`{flags}")
     return load(path, device=device, dtype=dtype, runtime=runtime, threads=threads)

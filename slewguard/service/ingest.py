@@ -263,7 +263,26 @@ def publisher_client(config: MqttConfig, client_id: str) -> mqtt.Client:
         >>> client = publisher_client(config.mqtt, "slewguard-results")   # doctest: +SKIP
     """
     client = build_client(config, client_id, session=False)
-    client.on_connect_error = ConnectFailures(config, "results").failed
+    failures = ConnectFailures(config, "results")
+    client.on_connect_error = failures.failed
+    where = f"{config.host}:{config.port}"
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                   properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("results connection: broker %s refused the connection: %s", where,
+                      reason_code)
+        else:
+            log.info("results connection: connected to %s as %s (after %d failed attempts)",
+                     where, client_id, failures.connected())
+
+    def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                      properties: Any) -> None:
+        if reason_code != 0:  # 0: our own disconnect() at shutdown
+            log.warning("results connection: disconnected from %s (%s); results wait in the "
+                        "outbox while paho reconnects with backoff", where, reason_code)
+
+    client.on_connect, client.on_disconnect = on_connect, on_disconnect
     client.connect_async(config.host, int(config.port), keepalive=int(config.keepalive_s))
     client.loop_start()
     return client

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from slewguard.service.config.mqtt import MqttConfig, TlsConfig
-from slewguard.service.ingest import Inbound, Ingest, subscription_topics
+from slewguard.service.ingest import Inbound, Ingest, publisher_client, subscription_topics
 from slewguard.service.metrics import Metrics
 from tests.service import services
 
@@ -162,6 +162,11 @@ def test_subscribes_again_after_a_broker_restart(mosquitto_factory, caplog, shar
             broker.restart()
             services.wait_until(lambda: connects(metrics) >= 2, 30, "reconnected")
         assert "session present: True" in caplog.text
+        said = [r.getMessage() for r in _ingest_records(caplog, logging.INFO)]
+        gone = [i for i, m in enumerate(said) if m.startswith("disconnected from broker")]
+        back = [i for i, m in enumerate(said) if m.startswith(
+            f"connected to 127.0.0.1:{broker.port} as edge-a")]
+        assert gone and back and gone[0] < back[-1], said  # the operator sees both, in order
 
         def probe_arrived() -> bool:  # the SUBACK may still be on its way
             services.publish(broker.port, [(TOPIC.format(0), b"probe")])
@@ -210,6 +215,31 @@ def test_tls_with_a_private_ca(mosquitto_factory, tmp_path):
         assert recorder.wait_for(1)[0].payload == b"over-tls"
     finally:
         ingest.stop()
+
+
+@pytest.mark.services
+def test_the_results_connection_logs_its_connects_and_disconnects(mosquitto_factory, caplog):
+    caplog.set_level(logging.INFO, logger="slewguard.service.ingest")
+    broker = mosquitto_factory()
+    client = publisher_client(mqtt_config(broker.port), "results-a")
+    try:
+        services.wait_until(client.is_connected, 20, "results connection up")
+        broker.restart()
+
+        def said() -> list[str]:
+            return [r.getMessage() for r in _ingest_records(caplog, logging.INFO)]
+
+        services.wait_until(lambda: sum(m.startswith("results connection: connected") for m in
+                                        said()) >= 2, 30, "results connection back")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    where = f"127.0.0.1:{broker.port}"
+    lines = [m for m in said() if m.startswith("results connection:")]
+    assert lines[0] == f"results connection: connected to {where} as results-a " \
+                       "(after 0 failed attempts)", lines
+    assert any(m.startswith(f"results connection: disconnected from {where}") for m in lines)
+    assert lines[-1].startswith(f"results connection: connected to {where}"), lines
 
 
 def _ingest_records(caplog, level: int = logging.WARNING) -> list[logging.LogRecord]:
