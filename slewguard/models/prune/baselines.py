@@ -33,7 +33,7 @@ from slewguard.models.prune.budget import (
 )
 from slewguard.models.prune.cascade import CascadeConfig
 from slewguard.models.prune.importance import importance
-from slewguard.models.prune.kinds import Stage, Unit
+from slewguard.models.prune.kinds import Removal, Stage, Unit
 from slewguard.models.prune.stages import (
     CascadeReport,
     Evaluate,
@@ -99,8 +99,9 @@ def run_baseline(
 
 
 def _one_shot(surgeon: Surgeon, model: torch.nn.Module, criterion: str, calib: Sequence[Batch],
-              goal_body: int, coupled: bool) -> dict[str, list[int]]:
-    """Score heads and channels once on the unpruned model, then remove both to ``goal_body``."""
+              goal_body: int, coupled: bool) -> list[Removal]:
+    """Score heads and channels once on the unpruned model, then remove both to ``goal_body``
+    (the head removals first, then the channel ones)."""
     head_unit = granularity(surgeon, Stage.HEADS, coupled)
     head_scores = importance(criterion, head_unit).score(model, calib)
     channel_scores = importance(criterion, Unit.CHANNEL).score(model, calib)
@@ -113,13 +114,11 @@ def _one_shot(surgeon: Surgeon, model: torch.nn.Module, criterion: str, calib: S
     # channel indices are untouched by head removal, so the dense scores still apply
     budget = measure.body_parameters(model) - goal_body
     counts = select_counts(surgeon, model, Unit.CHANNEL, channel_scores, budget)
-    removed.update({f"{k}:{Stage.CHANNELS}": v for k, v in
-                    apply_counts(surgeon, model, Unit.CHANNEL, channel_scores, counts).items()})
-    return removed
+    return removed + apply_counts(surgeon, model, Unit.CHANNEL, channel_scores, counts)
 
 
 def _shortgpt(surgeon: Surgeon, model: torch.nn.Module, calib: Sequence[Batch],
-              goal_body: int) -> dict[str, list[int]]:
+              goal_body: int) -> list[Removal]:
     """Remove the lowest block-influence layers (any, one always stays) nearest ``goal_body``."""
     scores = importance("block_influence", Unit.LAYER).score(model, calib)
     body = measure.body_parameters(model)
@@ -132,4 +131,4 @@ def _shortgpt(surgeon: Surgeon, model: torch.nn.Module, calib: Sequence[Batch],
         body -= cost
     if chosen:
         surgeon.remove_layers(model, sorted(chosen))
-    return {Stage.LAYERS.value: sorted(chosen)} if chosen else {}
+    return [Removal(Unit.LAYER, None, sorted(chosen))] if chosen else []

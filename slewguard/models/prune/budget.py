@@ -7,31 +7,33 @@ whether a target ratio can be reached at all.
 
 Example:
     >>> goal = check_reachable(surgeon, model, 2.0, coupled=False)              # doctest: +SKIP
-    >>> prune_stage(surgeon, model, "heads", "taylor", calib, goal, goal, False)  # doctest: +SKIP
-    {'0': [1, 5], '3': [2]}
+    >>> cut = prune_stage(surgeon, model, Stage.HEADS, "taylor", calib, goal, goal,
+    ...                   False)                                             # doctest: +SKIP
+    >>> [(r.unit.value, r.layer, r.indices) for r in cut]                    # doctest: +SKIP
+    [('head', 0, (1, 5)), ('head', 3, (2,))]
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 
 from slewguard.models.prune import measure
 from slewguard.models.prune.importance import importance
-from slewguard.models.prune.kinds import Stage, Unit
+from slewguard.models.prune.kinds import Removal, Stage, Unit
 from slewguard.models.prune.surgery import Surgeon
 from slewguard.models.train import Batch
 
 
-def granularity(surgeon: Surgeon, stage: str, coupled: bool) -> Unit:
+def granularity(surgeon: Surgeon, stage: Stage, coupled: bool) -> Unit:
     """The unit a stage removes: layer, head, kv_group (GQA, coupling-aware) or channel.
 
     Example:
-        >>> granularity(surgeon_for(llama), "heads", coupled=True)   # doctest: +SKIP
+        >>> granularity(surgeon_for(llama), Stage.HEADS, coupled=True)   # doctest: +SKIP
         'kv_group'
     """
-    try:
+    try:  # plain text ("heads") is a Stage too; anything else gets a clear error
         stage = Stage(stage)
     except ValueError:
         raise ValueError(f"stage={stage!r} is not one of layers, heads, channels") from None
@@ -48,12 +50,12 @@ def _gqa_heads(surgeon: Surgeon, model: torch.nn.Module, layer: int) -> int:
     return heads // kv if surgeon.gqa and heads != kv else 0
 
 
-def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
+def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: Unit) -> int:
     """Body parameters one removable unit of ``layer`` takes with it (a GQA head slot = one
     query head from every KV group).
 
     Example:
-        >>> unit_cost(surgeon, bert, 0, "head")   # doctest: +SKIP
+        >>> unit_cost(surgeon, bert, 0, Unit.HEAD)   # doctest: +SKIP
         4160
     """
     if unit == Unit.LAYER:
@@ -72,7 +74,7 @@ def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -
     return kv * query if per_group else query + key_value
 
 
-def capacity(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) -> int:
+def capacity(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: Unit) -> int:
     """How many units of ``layer`` may go (one head / KV group / channel always stays)."""
     if unit == Unit.CHANNEL:
         return surgeon.ffn_channels(model, layer) - 1
@@ -82,7 +84,7 @@ def capacity(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str) ->
     return per_group - 1 if per_group else surgeon.attention_units(model, layer) - 1
 
 
-def removable(surgeon: Surgeon, model: torch.nn.Module, units: Sequence[str],
+def removable(surgeon: Surgeon, model: torch.nn.Module, units: Sequence[Unit],
               layers: Sequence[int] | None = None) -> int:
     """Body parameters the given unit kinds could still remove from ``layers`` (default: all)."""
     layers = range(surgeon.num_layers(model)) if layers is None else layers
@@ -113,7 +115,7 @@ def check_reachable(surgeon: Surgeon, model: torch.nn.Module, target_ratio: floa
     return round(dense / target_ratio)
 
 
-def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: str,
+def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: Unit,
                      scores: torch.Tensor) -> torch.Tensor:
     """Sorted scores of the removable units of a layer, normalised by the layer's mean so that
     layers compare; a GQA head slot scores the r-th weakest head of every group together."""
@@ -124,7 +126,7 @@ def _per_unit_scores(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit:
     return scores.sort().values
 
 
-def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
+def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: Unit,
                   scores: Sequence[torch.Tensor], budget: int, minimum: int = 0) -> dict[int, int]:
     """How many of the weakest units to remove per layer so that about ``budget`` parameters go
     (and at least ``minimum``): global order of layer-normalised scores, stopping where one more
@@ -145,10 +147,11 @@ def select_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
     return counts
 
 
-def apply_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
-                 scores: Sequence[torch.Tensor], counts: dict[int, int]) -> dict[str, list[int]]:
-    """Remove the ``counts[layer]`` weakest units of each layer; returns the removed indices."""
-    removed: dict[str, list[int]] = {}
+def apply_counts(surgeon: Surgeon, model: torch.nn.Module, unit: Unit,
+                 scores: Sequence[torch.Tensor], counts: dict[int, int]) -> list[Removal]:
+    """Remove the ``counts[layer]`` weakest units of each layer; returns one removal per layer,
+    in layer order."""
+    removed: list[Removal] = []
     for layer, count in sorted(counts.items()):
         layer_scores = scores[layer].float()
         per_group = _gqa_heads(surgeon, model, layer) if unit == Unit.HEAD else 0
@@ -161,12 +164,12 @@ def apply_counts(surgeon: Surgeon, model: torch.nn.Module, unit: str,
         remove = {Unit.HEAD: surgeon.remove_heads, Unit.KV_GROUP: surgeon.remove_kv_groups,
                   Unit.CHANNEL: surgeon.remove_ffn_channels}[unit]
         remove(model, layer, index)
-        removed[str(layer)] = index
+        removed.append(Removal(unit, layer, index))
     return removed
 
 
 def select_layers(surgeon: Surgeon, model: torch.nn.Module, scores: torch.Tensor,
-                  stage_goal: int, goal_body: int, later_units: Sequence[str]) -> list[int]:
+                  stage_goal: int, goal_body: int, later_units: Sequence[Unit]) -> list[int]:
     """Weakest layers first (never the first or the last) until the body is nearest
     ``stage_goal``; more while the later stages could not reach ``goal_body`` from what is left."""
     body = measure.body_parameters(model)
@@ -182,18 +185,19 @@ def select_layers(surgeon: Surgeon, model: torch.nn.Module, scores: torch.Tensor
     return sorted(chosen)
 
 
-def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion: str,
+def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: Stage, criterion: str,
                 calib: Sequence[Batch], stage_goal: int, goal_body: int,
-                coupled: bool, later_stages: Sequence[str] | None = None
-                ) -> dict[str, list[int]]:
+                coupled: bool, later_stages: Collection[Stage] | None = None
+                ) -> list[Removal]:
     """Score the stage's units on the current model with ``criterion`` and remove the weakest so
     that the body lands near ``stage_goal`` (and ``goal_body`` stays reachable by the stages in
-    ``later_stages``, default those after ``stage`` in layers, heads, channels). Returns what went.
+    ``later_stages``, default those after ``stage`` in layers, heads, channels). Returns what
+    went ([] when nothing did).
 
     Example:
-        >>> prune_stage(surgeon, model, "channels", "wanda", calib, goal, goal,
+        >>> prune_stage(surgeon, model, Stage.LAYERS, "lcr", calib, goal, goal,
         ...             coupled=False)                                    # doctest: +SKIP
-        {'0': [3, 17], '2': [5]}
+        [Removal(unit=<Unit.LAYER: 'layer'>, layer=None, indices=(1, 2))]
     """
     body = measure.body_parameters(model)
     unit = granularity(surgeon, stage, coupled)
@@ -204,15 +208,15 @@ def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: str, criterion:
     need = body - goal_body - removable(surgeon, model, later)
     if stage == Stage.LAYERS:
         if body <= stage_goal and need <= 0:
-            return {}
+            return []
         scores = importance(criterion, Unit.LAYER).score(model, calib)
         layers = select_layers(surgeon, model, scores, stage_goal, goal_body, later)
         if layers:
             surgeon.remove_layers(model, layers)
-        return {Stage.LAYERS.value: layers} if layers else {}
+        return [Removal(Unit.LAYER, None, layers)] if layers else []
     budget = max(body - stage_goal, need)
     if budget <= 0:
-        return {}
+        return []
     scores = importance(criterion, unit).score(model, calib)
     counts = select_counts(surgeon, model, unit, scores, budget, minimum=need)
     return apply_counts(surgeon, model, unit, scores, counts)

@@ -124,7 +124,7 @@ class CascadeConfig(BaseModel):
             raise ValueError(f"lora_target={self.lora_target!r} must be one of {TARGETS}")
         return self
 
-    def epochs(self, stage: str, rounds: int = 1) -> int:
+    def epochs(self, stage: Stage, rounds: int = 1) -> int:
         """Recovery epochs of ``stage`` after ``epoch_scale`` (0 stays 0), spread over ``rounds``
         (each round's part; >= 1 when the stage has any).
 

@@ -10,8 +10,8 @@ Example:
     >>> report = CascadeReport("cascade", 2.5, 50_000, False, dense_metrics={})
     >>> report.final_ratio, report.final_metrics      # no stage finished yet: the dense model
     (1.0, {})
-    >>> model, entry = finish_stage(model, report, "layers", "lcr", removed, 1, train, config,
-    ...                             evaluate)                               # doctest: +SKIP
+    >>> model, entry = finish_stage(model, report, Stage.LAYERS, "lcr", removed, 1, train,
+    ...                             config, evaluate)                       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from slewguard.models.prune import measure
 from slewguard.models.prune.budget import granularity
-from slewguard.models.prune.kinds import Stage
+from slewguard.models.prune.kinds import Removal, Stage, Unit
 from slewguard.models.prune.recovery import dense_teacher, recover
 from slewguard.models.prune.sia import static_check
 from slewguard.models.prune.surgery import surgeon_for
@@ -38,18 +38,61 @@ Evaluate = Callable[[torch.nn.Module], dict[str, float]]
 
 @dataclass
 class StageReport:
-    """One stage: what was removed, the size after it, the accuracy after recovery, the time."""
+    """One stage: what was removed, the size after it, the accuracy after recovery, the time.
+
+    Example:
+        >>> entry = StageReport("heads", "taylor", "head", [Removal(Unit.HEAD, 0, (1, 3))],
+        ...                     900, 1.2, 0.5, 2)
+        >>> entry.indices(Unit.HEAD, 0), entry.indices(Unit.HEAD, 1)
+        ((1, 3), ())
+        >>> entry.as_dict()["removed"]
+        [{'unit': 'head', 'layer': 0, 'indices': [1, 3]}]
+        >>> StageReport.from_dict(entry.as_dict()) == entry
+        True
+    """
 
     stage: str
     criterion: str
     granularity: str
-    removed: dict[str, list[int]]
+    removed: list[Removal]
     body_parameters: int
     ratio: float
     seconds: float
     recovery_epochs: int
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_before_recovery: dict[str, float] = field(default_factory=dict)
+
+    def indices(self, unit: Unit, layer: int | None = None) -> tuple[int, ...]:
+        """The indices of the ``unit``s removed from ``layer`` (None: the whole layers removed),
+        () when none went."""
+        return tuple(i for r in self.removed if r.unit == unit and r.layer == layer
+                     for i in r.indices)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, each removal as {"unit", "layer", "indices"}."""
+        return {**self.__dict__, "removed": [r.as_dict() for r in self.removed]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageReport:
+        """The stage ``as_dict`` wrote, or one of a report written before ``Removal``."""
+        return cls(**{**data, "removed": _removals(data["removed"], data["granularity"])})
+
+
+def _removals(removed: list | dict, granularity: str) -> list[Removal]:
+    """``removed`` as removals; the old form is a dict keyed by "layers" (whole layers), by the
+    layer index (units of the stage's granularity) or by "<layer>:channels" (the one-shot
+    baselines' channels, whose granularity reads "head+channel")."""
+    if isinstance(removed, list):
+        return [Removal.from_dict(r) for r in removed]
+    out = []
+    for key, indices in removed.items():
+        layer, _, channels = key.partition(":")
+        if layer == Stage.LAYERS:
+            out.append(Removal(Unit.LAYER, None, indices))
+        else:
+            unit = Unit.CHANNEL if channels else granularity.split("+")[0]
+            out.append(Removal(unit, int(layer), indices))
+    return out
 
 
 @dataclass
@@ -73,11 +116,24 @@ class CascadeReport:
         return self.stages[-1].metrics if self.stages else self.dense_metrics
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (stage removals keyed by "layers" or the layer index as a string)."""
+        """JSON-ready dict (what ``prune_report.json`` holds): the tokenizer left out, the
+        ``final_ratio`` added.
+
+        Example:
+            >>> report = CascadeReport("cascade", 2.5, 50_000, False, dense_metrics={})
+            >>> CascadeReport.from_dict(report.as_dict()) == report, report.as_dict()["stages"]
+            (True, [])
+        """
         out = {k: v for k, v in self.__dict__.items() if k != "tokenizer"}
-        out["stages"] = [dict(s.__dict__) for s in self.stages]
+        out["stages"] = [s.as_dict() for s in self.stages]
         out["final_ratio"] = self.final_ratio
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CascadeReport:
+        """The report ``as_dict`` wrote (without its tokenizer; ``final_ratio`` is derived)."""
+        fields = {k: v for k, v in data.items() if k != "final_ratio"}
+        return cls(**{**fields, "stages": [StageReport.from_dict(s) for s in data["stages"]]})
 
 
 def resolve_coupling(model: torch.nn.Module, coupling_aware: bool | None) -> bool:
@@ -139,8 +195,8 @@ def evaluate_metrics(evaluate: Evaluate | None, model: torch.nn.Module) -> dict[
         return {k: float(v) for k, v in evaluate(model).items()}
 
 
-def finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, criterion: str,
-                 removed: dict[str, list[int]], epochs: int, train_batches: Sequence[Batch],
+def finish_stage(model: torch.nn.Module, report: CascadeReport, stage: Stage, criterion: str,
+                 removed: Sequence[Removal], epochs: int, train_batches: Sequence[Batch],
                  config: CascadeConfig, evaluate: Evaluate | None,
                  loss_fn: LossFn | None = None) -> tuple[torch.nn.Module, StageReport]:
     """Measure, evaluate, recover (when something went) and append the stage's report.
@@ -150,15 +206,15 @@ def finish_stage(model: torch.nn.Module, report: CascadeReport, stage: str, crit
     ``seconds`` the caller fills in.
 
     Example:
-        >>> model, entry = finish_stage(model, report, "heads", "taylor", removed, 5, train,
-        ...                             config, evaluate)                   # doctest: +SKIP
+        >>> model, entry = finish_stage(model, report, Stage.HEADS, "taylor", removed, 5,
+        ...                             train, config, evaluate)            # doctest: +SKIP
         >>> entry.recovery_epochs                                           # doctest: +SKIP
         5
     """
     surgeon = surgeon_for(model)
     unit = granularity(surgeon, stage, report.coupling_aware)
     body = measure.body_parameters(model)
-    entry = StageReport(Stage(stage).value, criterion, unit.value, removed, body,
+    entry = StageReport(Stage(stage).value, criterion, unit.value, list(removed), body,
                         report.dense_body_parameters / body, 0.0, 0)
     previous = report.stages[-1].metrics if report.stages else report.dense_metrics
     if removed:

@@ -14,6 +14,7 @@ from slewguard.models.prune.budget import (
     select_counts,
     unit_cost,
 )
+from slewguard.models.prune.kinds import Removal, Unit
 from slewguard.models.prune.measure import body_parameters
 from slewguard.models.prune.surgery import surgeon_for
 from tests.models.prune.toys import tiny_model, toy_batches
@@ -86,7 +87,7 @@ def test_apply_counts_removes_the_weakest_indices_and_says_which():
     model = tiny_model("bert")
     surgeon = surgeon_for(model)
     scores = [torch.tensor([3.0, 0.1, 2.0, 1.0])] + [torch.ones(4)] * 3
-    assert apply_counts(surgeon, model, "head", scores, {0: 2}) == {"0": [1, 3]}
+    assert apply_counts(surgeon, model, "head", scores, {0: 2}) == [Removal(Unit.HEAD, 0, (1, 3))]
     assert surgeon.attention_units(model, 0) == 2 and surgeon.attention_units(model, 1) == 4
 
 
@@ -96,10 +97,11 @@ def test_prune_stage_lands_within_one_unit_of_its_goal():
     goal = dense - 5 * unit_cost(surgeon, model, 0, "channel")  # 5 channels' worth
     removed = prune_stage(surgeon, model, "channels", "l1", toy_batches(), goal, goal,
                           coupled=False)
-    assert sum(len(v) for v in removed.values()) == 5
+    assert {r.unit for r in removed} == {Unit.CHANNEL}
+    assert sum(len(r.indices) for r in removed) == 5
     assert body_parameters(model) == goal
     assert prune_stage(surgeon, model, "channels", "l1", toy_batches(), goal, goal,
-                       coupled=False) == {}  # at the goal: nothing more goes
+                       coupled=False) == []  # at the goal: nothing more goes
 
 
 def test_prune_stage_never_removes_the_first_or_last_layer():
@@ -107,4 +109,4 @@ def test_prune_stage_never_removes_the_first_or_last_layer():
     surgeon = surgeon_for(model)
     removed = prune_stage(surgeon, model, "layers", "lcr", toy_batches(), stage_goal=1,
                           goal_body=1, coupled=False, later_stages=())
-    assert removed == {"layers": [1, 2]} and surgeon.num_layers(model) == 2
+    assert removed == [Removal(Unit.LAYER, None, (1, 2))] and surgeon.num_layers(model) == 2

@@ -17,7 +17,9 @@ from transformers import (
 from slewguard.models.prune import importance as importance_module
 from slewguard.models.prune.baselines import run_baseline
 from slewguard.models.prune.cascade import CascadeConfig, run_cascade
+from slewguard.models.prune.kinds import Unit
 from slewguard.models.prune.measure import body_parameters
+from slewguard.models.prune.stages import CascadeReport
 from slewguard.models.prune.surgery import surgeon_for
 from tests.models.prune.toys import VOCAB, tiny_model, toy_batches
 
@@ -45,9 +47,10 @@ def test_cascade_hits_target_ratio(family: str) -> None:
     # the default: layers, then two rounds of heads and channels
     assert [s.stage for s in report.stages] == ["layers", "heads", "channels", "heads",
                                                  "channels"]
-    assert report.stages[0].removed["layers"]  # a 4-layer model at 2.5x loses a middle layer
-    assert 0 not in report.stages[0].removed["layers"]
-    assert 3 not in report.stages[0].removed["layers"]
+    layers = report.stages[0].indices(Unit.LAYER)
+    assert layers  # a 4-layer model at 2.5x loses a middle layer
+    assert 0 not in layers
+    assert 3 not in layers
     assert all("accuracy" in s.metrics for s in report.stages)
     assert report.coupling_aware is (family == "llama")
     if family == "llama":  # GQA: whole KV groups with their query heads
@@ -109,16 +112,16 @@ def test_each_stage_rescores_the_recovered_model(monkeypatch: pytest.MonkeyPatch
     calls = CountingLCR.calls
     assert [c["granularity"] for c in calls] == ["lcr", "head", "channel", "head",
                                                  "channel"]  # once per stage, two rounds
-    assert calls[1]["layers"] == calls[0]["layers"] - len(report.stages[0].removed["layers"])
+    assert calls[1]["layers"] == calls[0]["layers"] - len(report.stages[0].indices(Unit.LAYER))
     assert calls[2]["heads"] < calls[1]["heads"]
     assert calls[4]["heads"] < calls[3]["heads"] == calls[2]["heads"]  # round 2 rescores too
     # LoRA recovery was merged into the attention projections between the scoring passes
     # (layer 0 stays, so calls[0] and calls[1] see the same layer 0, its q with all its rows)
-    assert 0 not in report.stages[0].removed["layers"]
+    assert 0 not in report.stages[0].indices(Unit.LAYER)
     assert calls[1]["q0"].shape == calls[0]["q0"].shape
     assert not torch.equal(calls[1]["q0"], calls[0]["q0"])
     # ... and after the head stage: layer 0's q is its kept heads' rows, changed by recovery
-    heads, removed = calls[1]["heads0"], report.stages[1].removed.get("0", [])
+    heads, removed = calls[1]["heads0"], report.stages[1].indices(Unit.HEAD, 0)
     width = calls[1]["q0"].shape[0] // heads
     rows = [r for h in range(heads) if h not in removed for r in range(h * width, (h + 1) * width)]
     assert calls[2]["q0"].shape == (len(rows), calls[1]["q0"].shape[1])
@@ -134,6 +137,7 @@ def test_one_shot_baselines_hit_target_ratio(method: str) -> None:
     assert dense / body_parameters(pruned) == pytest.approx(2.0, rel=0.02)
     assert surgeon_for(pruned).num_layers(pruned) == 4  # heads and channels only
     assert (report.stages[0].recovery_epochs > 0) is (method == "taylor-lora")
+    assert {r.unit for r in report.stages[0].removed} == {Unit.HEAD, Unit.CHANNEL}
 
 
 def test_shortgpt_removes_whole_layers_only() -> None:
@@ -141,7 +145,7 @@ def test_shortgpt_removes_whole_layers_only() -> None:
     dense = body_parameters(model)
     pruned, report = run_baseline("shortgpt", model, batches, batches,
                                   CascadeConfig(target_ratio=2.0, **FAST))
-    assert len(report.stages[0].removed["layers"]) == 2
+    assert len(report.stages[0].indices(Unit.LAYER)) == 2
     assert dense / body_parameters(pruned) == pytest.approx(2.0, rel=0.02)
 
 
@@ -191,6 +195,9 @@ def test_prune_command_writes_a_loadable_model_at_the_ratio(tmp_path, capsys) ->
     report = json.loads((tmp_path / "pruned" / "prune_report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["layers", "heads", "channels", "heads",
                                                        "channels"]
+    assert all(set(r) == {"unit", "layer", "indices"} for s in report["stages"]
+               for r in s["removed"])
+    assert CascadeReport.from_dict(report).as_dict() == report  # the file reads back whole
     assert (tmp_path / "pruned" / "prune_report.json").is_file()
     assert (tmp_path / "pruned" / "prune.png").stat().st_size > 0
     assert clf.predict_proba(["rms 1"]).shape == (1, 2)
