@@ -13,8 +13,9 @@ Transitions make events with a stable ``dedup_key`` (sha1 of site/asset/bearing/
 "firing" when a fault (or sensor_fault) is entered, "escalated" when its severity rises on the
 same key (envelope level or confidence crossing a band, or persistence), "resolved" when the
 bearing is healthy again (or another fault replaces it). "unknown" keeps an open alert open.
-``AlertSink`` is a Sink fed by the forwarder after the outbox: it queues events for every
-webhook and stores the states in one SQLite transaction, and exports the states as gauges.
+The sink that feeds this stage from the forwarder, after the outbox, is
+``sinks.alerts.AlertSink``: it queues events for every webhook and stores the states in one
+SQLite transaction, and exports the states as gauges (``AlertMetrics``).
 
 Example:
     >>> from slewguard.service.config.alerts import AlertsConfig
@@ -32,29 +33,21 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import weakref
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
-from slewguard.service.config import ServiceConfig
 from slewguard.service.config.alerts import ALERT_STATES, AlertsConfig
 from slewguard.service.result import Result
-from slewguard.service.sinks import RetryableSinkError
-from slewguard.service.sinks.webhook import WebhookDelivery, WebhookQueue
 from slewguard.signal.explain import explain
 from slewguard.signal.kinematics import FAULT_LINE
 
-log = logging.getLogger(__name__)
 STATE_CODES = {"healthy": 0, "unknown": 1, "sensor_fault": 2, "inner_race": 3, "outer_race": 4,
                "rolling_element": 5, "cage": 6, "combined": 7}
 ALERTING = ("inner_race", "outer_race", "rolling_element", "cage", "combined", "sensor_fault")
@@ -333,105 +326,3 @@ class AlertMetrics:
         self.crest_factor.labels(**ids).set(r.features.get("crest_factor", math.nan))
         for line in LINES:
             self.envelope_db.labels(**ids, line=line).set(_db(r, line))
-
-
-class AlertSink:
-    """A Sink: votes, exports the gauges, and queues events for the webhooks (durably).
-
-    Example:
-        >>> import tempfile
-        >>> from slewguard.service.config.alerts import AlertsConfig
-        >>> sink = AlertSink(AlertsConfig(), Path(tempfile.mkdtemp()) / "alerts.sqlite3")
-        >>> sink.name, sink.write([])
-        ('alerts', None)
-        >>> sink.close()
-    """
-
-    name = "alerts"
-    _open: set[Path] = set()  # two sinks on one queue would send every ticket twice
-
-    def __init__(self, config: AlertsConfig, queue_path: Path,
-                 registry: CollectorRegistry | None = None, **delivery: Any) -> None:
-        self.path = Path(queue_path).resolve()
-        if self.path in AlertSink._open:
-            raise ValueError(f"queue_path={str(queue_path)!r} is already used by an open "
-                             "AlertSink: build one alert sink per daemon (close the old one "
-                             "first on reload)")
-        self.config = config
-        self.queue = WebhookQueue(queue_path)
-        AlertSink._open.add(self.path)
-        self.metrics = AlertMetrics(registry if registry is not None else CollectorRegistry())
-        self.voter = Voter(config, self.queue.states())
-        for t in self.voter.trackers.values():
-            self.metrics.show(t)
-        self.delivery = WebhookDelivery(self.queue, config.webhooks, self.metrics, **delivery)
-
-    def write(self, results: Sequence[Result]) -> None:
-        """Vote with each new result; queue the events and store the states atomically."""
-        events: list[dict] = []
-        touched: dict[str, Tracker] = {}
-        for r in sorted(results, key=lambda r: r.start_ns):
-            events += self.voter.feed(r)
-            t = self.voter.tracker(r)
-            touched[t.key] = t
-        try:
-            self.queue.commit({w.name: events for w in self.config.webhooks},
-                              {k: asdict(t) for k, t in touched.items()})
-        except Exception as exc:  # sqlite: disk full, locked; votes replay from the outbox
-            self.voter = Voter(self.config, self.queue.states())
-            raise RetryableSinkError("alert_queue", f"{type(exc).__name__}: {exc}") from exc
-        for line in self.voter.changes:  # after the commit: a replayed batch logs once
-            log.info("%s", line)
-        self.voter.changes.clear()
-        for e in events:
-            self.metrics.alert_events_total.labels(event=e["event"]).inc()
-        for t in touched.values():
-            self.metrics.show(t)
-        if events:
-            self.delivery.wake.set()
-
-    def start(self) -> AlertSink:
-        """Start the webhook delivery thread."""
-        self.delivery.start()
-        return self
-
-    def close(self) -> None:
-        """Stop delivering (undelivered events stay queued) and close the queue."""
-        self.delivery.close()
-        self.queue.close()
-        AlertSink._open.discard(self.path)
-
-
-def queue_path(config: ServiceConfig) -> Path:
-    """Where the webhook queue lives: ``alerts.queue_path``, else beside the outbox.
-
-    Example:
-        >>> from slewguard.service.config import ServiceConfig
-        >>> c = ServiceConfig(site="yard1", sensors=[{"topic_filter": "p/+/+/+/+/vib",
-        ...                                          "bearing": "cwru-6205"}],
-        ...                   outbox={"path": "/var/lib/slewguard/outbox.sqlite3"})
-        >>> str(queue_path(c))
-        '/var/lib/slewguard/outbox-alerts.sqlite3'
-    """
-    if config.alerts.queue_path is not None:
-        return Path(config.alerts.queue_path)
-    outbox = Path(config.outbox.path)
-    return outbox.with_name(f"{outbox.stem}-alerts.sqlite3")
-
-
-def build_alert_sinks(config: ServiceConfig, metrics: Any,
-                      replaces: Sequence[Any] = ()) -> list[AlertSink]:
-    """The started AlertSink for ``config.alerts`` (an empty list when disabled); it continues
-    the webhook outages of an ``AlertSink`` in ``replaces`` (closed by a reload).
-
-    Example:
-        >>> sinks = build_alert_sinks(config, metrics)   # doctest: +SKIP
-    """
-    c = config.alerts
-    if not c.enabled:
-        return []
-    sink = AlertSink(c, queue_path(config), metrics.registry)
-    for old in replaces:
-        if isinstance(old, AlertSink):  # before start: the first attempt already knows
-            sink.delivery.take_over(old.delivery)
-    return [sink.start()]

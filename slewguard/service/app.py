@@ -11,7 +11,9 @@ connection), the forwarder flushes the outbox to the sinks, then ingest publishe
 disconnects, the HTTP server stops and the outbox closes. Whatever a sink has not taken stays in
 the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (InfluxDB,
 alert settings and webhooks; the forwarder restarts) without touching the MQTT session; a sink
-or webhook outage that spans the reload stays one outage (one warning, one recovery).
+or webhook outage that spans the reload stays one outage (one warning, one recovery). Start and
+reload build the sinks the same way: one loop over the sink registry (``sinks.registry``: alerts,
+mqtt, influx, in that order), each sink's ``build`` reading its own config section.
 
 Two broker connections: the ingest one (persistent session, manual acks, status + Last Will,
 dead letters) and a clean publish-only one for results, so that a full pipeline queue, which
@@ -31,9 +33,9 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slewguard import __version__
 from slewguard.service.config import ServiceConfig, load_config
@@ -48,6 +50,9 @@ from slewguard.service.pipeline import Pipeline, PipelineSettings
 from slewguard.service.placement import SensorMap
 from slewguard.service.preflight import StartError, bind_problem, start_problems
 from slewguard.signal import fft
+
+if TYPE_CHECKING:
+    from slewguard.service.sinks import Sink
 
 log = logging.getLogger(__name__)
 FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
@@ -252,12 +257,9 @@ class App:
         """Build the sinks and start the forwarder; ``previous`` (the stopped forwarder of a
         reload) hands over its sinks' outages."""
         from slewguard.service.sinks.forwarder import Backoff, Forwarder
-        from slewguard.service.sinks.registry import SinkContext, build_sinks
 
         assert self.ingest is not None and self.outbox is not None
-        replaces = previous.sinks if previous is not None else ()
-        sinks = build_sinks(SinkContext(self.config, self.metrics, self._results_client,
-                                        replaces))
+        sinks = self._build_sinks(previous.sinks if previous is not None else ())
         influx = self.config.influx
         options: dict[str, Any] = {"idle_s": FORWARDER_IDLE_S}
         if influx is not None:  # the database sets the pace: its batch size and backoff
@@ -271,6 +273,15 @@ class App:
             target=self._forwarder.run, args=(self._forwarder_stop,), name="forwarder",
             daemon=True)
         self._forwarder_thread.start()
+
+    def _build_sinks(self, replaces: Sequence[Sink] = ()) -> list[Sink]:
+        """Every configured sink, from one loop over the sink registry in its fixed order
+        (``sinks.registry.SINKS``: alerts, mqtt, influx, then any registered later); at start
+        and on each reload, which passes the sinks it closed as ``replaces``."""
+        from slewguard.service.sinks.registry import SinkContext, build_sinks
+
+        return build_sinks(SinkContext(self.config, self.metrics, self._results_client,
+                                       tuple(replaces)))
 
     def _stop_forwarder(self) -> None:
         self._forwarder_stop.set()

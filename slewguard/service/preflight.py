@@ -117,8 +117,8 @@ def extra_problems(config: Any) -> list[str]:
 def path_problems(config: Any) -> list[str]:
     """The files the daemon writes: each is a writable file or can be created (its nearest
     existing parent is a writable directory)."""
-    from slewguard.service.alerts import queue_path
     from slewguard.service.evidence_stage import baseline_path
+    from slewguard.service.sinks.alerts import queue_path
 
     files = [("outbox.path", Path(config.outbox.path))]
     if config.alerts.enabled and config.alerts.queue_path is not None:

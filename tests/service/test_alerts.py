@@ -2,22 +2,18 @@
 
 import subprocess
 
+import paho.mqtt.client as mqtt
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from slewguard.service.alerts import (
-    STATE_CODES,
-    AlertMetrics,
-    AlertSink,
-    Voter,
-    build_alert_sinks,
-    dedup_key,
-    vote,
-)
+from slewguard.service.alerts import STATE_CODES, AlertMetrics, Voter, dedup_key, vote
 from slewguard.service.config import ConfigError, config_from_dict
 from slewguard.service.config.alerts import AlertsConfig
 from slewguard.service.metrics import Metrics
 from slewguard.service.result import Result
+from slewguard.service.sinks import alerts as alert_sink
+from slewguard.service.sinks.alerts import AlertSink
+from slewguard.service.sinks.registry import SinkContext
 from tests.service import services
 
 T0 = 1_700_000_000_000_000_000
@@ -229,7 +225,8 @@ def test_exposition_passes_promtool(tmp_path):
                                "cwru-6205"}], "outbox": {"path": str(tmp_path / "o.sqlite3")},
                                "alerts": {"webhooks": [{"name": "t", "url": "http://x"}]}},
                               env={})
-    (sink,) = build_alert_sinks(config, metrics)
+    (sink,) = alert_sink.build(SinkContext(config, metrics, mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2)))
     try:
         sink.write([result(k, "inner_race") for k in range(3)])
         assert (tmp_path / "o-alerts.sqlite3").exists()

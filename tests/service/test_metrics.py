@@ -7,11 +7,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from slewguard.service.alerts import AlertSink
 from slewguard.service.config.alerts import AlertsConfig
 from slewguard.service.health import HealthServer, failed_checks
 from slewguard.service.metrics import STAGES, Metrics
 from slewguard.service.result import Result
+from slewguard.service.sinks.alerts import AlertSink
 from tests.service import services
 from tests.service.conftest import needs_prometheus
 from tests.service.services import http_get as _get

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client import CollectorRegistry
 
-from slewguard.service.alerts import AlertSink
 from slewguard.service.config.alerts import AlertsConfig, WebhookConfig
+from slewguard.service.sinks.alerts import AlertSink
 from slewguard.service.sinks.webhook import Renderer, WebhookDelivery, WebhookQueue
 from tests.service import services
 from tests.service.test_alerts import result

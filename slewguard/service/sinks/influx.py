@@ -6,7 +6,9 @@ with nanosecond precision. The same window always maps to the same series key an
 so InfluxDB overwrites a redelivered window instead of adding a point; the series carries every
 part of ``Result.key()`` as a tag, so ``acc1`` on two assets at the same instant is two points.
 Non-finite values are left out (line protocol cannot carry NaN).
-VictoriaMetrics accepts the same writes.
+VictoriaMetrics accepts the same writes. ``build`` makes the sink from the ``influx`` section,
+none without one; influxdb_client is imported only once a sink is made or a point built, so a
+daemon without a database never loads it.
 
 Example:
     >>> from slewguard.service.config.sinks import InfluxConfig
@@ -21,20 +23,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-import urllib3
-from influxdb_client import InfluxDBClient, Point, WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.rest import ApiException
+from typing import TYPE_CHECKING
 
 from slewguard.service.config.sinks import InfluxConfig
 from slewguard.service.redact import redact_urls
 from slewguard.service.result import Result
-from slewguard.service.sinks import PermanentSinkError, RetryableSinkError
+from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
+
+if TYPE_CHECKING:  # influxdb_client (13 MiB) is imported only when the sink is used
+    from influxdb_client import Point
+    from influxdb_client.rest import ApiException
+
+    from slewguard.service.sinks.registry import SinkContext
 
 TAGS = ("site", "asset", "bearing", "sensor", "model", "predicted")
 # Data the server will never take: a retry cannot help (413: the forwarder bisects the batch).
 PERMANENT_STATUS = frozenset({400, 413, 422})
+
+
+def build(context: SinkContext) -> list[Sink]:
+    """The InfluxDB sink for the ``influx`` section; none without one."""
+    if context.config.influx is None:
+        return []
+    return [InfluxSink(context.config.influx)]
 
 
 def to_point(result: Result, measurement: str) -> Point:
@@ -46,6 +57,8 @@ def to_point(result: Result, measurement: str) -> Point:
         >>> "kurtosis" in to_point(r, "d").to_line_protocol()
         False
     """
+    from influxdb_client import Point, WritePrecision
+
     point = Point(measurement).time(result.start_ns, WritePrecision.NS)
     for tag in TAGS:
         point.tag(tag, getattr(result, tag))
@@ -71,6 +84,9 @@ class InfluxSink:
     name = "influx"
 
     def __init__(self, config: InfluxConfig) -> None:
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
         self.config = config
         token = config.token.get_secret_value() if config.token is not None else ""
         # retries=False: the forwarder owns retrying (with backoff, outbox-backed)
@@ -80,6 +96,10 @@ class InfluxSink:
 
     def write(self, results: Sequence[Result]) -> None:
         """Write every result as one request; raises Retryable/PermanentSinkError."""
+        import urllib3
+        from influxdb_client import WritePrecision
+        from influxdb_client.rest import ApiException
+
         if not results:
             return
         points = [to_point(r, self.config.measurement) for r in results]

@@ -2,10 +2,11 @@
 (QoS 1) and retained on ``.../diag/state`` so a late subscriber sees each sensor's latest verdict.
 
 It publishes on the paho client it is given, connected and loop-running: in the daemon the
-results connection (``ingest.publisher_client``), not the ingest one. ``write`` returns only after
-the broker acknowledged every publish (PUBACK), so the outbox marks nothing sent that the broker
-did not take. Delivery on the results topic is at-least-once: consumers deduplicate by
-(topic, start_ns), i.e. ``Result.key()``; the retained state is idempotent.
+results connection (``ingest.publisher_client``, ``SinkContext.results_client``), not the
+ingest one; ``build`` makes one, always (section ``mqtt``: ``results_prefix``). ``write``
+returns only after the broker acknowledged every publish (PUBACK), so the outbox marks nothing
+sent that the broker did not take. Delivery on the results topic is at-least-once: consumers
+deduplicate by (topic, start_ns), i.e. ``Result.key()``; the retained state is idempotent.
 
 Example:
     >>> MqttResultSink(client=None, prefix="plant").name
@@ -16,10 +17,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slewguard.service.result import Result, diag_topic
-from slewguard.service.sinks import RetryableSinkError
+from slewguard.service.sinks import RetryableSinkError, Sink
+
+if TYPE_CHECKING:
+    from slewguard.service.sinks.registry import SinkContext
+
+
+def build(context: SinkContext) -> list[Sink]:
+    """The results publisher on ``context.results_client`` under ``mqtt.results_prefix``."""
+    return [MqttResultSink(context.results_client, context.config.mqtt.results_prefix)]
 
 
 class MqttResultSink:
