@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slewguard.signal.features import HARMONICS, FeatureTable
+from slewguard.signal.features import FeatureTable
 from slewguard.signal.kinematics import FAULT_LINE
+from slewguard.signal.lines import HARMONICS
 from slewguard.signal.quality import QualityVerdict
 
 OOD_FORMAT = "slewguard-ood-v1"

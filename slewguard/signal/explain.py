@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from slewguard.signal.features import HARMONICS, LINES
+from slewguard.signal.lines import HARMONICS, LINES
 
 # Noise alone lifts the strongest of 3 harmonics to 9 dB (median) and 11 dB (90th percentile) on
 # healthy simulated slewing windows; real faults there start at ~17 dB (10th percentile).
