@@ -237,7 +237,7 @@ def background(
 
 def _cos_cycles(cycles: np.ndarray) -> np.ndarray:
     # cos(2 pi cycles) as float32: reduce to [0, 1) in float64 (phases reach 1e6 cycles), then
-    # take the cosine in float32, which numpy vectorises (float64 cos is ~20x slower here).
+    # take the cosine in float32, which numpy vectorises (float64 cos is far slower here).
     frac = np.floor(cycles)
     np.subtract(cycles, frac, out=frac)
     out = frac.astype(np.float32)
