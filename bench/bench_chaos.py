@@ -204,7 +204,8 @@ class AckedPublisher:
 
 def window_pool(sample_rate_hz: float, window_seconds: float) -> dict[str, list[bytes]]:
     """Two encoded windows per sensor id (healthy, outer race), re-stamped per window later."""
-    from slewguard.signal.simulate import SimulationSpec, simulate
+    from slewguard.signal.scenario import SimulationSpec
+    from slewguard.signal.simulate import simulate
 
     pool = {}
     for i, sensor in enumerate(sorted({s for _, s in SENSORS})):

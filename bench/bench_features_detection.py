@@ -6,7 +6,7 @@ strongest h1 envelope line (dB over the local floor) is the class's line (kinema
 "combined" counts BPFI or BPFO). Healthy windows give the noise lift: the median and max of their
 strongest h1 line. Prints a markdown table.
 
-SNR reference (simulate.SimulationSpec.snr_reference): "impacts" (the default) refers the noise to
+SNR reference (scenario.SimulationSpec.snr_reference): "impacts" (the default) refers the noise to
 a severity-1 outer-race impact train; "clean" to each window's whole clean signal, gear mesh
 included, which at slewing speeds is 16-21 dB stronger than the impacts (its -5 dB is an impact
 SNR of about -21 to -26 dB): both are printed.
@@ -25,9 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from rich.progress import Progress
 
-from slewguard.signal.features import FEATURE_NAMES, LINES, METHODS, extract
+from slewguard.signal.features import FEATURE_NAMES, METHODS, extract
 from slewguard.signal.kinematics import FAULT_LINE, preset
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.lines import LINES
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 
 H1 = [FEATURE_NAMES.index(f"env_{line}_h1_db") for line in LINES]
 FAULTS = ("outer_race", "inner_race", "rolling_element", "cage")

@@ -60,7 +60,8 @@ DIAG = "plant/+/+/+/+/diag"
 
 
 def signal_samples() -> np.ndarray:
-    from slewguard.signal.simulate import SimulationSpec, simulate
+    from slewguard.signal.scenario import SimulationSpec
+    from slewguard.signal.simulate import simulate
 
     spec = SimulationSpec(fault="outer_race", bearing="cwru-6205", rpm=RPM,
                           sample_rate_hz=RATE_HZ, window_seconds=SECONDS, snr_db=0.0)

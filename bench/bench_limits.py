@@ -55,7 +55,8 @@ from slewguard.signal.datasets import _track  # noqa: E402
 from slewguard.signal.features import FEATURE_NAMES, FeatureTable, extract  # noqa: E402
 from slewguard.signal.kinematics import preset  # noqa: E402
 from slewguard.signal.quality import QualityExpectations, QualityVerdict, check  # noqa: E402
-from slewguard.signal.simulate import SimulationSpec, simulate  # noqa: E402
+from slewguard.signal.scenario import SimulationSpec  # noqa: E402
+from slewguard.signal.simulate import simulate  # noqa: E402
 
 SWEEPS = {
     "snr_db": (-10.0, -5.0, 0.0, 5.0, 10.0),

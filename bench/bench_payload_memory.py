@@ -94,7 +94,8 @@ class Normal:
     """Normal 1 s windows at 12 kHz of sensor s1 with increasing seq."""
 
     def __init__(self) -> None:
-        from slewguard.signal.simulate import SimulationSpec, simulate
+        from slewguard.signal.scenario import SimulationSpec
+        from slewguard.signal.simulate import simulate
 
         spec = SimulationSpec(fault="healthy", bearing="cwru-6205", rpm=1797.0,
                               sample_rate_hz=12_000.0, window_seconds=1.0)

@@ -106,7 +106,8 @@ class Windows:
     nor by quantising samples: real sensors do that work on their own hardware."""
 
     def __init__(self, sample_rate_hz: float, window_seconds: float) -> None:
-        from slewguard.signal.simulate import SimulationSpec, simulate
+        from slewguard.signal.scenario import SimulationSpec
+        from slewguard.signal.simulate import simulate
 
         self.fs, self.window_seconds = sample_rate_hz, window_seconds
         self.pool = []
@@ -176,7 +177,7 @@ def save_model(family: str, path: Path, features: str) -> str:
     from slewguard.models import backbones
     from slewguard.models.classifier import FaultClassifier
     from slewguard.signal import textify
-    from slewguard.signal.simulate import FAULT_CLASSES
+    from slewguard.signal.scenario import FAULT_CLASSES
 
     backbone = backbones.build(family, len(FAULT_CLASSES))
     clf = FaultClassifier(backbone.model, backbone.tokenizer, FAULT_CLASSES,

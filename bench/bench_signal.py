@@ -29,7 +29,8 @@ from rich.progress import Progress
 
 from slewguard.signal import evidence, fft, quality
 from slewguard.signal.features import METHODS, extract
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 
 SHAPES = ((25_600.0, 10.0), (5_000.0, 60.0))  # (sample_rate_hz, window_seconds)
 

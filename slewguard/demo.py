@@ -81,7 +81,7 @@ class ClassView:
 
 
 def _spec(fault: str, args: argparse.Namespace):
-    from slewguard.signal.simulate import SimulationSpec
+    from slewguard.signal.scenario import SimulationSpec
 
     return SimulationSpec(fault=fault, bearing=args.bearing, rpm=args.rpm,
                           sample_rate_hz=args.sample_rate_hz, snr_db=args.snr_db,
@@ -209,7 +209,7 @@ def show_signals(args: argparse.Namespace, console: Console) -> None:
     """Simulate each class, print the feature table and texts, save the envelope-spectra PNG."""
     from rich.progress import track
 
-    from slewguard.signal.simulate import FAULT_CLASSES
+    from slewguard.signal.scenario import FAULT_CLASSES
 
     console.rule("1. what the model reads: one simulated window per fault class")
     baseline = commissioning_baseline(args)

@@ -209,7 +209,8 @@ def train_fallback(args: Any, console: Console) -> Any:
     from slewguard.models import train_classifier
     from slewguard.signal.features import extract
     from slewguard.signal.kinematics import preset
-    from slewguard.signal.simulate import SimulationSpec, simulate
+    from slewguard.signal.scenario import SimulationSpec
+    from slewguard.signal.simulate import simulate
     from slewguard.signal.textify import textify_table
 
     severities = [MAX_SEVERITY * (k + 1) / RAMP_WINDOWS for k in range(RAMP_WINDOWS)]

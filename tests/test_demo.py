@@ -16,7 +16,7 @@ from slewguard.cli import main
 from slewguard.demo_stream import mosquitto_binary
 from slewguard.models.shipped import shipped_model_dir
 from slewguard.signal.rule import LINE_DB
-from slewguard.signal.simulate import FAULT_CLASSES
+from slewguard.signal.scenario import FAULT_CLASSES
 from slewguard.signal.textify import parse
 
 

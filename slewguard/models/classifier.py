@@ -136,8 +136,8 @@ def load(path: Path | str, template_version: str | None = None,
     Refuses a directory without a card, a card whose textify template differs from
     ``template_version`` (default: this slewguard's), and architectures slewguard cannot run.
     ``dtype`` casts the weights for inference (a name from ``DTYPES``): bfloat16 runs the
-    shipped model in 0.65x the CPU time, same predictions, where the CPU has AVX-512 BF16
-    (bench/bench_dtype.py).
+    shipped model in less CPU time, same predictions, where the CPU has AVX-512 BF16
+    (docs/benchmarks.md, bfloat16, has the measurement).
 
     Example:
         >>> clf = load("out/model")  # doctest: +SKIP

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from slewguard.signal.features import METHODS
 
-# `slewguard train` defaults, chosen on a simulated set of another seed than the default one
-# (docs/models.md has the measurement): 3 epochs at 5e-5 left MiniLM at 64% there, these 98-99%.
+# `slewguard train` defaults, chosen on a simulated set of another seed than the default one,
+# where the earlier 3 epochs at 5e-5 left MiniLM far short of these (docs/models.md has the
+# measurement).
 TRAIN_DEFAULTS = {"epochs": 8, "lr": 1.5e-4, "batch_size": 16, "max_length": 64}
 # backbones.SUPPORTED_FAMILIES (derived from the family registry), spelled out: the registry
 # imports torch, and `slewguard --help` runs without it (the base install). A new family adds its
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train", help="fine-tune a language-model fault classifier on data set directories",
         description="Turn windows into feature texts, fine-tune a backbone, write model + card. "
                     "The defaults fine-tune MiniLM on the default `slewguard dataset simulate` "
-                    "set to >= 90% test accuracy in a few CPU minutes (docs/models.md).",
+                    "set on a CPU (docs/models.md has the accuracy and the time).",
         formatter_class=DefaultsHelpFormatter)
     train.add_argument("--data", type=Path, action="append", required=True,
                        help="data set directory (slewguard dataset ...); repeat to combine")

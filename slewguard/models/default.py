@@ -56,7 +56,7 @@ class BuildConfig(BaseModel):
     window_seconds: float = Field(20.0, gt=0, description="simulated window length (publisher: 20)")
     sample_rate_hz: float = Field(5000.0, description="simulated sample rate (publisher: 5000)")
     snr_db: tuple[float, float] = Field((-10.0, 10.0), description="simulated SNR range in dB "
-                                        "(impact SNR, simulate.SimulationSpec.snr_reference)")
+                                        "(impact SNR, scenario.SimulationSpec.snr_reference)")
     severity: tuple[float, float] = Field((0.5, 2.0), description="simulated fault severity range")
     calib_fraction: float = Field(0.2, gt=0, lt=0.5, description="share of train held out for "
                                   "validation, temperature and OOD threshold")

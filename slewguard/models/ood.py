@@ -12,8 +12,8 @@ Scale features (``rms``, ``peak``) are left out by default: a sensor's gain is n
 
 Kinematic consistency: a fault class needs its defect line (kinematics.FAULT_LINE) in the
 envelope spectrum. Evidence of a line is its strongest harmonic, max over h1..h3 of
-``env_<line>_h<k>_db`` (h1 alone is weak for rolling elements: measured 5th percentile 1.8 dB on
-simulated slewing windows against 7 dB for max h1..h3); "combined" needs both BPFI and BPFO.
+``env_<line>_h<k>_db`` (h1 alone is weak for rolling elements: its low percentiles on simulated
+slewing windows sit far below those of max h1..h3); "combined" needs both BPFI and BPFO.
 Thresholds per class are a low percentile of each class's own training evidence
 (``fit_kinematic_thresholds``); the own line must also be the strongest impact line.
 
@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slewguard.signal.features import HARMONICS, FeatureTable
+from slewguard.signal.features import FeatureTable
 from slewguard.signal.kinematics import FAULT_LINE
+from slewguard.signal.lines import HARMONICS
 from slewguard.signal.quality import QualityVerdict
 
 OOD_FORMAT = "slewguard-ood-v1"
@@ -44,13 +45,13 @@ EVIDENCE_FEATURES = ("kurtosis", "crest_factor", "impulse_factor", "shape_factor
                      "rms_rel_db", "kurtosis_rel", "speed_confidence_db")
 COMBINED_LINES = ("bpfi_hz", "bpfo_hz")
 # Every range is at least this x |median| wide: CWRU at 3 HP turns 2 % slower than at 0-2 HP,
-# which put every 3 HP window out of range on rpm alone (measured 98 % OOD); with the floor,
-# 11 % of them are, for spectral-shape reasons (crest factor, band energies).
+# which put nearly every 3 HP window out of range on rpm alone; with the floor, the few left
+# out are so for spectral-shape reasons (crest factor, band energies).
 MIN_REL_WIDTH = 0.1
 # The impact lines (cage excluded: its line is slow and often unresolvable). A class whose own
 # line is weaker than another impact line is "unknown": on hard simulated windows (1-2 rpm,
-# severity 0.1-0.25, SNR 0 dB) this halved wrong fault alarms (e.g. 15 -> 8 % at 1 rpm) for
-# 0-7 pp fewer correct verdicts; a 3 dB margin kept most of the wrong alarms.
+# severity 0.1-0.25, SNR 0 dB) this cut wrong fault alarms at the cost of a few correct
+# verdicts; a 3 dB margin kept most of the wrong alarms.
 IMPACT_LINES = ("bpfi_hz", "bpfo_hz", "bsf2_hz")
 DOMINANCE_DB = 0.0
 

@@ -1,7 +1,7 @@
 """The models shipped in the package, by name, and the one call that loads them.
 
-"default" (tree band search, the most accurate) and "fast" (stft band search: features a third
-of the tree's cost, for daemons that must take more windows per core; docs/models.md, the shipped
+"default" (tree band search, the most accurate) and "fast" (stft band search: cheaper
+features, for daemons that must take more windows per core; docs/models.md, the shipped
 models). ``slewguard build-default-model`` (``models.default``) builds either.
 
 Example:

@@ -96,7 +96,8 @@ class Fleet:
 
     def message(self, sensor: SimulatedSensor, k: int) -> tuple[str, bytes]:
         """``(topic, binary payload)`` of ``sensor``'s window ``k`` (deterministic)."""
-        from slewguard.signal.simulate import SimulationSpec, simulate  # scipy: slow import
+        from slewguard.signal.scenario import SimulationSpec
+        from slewguard.signal.simulate import simulate  # scipy: slow import
 
         s = self.spec
         severity = self.severity(sensor, k)

@@ -194,7 +194,7 @@ class SimulatedDatasetSpec(BaseModel):
             values = getattr(self, name)
             if not values or set(values) - set(allowed) or len(set(values)) != len(values):
                 raise ValueError(f"{name}={values}: give distinct values from {allowed}")
-        from slewguard.signal.simulate import SimulationSpec
+        from slewguard.signal.scenario import SimulationSpec
 
         for fault in self.classes:  # the slowest, weakest case must still be simulable
             for bearing in self.bearings:
@@ -226,7 +226,8 @@ def _draw_jobs(spec: SimulatedDatasetSpec) -> list[dict]:
 
 
 def _simulate_window(spec: SimulatedDatasetSpec, job: dict) -> WindowSet:
-    from slewguard.signal.simulate import SimulationSpec, simulate
+    from slewguard.signal.scenario import SimulationSpec
+    from slewguard.signal.simulate import simulate
 
     params = {k: v for k, v in job.items() if k not in ("side", "seed")}
     sim_spec = SimulationSpec(**params, sample_rate_hz=spec.sample_rate_hz,

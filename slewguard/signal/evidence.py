@@ -78,7 +78,7 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
         >>> round(e.df_hz, 3), e.amp.shape[0] > 100 * 4
         (0.25, True)
     """
-    x = np.asarray(x, np.float32)  # single precision FFTs: half the time, ample for dB
+    x = np.asarray(x, np.float32)  # single precision FFTs: cheaper, ample for dB
     n = x.size
     spec = fft.rfft(x)  # no mean removed first: the mean is bin 0, which the band leaves out
     lo, hi = max(int(BAND_LOW_FRACTION * spec.size), 1), int(BAND_HIGH_FRACTION * spec.size)
@@ -104,7 +104,7 @@ def envelope_spectrum(x: np.ndarray, sample_rate_hz: float, top_hz: float) -> En
     short = fft.irfft(full[:m], 2 * (m - 1)) if m < full.size else env - env.mean()
     df = sample_rate_hz / (PAD * n)
     keep = min(int(top_hz / df) + 2, PAD * short.size // 2)
-    # single precision here too (a third of double's time); the lines are read in double
+    # single precision here too (cheaper than double); the lines are read in double
     amp = np.abs(fft.rfft(short * _hanning(short.size), PAD * short.size)[:keep])
     return EnvelopeSpectrum(amp.astype(np.float64), df, env)
 
@@ -350,7 +350,7 @@ def _level(x: np.ndarray) -> tuple[float, float]:
         block = work[: min(x.size - start, numeric.CACHE_BLOCK)]
         np.subtract(x[start:start + block.size], mean, out=block, casting="unsafe")
         power += float(np.dot(block, block))
-        np.square(block, out=block)  # two products instead of x**4 (pow: 10x slower)
+        np.square(block, out=block)  # two products instead of x**4 (pow is far slower)
         quartic += float(np.dot(block, block))
     var = power / max(x.size, 1)
     return float(np.sqrt(var)), float(quartic / max(x.size, 1) / max(var, 1e-300) ** 2 - 3.0)

@@ -10,10 +10,10 @@ line still shows in the envelope spectrum of another. Candidate bands start abov
 envelope line (below it sit shaft and gear tones) and are 1.5 x as wide. The largest SK
 (``sk_max``) and the chosen band's (``band_sk``) are features; ``kurtogram.select_band`` is the
 plain SK choice. Defect evidence is the envelope amplitude at each kinematic line (ftf, bpfo,
-bpfi, bsf2; harmonics 1..3), the largest within +-LINE_TOLERANCE (slip), in dB above the local
-noise floor (``lines``), clipped at 0. Lines sit in orders (multiples of shaft speed): at order x
-fr for a constant ``rpm``; with an ``rpm_trace`` the squared envelope is first resampled to
-uniform shaft angle (computed order tracking).
+bpfi, bsf2; harmonics 1..3), the largest within +-``lines.LINE_TOLERANCE`` (slip), in dB above
+the local noise floor (``lines``), clipped at 0. Lines sit in orders (multiples of shaft speed):
+at order x fr for a constant ``rpm``; with an ``rpm_trace`` the squared envelope is first
+resampled to uniform shaft angle (computed order tracking).
 
 Two band searches (``method``, keys of ``BAND_SEARCHES``; the interface is
 ``band_search.BandSearch``): "tree" cuts
@@ -51,10 +51,9 @@ from slewguard.signal import kurtogram, numeric
 from slewguard.signal.band_search import N_ENERGY_BANDS, SK_NAMES, BandSearch
 from slewguard.signal.kinematics import BearingGeometry
 from slewguard.signal.kurtogram import TreeSearch
-from slewguard.signal.lines import (  # noqa: F401 (LINE_TOLERANCE: re-exported with LINES)
+from slewguard.signal.lines import (
     ENVELOPE_PAD,
     HARMONICS,
-    LINE_TOLERANCE,
     LINES,
     MIN_PERIODS,
     PERIODS_TOLERANCE,

@@ -8,9 +8,9 @@ measures the difference. ``workers`` is scipy's; numpy runs one thread and ignor
 
 scipy's transforms are called through its compiled pocketfft module, loaded from its file
 (``PocketFFT``): importing ``scipy.fft`` itself pulls in scipy.special and the array-API layer,
-25 MiB of a daemon's memory and 0.6 s of its start for three functions. Where that module
-cannot be loaded or does not answer as expected (a scipy that moved it), the public
-``scipy.fft`` is used instead.
+memory and start time a daemon would pay for three functions (docs/edge-runtime.md has the
+memory). Where that module cannot be loaded or does not answer as expected (a scipy that moved
+it), the public ``scipy.fft`` is used instead.
 
 Example:
     >>> import numpy as np

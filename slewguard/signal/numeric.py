@@ -2,14 +2,15 @@
 
 ``median`` equals ``np.median`` along the last axis bit for bit at less cost: numpy partitions
 for both middle elements, this partitions once at the upper one and takes the lower as the
-maximum of the half below it (the line floors' medians were 15% of a loaded daemon's CPU).
+maximum of the half below it (the line floors' medians are a large share of a loaded daemon's
+CPU).
 
 ``map_rows`` runs a per-window function over a batch on one thread per core, ``map_chunks``
 a batched one over one contiguous chunk of rows per core. Windows are
 independent and numpy's FFTs, partitions and reductions release the GIL, so the threads run in
-parallel; OpenBLAS is held to one thread inside (its own threads on top of the pool's measured
-2 x the CPU per window on 2 cores). Called from inside the pool it runs serially instead of
-waiting on itself.
+parallel; OpenBLAS is held to one thread inside (its own threads on top of the pool's
+oversubscribe the cores and multiply the CPU per window). Called from inside the pool it runs
+serially instead of waiting on itself.
 
 Example:
     >>> import numpy as np
@@ -130,7 +131,7 @@ def set_threads(threads: int | None) -> None:
 
     One worker per core is fastest for a single process. Where several processes share the
     cores (daemons on a shared subscription), each does better serially: rows handed between
-    threads cost about 10% more CPU than rows run in place (bench_service).
+    threads cost more CPU than rows run in place (docs/bench-daemon.md has the measurement).
 
     Example:
         >>> set_threads(1); map_rows(lambda i: i + 1, 2)

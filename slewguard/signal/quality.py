@@ -91,8 +91,8 @@ class QualityThresholds(BaseModel):
     dropout_min_seconds: float = Field(0.005, gt=0, description="shortest held run, seconds")
     dropout_min_samples: int = Field(16, ge=2, description="shortest held run, samples")
     # The shaft 1x of a slow ring (1-3 rpm: one turn per 20-60 s) spans less than a window and
-    # reads as an offset / trend: measured maxima 0.95 x RMS (mean) and 2.6 x RMS (rise) on
-    # healthy simulated windows at 1-3 rpm, SNR 10-12 dB, 20-30 s. A sensor fault is bigger.
+    # reads as an offset / trend on healthy windows; both limits sit above that runout, and a
+    # sensor fault is bigger.
     dc_max_ratio: float = Field(1.5, gt=0, description="|mean| / AC RMS above this: dc_offset")
     drift_max_ratio: float = Field(3.5, gt=0, description="trend rise / residual RMS: drift")
     # +6 dB over baseline, white-like (white noise: 0.9 with 64-segment Welch) and not impulsive.
@@ -197,7 +197,8 @@ def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
 
 
 def _true_at(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.nonzero of a 2-D mask, 14 x faster on (8, 256000): the flat scan, then divmod."""
+    """np.nonzero of a 2-D mask, cheaper than np.nonzero on wide rows: the flat scan, then
+    divmod."""
     return np.divmod(np.flatnonzero(mask), mask.shape[1])
 
 
@@ -218,7 +219,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _flat(x: np.ndarray, rms: np.ndarray, cfg: QualityThresholds, exp: QualityExpectations):
     # Distinct values of an evenly strided subsample: a few thousand samples of a live channel
-    # already hold thousands of values; sorting whole windows costs 10x more.
+    # already hold thousands of values; sorting whole windows costs far more.
     sub = x[:, :: max(1, x.shape[1] // 4096)]
     distinct = 1 + np.count_nonzero(np.diff(np.sort(sub, axis=1), axis=1), axis=1)
     flat = distinct < cfg.flat_min_distinct
@@ -388,7 +389,7 @@ def _rpm_mismatch(x: np.ndarray, fs: float, cfg: QualityThresholds, exp: Quality
         x, rates = angle_resample(x, trace, fs)  # rate: samples per revolution
         speeds, per_unit = np.abs(trace).mean(axis=1), np.ones(len(x))
         # A reversal flips the mesh phase on the traversed-angle axis and splits the line into
-        # sidebands 1/(turns between reversals) apart: measured 2.5 % misreadings at 2 rpm.
+        # sidebands 1/(turns between reversals) apart, which misreads the speed of slow rings.
         reverses = (trace.min(axis=1) < 0) & (trace.max(axis=1) > 0)
         rates = np.where(reverses, np.nan, rates)
     elif exp.rpm is not None and exp.constant_speed:
@@ -400,7 +401,8 @@ def _rpm_mismatch(x: np.ndarray, fs: float, cfg: QualityThresholds, exp: Quality
         expected = order * per_unit[i]
         # Under one shaft turn the line's shaft-rate sidebands (+-1 order, e.g. +-0.8 % of a
         # 120-tooth mesh) merge with it and pull the peak: a 2 rpm, 20 s window (0.67 turns)
-        # read 2.5 % off. Sub-bin accuracy beyond that comes from 8x padding of a clean line.
+        # reads it off by more than ``rpm_tolerance``. Sub-bin accuracy beyond that comes from
+        # 8x padding of a clean line.
         revolutions = per_unit[i] * x.shape[1] / rates[i]
         if not revolutions >= RPM_MIN_REVOLUTIONS or expected >= 0.45 * rates[i]:
             continue  # (NaN: a reversing window is not judged)

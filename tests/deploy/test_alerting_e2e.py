@@ -170,7 +170,8 @@ class Stack:
         """Put ``count`` diagnosed windows of bearing ``where`` into the daemon's outbox."""
         from slewguard.service.result import Result
         from slewguard.signal import features, kinematics
-        from slewguard.signal.simulate import SimulationSpec, simulate
+        from slewguard.signal.scenario import SimulationSpec
+        from slewguard.signal.simulate import simulate
 
         sim = simulate(SimulationSpec(fault=predicted, severity=2.0, snr_db=10.0, **FAST),
                        n_windows=count, seed=first)

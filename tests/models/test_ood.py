@@ -15,7 +15,7 @@ from slewguard.signal.datasets import SimulatedDatasetSpec, simulate_dataset
 from slewguard.signal.features import FEATURE_NAMES, FeatureTable, extract
 from slewguard.signal.kinematics import preset
 from slewguard.signal.quality import QualityExpectations, QualityVerdict, check
-from slewguard.signal.simulate import FAULT_CLASSES
+from slewguard.signal.scenario import FAULT_CLASSES
 
 FS, SECONDS, RPM = 5000.0, 12.0, 6.0
 

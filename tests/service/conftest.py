@@ -63,7 +63,7 @@ def tiny_classifier(seed: int = 0):
     from slewguard.models import backbones
     from slewguard.models.classifier import FaultClassifier
     from slewguard.signal import textify
-    from slewguard.signal.simulate import FAULT_CLASSES
+    from slewguard.signal.scenario import FAULT_CLASSES
 
     torch.manual_seed(seed)
     backbone = backbones.from_scratch("tiny-bert", len(FAULT_CLASSES),

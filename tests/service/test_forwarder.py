@@ -15,7 +15,8 @@ from slewguard.service.metrics import Metrics
 from slewguard.service.outbox import Outbox
 from slewguard.service.result import Result
 from slewguard.service.sinks import RetryableSinkError
-from slewguard.service.sinks.forwarder import OUTAGE_REMIND_S, Backoff, Forwarder
+from slewguard.service.sinks.forwarder import Backoff, Forwarder
+from slewguard.service.sinks.health import OUTAGE_REMIND_S
 from slewguard.service.sinks.mqtt import MqttResultSink
 from tests.service.services import Collector
 from tests.service.test_influx_sink import results, sink_for

@@ -33,7 +33,8 @@ from slewguard.service.placement import SensorMap
 from slewguard.service.trust import TrustLayer, load_trust
 from slewguard.signal import features, numeric, textify
 from slewguard.signal.kinematics import preset
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 from tests.service import services
 from tests.service.conftest import tiny_classifier
 

@@ -2,7 +2,8 @@ import pytest
 
 from slewguard.signal import envelope_plot
 from slewguard.signal.rule import LINE_DB
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 
 FS = 5000.0
 

@@ -1,16 +1,12 @@
 import numpy as np
 import pytest
 
-from slewguard.signal.explain import (
-    EVIDENCE_DB,
-    LINES,
-    MAX_CHARS,
-    BaselineTracker,
-    explain,
-)
+from slewguard.signal.explain import EVIDENCE_DB, MAX_CHARS, BaselineTracker, explain
 from slewguard.signal.features import extract
 from slewguard.signal.kinematics import preset
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.lines import LINES
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 
 
 def _rows(fault, n=3, seed=4, snr_db=10.0, severity=1.0):

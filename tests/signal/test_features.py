@@ -8,15 +8,15 @@ import pytest
 
 from slewguard.signal.features import (
     FEATURE_NAMES,
-    LINE_TOLERANCE,
-    LINES,
     METHODS,
     FeatureTable,
     envelope_spectrum,
     extract,
 )
 from slewguard.signal.kinematics import FAULT_LINE, preset
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.lines import LINE_TOLERANCE, LINES
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 
 H1 = [FEATURE_NAMES.index(f"env_{line}_h1_db") for line in LINES]
 CWRU_DIR = Path(

@@ -8,7 +8,8 @@ import pytest
 
 from slewguard.signal import evidence, features, fft, quality, textify, textify_evidence
 from slewguard.signal.kinematics import preset
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 
 scipy_fft = pytest.importorskip("scipy.fft", reason="compares scipy's FFT with numpy's")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from slewguard.signal import features
+from slewguard.signal.band_search import SK_NAMES
 from slewguard.signal.kinematics import preset
 from slewguard.signal.kurtogram import (
     KURTOGRAM_SPLITS,
@@ -109,7 +110,7 @@ def test_tree_search_gives_extract_its_band_columns():
     centred = x - x.mean(axis=1, keepdims=True)
     columns = TreeSearch().search(centred, np.array([1797.0, 1797.0]), None, order_map, 12000.0)
     table = features.extract(x, 12000.0, preset("cwru-6205"), rpm=1797.0, method="tree")
-    names = features.BAND_NAMES + features.SK_NAMES
+    names = features.BAND_NAMES + SK_NAMES
     got = np.concatenate([columns.energies, columns.band], axis=1)
     np.testing.assert_allclose(got, table.values[:, [table.names.index(n) for n in names]],
                                rtol=1e-4, atol=1e-4)

@@ -13,7 +13,8 @@ from slewguard.signal.quality import (
     line_frequency_hz,
     spectral_flatness,
 )
-from slewguard.signal.simulate import FAULT_CLASSES, SimulationSpec, simulate
+from slewguard.signal.scenario import FAULT_CLASSES, SimulationSpec
+from slewguard.signal.simulate import simulate
 
 FS = 5000.0
 BEARINGS = ("slew-4pc-1000", "slew-xr-1000", "pitch-4pc-2200")

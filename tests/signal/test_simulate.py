@@ -6,11 +6,9 @@ from scipy.signal import hilbert
 
 from slewguard.signal import simulate as sim_module
 from slewguard.signal.kinematics import FAULT_LINE, preset
+from slewguard.signal.scenario import FAULT_CLASSES, FAULT_TRAINS, SimulationSpec
 from slewguard.signal.simulate import (
-    FAULT_CLASSES,
-    FAULT_TRAINS,
     N_UNIFORM,
-    SimulationSpec,
     impulse_train,
     shaft_revolutions,
     simulate,

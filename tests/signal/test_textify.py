@@ -9,7 +9,8 @@ from slewguard.signal import templates
 from slewguard.signal import textify as textify_module
 from slewguard.signal.features import FEATURE_NAMES, extract
 from slewguard.signal.kinematics import preset
-from slewguard.signal.simulate import SimulationSpec, simulate
+from slewguard.signal.scenario import SimulationSpec
+from slewguard.signal.simulate import simulate
 from slewguard.signal.textify import (
     FIELDS,
     LEVEL_WORDS,

@@ -9,8 +9,8 @@ bug in a sink: it is logged once with its traceback, counted as outcome "error" 
 a retryable one, so it blocks the queue visibly (outbox age) instead of losing data.
 
 Each sink's health is logged by a ``SinkHealth`` (``sinks.health``): one WARNING when it goes
-down (and one per new kind of error), a reminder every ``OUTAGE_REMIND_S`` while it stays down,
-one INFO when it recovers; never a line per attempt.
+down (and one per new kind of error), a reminder every ``health.OUTAGE_REMIND_S`` while it
+stays down, one INFO when it recovers; never a line per attempt.
 
 Example:
     >>> import tempfile, threading
@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 from slewguard.service.outbox import Outbox
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
-from slewguard.service.sinks.health import OUTAGE_REMIND_S as OUTAGE_REMIND_S  # re-exported
 from slewguard.service.sinks.health import SinkHealth
 
 if TYPE_CHECKING:

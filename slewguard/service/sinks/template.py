@@ -3,9 +3,10 @@
 The Jinja2 sandbox stops attribute tricks, but not work: ``{{ ('a' * 200000000) | length }}``
 allocates 200 MB in one C call and nested loops run as long as they like, neither of which
 Python can interrupt inside the delivery thread. So each render runs in a short-lived child
-interpreter (about 75 ms to start; events are rare) under an address-space limit, is killed at
-its time limit, and stops itself once its output passes the size limit. ``TemplateOverrunError``
-names the limit hit; any other template error is a ``TemplateError`` with one line of text.
+interpreter (a start per render, affordable because events are rare; docs/tickets.md has the
+time) under an address-space limit, is killed at its time limit, and stops itself once its
+output passes the size limit. ``TemplateOverrunError`` names the limit hit; any other template
+error is a ``TemplateError`` with one line of text.
 
 Example:
     >>> render_template('{"key": {{ event.dedup_key | tojson }}}', {"dedup_key": "k1"})
@@ -70,8 +71,8 @@ class TemplateOverrunError(TemplateError):
 
 @dataclass(frozen=True)
 class TemplateLimits:
-    """Bounds of one render. A ticket body is a few kB and renders in well under a millisecond;
-    the child interpreter itself needs about 25 MB of address space and 75 ms."""
+    """Bounds of one render. A ticket body is a few kB and renders in a fraction of the child
+    interpreter's start; the limits leave room for the interpreter itself."""
 
     timeout_s: float = 2.0  # wall time, child start included
     max_bytes: int = 1 << 20  # rendered body
