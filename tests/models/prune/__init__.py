@@ -3,36 +3,31 @@
 from __future__ import annotations
 
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    BertConfig,
-    GPT2Config,
-    LlamaConfig,
-    Qwen2Config,
-)
 
-FAMILIES = ("bert", "gpt2", "llama", "qwen2")
+from slewguard.models.backbones import model_config
+from slewguard.models.families import FAMILIES as REGISTRY
+
+FAMILIES = tuple(sorted(REGISTRY))  # every registered family: a new one is tested here too
 VOCAB = 120
 
 
-def tiny_config(family: str, vocab_size: int = VOCAB, pad_token_id: int = 0):
-    """3 layers, hidden 32, 4 query heads (over 2 KV heads for llama/qwen2), FFN 64, 3 labels."""
-    common = {"vocab_size": vocab_size, "num_labels": 3, "pad_token_id": pad_token_id}
-    if family == "bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                          intermediate_size=64, max_position_embeddings=64, **common)
-    if family == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=64,
-                          bos_token_id=1, eos_token_id=1, **common)
-    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
-    return cls(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-               intermediate_size=64, max_position_embeddings=64, **common)
+def layers_key(family: str) -> str:
+    """The config key of the layer count (``n_layer`` for GPT-2, else ``num_hidden_layers``)."""
+    return REGISTRY[family].config_class.attribute_map.get("num_hidden_layers",
+                                                           "num_hidden_layers")
+
+
+def tiny_config(family: str, vocab_size: int = VOCAB, pad_token_id: int = 0, layers: int = 3):
+    """The family's tiny geometry (hidden 32, 4 query heads, over 2 KV heads where it has GQA,
+    FFN 64), ``layers`` layers, 3 labels."""
+    return model_config(f"tiny-{family}", vocab_size, 3, pad_token_id,
+                        sizes={layers_key(family): layers})
 
 
 def tiny_model(family: str, seed: int = 0, **config: int) -> torch.nn.Module:
     """A random eval-mode fp32 model; every parameter (biases too) drawn from N(0, 0.15)."""
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(family, **config))
+    model = REGISTRY[family].model_class(tiny_config(family, **config))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -56,18 +51,15 @@ def logits(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def _stack(model, family):
-    return {"bert": lambda: model.bert.encoder.layer, "gpt2": lambda: model.transformer.h,
-            "llama": lambda: model.model.layers, "qwen2": lambda: model.model.layers}[family]()
+    return REGISTRY[family].layer_stack(model)
 
 
 def _o_and_down(model, family: str, layer: int):
     """(o-projection weight in (out, in) layout, ffn down-projection weight in (out, in) layout)."""
-    block = _stack(model, family)[layer]
-    if family == "bert":
-        return block.attention.output.dense.weight, block.output.dense.weight
-    if family == "gpt2":
-        return block.attn.c_proj.weight.T, block.mlp.c_proj.weight.T
-    return block.self_attn.o_proj.weight, block.mlp.down_proj.weight
+    fam = REGISTRY[family]
+    block = fam.layer_stack(model)[layer]
+    o, down = fam.module(block, fam.out_proj).weight, fam.module(block, fam.ffn_out).weight
+    return (o.T, down.T) if fam.conv1d else (o, down)  # GPT-2's Conv1D stores (in, out)
 
 
 def mask_heads(model, family: str, layer: int, heads, head_dim: int = 8) -> None:

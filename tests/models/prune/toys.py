@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import torch
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
-)
+
+from tests.models.prune import REGISTRY, tiny_config
 
 VOCAB = 40
 
 
 def tiny_model(family: str, layers: int = 4) -> torch.nn.Module:
-    """A seeded random bert, gpt2 or llama (4 query heads over 2 KV heads) with 3 labels."""
+    """A seeded random model of ``family`` (its tiny geometry: 4 query heads, over 2 KV heads
+    where it has GQA) with ``layers`` layers and 3 labels."""
     torch.manual_seed(0)
-    common = dict(vocab_size=VOCAB, num_labels=3, pad_token_id=0, bos_token_id=1, eos_token_id=1)
-    if family == "bert":
-        return BertForSequenceClassification(BertConfig(
-            hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-            intermediate_size=64, max_position_embeddings=64, **common)).eval()
-    if family == "gpt2":
-        return GPT2ForSequenceClassification(GPT2Config(
-            n_embd=32, n_layer=layers, n_head=4, n_positions=64, **common)).eval()
-    return LlamaForSequenceClassification(LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, **common)).eval()
+    return REGISTRY[family].model_class(tiny_config(family, VOCAB, layers=layers)).eval()
 
 
 def toy_batches(n_batches: int = 2, batch_size: int = 8, seq: int = 10) -> list[dict]:
