@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve" or not sys.stderr.isatty():
         # no redrawn bars in a service log or a file: transformers' "Loading weights" and the
-        # hub's bars read this when they are imported, which is later than here
+        # hub's bars read the first when they are imported (later than here); tqdm itself (the
+        # GGUF conversion's bar) reads TQDM_* as defaults of every bar it makes
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

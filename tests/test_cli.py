@@ -1,4 +1,5 @@
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -30,3 +31,19 @@ def test_console_script_runs():
     )
     assert out.returncode == 0
     assert out.stdout.startswith("slewguard ")
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal():
+    # a bar made after the command started (as transformers' GGUF conversion makes one) draws
+    # nothing into a log file; on a terminal it would
+    code = ("import os, sys; from slewguard import cli\n"
+            "cli.main(['bearings'])\n"
+            "from tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(3), desc='converting'): pass\n"
+            "print(os.environ['TQDM_DISABLE'], os.environ['HF_HUB_DISABLE_PROGRESS_BARS'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TQDM_", "HF_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "converting" not in out.stderr, out.stderr
+    assert out.stdout.splitlines()[-1] == "1 1"
