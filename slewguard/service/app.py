@@ -52,14 +52,19 @@ from slewguard.service.preflight import StartError, bind_problem, start_problems
 from slewguard.signal import fft
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
+    from slewguard.models.runtimes import Classifier
+    from slewguard.service.ingest import Inbound
     from slewguard.service.sinks import Sink
+    from slewguard.service.sinks.forwarder import Forwarder
 
 log = logging.getLogger(__name__)
 FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
 FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 
-def load_classifier(config: ServiceConfig) -> Any:
+def load_classifier(config: ServiceConfig) -> Classifier:
     """The classifier named by ``config.model`` (``model.path``, or the shipped model
     ``model.shipped``) in the runtime ``model.runtime`` picks (``models.runtimes``).
 
@@ -88,7 +93,7 @@ def load_classifier(config: ServiceConfig) -> Any:
 class App:
     """The running daemon. ``classifier`` and ``metrics`` may be injected (tests, demos)."""
 
-    def __init__(self, config: ServiceConfig, classifier: Any = None,
+    def __init__(self, config: ServiceConfig, classifier: Classifier | None = None,
                  metrics: Metrics | None = None, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
@@ -100,10 +105,10 @@ class App:
         self.http: HealthServer | None = None
         self.ingest: Ingest | None = None
         self.pipeline: Pipeline | None = None
-        self._forwarder: Any = None
+        self._forwarder: Forwarder | None = None
         self._forwarder_stop = threading.Event()
         self._forwarder_thread: threading.Thread | None = None
-        self._results_client: Any = None
+        self._results_client: mqtt.Client | None = None
         self._stoppers: list[tuple[str, Callable[[], None]]] = []
 
     @property
@@ -253,7 +258,7 @@ class App:
         self._launch_forwarder()
         self._stoppers.append(("forwarder", self._stop_forwarder))
 
-    def _launch_forwarder(self, previous: Any = None) -> None:
+    def _launch_forwarder(self, previous: Forwarder | None = None) -> None:
         """Build the sinks and start the forwarder; ``previous`` (the stopped forwarder of a
         reload) hands over its sinks' outages."""
         from slewguard.service.sinks.forwarder import Backoff, Forwarder
@@ -339,6 +344,6 @@ class App:
         thread.start()
         self._stoppers.append(("status", lambda: (stop.set(), thread.join(5))))
 
-    def _submit(self, inbound: Any) -> None:
+    def _submit(self, inbound: Inbound) -> None:
         if self.pipeline is not None:
             self.pipeline.submit(inbound)

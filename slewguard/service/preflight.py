@@ -28,9 +28,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slewguard.service.redact import redact_url
+
+if TYPE_CHECKING:
+    from slewguard.service.config import ServiceConfig
+    from slewguard.service.config.mqtt import MqttConfig
+    from slewguard.service.config.sinks import InfluxConfig
 
 
 class StartError(ValueError):
@@ -43,7 +48,7 @@ class StartError(ValueError):
         super().__init__(text)
 
 
-def start_problems(config: Any, model: bool = True) -> list[str]:
+def start_problems(config: ServiceConfig, model: bool = True) -> list[str]:
     """Every reason ``serve`` would refuse ``config`` at start (the model's only with
     ``model``: an App given a classifier loads none). Empty when it would start.
 
@@ -55,7 +60,7 @@ def start_problems(config: Any, model: bool = True) -> list[str]:
     return problems + path_problems(config) + template_problems(config) + extra_problems(config)
 
 
-def model_problems(config: Any) -> list[str]:
+def model_problems(config: ServiceConfig) -> list[str]:
     """The model directory: it exists, holds a card of this slewguard's textify template and
     the files its runtime reads (the weights are not loaded)."""
     from slewguard.models import card as model_card
@@ -93,7 +98,7 @@ def model_problems(config: Any) -> list[str]:
     return []
 
 
-def extra_problems(config: Any) -> list[str]:
+def extra_problems(config: ServiceConfig) -> list[str]:
     """Configured checks whose library the base install leaves out: the rpm-mismatch check of
     ``sensors[i].order_lines`` zooms into the spectrum with scipy (the signal extra).
 
@@ -114,7 +119,7 @@ def extra_problems(config: Any) -> list[str]:
             for i, s in enumerate(config.sensors) if s.order_lines]
 
 
-def path_problems(config: Any) -> list[str]:
+def path_problems(config: ServiceConfig) -> list[str]:
     """The files the daemon writes: each is a writable file or can be created (its nearest
     existing parent is a writable directory)."""
     from slewguard.service.evidence_stage import baseline_path
@@ -185,7 +190,7 @@ def writable_problem(key: str, path: Path) -> str | None:
     return None
 
 
-def template_problems(config: Any) -> list[str]:
+def template_problems(config: ServiceConfig) -> list[str]:
     """Each ``format: template`` webhook's Jinja2 template parses (sandboxed, not rendered)."""
     problems: list[str] = []
     hooks = [(i, h) for i, h in enumerate(config.alerts.webhooks) if h.format == "template"]
@@ -243,7 +248,7 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def broker_problem(mqtt_config: Any, timeout_s: float = 10.0) -> str | None:
+def broker_problem(mqtt_config: MqttConfig, timeout_s: float = 10.0) -> str | None:
     """Connect to the broker as the daemon would (protocol, TLS, login) and disconnect; None
     when the broker accepted, else why not. Uses a throw-away client id, clean session."""
     from slewguard.service.ingest import build_client
@@ -296,7 +301,7 @@ def network_problem(section: str, where: str, exc: OSError) -> str:
     return f"{keys}: cannot connect to {where}: {exc.strerror or exc}: check {keys}{tls}"
 
 
-def influx_problem(influx: Any) -> str | None:
+def influx_problem(influx: InfluxConfig) -> str | None:
     """GET ``<url>/ping`` (InfluxDB and VictoriaMetrics answer it); None when it answers."""
     parts = urllib.parse.urlsplit(influx.url)
     host = parts.hostname or ""
