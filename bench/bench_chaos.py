@@ -90,8 +90,9 @@ class Daemon:
             "http": {"port": http_port},
         }
         if influx_url:
-            config["influx"] = {"url": influx_url, "flush_interval_s": 0.5, "retry_min_s": 0.5,
-                                "retry_max_s": 5.0, "batch_size": 200, "timeout_s": 5.0}
+            config["sinks"] = {"influx": {
+                "type": "influx", "url": influx_url, "flush_interval_s": 0.5,
+                "retry_min_s": 0.5, "retry_max_s": 5.0, "batch_size": 200, "timeout_s": 5.0}}
         for key, value in sections.items():
             config[key] = {**config.get(key, {}), **value}
         (work / "config.yaml").write_text(yaml.safe_dump(config))

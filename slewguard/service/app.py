@@ -9,11 +9,11 @@ Stop (on ``stop()`` or SIGTERM, via one shared stop event), in reverse: the pipe
 messages and drains its queue (every drained result is stored and acked on the still-open MQTT
 connection), the forwarder flushes the outbox to the sinks, then ingest publishes "offline" and
 disconnects, the HTTP server stops and the outbox closes. Whatever a sink has not taken stays in
-the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (InfluxDB,
-alert settings and webhooks; the forwarder restarts) without touching the MQTT session; a sink
-or webhook outage that spans the reload stays one outage (one warning, one recovery). Start and
-reload build the sinks the same way: one loop over the sink registry (``sinks.registry``: alerts,
-mqtt, influx, in that order), each sink's ``build`` reading its own config section.
+the outbox for the next start. SIGHUP re-reads the config file and rebuilds the sinks (``sinks``
+entries, alert settings and webhooks; the forwarder restarts) without touching the MQTT session;
+a sink or webhook outage that spans the reload stays one outage (one warning, one recovery).
+Start and reload build the sinks the same way, through the sink registry (``sinks.registry``):
+alerts and mqtt from their sections, then one sink per ``sinks`` entry, by its type.
 
 Two broker connections: the ingest one (persistent session, manual acks, status + Last Will,
 dead letters) and a clean publish-only one for results, so that a full pipeline queue, which
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from slewguard.service.sinks.forwarder import Forwarder
 
 log = logging.getLogger(__name__)
-FORWARDER_IDLE_S = 0.2  # longest idle wait without an InfluxDB sink (a put wakes it at once)
+FORWARDER_IDLE_S = 0.2  # longest idle wait when no sink sets the pace (a put wakes it at once)
 FLUSH_TIMEOUT_S = 10.0  # on stop, forward the outbox for at most this long
 
 
@@ -179,7 +179,7 @@ class App:
             except ValueError as exc:
                 log.error("SIGHUP: config not reloaded, keeping the running one: %s", exc)
                 return
-        self.config = self.config.model_copy(update={"influx": config.influx,
+        self.config = self.config.model_copy(update={"sinks": config.sinks,
                                                      "alerts": config.alerts})
         previous = self._forwarder
         self._stop_forwarder()
@@ -265,11 +265,12 @@ class App:
 
         assert self.ingest is not None and self.outbox is not None
         sinks = self._build_sinks(previous.sinks if previous is not None else ())
-        influx = self.config.influx
+        paces = [s.pace() for s in self.config.sinks.values() if s is not None]
+        pace = next((p for p in paces if p is not None), None)
         options: dict[str, Any] = {"idle_s": FORWARDER_IDLE_S}
-        if influx is not None:  # the database sets the pace: its batch size and backoff
-            options = {"batch_size": influx.batch_size, "idle_s": influx.flush_interval_s,
-                       "backoff": Backoff(min_s=influx.retry_min_s, max_s=influx.retry_max_s)}
+        if pace is not None:  # the first sink that asks (a database) sets batch and backoff
+            options = {"batch_size": pace.batch_size, "idle_s": pace.idle_s,
+                       "backoff": Backoff(min_s=pace.retry_min_s, max_s=pace.retry_max_s)}
         self._forwarder = Forwarder(self.outbox, sinks, self.metrics, **options)
         if previous is not None:
             self._forwarder.take_over(previous)
@@ -280,9 +281,9 @@ class App:
         self._forwarder_thread.start()
 
     def _build_sinks(self, replaces: Sequence[Sink] = ()) -> list[Sink]:
-        """Every configured sink, from one loop over the sink registry in its fixed order
-        (``sinks.registry.SINKS``: alerts, mqtt, influx, then any registered later); at start
-        and on each reload, which passes the sinks it closed as ``replaces``."""
+        """The built-in sinks (alerts, mqtt), then one per entry of ``sinks``, through the sink
+        registry (``sinks.registry.build_sinks``); at start and on each reload, which passes
+        the sinks it closed as ``replaces``."""
         from slewguard.service.sinks.registry import SinkContext, build_sinks
 
         return build_sinks(SinkContext(self.config, self.metrics, self._results_client,

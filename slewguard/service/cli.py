@@ -170,8 +170,7 @@ def _check_config(args: argparse.Namespace) -> int:
     warnings = [p for p in [preflight.port_problem(config.http.host, config.http.port)] if p]
     if args.connect:
         errors.append(preflight.broker_problem(config.mqtt))
-        if config.influx is not None:
-            errors.append(preflight.influx_problem(config.influx))
+        errors += preflight.sink_connect_problems(config)
         errors = [e for e in errors if e is not None]
     for warning in warnings:  # the daemon of this very config may hold the port right now
         print(f"{path}: warning: {warning} (fine if this config's daemon is running)",
@@ -194,13 +193,12 @@ def _report_errors(path: Path, errors: list[str]) -> int:
 
 
 def _summary(config: Any) -> str:
-    from slewguard.service.redact import redact_url
-
     m = config.mqtt
+    sinks = [f"{name} ({sink.summary()})" for name, sink in config.sinks.items() if sink]
     return (f"site {config.site}, {len(config.sensors)} sensor entr"
             f"{'y' if len(config.sensors) == 1 else 'ies'}, broker {m.host}:{m.port} (MQTT "
             f"{m.protocol}), topics {', '.join(m.topics)}, outbox {config.outbox.path}, "
-            f"influx {'off' if config.influx is None else redact_url(config.influx.url)}, "
+            f"sinks {', '.join(sinks) or 'none'}, "
             f"http {config.http.host}:{config.http.port}, model "
             f"{config.model.path or 'shipped ' + config.model.shipped}")
 

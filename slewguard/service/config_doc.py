@@ -29,6 +29,8 @@ from pydantic_core import PydanticUndefined
 
 from slewguard.service.config import ServiceConfig
 from slewguard.service.config.env import ENV_PREFIX
+from slewguard.service.config.sinks import SinkConfig
+from slewguard.service.sinks import registry
 
 HEADER = """\
 # Configuration reference
@@ -54,7 +56,22 @@ shows every key with a comment. Check a file before starting the daemon with
 levels, list entries by index: `SLEWGUARD_SENSORS__0__RPM`) replaces the key of the same path.
 Text is taken verbatim (a password may start with `[` or be `null`); list and mapping keys take
 flow YAML or JSON (`SLEWGUARD_MQTT__TOPICS='[a/+/vib, b/#]'`). Put secrets there, not in the
-file: `SLEWGUARD_MQTT__PASSWORD`, `SLEWGUARD_INFLUX__TOKEN`. Secrets are never printed.
+file: `SLEWGUARD_MQTT__PASSWORD`, `SLEWGUARD_SINKS__INFLUX__TOKEN`. Secrets are never printed.
+
+**Sinks.** Besides the results on the broker (`mqtt`) and the alert webhooks (`alerts`), results
+go to the entries of `sinks`: a name you choose (it labels the sink's metrics and is its level in
+the environment, `SLEWGUARD_SINKS__<NAME>__<KEY>`) mapped to settings with a `type`:
+
+```yaml
+sinks:
+  influx:
+    type: influx
+    url: http://127.0.0.1:8086
+```
+
+A file written before `sinks` existed, with a top-level `influx` section and
+`SLEWGUARD_INFLUX__<KEY>` variables, still loads as the sink named `influx`; the daemon logs a
+warning with the new spelling of each old name.
 """
 
 _SIMPLE = {str: "text", int: "integer", float: "number", bool: "boolean", Path: "path",
@@ -79,20 +96,27 @@ def render() -> str:
 
 
 def _sections(model: type[BaseModel], path: str) -> Iterator[tuple[str, type[BaseModel]]]:
-    """(key path, model) for ``model`` and every model nested in it, depth first."""
+    """(key path, model) for ``model`` and every model nested in it, depth first; a ``sinks``
+    entry once per sink type."""
     yield path, model
     for name, field in model.model_fields.items():
         sub = _model_in(field.annotation)
-        if sub is not None:
+        if sub is SinkConfig:
+            for key in registry.TYPES:
+                yield f"{_join(path, name)}.<name>", registry.config_class(key)
+        elif sub is not None:
             yield from _sections(sub, _join(path, name) + ("[]" if _is_list(field.annotation)
                                                            else ""))
 
 
 def _section(path: str, model: type[BaseModel]) -> str:
     title = path or "top level"
+    kind = model.model_fields["type"].default if issubclass(model, SinkConfig) else None
+    if kind:
+        title, path = f"{path} with type: {kind}", f"{path}.{kind}"
     doc = " ".join((model.__doc__ or "").split())
     env = _env_pattern(path)
-    lines = [f"## {title} {{#{_anchor(path)}}}", "", _escape(doc), ""]
+    lines = [f"## {_escape(title)} {{#{_anchor(path)}}}", "", _escape(doc), ""]
     if env:
         lines += [f"Environment: `{env}`", ""]
     lines += ["| key | type | default | description |", "|---|---|---|---|"]
@@ -114,7 +138,7 @@ def _env_pattern(path: str) -> str:
     if not path:
         return ""
     levels = [p.removesuffix("[]").upper() + ("__<N>" if p.endswith("[]") else "")
-              for p in path.split(".")]
+              for p in path.split(".") if p not in registry.TYPES or "<name>" not in path]
     return f"{ENV_PREFIX}{'__'.join(levels)}__<KEY>"
 
 
@@ -130,6 +154,8 @@ def _type_of(field: FieldInfo, path: str) -> str:
 
 def _type_name(annotation: Any, path: str) -> str:
     """Readable type: ``integer``, ``one of `5`, `3.1.1` ``, ``list of text``, a section link."""
+    if annotation is SinkConfig:
+        return "one sink's settings (by `type`, below)"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"section [{path}](#{_anchor(path)})"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

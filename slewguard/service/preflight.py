@@ -6,8 +6,8 @@ second: the model directory (card, textify template, runtime files; no weights a
 directories of the files the daemon writes (outbox, alert queue, baselines), and the webhook
 templates. ``port_problem`` tries to bind the HTTP port (a warning in ``check-config``: the
 daemon this config belongs to may be the one holding it); ``broker_problem`` and
-``influx_problem`` connect (``check-config --connect``). Every problem is one line: the key
-path, the cause, the fix.
+``sink_connect_problems`` (each sink type's ``connect_problem``) connect (``check-config
+--connect``). Every problem is one line: the key path, the cause, the fix.
 
 Example:
     >>> from slewguard.service.config import config_from_dict
@@ -19,23 +19,16 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import errno
 import os
 import socket
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from slewguard.service.redact import redact_url
 
 if TYPE_CHECKING:
     from slewguard.service.config import ServiceConfig
     from slewguard.service.config.mqtt import MqttConfig
-    from slewguard.service.config.sinks import InfluxConfig
 
 
 class StartError(ValueError):
@@ -301,37 +294,14 @@ def network_problem(section: str, where: str, exc: OSError) -> str:
     return f"{keys}: cannot connect to {where}: {exc.strerror or exc}: check {keys}{tls}"
 
 
-def influx_problem(influx: InfluxConfig) -> str | None:
-    """GET ``<url>/ping`` (InfluxDB and VictoriaMetrics answer it); None when it answers."""
-    parts = urllib.parse.urlsplit(influx.url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    netloc += f":{parts.port}" if parts.port else ""
-    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/ping",
-                                   "", ""))
-    shown = redact_url(influx.url)
-    headers = {}
-    if influx.token is not None:
-        headers["Authorization"] = f"Token {influx.token.get_secret_value()}"
-    elif parts.username:  # user:password@ in the URL: send it as basic auth
-        login = f"{urllib.parse.unquote(parts.username)}:" \
-                f"{urllib.parse.unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=influx.timeout_s) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            return f"influx.token: {shown} refused the token (HTTP {exc.code}): fix " \
-                   "influx.token (SLEWGUARD_INFLUX__TOKEN)"
-        if exc.code >= 500:
-            return f"influx.url: {shown}/ping answered HTTP {exc.code}: the database is not " \
-                   "healthy; check its log"
-    except urllib.error.URLError as exc:
-        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
-        return network_problem("influx", shown, reason)
-    except OSError as exc:
-        return network_problem("influx", shown, exc)
-    return None
+def sink_connect_problems(config: ServiceConfig) -> list[str | None]:
+    """``check-config --connect`` for every configured sink whose type can check its server
+    (a ``connect_problem(name, settings)`` in its module); None where it answers."""
+    from slewguard.service.sinks.registry import sink_type
 
+    problems: list[str | None] = []
+    for name, settings in config.sinks.items():
+        check = getattr(sink_type(settings.type), "connect_problem", None) if settings else None
+        if check is not None:
+            problems.append(check(name, settings))
+    return problems

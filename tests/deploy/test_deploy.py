@@ -126,7 +126,8 @@ def test_compose_daemon_config_is_valid():
 
     config = load_config(DEPLOY / "slewguard.compose.yaml")
     assert config.mqtt.host == "mosquitto"
-    assert config.influx is not None and config.influx.url == "http://influxdb:8086"
+    assert config.sinks["influx"] is not None
+    assert config.sinks["influx"].url == "http://influxdb:8086"
 
 
 def torch_pin() -> str:

@@ -205,7 +205,8 @@ def test_victoria_metrics_outage_loses_and_duplicates_nothing(mosquitto, tmp_pat
                                                               victoria_metrics):  # noqa: F811
     influx = {"url": victoria_metrics.url, "flush_interval_s": 0.2, "retry_min_s": 0.2,
               "retry_max_s": 1.0, "batch_size": 50}
-    app = start_app(tmp_path, mosquitto.port, classifier, influx=influx)
+    app = start_app(tmp_path, mosquitto.port, classifier,
+                        sinks={"influx": {"type": "influx", **influx}})
     fleet = Fleet(FleetSpec(sensors=2, **FAST))  # start_ns now: inside VM's retention
     messages = list(fleet.messages(6))
     try:
@@ -224,6 +225,32 @@ def test_victoria_metrics_outage_loses_and_duplicates_nothing(mosquitto, tmp_pat
     seqs = {dict(labels)["sensor"]: [int(v) for _, v in points]
             for labels, points in victoria_metrics.points("bearing_diagnosis_seq").items()}
     assert seqs == {"s1": list(range(6)), "s2": list(range(6))}  # each point exactly once
+
+
+@pytest.mark.services
+def test_two_sinks_of_one_type_each_get_every_result_under_their_own_name(
+        mosquitto, tmp_path, classifier, victoria_metrics):  # noqa: F811
+    """Two ``sinks`` entries of type influx (a local store and an archive, here one database
+    with two measurements): every window reaches both, and each sink counts under its name."""
+    fast = {"type": "influx", "url": victoria_metrics.url, "flush_interval_s": 0.2,
+            "retry_min_s": 0.2, "retry_max_s": 1.0}
+    app = start_app(tmp_path, mosquitto.port, classifier, sinks={
+        "local": {**fast, "measurement": "local_diag"},
+        "archive": {**fast, "measurement": "archive_diag"}})
+    fleet = Fleet(FleetSpec(sensors=2, **FAST))  # start_ns now: inside VM's retention
+    try:
+        assert [s.name for s in app._forwarder.sinks] == ["alerts", "mqtt", "local", "archive"]
+        services.publish(mosquitto.port, list(fleet.messages(4)))
+        wait_until(lambda: b"processed_total 8.0" in app.metrics.exposition()
+                   and app.outbox.depth() == 0, what="8 windows forwarded")
+        text = app.metrics.exposition().decode()
+    finally:
+        app.stop()
+    for name in ("local", "archive"):
+        assert f'slewguard_sink_writes_total{{outcome="ok",sink="{name}"}}' in text
+        seqs = {dict(labels)["sensor"]: [int(v) for _, v in points] for labels, points in
+                victoria_metrics.points(f"{name}_diag_seq").items()}
+        assert seqs == {"s1": list(range(4)), "s2": list(range(4))}, name
 
 
 @pytest.mark.services
@@ -270,7 +297,8 @@ def test_one_sensor_name_on_two_assets_keeps_every_window(mosquitto, tmp_path, c
     topics = {asset: f"plant/s1/{asset}/slew/acc1/vib" for asset in ("crane-1", "crane-2")}
     messages = [(topic, p) for p in payloads for topic in topics.values()]  # same start times
     try:
-        app = start_app(tmp_path, mosquitto.port, classifier, influx=influx)
+        app = start_app(tmp_path, mosquitto.port, classifier,
+                        sinks={"influx": {"type": "influx", **influx}})
         try:
             services.publish(mosquitto.port, messages)
             wait_until(lambda: b"processed_total 100.0" in app.metrics.exposition()

@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 from slewguard.service.config import ConfigError, ServiceConfig, config_from_dict, load_config
+from slewguard.service.sinks import registry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "slewguard.example.yaml"
+INFLUX = {"type": "influx", "url": "http://127.0.0.1:1"}
 
 
 def minimal(**sections) -> dict:
@@ -30,13 +32,15 @@ def test_example_file_loads_and_documents_every_field():
     assert cfg.site == "yard-north"
     assert cfg.sensors[0].bearing.geometry().name == "slew-4pc-1000"
     assert cfg.sensors[1].bearing.geometry().n_elements == 70
-    assert cfg.influx is not None and cfg.influx.url.startswith("http://")
+    assert cfg.sinks["influx"] is not None and cfg.sinks["influx"].url.startswith("http://")
     text = EXAMPLE.read_text()
     for section in ServiceConfig.model_fields:
         sub = getattr(cfg, section)
-        model = sub[0] if isinstance(sub, list) else sub
-        for name in getattr(type(model), "model_fields", {}):
-            assert f"{name}:" in text, f"{section}.{name} is missing from the example file"
+        models = sub.values() if isinstance(sub, dict) else sub[:1] if isinstance(sub, list) \
+            else [sub]
+        for model in models:
+            for name in getattr(type(model), "model_fields", {}):
+                assert f"{name}:" in text, f"{section}.{name} is missing from the example file"
 
 
 def test_every_field_has_a_description():
@@ -50,18 +54,20 @@ def test_every_field_has_a_description():
                     walk(arg)
 
     walk(ServiceConfig)
+    for key in registry.TYPES:  # the settings of each sink type, which the tree names by key
+        walk(registry.config_class(key))
 
 
 def test_env_overrides_file_and_keeps_secrets_out_of_repr(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(minimal(influx={"url": "http://127.0.0.1:1"})))
+    path.write_text(yaml.safe_dump(minimal(sinks={"db": INFLUX})))
     env = {"SLEWGUARD_MQTT__PASSWORD": "s3cret", "SLEWGUARD_MQTT__PORT": "8883",
-           "SLEWGUARD_INFLUX__TOKEN": "tok", "SLEWGUARD_MQTT__TOPICS": "[a/+/vib, b/#]",
+           "SLEWGUARD_SINKS__DB__TOKEN": "tok", "SLEWGUARD_MQTT__TOPICS": "[a/+/vib, b/#]",
            "SLEWGUARD_SENSORS__0__RPM": "4.5", "SLEWGUARD_CWRU_DIR": "/data/cwru"}
     cfg = load_config(path, env=env)
     assert cfg.mqtt.port == 8883
     assert cfg.mqtt.password.get_secret_value() == "s3cret"
-    assert cfg.influx.token.get_secret_value() == "tok"
+    assert cfg.sinks["db"].token.get_secret_value() == "tok"
     assert cfg.mqtt.topics == ["a/+/vib", "b/#"]
     assert cfg.sensors[0].rpm == 4.5
     assert "s3cret" not in repr(cfg) and "tok'" not in repr(cfg)
@@ -101,7 +107,23 @@ def test_unknown_key_in_a_list_entry_names_its_index():
     ({"mqtt": {"tls": {"ca_file": "/nonexistent/ca.crt"}}}, "mqtt.tls: ca_file='/nonexistent"),
     ({"mqtt": {"protocol": 4}}, "mqtt.protocol: Input should be '5' or '3.1.1' (got '4')"),
     ({"inference": {"max_batch": 64, "queue_size": 8}}, "inference: queue_size=8 must be >="),
-    ({"influx": {"url": "localhost:8086"}}, "influx: url='localhost:8086'"),
+    ({"sinks": {"db": {**INFLUX, "url": "localhost:8086"}}}, "sinks.db: url='localhost:8086'"),
+    ({"sinks": {"db": {"url": "http://h:1"}}}, "sinks.db.type: Field required"),
+    ({"sinks": {"db": {"type": "kafka"}}}, "sinks.db.type: unknown sink type 'kafka' (known: "
+     "influx"),
+    ({"sinks": {"db": {**INFLUX, "bukket": "b"}}}, "sinks.db.bukket: Extra inputs are not "
+     "permitted (allowed: batch_size, bucket, "),
+    ({"sinks": {"db": {**INFLUX, "batch_size": 0}}}, "sinks.db.batch_size: Input should be "
+     "greater than or equal to 1 (got 0)"),
+    ({"sinks": {"Db": INFLUX}}, "sinks.Db: name 'Db': use lower-case letters, digits and single "
+     "underscores"),
+    ({"sinks": {"db__x": INFLUX}}, "sinks.db__x: name 'db__x': use lower-case"),
+    ({"sinks": {"mqtt": INFLUX}}, "sinks.mqtt: name 'mqtt': the built-in sink 'mqtt' has this "
+     "name: choose another"),
+    ({"sinks": {"db": "http://h:1"}}, "sinks.db: a sink's settings are a mapping with a type, "
+     "got str"),
+    ({"influx": {"url": "http://h:1"}, "sinks": {"influx": INFLUX}}, "influx: the old section "
+     "and sinks.influx both configure the sink 'influx': keep sinks.influx and delete influx"),
     ({"site": "my site"}, "site: String should match pattern"),
     ({"model": {"path": "/models/x", "shipped": "fast"}}, "model: path='/models/x' and "
      "shipped='fast' both name a model"),
@@ -157,11 +179,11 @@ def test_sensor_for_uses_topic_filters_and_sensor_ids_first_match_wins():
 @pytest.mark.parametrize("password", ["[Pw-7x", "{Pw: 7}", "null", "~", " [a, b] ", "'quoted'"])
 def test_env_secrets_are_taken_verbatim(password):
     env = {"SLEWGUARD_MQTT__PASSWORD": password, "SLEWGUARD_MQTT__USERNAME": "[user",
-           "SLEWGUARD_INFLUX__TOKEN": password, "SLEWGUARD_INFLUX__URL": "http://h:1/{x}"}
-    cfg = config_from_dict(minimal(influx={"url": "http://127.0.0.1:1"}), env=env)
+           "SLEWGUARD_SINKS__DB__TOKEN": password, "SLEWGUARD_SINKS__DB__URL": "http://h:1/{x}"}
+    cfg = config_from_dict(minimal(sinks={"db": INFLUX}), env=env)
     assert cfg.mqtt.password.get_secret_value() == password
-    assert cfg.influx.token.get_secret_value() == password
-    assert cfg.mqtt.username == "[user" and cfg.influx.url == "http://h:1/{x}"
+    assert cfg.sinks["db"].token.get_secret_value() == password
+    assert cfg.mqtt.username == "[user" and cfg.sinks["db"].url == "http://h:1/{x}"
 
 
 def test_env_text_fields_and_paths_are_verbatim(tmp_path):
@@ -178,13 +200,13 @@ def test_env_structured_fields_still_parse_lists_mappings_and_null():
            "SLEWGUARD_ALERTS__ENTER_K": "{outer_race: 4}",
            "SLEWGUARD_ALERTS__ESCALATE_ENVELOPE_DB": "[10, 20]",
            "SLEWGUARD_SENSORS__0__ORDER_LINES": "[123]",
-           "SLEWGUARD_MODEL__TORCH_THREADS": "null", "SLEWGUARD_INFLUX": "~"}
-    cfg = config_from_dict(minimal(influx={"url": "http://127.0.0.1:1"}), env=env)
+           "SLEWGUARD_MODEL__TORCH_THREADS": "null", "SLEWGUARD_SINKS__DB": "~"}
+    cfg = config_from_dict(minimal(sinks={"db": INFLUX}), env=env)
     assert cfg.mqtt.topics == ["a/+/vib", "b/#"]
     assert cfg.alerts.enter_k == {"outer_race": 4}
     assert cfg.alerts.escalate_envelope_db == [10.0, 20.0]
     assert cfg.sensors[0].order_lines == [123.0]
-    assert cfg.model.torch_threads is None and cfg.influx is None
+    assert cfg.model.torch_threads is None and cfg.sinks == {"db": None}
 
 
 def test_env_parse_error_names_the_variable_but_not_the_value():
@@ -216,3 +238,40 @@ def test_check_config_with_a_bracket_password_prints_no_traceback_or_secret(tmp_
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "SLEWGUARD_MQTT__TOPICS: not valid" in bad.stderr
     assert "Traceback" not in bad.stderr and "Pw-7x" not in bad.stderr
+
+
+def test_the_old_influx_section_and_variables_still_configure_the_same_sink(caplog):
+    """A config written before ``sinks`` (section ``influx``, SLEWGUARD_INFLUX__*) loads as the
+    sink named influx, and the log says how to write it today."""
+    new = config_from_dict(minimal(sinks={"influx": {**INFLUX, "bucket": "b"}}),
+                           env={"SLEWGUARD_SINKS__INFLUX__TOKEN": "[tok"})
+    assert not caplog.records
+    old = config_from_dict(minimal(influx={"url": "http://127.0.0.1:1", "bucket": "b"}),
+                           env={"SLEWGUARD_INFLUX__TOKEN": "[tok"})
+    assert old == new and old.sinks["influx"].token.get_secret_value() == "[tok"
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == ["config: the section 'influx' is the old layout, read as sinks.influx with "
+                     "type: influx; move it there (docs/configuration.md)",
+                     "config: SLEWGUARD_INFLUX__TOKEN is the old name of "
+                     "SLEWGUARD_SINKS__INFLUX__TOKEN; rename it"]
+    assert all(r.levelname == "WARNING" and "[tok" not in r.getMessage() for r in caplog.records)
+    # an old variable alone, with the new layout in the file, reaches the same entry
+    mixed = config_from_dict(minimal(sinks={"influx": {**INFLUX, "bucket": "b"}}),
+                             env={"SLEWGUARD_INFLUX__TOKEN": "[tok"})
+    assert mixed == new
+    off = config_from_dict(minimal(influx=None), env={})
+    assert off.sinks == {"influx": None}
+
+
+def test_two_sinks_of_one_type_keep_their_names_and_order():
+    cfg = config_from_dict(minimal(sinks={"local": {**INFLUX, "bucket": "a"},
+                                          "cloud": {**INFLUX, "bucket": "b", "token": "t"}}),
+                           env={"SLEWGUARD_SINKS__CLOUD__BATCH_SIZE": "50"})
+    assert list(cfg.sinks) == ["local", "cloud"]
+    assert [s.bucket for s in cfg.sinks.values()] == ["a", "b"]
+    assert cfg.sinks["cloud"].batch_size == 50 and cfg.sinks["local"].batch_size == 500
+
+
+def test_a_sink_secret_of_the_wrong_type_is_not_echoed():
+    errors = errors_of(minimal(sinks={"db": {**INFLUX, "token": ["s3cr3t-tok"]}}))
+    assert errors[0].startswith("sinks.db.token: ") and "s3cr3t" not in " ".join(errors)

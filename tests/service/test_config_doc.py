@@ -8,6 +8,8 @@ from pydantic import BaseModel
 
 from slewguard.service import config_doc
 from slewguard.service.config import ServiceConfig, config_from_dict
+from slewguard.service.config.sinks import SinkConfig
+from slewguard.service.sinks import registry
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 REGENERATE = "python -m slewguard.service.config_doc > docs/configuration.md"
@@ -39,6 +41,11 @@ def test_every_field_of_every_section_is_documented_with_its_description():
     page = config_doc.render()
     models = _models(ServiceConfig, [])
     assert len(models) >= 12  # top level, mqtt, tls, sensors, bearing, model, ..., webhooks
+    # a sinks entry is documented once per type, with that type's keys
+    models = [m for m in models if m is not SinkConfig]
+    for key in registry.TYPES:
+        assert f"## sinks.&lt;name&gt; with type: {key} {{#sinks-name-{key}}}" in page
+        models.append(registry.config_class(key))
     for model in models:
         for name, field in model.model_fields.items():
             assert f"| `{name}` |" in page, f"{model.__name__}.{name} missing"

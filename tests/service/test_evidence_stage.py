@@ -182,8 +182,7 @@ def test_a_nominal_rpm_is_not_an_rpm_mismatch_sensor_fault():
 def test_the_speed_estimate_and_the_evidence_reach_the_database(tmp_path, classifier,
                                                                 victoria_metrics):  # noqa: F811
     """rpm_nominal, rpm_estimated and the rule's fields land as numeric fields of the point."""
-    from slewguard.service.config.sinks import InfluxConfig
-    from slewguard.service.sinks.influx import InfluxSink
+    from slewguard.service.sinks.influx import InfluxConfig, InfluxSink
 
     pipe, _ = _pipeline(tmp_path, classifier, _config(windows=1))
     now_s = time.time_ns() // 10**9 - 600  # recent: VictoriaMetrics keeps a month

@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from slewguard.service.config.sinks import InfluxConfig
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError
-from slewguard.service.sinks.influx import InfluxSink
+from slewguard.service.sinks.influx import InfluxConfig, InfluxSink
 from tests.service.services import free_port
 from tests.service.vm import (
     VICTORIA_METRICS,
@@ -121,7 +120,7 @@ def test_http_status_classification(status, kind, reason):
         if status == 400:
             assert "field type conflict in bearing_diagnosis" in str(exc.value)
         if status == 401:
-            assert "check influx.token" in str(exc.value)
+            assert "check sinks.influx.token" in str(exc.value)
         assert len(server.bodies) == 1  # no hidden client-side retries: the forwarder owns them
         assert server.bodies[0].count("\n") == 1  # two points, one request
     finally:

@@ -212,7 +212,7 @@ def test_serve_and_baseline_name_the_config_file_the_same_way(tmp_path):
 def test_check_config_connect_tries_the_broker_and_the_database(tmp_path, mosquitto,
                                                                 victoria_metrics):  # noqa: F811
     up = write_config(tmp_path, "up.yaml", mqtt={"port": mosquitto.port},
-                      influx={"url": victoria_metrics.url})
+                      sinks={"tsdb": {"type": "influx", "url": victoria_metrics.url}})
     done = run("check-config", up, "--connect")
     assert done.returncode == 0, done.stderr
     assert "(broker and database answered)" in done.stdout
@@ -223,8 +223,9 @@ def test_check_config_connect_tries_the_broker_and_the_database(tmp_path, mosqui
              f"nothing listens on 127.0.0.1:{port}", "start the server")
     assert run("check-config", broker_down).returncode == 0
     db_down = write_config(tmp_path, "d.yaml", mqtt={"port": mosquitto.port},
-                           influx={"url": f"http://admin:hunter2@127.0.0.1:{port}"})
-    line = assert_one_line(run("check-config", db_down, "--connect"), "influx.url",
+                           sinks={"tsdb": {"type": "influx",
+                                           "url": f"http://admin:hunter2@127.0.0.1:{port}"}})
+    line = assert_one_line(run("check-config", db_down, "--connect"), "sinks.tsdb.url",
                     "connection refused")
     assert "hunter2" not in line
 

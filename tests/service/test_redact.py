@@ -43,8 +43,9 @@ def minimal(**sections) -> dict:
 
 
 @pytest.mark.parametrize("bad", [
-    {"influx": {"url": "admin:hunter2@influx:8086"}},
-    {"influx": {"url": "ftp://admin:hunter2@influx:8086/?token=s3cr3t-tok"}},
+    {"sinks": {"db": {"type": "influx", "url": "admin:hunter2@influx:8086"}}},
+    {"sinks": {"db": {"type": "influx",
+                      "url": "ftp://admin:hunter2@influx:8086/?token=s3cr3t-tok"}}},
     {"alerts": {"webhooks": [{"name": "t", "url": "hooks.example/x?token=s3cr3t-tok"}]}},
     {"alerts": {"webhooks": [{"name": "t", "url": "ftp://admin:hunter2@h/"}]}},
 ])
@@ -59,20 +60,20 @@ def test_a_bad_url_error_names_the_key_but_not_the_credentials(bad):
 def test_check_config_redacts_the_influx_url_in_errors_and_in_the_summary(tmp_path):
     run = [sys.executable, "-m", "slewguard.cli", "check-config"]
     bad, good = tmp_path / "bad.yaml", tmp_path / "good.yaml"
-    bad.write_text(yaml.safe_dump(minimal(influx={"url": "admin:hunter2@influx:8086"})))
-    good.write_text(yaml.safe_dump(minimal(
-        influx={"url": "http://admin:hunter2@influx:8086/?token=s3cr3t-tok"})))
+    bad.write_text(yaml.safe_dump(minimal(sinks={"db": {
+        "type": "influx", "url": "admin:hunter2@influx:8086"}})))
+    good.write_text(yaml.safe_dump(minimal(sinks={"db": {
+        "type": "influx", "url": "http://admin:hunter2@influx:8086/?token=s3cr3t-tok"}})))
     out = subprocess.run([*run, str(bad)], capture_output=True, text=True)
-    assert out.returncode == 2 and "influx: url='***@influx:8086' must start" in out.stderr
+    assert out.returncode == 2 and "sinks.db: url='***@influx:8086' must start" in out.stderr
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0 and "influx http://***@influx:8086/?token=***" in ok.stdout
+    assert ok.returncode == 0 and "sinks db (influx http://***@influx:8086/?token=***)" in ok.stdout
     assert not any(s in out.stderr + ok.stdout + ok.stderr for s in SECRETS)
 
 
 def test_influx_connection_error_does_not_carry_the_password():
-    from slewguard.service.config.sinks import InfluxConfig
     from slewguard.service.sinks import RetryableSinkError
-    from slewguard.service.sinks.influx import InfluxSink
+    from slewguard.service.sinks.influx import InfluxConfig, InfluxSink
     from tests.service.services import free_port
     from tests.service.test_influx_sink import results
 

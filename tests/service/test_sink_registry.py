@@ -8,15 +8,25 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 
-from slewguard.service.config import config_from_dict
+from slewguard.service.config import ConfigError, config_from_dict
+from slewguard.service.config.sinks import SinkConfig
 from slewguard.service.metrics import Metrics
 from slewguard.service.result import Result
 from slewguard.service.sinks import Sink, registry
-from slewguard.service.sinks.registry import SINKS, SinkContext, build_sinks, builder
+from slewguard.service.sinks.registry import (
+    BUILT_IN,
+    TYPES,
+    SinkContext,
+    build_sinks,
+    config_class,
+    sink_type,
+)
 from tests.service import services
 from tests.service.services import wait_until
 
@@ -29,36 +39,43 @@ def _config(tmp_path, **sections):
                             env={})
 
 
-def test_every_configured_sink_in_registry_order(tmp_path):
+INFLUX = {"type": "influx", "url": "http://127.0.0.1:1", "bucket": "b", "org": "o", "token": "t"}
+
+
+def test_built_in_sinks_first_then_each_sinks_entry_in_file_order(tmp_path):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    config = _config(tmp_path, influx={"url": "http://127.0.0.1:1", "bucket": "b",
-                                       "org": "o", "token": "t"})
+    config = _config(tmp_path, sinks={"local": INFLUX, "off": None,
+                                      "archive": {**INFLUX, "bucket": "a"}})
     sinks = build_sinks(SinkContext(config, Metrics(), client))
     try:
-        assert [s.name for s in sinks] == ["alerts", "mqtt", "influx"] == list(SINKS)
+        assert [s.name for s in sinks] == ["alerts", "mqtt", "local", "archive"]
         assert sinks[1].client is client  # results go out on the results connection
+        assert [s.config.bucket for s in sinks[2:]] == ["b", "a"]
     finally:
         for sink in sinks:
             getattr(sink, "close", lambda: None)()
 
 
 def test_a_section_that_is_off_builds_no_sink(tmp_path):
-    config = _config(tmp_path, alerts={"enabled": False})  # and no influx section
+    config = _config(tmp_path, alerts={"enabled": False})  # and no sinks entry
     sinks = build_sinks(SinkContext(config, Metrics(), mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2)))
     assert [s.name for s in sinks] == ["mqtt"]
 
 
-def test_the_registry_lists_every_key_with_its_module_in_build_order():
-    assert list(SINKS) == ["alerts", "mqtt", "influx"]
-    for key in SINKS:
-        assert builder(key).__module__ == f"slewguard.service.sinks.{key}"  # one file per key
+def test_the_registry_lists_every_sink_with_its_module():
+    assert list(BUILT_IN) == ["alerts", "mqtt"] and list(TYPES) == ["influx"]
+    for key, path in {**BUILT_IN, **TYPES}.items():
+        assert path == f"slewguard.service.sinks.{key}"  # one file per sink
+    assert sink_type("influx").Config is config_class("influx")
     with pytest.raises(ValueError, match="'influx' is already registered"):
         registry.register("influx", "slewguard.service.sinks.influx")
+    with pytest.raises(ValueError, match="'mqtt' is already registered"):
+        registry.register("mqtt", "slewguard.service.sinks.mqtt")
 
 
-def test_no_influx_section_never_imports_influxdb_client(tmp_path):
-    """The registry imports every sink's module to build it: the InfluxDB client (13 MiB)
+def test_no_influx_entry_never_imports_influxdb_client(tmp_path):
+    """The registry imports the modules of the sinks it builds: the InfluxDB client (13 MiB)
     still loads only when an influx sink is made."""
     code = f"""
 import sys
@@ -79,23 +96,29 @@ for s in sinks:
     assert out.stdout.split() == ["['alerts',", "'mqtt']", "False"]
 
 
-def _docs_example():
-    """The sink file of docs/development.md's "Add a sink", as a module."""
+def _docs_example(monkeypatch):
+    """The sink file, the registry entry and the config of docs/development.md's "Add a sink"."""
     page = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
     section = page.split("\n## Add a sink\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    config = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
     module = types.ModuleType("latest_sink_example")
-    exec(compile(blocks[0], "docs/development.md", "exec"), module.__dict__)  # noqa: S102
-    assert "def build(context: SinkContext) -> list[Sink]:" in blocks[0]
-    assert '"latest": "slewguard.service.sinks.latest",' in blocks[1]
-    return module
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # pydantic resolves annotations
+    exec(compile(code[0], "docs/development.md", "exec"), module.__dict__)  # noqa: S102
+    assert "def build(context: SinkContext, name: str, config: Config) -> list[Sink]:" in code[0]
+    assert '"latest": "slewguard.service.sinks.latest",' in code[1]
+    return module, yaml.safe_load(config[0])
 
 
-def test_the_docs_example_sink_is_built_and_written_by_the_registry(tmp_path, monkeypatch):
-    example = _docs_example()
-    monkeypatch.setattr(registry, "SINKS", dict(registry.SINKS))
-    registry.register("latest", example.build)
-    sinks = build_sinks(SinkContext(_config(tmp_path), Metrics(), mqtt.Client(
+def test_the_docs_example_sink_type_is_configured_built_and_written(tmp_path, monkeypatch):
+    example, section = _docs_example(monkeypatch)
+    monkeypatch.setattr(registry, "TYPES", dict(registry.TYPES))
+    registry.register("latest", example)
+    entry = section["sinks"]["latest"]
+    assert entry["type"] == "latest"
+    path = tmp_path / "latest.json"
+    config = _config(tmp_path, sinks={"latest": {**entry, "path": str(path)}})
+    sinks = build_sinks(SinkContext(config, Metrics(), mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2)))
     try:
         assert [s.name for s in sinks] == ["alerts", "mqtt", "latest"]
@@ -105,8 +128,11 @@ def test_the_docs_example_sink_is_built_and_written_by_the_registry(tmp_path, mo
     finally:
         for sink in sinks:
             getattr(sink, "close", lambda: None)()
-    assert json.loads((tmp_path / "latest.json").read_text()) == {
+    assert json.loads(path.read_text()) == {
         "y/crane/slew/s1": "healthy", "y/crane/slew/s2": "outer_race"}
+    with pytest.raises(ConfigError, match=r"sinks.latest.pth: Extra inputs are not permitted "
+                                          r"\(allowed: path, type\)"):
+        _config(tmp_path, sinks={"latest": {"type": "latest", "pth": "x"}})
 
 
 def _result(sensor: str, predicted: str, k: int = 0) -> Result:
@@ -119,12 +145,17 @@ def _result(sensor: str, predicted: str, k: int = 0) -> Result:
 BUILT: list[tuple[Collect, tuple]] = []
 
 
+class Config(SinkConfig):
+    """A ``sinks`` entry with ``type: extra``."""
+
+    type: Literal["extra"] = "extra"
+
+
 class Collect:
     """A sink that keeps every result it is written (real: the forwarder calls it)."""
 
-    name = "extra"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.got: list[Result] = []
         self.closed = False
 
@@ -135,29 +166,29 @@ class Collect:
         self.closed = True
 
 
-def build(context: SinkContext) -> list[Sink]:
-    sink = Collect()
+def build(context: SinkContext, name: str, config: Config) -> list[Sink]:
+    sink = Collect(name)
     BUILT.append((sink, tuple(context.replaces)))
     return [sink]
 
 
 @pytest.mark.services
-def test_an_extra_registered_sink_is_built_by_the_apps_loop_at_start_and_reload(
+def test_a_registered_sink_type_is_built_by_the_app_at_start_and_reload(
         mosquitto, tmp_path, classifier, monkeypatch):
     from tests.service.test_app import fleet_messages, start_app
 
-    monkeypatch.setattr(registry, "SINKS", dict(registry.SINKS))
+    monkeypatch.setattr(registry, "TYPES", dict(registry.TYPES))
     registry.register("extra", __name__)  # a module path, like the daemon's own sinks
     BUILT.clear()
     messages = fleet_messages(2, 5)  # windows 0..4 of two sensors, round by round
-    app = start_app(tmp_path, mosquitto.port, classifier)
+    app = start_app(tmp_path, mosquitto.port, classifier, sinks={"extra": {"type": "extra"}})
     try:
         assert [s.name for s in app._forwarder.sinks] == ["alerts", "mqtt", "extra"]
         services.publish(mosquitto.port, messages[:6])
         first, _ = BUILT[0]
         wait_until(lambda: len(first.got) == 6 and app.outbox.depth() == 0,
                    what="6 results in the extra sink")
-        app.reload(app.config)  # what SIGHUP does: the same loop again
+        app.reload(app.config)  # what SIGHUP does: the same build again
         (_, (old_alerts, old_mqtt, old_extra)) = BUILT[1]
         assert old_extra is first and first.closed  # closed, then handed to its successor
         assert (old_alerts.name, old_mqtt.name) == ("alerts", "mqtt")

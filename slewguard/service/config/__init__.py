@@ -3,7 +3,7 @@
 Every model forbids unknown keys and describes every field; units are in the names. Environment
 variables ``SLEWGUARD_<SECTION>__<KEY>`` (``__`` between levels) override the file: text verbatim
 (a password may start with ``[`` or be ``null``), flow YAML or JSON only for list and mapping
-fields. Secrets belong there: ``SLEWGUARD_MQTT__PASSWORD``, ``SLEWGUARD_INFLUX__TOKEN``.
+fields. Secrets belong there: ``SLEWGUARD_MQTT__PASSWORD``, ``SLEWGUARD_SINKS__INFLUX__TOKEN``.
 ``load_config`` raises ``ConfigError`` listing every error with its key path.
 
 One module per section (``mqtt``, ``sensors``, ``model``, ``evidence``, ``ingest``, ``sinks``,

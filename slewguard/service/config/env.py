@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import SecretStr
 
+from slewguard.service.config import legacy
 from slewguard.service.config.base import ConfigError
 from slewguard.service.config.paths import annotation_at, is_union, model_in
 from slewguard.service.config.root import ServiceConfig
@@ -18,14 +19,21 @@ from slewguard.service.config.root import ServiceConfig
 ENV_PREFIX = "SLEWGUARD_"
 
 
-def apply_env(data: dict, env: Mapping[str, str]) -> tuple[dict, dict[tuple, str]]:
-    """Copy of ``data`` with overrides; also maps each overridden key path to its variable."""
+def apply_env(data: dict, env: Mapping[str, str],
+              notes: list[str] | None = None) -> tuple[dict, dict[tuple, str]]:
+    """Copy of ``data`` with overrides; also maps each overridden key path to its variable.
+    A variable of an old layout (``legacy``) addresses today's key and adds a line to ``notes``.
+    """
     merged = copy.deepcopy(data)
     from_env: dict[tuple, str] = {}
     for var in sorted(env):
         if not var.startswith(ENV_PREFIX):
             continue
         parts = [p.lower() for p in var[len(ENV_PREFIX):].split("__")]
+        if parts[0] in legacy.SECTIONS and notes is not None:
+            new = ENV_PREFIX + "__".join(legacy.env_parts(parts)).upper()
+            notes.append(f"{var} is the old name of {new}; rename it")
+        parts = legacy.env_parts(parts)
         if parts[0] not in ServiceConfig.model_fields or "" in parts:
             continue  # SLEWGUARD_CWRU_DIR and friends belong to other tools
         node: Any = merged
@@ -37,8 +45,9 @@ def apply_env(data: dict, env: Mapping[str, str]) -> tuple[dict, dict[tuple, str
             if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
                 node[key] = {}
             node = node[key]
-        node[parts[-1]] = _env_value(var, env[var], annotation_at(tuple(parts)))
+        node[parts[-1]] = _env_value(var, env[var], annotation_at(tuple(parts), merged))
         from_env[tuple(parts)] = var
+    legacy.fill_types(merged)
     return merged, from_env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import typing
 from collections.abc import Mapping
@@ -11,11 +12,14 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from slewguard.service.config import legacy
 from slewguard.service.config.base import ConfigError
 from slewguard.service.config.env import apply_env
 from slewguard.service.config.paths import annotation_at, is_union, model_in
 from slewguard.service.config.root import ServiceConfig
 from slewguard.service.redact import redact_urls
+
+log = logging.getLogger("slewguard.service.config")
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -54,16 +58,22 @@ def config_from_dict(data: Any, env: Mapping[str, str] | None = None,
                            f"{type(data).__name__}"], source)
     env = os.environ if env is None else env
     try:
-        merged, from_env = apply_env(data, env)
+        data, notes = legacy.upgrade(data)
+        merged, from_env = apply_env(data, env, notes)
     except ConfigError as exc:
         raise ConfigError(exc.errors, source) from None
+    except ValueError as exc:
+        raise ConfigError([str(exc)], source) from None
+    for note in notes:
+        log.warning("%s: %s", source or "config", note)
     try:
         return ServiceConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError([_describe(e, from_env) for e in exc.errors()], source) from None
+        raise ConfigError([_describe(e, from_env, merged) for e in exc.errors()],
+                          source) from None
 
 
-def _describe(error: Mapping[str, Any], from_env: dict[tuple, str]) -> str:
+def _describe(error: Mapping[str, Any], from_env: dict[tuple, str], data: Any = None) -> str:
     """One "key.path: message" line for a pydantic error dict."""
     loc = tuple(str(p) for p in error["loc"])
     msg = redact_urls(str(error["msg"]).removeprefix("Value error, "))
@@ -72,7 +82,7 @@ def _describe(error: Mapping[str, Any], from_env: dict[tuple, str]) -> str:
         if allowed:
             msg += f" (allowed: {', '.join(sorted(allowed))})"
     elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list) and (
-            not _may_be_secret(loc)):
+            not _may_be_secret(loc, data)):
         msg += f" (got {redact_urls(repr(error.get('input')))})"
     var = from_env.get(loc)
     if var:
@@ -80,9 +90,9 @@ def _describe(error: Mapping[str, Any], from_env: dict[tuple, str]) -> str:
     return f"{'.'.join(loc) or '(top level)'}: {msg}"
 
 
-def _may_be_secret(loc: tuple[str, ...]) -> bool:
+def _may_be_secret(loc: tuple[str, ...], data: Any = None) -> bool:
     """True for passwords, tokens and HTTP headers (Authorization), whose values are not shown."""
-    annotation = annotation_at(loc)
+    annotation = annotation_at(loc, data)
     args = typing.get_args(annotation) if is_union(annotation) else (annotation,)
     return bool(set(loc) & {"password", "token", "headers"}) or SecretStr in args
 

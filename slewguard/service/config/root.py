@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from slewguard.service.config.alerts import AlertsConfig
 from slewguard.service.config.base import StrictModel
@@ -13,7 +13,7 @@ from slewguard.service.config.log import LoggingConfig
 from slewguard.service.config.model import InferenceConfig, ModelConfig
 from slewguard.service.config.mqtt import MqttConfig
 from slewguard.service.config.sensors import SensorConfig
-from slewguard.service.config.sinks import InfluxConfig, OutboxConfig
+from slewguard.service.config.sinks import OutboxConfig, SinkConfig, typed_sinks
 from slewguard.service.payload import MAX_SAMPLE_RATE_HZ, max_window_bytes
 
 
@@ -29,13 +29,21 @@ class ServiceConfig(StrictModel):
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="Batching.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Message size limit.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Durable outbox.")
-    influx: InfluxConfig | None = Field(None, description="InfluxDB sink; None disables it.")
+    sinks: dict[str, SinkConfig | None] = Field(
+        default_factory=dict, description="The sinks after the outbox: a name of your choosing "
+        "-> that sink's settings, with a `type` (`influx`: InfluxDB or VictoriaMetrics); null "
+        "turns one off. Each type's keys are listed below.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Defect "
                                      "evidence, speed estimate and bearing baselines.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics and health HTTP.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Bearing-state voting, "
                                  "state gauges and alert webhooks.")
+
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _typed_sinks(cls, value: object) -> object:
+        return typed_sinks(value)
 
     def max_payload_bytes(self) -> int:
         """``ingest.max_payload_bytes``, or the largest window the sensors allow when unset.

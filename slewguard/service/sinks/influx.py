@@ -6,12 +6,12 @@ with nanosecond precision. The same window always maps to the same series key an
 so InfluxDB overwrites a redelivered window instead of adding a point; the series carries every
 part of ``Result.key()`` as a tag, so ``acc1`` on two assets at the same instant is two points.
 Non-finite values are left out (line protocol cannot carry NaN).
-VictoriaMetrics accepts the same writes. ``build`` makes the sink from the ``influx`` section,
-none without one; influxdb_client is imported only once a sink is made or a point built, so a
-daemon without a database never loads it.
+VictoriaMetrics accepts the same writes. The sink type ``influx``: ``Config`` (``InfluxConfig``)
+holds the settings of one ``sinks`` entry with ``type: influx`` and ``build`` makes its sink;
+influxdb_client is imported only once a sink is made or a point built, so a daemon without a
+database never loads it.
 
 Example:
-    >>> from slewguard.service.config.sinks import InfluxConfig
     >>> from slewguard.service.result import Result
     >>> r = Result("y", "crane", "slew", "s1", "m1", "healthy", 0.9, {"healthy": 0.9},
     ...            {"rms": 0.2}, 6.0, 3, 1_700_000_000_000_000_000, "t")
@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from slewguard.service.config.sinks import InfluxConfig
-from slewguard.service.redact import redact_urls
+from pydantic import Field, SecretStr, model_validator
+
+from slewguard.service.config.base import check_backoff, check_http_url
+from slewguard.service.config.sinks import ForwarderPace, SinkConfig
+from slewguard.service.redact import redact_url, redact_urls
 from slewguard.service.result import Result
 from slewguard.service.sinks import PermanentSinkError, RetryableSinkError, Sink
 
@@ -41,11 +44,89 @@ TAGS = ("site", "asset", "bearing", "sensor", "model", "predicted")
 PERMANENT_STATUS = frozenset({400, 413, 422})
 
 
-def build(context: SinkContext) -> list[Sink]:
-    """The InfluxDB sink for the ``influx`` section; none without one."""
-    if context.config.influx is None:
-        return []
-    return [InfluxSink(context.config.influx)]
+class InfluxConfig(SinkConfig):
+    """A `sinks` entry with `type: influx`: the InfluxDB v2 write API (VictoriaMetrics speaks
+    it too)."""
+
+    type: Literal["influx"] = Field("influx", description="The sink type.")
+    url: str = Field(description="Base URL, e.g. http://127.0.0.1:8086.")
+    token: SecretStr | None = Field(None, description="API token; prefer the environment, "
+                                    "SLEWGUARD_SINKS__<NAME>__TOKEN.")
+    org: str = Field("slewguard", description="Organisation.")
+    bucket: str = Field("slewguard", description="Bucket.")
+    measurement: str = Field("bearing_diagnosis", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="Measurement name of every point.")
+    batch_size: int = Field(500, ge=1, le=10_000, description="Results per write request.")
+    flush_interval_s: float = Field(1.0, gt=0, description="Longest idle wait of the forwarder; "
+                                    "newly stored results wake it at once.")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout per write in seconds.")
+    retry_min_s: float = Field(0.5, gt=0, description="First backoff after a retryable error.")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest backoff between retries.")
+
+    @model_validator(mode="after")
+    def _url_and_backoff(self) -> InfluxConfig:
+        check_http_url(self.url)
+        check_backoff(self.retry_min_s, self.retry_max_s)
+        return self
+
+    def pace(self) -> ForwarderPace:
+        """The database sets the forwarder's pace: its batch size, idle wait and backoff."""
+        return ForwarderPace(self.batch_size, self.flush_interval_s, self.retry_min_s,
+                             self.retry_max_s)
+
+    def summary(self) -> str:
+        return f"influx {redact_url(self.url)}"
+
+
+Config = InfluxConfig  # the settings class of the sink type, as the registry looks it up
+
+
+def build(context: SinkContext, name: str, config: InfluxConfig) -> list[Sink]:
+    """The InfluxDB sink of the ``sinks`` entry ``name``."""
+    return [InfluxSink(config, name)]
+
+
+def connect_problem(name: str, config: InfluxConfig) -> str | None:
+    """``check-config --connect``: GET ``<url>/ping`` (InfluxDB and VictoriaMetrics answer it)
+    with the token; None when it answers, else one line with the key path and the fix."""
+    import base64
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from slewguard.service.preflight import network_problem
+
+    parts = urllib.parse.urlsplit(config.url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/ping",
+                                   "", ""))
+    shown, key = redact_url(config.url), f"sinks.{name}"
+    headers = {}
+    if config.token is not None:
+        headers["Authorization"] = f"Token {config.token.get_secret_value()}"
+    elif parts.username:  # user:password@ in the URL: send it as basic auth
+        login = f"{urllib.parse.unquote(parts.username)}:" \
+                f"{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=config.timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return (f"{key}.token: {shown} refused the token (HTTP {exc.code}): fix {key}.token "
+                    f"(SLEWGUARD_SINKS__{name.upper()}__TOKEN)")
+        if exc.code >= 500:
+            return (f"{key}.url: {shown}/ping answered HTTP {exc.code}: the database is not "
+                    "healthy; check its log")
+    except urllib.error.URLError as exc:
+        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
+        return network_problem(key, shown, reason)
+    except OSError as exc:
+        return network_problem(key, shown, exc)
+    return None
 
 
 def to_point(result: Result, measurement: str) -> Point:
@@ -76,18 +157,15 @@ class InfluxSink:
     """Writes results to an InfluxDB v2 write API with a synchronous WriteApi.
 
     Example:
-        >>> from slewguard.service.config.sinks import InfluxConfig
-        >>> InfluxSink(InfluxConfig(url="http://127.0.0.1:1")).name
-        'influx'
+        >>> InfluxSink(InfluxConfig(url="http://127.0.0.1:1"), "tsdb").name
+        'tsdb'
     """
 
-    name = "influx"
-
-    def __init__(self, config: InfluxConfig) -> None:
+    def __init__(self, config: InfluxConfig, name: str = "influx") -> None:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        self.config = config
+        self.config, self.name = config, name
         token = config.token.get_secret_value() if config.token is not None else ""
         # retries=False: the forwarder owns retrying (with backoff, outbox-backed)
         self._client = InfluxDBClient(url=config.url, token=token, org=config.org,
@@ -107,7 +185,7 @@ class InfluxSink:
             self._write.write(bucket=self.config.bucket, org=self.config.org, record=points,
                               write_precision=WritePrecision.NS)
         except ApiException as exc:
-            raise classify_status(exc.status, _body(exc)) from exc
+            raise classify_status(exc.status, _body(exc), self.name) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             detail = redact_urls(f"{self.config.url}: {exc}")  # the URL may hold a password
             raise RetryableSinkError("connection", detail) from exc
@@ -118,8 +196,9 @@ class InfluxSink:
         self._client.close()
 
 
-def classify_status(status: int | None, body: str = "") -> RetryableSinkError | PermanentSinkError:
-    """The sink error for an HTTP error status from the write API.
+def classify_status(status: int | None, body: str = "",
+                    name: str = "influx") -> RetryableSinkError | PermanentSinkError:
+    """The sink error for an HTTP error status from the write API of sink ``name``.
 
     Example:
         >>> type(classify_status(503)).__name__, classify_status(400, "bad field").reason
@@ -130,7 +209,8 @@ def classify_status(status: int | None, body: str = "") -> RetryableSinkError | 
     if status in PERMANENT_STATUS:
         return PermanentSinkError(reason, message)
     if status in (401, 403, 404):
-        message += " (check influx.token, org and bucket: results wait in the outbox meanwhile)"
+        message += (f" (check sinks.{name}.token, org and bucket: results wait in the outbox "
+                    "meanwhile)")
     return RetryableSinkError(reason, message)
 
 
