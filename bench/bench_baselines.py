@@ -279,7 +279,7 @@ def lm_build_data(data: dict, classes: Sequence[str], calib_fraction: float, see
 
 def lm_config(args, classes: Sequence[str]) -> Any:
     """The shipped build's BuildConfig with this run's classes, epochs, ratio and threads."""
-    from slewguard.models.default import BuildConfig
+    from slewguard.models.build_config import BuildConfig
 
     return BuildConfig.for_mode(
         False, family=args.lm_family, classes=tuple(classes), seed=args.seed,

@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from slewguard.models.build_config import BuildConfig  # noqa: E402
 from slewguard.models.card import read  # noqa: E402
 from slewguard.models.classifier import load  # noqa: E402
-from slewguard.models.default import BuildConfig  # noqa: E402
 from slewguard.models.shipped import default_model_dir  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")

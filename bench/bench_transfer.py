@@ -132,8 +132,9 @@ def lm_predictions(train: EvidenceTable, tests: dict[str, np.ndarray], seed: int
 
     import torch
 
+    from slewguard.models.build_config import BuildConfig
     from slewguard.models.build_data import BuildData
-    from slewguard.models.default import BuildConfig, prune, train_dense, trimmed_backbone
+    from slewguard.models.default import prune, train_dense, trimmed_backbone
     from slewguard.models.prune import measure
 
     started = time.perf_counter()

@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "slewguard.signal.cli",
     "slewguard.models.cli",
     "slewguard.models.prune.cli",
-    "slewguard.models.default",
+    "slewguard.models.build_cli",
     "slewguard.service.cli",
 )
 

@@ -5,7 +5,7 @@ the CWRU recordings when present, holds out a stratified share of training for v
 temperature and OOD, and turns every window into its textify text, keeping the features.
 
 Example:
-    >>> from slewguard.models.default import BuildConfig
+    >>> from slewguard.models.build_config import BuildConfig
     >>> data = build_data(BuildConfig.for_mode(quick=True), print)   # doctest: +SKIP
     >>> len(data.train.texts) == len(data.train.labels)              # doctest: +SKIP
     True
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from slewguard.models.default import BuildConfig
+    from slewguard.models.build_config import BuildConfig
 
 SIM_BEARINGS = ("slew-4pc-1000", "slew-xr-1000", "pitch-4pc-2200")
 

@@ -196,7 +196,7 @@ def build_data(config, log):
     and the OOD threshold. Split by recording throughout. Features: TRUST_INPUTS.
 
     Example:
-        >>> from slewguard.models.default import BuildConfig
+        >>> from slewguard.models.build_config import BuildConfig
         >>> data = build_data(BuildConfig.for_mode(True, template="t3"), print)  # doctest: +SKIP
         >>> data.train.texts[0]                                                # doctest: +SKIP
         'outer 2 inner 0 level 1'

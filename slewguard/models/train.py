@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 Batch = dict[str, torch.Tensor]
 # (model, index of the batch in ``batches``, the batch) -> loss; the default is the model's own
@@ -48,41 +55,69 @@ def fit(
         raise ValueError(f"epochs={epochs} must be >= 1")
     if not batches:
         raise ValueError("no training batches: the training split is empty")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     total = epochs * len(batches)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total)
+    optimizer, schedule = _optimizer(model, lr, weight_decay, total)
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
-    console = Console(stderr=True)
-    bar = show_progress and console.is_terminal  # a log file gets lines, not bar redraws
-    with Progress(*columns, console=console, disable=not bar, transient=True) as progress:
+    with _progress(show_progress) as progress:
         task = progress.add_task(description, total=total, status="")
         for epoch in range(epochs):
-            model.train()
-            running = 0.0
-            for i in torch.randperm(len(batches), generator=generator).tolist():
-                loss = model(**batches[i]).loss if loss_fn is None \
-                    else loss_fn(model, i, batches[i])
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = loss.item()
-                running += step_loss
-                progress.update(task, advance=1, status=f"loss {step_loss:.3f}")
-            record = {"epoch": epoch + 1, "train_loss": running / len(batches)}
+            loss = _train_epoch(model, batches, generator, optimizer, schedule, loss_fn,
+                                progress, task)
+            record = {"epoch": epoch + 1, "train_loss": loss}
             if evaluate is not None:
-                model.eval()
-                with torch.no_grad():
-                    record.update(evaluate(model))
+                record.update(_evaluated(model, evaluate))
             history.append(record)
             if epoch_lines:
                 progress.console.print(epoch_line(record, epochs), highlight=False, markup=False)
     model.eval()
     return history
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+               total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the parameters with ``requires_grad``, and its linear decay to 0 over
+    ``total`` steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total)
+    return optimizer, schedule
+
+
+def _progress(show_progress: bool) -> Progress:
+    """The training bar on stderr, drawn only when asked and stderr is a terminal."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    console = Console(stderr=True)
+    bar = show_progress and console.is_terminal  # a log file gets lines, not bar redraws
+    return Progress(*columns, console=console, disable=not bar, transient=True)
+
+
+def _train_epoch(model: torch.nn.Module, batches: Sequence[Batch], generator: torch.Generator,
+                 optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LambdaLR,
+                 loss_fn: LossFn | None, progress: Progress, task: TaskID) -> float:
+    """One pass over ``batches`` in the order ``generator`` draws, advancing ``progress``'s
+    ``task`` by one step per batch; returns the mean loss."""
+    model.train()
+    running = 0.0
+    for i in torch.randperm(len(batches), generator=generator).tolist():
+        loss = model(**batches[i]).loss if loss_fn is None else loss_fn(model, i, batches[i])
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = loss.item()
+        running += step_loss
+        progress.update(task, advance=1, status=f"loss {step_loss:.3f}")
+    return running / len(batches)
+
+
+def _evaluated(model: torch.nn.Module,
+               evaluate: Callable[[torch.nn.Module], dict[str, float]]) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode and without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return evaluate(model)
 
 
 def epoch_line(record: dict[str, float], epochs: int) -> str:

@@ -57,8 +57,9 @@ def model_dir_of(classifier: Any) -> Path | None:
 def load_trust(classifier: Any, model_dir: Path | None = None) -> Trust:
     """The Trust stored with the model: temperature, OOD detector, kinematic thresholds.
 
-    Reads both card layouts (``fit_trust``'s top-level ``kinematic_min_db`` / ``ood.file`` and
-    ``models.default``'s ``trust`` section). A missing piece is neutral (T = 1, no check).
+    Reads both card layouts (``models.ood.fit_trust``'s top-level ``kinematic_min_db`` /
+    ``ood.file`` and the default-model build's ``trust`` section, ``models.build_write``). A
+    missing piece is neutral (T = 1, no check).
 
     Example:
         >>> load_trust(object()).temperature

@@ -10,7 +10,7 @@ import torch
 
 from slewguard import models
 from slewguard.cli import main
-from slewguard.models import build_data, build_evidence, default, shipped
+from slewguard.models import build_config, build_data, build_evidence, default, shipped
 from slewguard.models.ood import OodDetector
 from slewguard.signal import datasets, textify, textify_evidence
 
@@ -36,7 +36,7 @@ def quick_t3_model(tmp_path_factory):
             for seed in (0, 1, 2) for method, acc in (("lm_pruned_2x", 0.8 + seed / 100),
                                                       ("envelope_rule", 0.88))]
     (out / "transfer.json").write_text(json.dumps({"runs": runs}))
-    config = default.BuildConfig.for_mode(True, template="t3", show_progress=False,
+    config = build_config.BuildConfig.for_mode(True, template="t3", show_progress=False,
                                           cwru_root=out / "no-cwru", uestc_root=out / "no-uestc",
                                           transfer_results=out / "transfer.json")
     default.build(config, out / "model", command="slewguard build-default-model --template t3")
@@ -71,13 +71,13 @@ def test_quick_t3_build_reads_the_evidence_and_records_it(quick_t3_model):
 
 def test_quick_build_loads_and_predicts(quick_model):
     clf = models.load(quick_model)
-    assert clf.classes == list(default.CLASSES)
+    assert clf.classes == list(build_config.CLASSES)
     assert clf.template_version == textify.TEMPLATE_VERSION
     texts = [textify.textify(dict.fromkeys(textify.TEXT_FEATURES, 0.0) | {"rpm": 6.0})] * 3
     probs = clf.predict_proba(texts)
     assert probs.shape == (3, 4)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert set(clf.predict(texts)) <= set(default.CLASSES)
+    assert set(clf.predict(texts)) <= set(build_config.CLASSES)
 
 
 def test_quick_build_card_records_the_build(quick_model):
@@ -123,7 +123,7 @@ def test_round_weights_keeps_dtype_and_rounds_to_storage_precision():
 
 def test_unknown_weights_dtype_and_shipped_name_are_refused():
     with pytest.raises(ValueError, match="weights_dtype='int8'.*float32, bfloat16"):
-        default.BuildConfig.for_mode(quick=True, weights_dtype="int8")
+        build_config.BuildConfig.for_mode(quick=True, weights_dtype="int8")
     with pytest.raises(ValueError, match="'tiny'.*default, fast"):
         shipped.load_default(name="tiny")
 
@@ -149,7 +149,7 @@ def test_quick_build_stores_the_ood_detector(quick_model):
     card = json.loads((quick_model / "card.json").read_text())
     detector = OodDetector.load(quick_model / card["trust"]["ood_file"])
     assert detector.threshold is not None and detector.n_fit > 0
-    assert set(card["trust"]["kinematic_min_db"]) <= set(default.CLASSES) - {"healthy"}
+    assert set(card["trust"]["kinematic_min_db"]) <= set(build_config.CLASSES) - {"healthy"}
 
 
 def test_vocabulary_is_trimmed_to_what_textify_writes(quick_model):
@@ -184,7 +184,7 @@ def test_holdout_is_stratified_and_disjoint():
 
 def test_bad_target_ratio_is_refused():
     with pytest.raises(ValueError, match="target_ratio"):
-        default.BuildConfig.for_mode(quick=True, target_ratio=0.5)
+        build_config.BuildConfig.for_mode(quick=True, target_ratio=0.5)
 
 
 def is_built(name: str) -> bool:
@@ -231,7 +231,7 @@ def test_shipped_model_classifies_fresh_windows(name):
     # envelope rule calls ~35 % of them faulty (docs/transfer.md); a model calling most of
     # them faulty has lost the healthy class
     assert np.mean(predicted[table.y == "healthy"] != "healthy") < 0.5
-    for label in default.CLASSES:  # every class is recognised at least once
+    for label in build_config.CLASSES:  # every class is recognised at least once
         assert (predicted[table.y == label] == label).any(), label
 
 
