@@ -43,8 +43,9 @@ from slewguard.service.deadletter import DeadLetters
 from slewguard.service.evidence_stage import evidence_stage
 from slewguard.service.health import HealthServer
 from slewguard.service.inference_stage import model_name
-from slewguard.service.ingest import Ingest, publisher_client
+from slewguard.service.ingest import Ingest
 from slewguard.service.metrics import Metrics
+from slewguard.service.mqtt_client import publisher_client
 from slewguard.service.outbox import Outbox
 from slewguard.service.pipeline import Pipeline, PipelineSettings
 from slewguard.service.placement import SensorMap

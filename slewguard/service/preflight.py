@@ -244,7 +244,7 @@ def port_problem(host: str, port: int) -> str | None:
 def broker_problem(mqtt_config: MqttConfig, timeout_s: float = 10.0) -> str | None:
     """Connect to the broker as the daemon would (protocol, TLS, login) and disconnect; None
     when the broker accepted, else why not. Uses a throw-away client id, clean session."""
-    from slewguard.service.ingest import build_client
+    from slewguard.service.mqtt_client import build_client
 
     c = mqtt_config
     where = f"{c.host}:{c.port}"

@@ -39,13 +39,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from slewguard.service.ingest import (
-    ConnectFailures,
-    Inbound,
-    build_client,
-    session_properties,
-    subscription_topics,
-)
+from slewguard.service.ingest import Inbound, subscription_topics
+from slewguard.service.mqtt_client import ConnectFailures, build_client, session_properties
 
 log = logging.getLogger(__name__)
 OUTCOMES = ("drained", "empty", "interrupted", "refused", "unreachable", "stopped")

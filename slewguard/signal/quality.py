@@ -28,6 +28,10 @@ whole batch (B, N) at once and uses only measurable quantities:
   shaft-angle axis (``angle_resample``) when an rpm trace is given and does not reverse. Needs
   ``expected.order_lines`` and at least one shaft turn per window.
 
+This module holds the settings, the verdict and ``check``, which runs the checks a few windows at
+a time and names the faults; the checks themselves are in ``quality_waveform`` (from the samples)
+and ``quality_spectral`` (loose_mount, rpm_mismatch, and the spectra they read).
+
 Example:
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=(2, 20000))
@@ -40,13 +44,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from slewguard.signal import fft, numeric
-from slewguard.signal.numeric import median
+from slewguard.signal import numeric
+from slewguard.signal.quality_spectral import loose_mount, rpm_mismatch
+from slewguard.signal.quality_waveform import (
+    clipping,
+    dropout,
+    flat_line,
+    offset_and_drift,
+    rail_mask,
+    row_stats,
+    spikes,
+)
 
 # Fixed set, most telling first: usable as a Prometheus label value and in "sensor_fault:<name>".
 QUALITY_FAULTS: tuple[str, ...] = (
@@ -63,10 +75,7 @@ QUALITY_FAULTS: tuple[str, ...] = (
 )
 
 
-RPM_MIN_REVOLUTIONS = 1.0  # shaft turns a window needs before its rpm is judged
 QUALITY_ROWS = 4  # windows per call of the checks: their (rows, N) masks stay in the cache
-OFFSET_EXACT = 4.0  # |mean| / AC RMS above which a row's variance is summed about its mean
-SPIKE_REACH = 8  # samples either side a spike must stand alone in (a ring-down lasts longer)
 
 
 class QualityThresholds(BaseModel):
@@ -134,286 +143,6 @@ class QualityVerdict:
     detail: str
 
 
-@dataclass(frozen=True)
-class _RowStats:
-    """Per-row statistics the checks share, (B,) float64 each."""
-
-    mean: np.ndarray
-    rms: np.ndarray  # about the mean (AC RMS)
-    slope: np.ndarray  # least-squares rise over the whole window
-    ramp_power: float  # mean square of the time axis (about 1 / 12)
-    hi: np.ndarray
-    lo: np.ndarray
-
-
-def _row_stats(x: np.ndarray, hi: np.ndarray | None = None,
-               lo: np.ndarray | None = None) -> _RowStats:
-    """Mean, AC RMS, linear trend and extremes of every row without a copy of the batch.
-
-    Each row is read by its pairwise sum and then, from the cache, by two BLAS dots (x.x and
-    x.ramp); ``hi`` and ``lo`` (B,) are its extremes when the caller has them. The variance is
-    E[x^2] - mean^2, exact to about 1e-6 relative while the offset stays within OFFSET_EXACT x
-    the AC RMS. A row beyond that (a sensor fault already) is summed again about its mean over
-    cache-sized blocks, so that its RMS and trend stay exact: a float32 dot of a large offset
-    with the ramp loses the trend to rounding, by an amount that depends on the BLAS kernel of
-    the CPU at hand.
-    """
-    b, n = x.shape
-    hi = x.max(axis=1) if hi is None else hi  # (B,) each: the checks already have them
-    lo = x.min(axis=1) if lo is None else lo
-    ramp = _ramp(n, x.dtype)
-    tt = n * (n + 1) / (12.0 * (n - 1))  # ramp @ ramp: sum of t^2 over n points in [-0.5, 0.5]
-    mean, var, rise = (np.zeros(b) for _ in range(3))
-    for i in range(b):
-        row = x[i]
-        mean[i] = float(row.sum(dtype=x.dtype)) / n
-        var[i] = float(np.dot(row, row)) / n - mean[i] ** 2
-        rise[i] = float(np.dot(row, ramp))  # the ramp has zero mean: no centring needed
-        if mean[i] ** 2 > OFFSET_EXACT**2 * max(var[i], 0.0):
-            var[i], rise[i] = _centred_moments(row, mean[i], ramp)
-    return _RowStats(mean, np.sqrt(np.maximum(var, 0.0)), rise / tt, tt / n,
-                     hi.astype(np.float64), lo.astype(np.float64))
-
-
-def _centred_moments(row: np.ndarray, mean: float, ramp: np.ndarray) -> tuple[float, float]:
-    """Mean of (row - mean)^2 and the dot of (row - mean) with ``ramp``, over cache-sized blocks
-    (float32 dots summed in float64)."""
-    power = rise = 0.0
-    work = np.empty(min(len(row), numeric.CACHE_BLOCK), row.dtype)
-    for start in range(0, len(row), numeric.CACHE_BLOCK):
-        block = work[: min(len(row), start + numeric.CACHE_BLOCK) - start]
-        np.subtract(row[start : start + len(block)], mean, out=block, casting="unsafe")
-        power += float(np.dot(block, block))
-        rise += float(np.dot(block, ramp[start : start + len(block)]))
-    return power / len(row), rise
-
-
-@lru_cache(maxsize=8)
-def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
-    """linspace(-0.5, 0.5, n) in ``dtype``, read-only: the time axis of a window of duration 1."""
-    ramp = np.linspace(-0.5, 0.5, n).astype(dtype)
-    ramp.flags.writeable = False
-    return ramp
-
-
-def _true_at(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.nonzero of a 2-D mask, cheaper than np.nonzero on wide rows: the flat scan, then
-    divmod."""
-    return np.divmod(np.flatnonzero(mask), mask.shape[1])
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of True in each row of mask (B, M): (row, start, length) of every run.
-
-    Works on the True positions only (few in a live window), not on the whole mask.
-    """
-    row, col = _true_at(mask)
-    if len(row) == 0:
-        return row, col, col
-    new_run = np.ones(len(row), dtype=bool)
-    new_run[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1] + 1)
-    first = np.flatnonzero(new_run)
-    length = np.diff(np.append(first, len(row)))
-    return row[first], col[first], length
-
-
-def _flat(x: np.ndarray, rms: np.ndarray, cfg: QualityThresholds, exp: QualityExpectations):
-    # Distinct values of an evenly strided subsample: a few thousand samples of a live channel
-    # already hold thousands of values; sorting whole windows costs far more.
-    sub = x[:, :: max(1, x.shape[1] // 4096)]
-    distinct = 1 + np.count_nonzero(np.diff(np.sort(sub, axis=1), axis=1), axis=1)
-    flat = distinct < cfg.flat_min_distinct
-    if exp.rms is not None:
-        flat |= rms < cfg.flat_rms_ratio * exp.rms
-    return flat, [f"{d} distinct values, RMS {r:.3g}" for d, r in zip(distinct, rms, strict=True)]
-
-
-def _rail_masks(x: np.ndarray, stats: _RowStats, cfg: QualityThresholds) -> np.ndarray:
-    """Samples on the top or bottom extreme of their window, (B, N) bool."""
-    hi, lo = stats.hi[:, None], stats.lo[:, None]
-    tol = cfg.clip_rel_tol * (hi - lo)
-    rail = x >= (hi - tol).astype(x.dtype)
-    rail |= x <= (lo + tol).astype(x.dtype)
-    return rail
-
-
-def _clipping(rail: np.ndarray, cfg: QualityThresholds):
-    row, _, length = _runs(rail)
-    in_runs = np.bincount(row, weights=np.where(length >= 2, length, 0), minlength=len(rail))
-    return in_runs >= cfg.clip_min_samples, [f"{int(n)} samples on the rail" for n in in_runs]
-
-
-def _dropout(x: np.ndarray, rail: np.ndarray, fs: float, cfg: QualityThresholds):
-    held = x[:, 1:] == x[:, :-1]
-    held &= ~rail[:, 1:]  # a run on the rail is clipping
-    row, _, length = _runs(held)
-    longest = np.zeros(len(x))
-    np.maximum.at(longest, row, length + 1)
-    need = max(cfg.dropout_min_samples, int(np.ceil(cfg.dropout_min_seconds * fs)))
-    return longest >= need, [f"held for {int(n)} samples" for n in longest]
-
-
-def _spikes(x: np.ndarray, stats: _RowStats, cfg: QualityThresholds):
-    # Median and MAD from an evenly strided subsample of ~16k samples: as exact as the test
-    # needs, and two partitions of whole 10 s windows cost more than the rest of the checks.
-    sub = x[:, :: max(1, x.shape[1] // 16384)]
-    centre = median(sub).astype(np.float64)
-    sigma = 1.4826 * median(np.abs(sub - centre[:, None].astype(x.dtype))) + 1e-30
-    top = np.maximum(stats.hi - centre, centre - stats.lo) / sigma
-    count = np.zeros(len(x), int)
-    # A struck structure rings: within +-SPIKE_REACH samples some sample keeps a good part of the
-    # peak. Only rows whose extreme passes the limit (most rows: none) and only their candidate
-    # samples are looked at, so this stays cheap.
-    offsets = np.concatenate([-np.arange(1, SPIKE_REACH + 1), np.arange(1, SPIKE_REACH + 1)])
-    for i in np.flatnonzero(top > cfg.spike_sigma):
-        dev = np.abs(x[i] - x.dtype.type(centre[i]))
-        (idx,) = np.nonzero(dev > cfg.spike_sigma * sigma[i])
-        around = dev[np.clip(idx[:, None] + offsets, 0, x.shape[1] - 1)].max(axis=1)
-        count[i] = np.count_nonzero(around < cfg.spike_neighbour_ratio * dev[idx])
-    return count > 0, [f"{c} isolated spikes, max {t:.0f} sigma" for c, t in zip(count, top,
-                                                                                 strict=True)]
-
-
-def _offset_and_drift(stats: _RowStats, cfg: QualityThresholds):
-    rms, slope = stats.rms, stats.slope
-    # residual power of the line fit = variance - slope^2 x mean(t^2)
-    resid_rms = np.sqrt(np.maximum(rms**2 - slope**2 * stats.ramp_power, 0.0)) + 1e-300
-    dc, drift = np.abs(stats.mean) / (rms + 1e-300), np.abs(slope) / resid_rms
-    return (dc > cfg.dc_max_ratio, [f"mean {d:.1f} x RMS" for d in dc],
-            drift > cfg.drift_max_ratio, [f"trend {d:.1f} x RMS" for d in drift])
-
-
-def spectral_flatness(windows: np.ndarray, sample_rate_hz: float) -> np.ndarray:
-    """Welch spectral flatness (geometric / arithmetic mean of the PSD), (B,) in (0, 1].
-
-    Example:
-        >>> x = np.random.default_rng(0).normal(size=(1, 65536))
-        >>> bool(spectral_flatness(x, 1000.0)[0] > 0.8)
-        True
-    """
-    x = np.atleast_2d(np.asarray(windows, dtype=np.float64))
-    psd = welch_psd(x, max(64, min(1024, x.shape[1] // 64)))[:, 1:] + 1e-300
-    return np.exp(np.log(psd).mean(axis=1)) / psd.mean(axis=1)
-
-
-def welch_psd(x: np.ndarray, nperseg: int) -> np.ndarray:
-    """Welch's PSD of each row up to a constant factor, (B, nperseg // 2 + 1): segments of
-    ``nperseg`` at 50 % overlap, each mean-removed and Hann-windowed, periodograms averaged
-    (scipy.signal.welch's defaults, without scipy on the serving path).
-
-    Example:
-        >>> psd = welch_psd(np.random.default_rng(0).normal(size=(2, 4096)), 256)
-        >>> psd.shape, bool(psd[0, 1:-1].std() < 0.3 * psd[0, 1:-1].mean())  # white: flat
-        ((2, 129), True)
-    """
-    step = nperseg - nperseg // 2
-    segments = np.lib.stride_tricks.sliding_window_view(x, nperseg, axis=1)[:, ::step]
-    segments = segments - segments.mean(axis=2, keepdims=True)
-    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(nperseg) / nperseg)  # periodic
-    power = np.abs(fft.rfft(segments * hann, axis=2)) ** 2
-    psd = power.mean(axis=1)
-    psd[:, 1:(-1 if nperseg % 2 == 0 else None)] *= 2  # one-sided: Nyquist and DC appear once
-    return psd
-
-
-def _loose(x: np.ndarray, rms: np.ndarray, fs: float, cfg, exp: QualityExpectations):
-    if exp.rms is None:
-        return np.zeros(len(x), bool), [""] * len(x)
-    ratio = rms / exp.rms
-    risen = ratio >= cfg.loose_rms_ratio
-    flat, kurt = np.full(len(x), np.nan), np.full(len(x), np.nan)
-    if risen.any():  # the spectrum only matters where the level rose
-        flat[risen] = spectral_flatness(x[risen], fs)
-        z = (x[risen] - x[risen].mean(axis=1, keepdims=True)) / (rms[risen, None] + 1e-300)
-        kurt[risen] = (z**4).mean(axis=1) - 3.0
-    loose = risen & (flat >= cfg.loose_min_flatness) & (kurt <= cfg.loose_max_kurtosis)
-    notes = [f"RMS {20 * np.log10(r + 1e-300):+.0f} dB vs expected, flatness {f:.2f}, "
-             f"kurtosis {k:.1f}" for r, f, k in zip(ratio, flat, kurt, strict=True)]
-    return loose, notes
-
-
-def line_frequency_hz(windows: np.ndarray, sample_rate_hz: float, near_hz: float,
-                      search: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Strongest spectral line within +-search x near_hz: its frequency (B,) and prominence (B,) dB.
-
-    Prominence is the peak over the median of the search band. Hann window, 8x zero padding.
-
-    Example:
-        >>> t = np.arange(50000) / 5000.0
-        >>> f, p = line_frequency_hz(np.sin(2 * np.pi * 12.3 * t)[None], 5000.0, 12.0)
-        >>> round(float(f[0]), 1), bool(p[0] > 20)
-        (12.3, True)
-    """
-    from scipy.signal import zoom_fft  # the signal extra: preflight refuses order_lines without
-
-    x = np.atleast_2d(np.asarray(windows, dtype=np.float64))
-    n = x.shape[1]
-    lo_hz, hi_hz = near_hz * (1 - search), near_hz * (1 + search)
-    n_points = int(np.clip(8 * (hi_hz - lo_hz) * n / sample_rate_hz, 64, 8192))  # 8 per FFT bin
-    seg = np.abs(zoom_fft((x - x.mean(axis=1, keepdims=True)) * np.hanning(n), [lo_hz, hi_hz],
-                          m=n_points, fs=sample_rate_hz, endpoint=True, axis=1))
-    freqs = np.linspace(lo_hz, hi_hz, n_points)
-    prominence = 20 * np.log10(seg.max(axis=1) / (np.median(seg, axis=1) + 1e-300) + 1e-300)
-    return freqs[seg.argmax(axis=1)], prominence
-
-
-def angle_resample(windows: np.ndarray, rpm_trace: np.ndarray,
-                   sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    """Windows (B, N) resampled to uniform shaft angle; also samples per revolution (B,).
-
-    The angle is the integral of |rpm_trace| (B, N), so a reversal keeps counting forward.
-
-    Example:
-        >>> x, per_rev = angle_resample(np.zeros((1, 600)), np.full((1, 600), 60.0), 100.0)
-        >>> round(float(per_rev[0]))
-        100
-    """
-    x = np.atleast_2d(np.asarray(windows, dtype=np.float64))
-    trace = np.atleast_2d(np.abs(np.asarray(rpm_trace, dtype=np.float64)))
-    if trace.shape != x.shape:
-        raise ValueError(f"rpm_trace has shape {trace.shape}: pass one speed per sample, "
-                         f"shape {x.shape}")
-    revs = np.cumsum(trace, axis=1) / (60.0 * sample_rate_hz)
-    out, per_rev = np.empty_like(x), (x.shape[1] - 1) / np.maximum(revs[:, -1], 1e-12)
-    for i in range(len(x)):
-        out[i] = np.interp(np.linspace(revs[i, 0], revs[i, -1], x.shape[1]), revs[i], x[i])
-    return out, per_rev
-
-
-def _rpm_mismatch(x: np.ndarray, fs: float, cfg: QualityThresholds, exp: QualityExpectations,
-                  rpm_trace: np.ndarray | None):
-    """Order lines where the configured speed puts them? Time axis, or shaft-angle axis."""
-    flags, notes = np.zeros(len(x), bool), [""] * len(x)
-    if rpm_trace is not None:
-        trace = np.atleast_2d(rpm_trace)
-        x, rates = angle_resample(x, trace, fs)  # rate: samples per revolution
-        speeds, per_unit = np.abs(trace).mean(axis=1), np.ones(len(x))
-        # A reversal flips the mesh phase on the traversed-angle axis and splits the line into
-        # sidebands 1/(turns between reversals) apart, which misreads the speed of slow rings.
-        reverses = (trace.min(axis=1) < 0) & (trace.max(axis=1) > 0)
-        rates = np.where(reverses, np.nan, rates)
-    elif exp.rpm is not None and exp.constant_speed:
-        rates, speeds = np.full(len(x), fs), np.full(len(x), exp.rpm)
-        per_unit = speeds / 60.0  # line frequency per order, Hz
-    else:
-        return flags, notes
-    for i, order in ((i, o) for i in range(len(x)) for o in exp.order_lines):
-        expected = order * per_unit[i]
-        # Under one shaft turn the line's shaft-rate sidebands (+-1 order, e.g. +-0.8 % of a
-        # 120-tooth mesh) merge with it and pull the peak: a 2 rpm, 20 s window (0.67 turns)
-        # reads it off by more than ``rpm_tolerance``. Sub-bin accuracy beyond that comes from
-        # 8x padding of a clean line.
-        revolutions = per_unit[i] * x.shape[1] / rates[i]
-        if not revolutions >= RPM_MIN_REVOLUTIONS or expected >= 0.45 * rates[i]:
-            continue  # (NaN: a reversing window is not judged)
-        found, prominence = line_frequency_hz(x[i], rates[i], expected, cfg.rpm_search)
-        ratio = float(found[0] / expected)
-        if prominence[0] >= cfg.rpm_min_prominence_db:
-            notes[i] = f"order {order:g} line says {speeds[i] * ratio:.3g} rpm, not {speeds[i]:.3g}"
-            flags[i] |= abs(ratio - 1) > cfg.rpm_tolerance
-    return flags, notes
-
-
 def check(windows: np.ndarray | Sequence[np.ndarray], sample_rate_hz: float,
           expected: QualityExpectations | None = None,
           thresholds: QualityThresholds | None = None,
@@ -459,14 +188,14 @@ def _check_rows(x: np.ndarray, fs: float, exp: QualityExpectations, cfg: Quality
     wild = peak > cfg.range_max_abs
     if wild.any():
         return _out_of_range(x, fs, exp, cfg, rpm_trace, peak)
-    stats = _row_stats(x, hi, lo)
+    stats = row_stats(x, hi, lo)
     rms = stats.rms
-    rail = _rail_masks(x, stats, cfg)
-    found = {"flat_line": _flat(x, rms, cfg, exp), "clipping": _clipping(rail, cfg),
-             "dropout": _dropout(x, rail, fs, cfg), "spikes": _spikes(x, stats, cfg),
-             "loose_mount": _loose(x, rms, fs, cfg, exp),
-             "rpm_mismatch": _rpm_mismatch(x, fs, cfg, exp, rpm_trace)}
-    dc, dc_note, drift, drift_note = _offset_and_drift(stats, cfg)
+    rail = rail_mask(x, stats, cfg)
+    found = {"flat_line": flat_line(x, rms, cfg, exp), "clipping": clipping(rail, cfg),
+             "dropout": dropout(x, rail, fs, cfg), "spikes": spikes(x, stats, cfg),
+             "loose_mount": loose_mount(x, rms, fs, cfg, exp),
+             "rpm_mismatch": rpm_mismatch(x, fs, cfg, exp, rpm_trace)}
+    dc, dc_note, drift, drift_note = offset_and_drift(stats, cfg)
     found["dc_offset"], found["drift"] = (dc, dc_note), (drift, drift_note)
     rate_bad = exp.sample_rate_hz is not None and (
         abs(fs / exp.sample_rate_hz - 1) > cfg.sample_rate_rel_tol)

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from slewguard.service.config.mqtt import MqttConfig, TlsConfig
-from slewguard.service.ingest import Inbound, Ingest, publisher_client, subscription_topics
+from slewguard.service.ingest import Inbound, Ingest, subscription_topics
 from slewguard.service.metrics import Metrics
+from slewguard.service.mqtt_client import publisher_client
 from tests.service import services
 
 TOPIC = "plant/yard/crane1/slew/s{}/vib"

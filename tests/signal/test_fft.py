@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slewguard.signal import evidence, features, fft, quality, textify, textify_evidence
+from slewguard.signal import evidence, features, fft, quality_spectral, textify, textify_evidence
 from slewguard.signal.kinematics import preset
 from slewguard.signal.scenario import SimulationSpec
 from slewguard.signal.simulate import simulate
@@ -100,7 +100,8 @@ def test_spectral_flatness_is_scipy_welchs(monkeypatch):
     expected = np.exp(np.log(psd).mean(axis=1)) / psd.mean(axis=1)
     for backend in (scipy_fft, None):
         monkeypatch.setattr(fft, "BACKEND", backend)
-        np.testing.assert_allclose(quality.spectral_flatness(x, 1000.0), expected, rtol=1e-6)
+        np.testing.assert_allclose(quality_spectral.spectral_flatness(x, 1000.0), expected,
+                                   rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

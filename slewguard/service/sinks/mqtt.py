@@ -2,7 +2,7 @@
 (QoS 1) and retained on ``.../diag/state`` so a late subscriber sees each sensor's latest verdict.
 
 It publishes on the paho client it is given, connected and loop-running: in the daemon the
-results connection (``ingest.publisher_client``, ``SinkContext.results_client``), not the
+results connection (``mqtt_client.publisher_client``, ``SinkContext.results_client``), not the
 ingest one; ``build`` makes one, always (section ``mqtt``: ``results_prefix``). ``write``
 returns only after the broker acknowledged every publish (PUBACK), so the outbox marks nothing
 sent that the broker did not take. Delivery on the results topic is at-least-once: consumers

@@ -49,7 +49,7 @@ class SinkContext:
     config: ServiceConfig
     metrics: Metrics  # the daemon's; sinks register their own metrics on ``metrics.registry``
     # the publish-only results connection, connected and loop-running: made once by the app
-    # (service.ingest.publisher_client) and kept across reloads; never the ingest connection
+    # (service.mqtt_client.publisher_client) and kept across reloads; never the ingest connection
     results_client: mqtt.Client
     replaces: Sequence[Sink] = ()  # on a reload, the closed sinks these take over from
 
