@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from slewguard.models import card as model_card
-from slewguard.models.runtimes import ONNX_FILE
+from slewguard.models.runtimes.onnx import ONNX_FILE
 
 ROUNDING_LOGIT_DIFF = 1e-2  # below this, with every class the same: rounding
 MAX_LOGIT_DIFF = 1e-4

@@ -14,7 +14,10 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slewguard.models.runtimes import Classifier
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 FAST_MODEL_DIR = Path(__file__).resolve().parent / "fast"
@@ -45,7 +48,7 @@ def shipped_model_dir(name: str = "default") -> Path:
 
 
 def load_default(device: str = "cpu", dtype: str = "float32", name: str = "default",
-                 runtime: str | None = None, threads: int | None = None) -> Any:
+                 runtime: str | None = None, threads: int | None = None) -> Classifier:
     """A shipped classifier (``slewguard.models.load`` on ``shipped_model_dir(name)``); the
     runtime as ``runtimes.choose_runtime`` picks it (onnx for float32 on the CPU).
 

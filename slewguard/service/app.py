@@ -69,8 +69,8 @@ def load_classifier(config: ServiceConfig) -> Classifier:
     """The classifier named by ``config.model`` (``model.path``, or the shipped model
     ``model.shipped``) in the runtime ``model.runtime`` picks (``models.runtimes``).
 
-    The onnx runtime imports neither torch nor transformers; ``device: auto`` resolves to cuda
-    or cpu only for torch.
+    The onnx runtime imports neither torch nor transformers; each runtime reads ``device`` its
+    own way (``auto``: the CPU for onnx, cuda where torch sees one for torch).
     """
     from slewguard.models.runtimes import choose_runtime, load
     from slewguard.models.shipped import shipped_model_dir
@@ -78,17 +78,12 @@ def load_classifier(config: ServiceConfig) -> Classifier:
     c = config.model
     path = c.path if c.path is not None else shipped_model_dir(c.shipped)
     runtime = choose_runtime(path, c.runtime, c.device, c.dtype)
-    device = "cpu" if runtime == "onnx" else c.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if c.path is None:
         from slewguard.models.shipped import load_default
 
-        return load_default(device=device, dtype=c.dtype, name=c.shipped, runtime=runtime,
+        return load_default(device=c.device, dtype=c.dtype, name=c.shipped, runtime=runtime,
                             threads=c.onnx_threads)
-    return load(c.path, device=device, dtype=c.dtype, runtime=runtime, threads=c.onnx_threads)
+    return load(c.path, device=c.device, dtype=c.dtype, runtime=runtime, threads=c.onnx_threads)
 
 
 class App:

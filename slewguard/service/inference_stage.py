@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
 
 import numpy as np
 
+from slewguard.models.runtimes import Classifier
 from slewguard.service.batch import PreparedBatch, WindowItem, bearing_key, model_result
 from slewguard.service.metrics import Metrics
 from slewguard.service.result import Result
@@ -27,15 +27,7 @@ from slewguard.service.trust import TrustLayer
 log = logging.getLogger("slewguard.service.pipeline")  # the pipeline's: its log lines keep it
 
 
-class Classifier(Protocol):
-    """What the pipeline needs from a model (slewguard.models.FaultClassifier fits)."""
-
-    classes: list[str]
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
-
-
-def model_name(classifier: Any) -> str:
+def model_name(classifier: Classifier) -> str:
     """A short model label: ``.name``, else the card's name or family, else the class name.
 
     Example:

@@ -55,12 +55,13 @@ from typing import Protocol
 import numpy as np
 
 from slewguard.models.card import features_method
+from slewguard.models.runtimes import Classifier
 from slewguard.service.batch import PreparedBatch, WindowItem, fault_result, release
 from slewguard.service.batch_queue import BatchQueue
 from slewguard.service.config.model import InferenceConfig, ModelConfig
 from slewguard.service.evidence_stage import EvidenceStage
 from slewguard.service.features_stage import evidence_rows, feature_rows, run_evidence
-from slewguard.service.inference_stage import Classifier, InferenceStage, model_name
+from slewguard.service.inference_stage import InferenceStage, model_name
 from slewguard.service.ingest import Inbound
 from slewguard.service.metrics import Metrics
 from slewguard.service.payload import PayloadError, Window, check_size, decode

@@ -57,7 +57,7 @@ def model_problems(config: ServiceConfig) -> list[str]:
     """The model directory: it exists, holds a card of this slewguard's textify template and
     the files its runtime reads (the weights are not loaded)."""
     from slewguard.models import card as model_card
-    from slewguard.models.runtimes import choose_runtime
+    from slewguard.models.runtimes import choose_runtime, runtime_module
     from slewguard.models.shipped import shipped_model_dir
     from slewguard.signal.templates import template
 
@@ -80,11 +80,7 @@ def model_problems(config: ServiceConfig) -> list[str]:
         return [f"evidence.enabled: false, but the model at {path} reads the evidence stage "
                 f"(textify template {card.template_version!r}): set evidence.enabled: true, or "
                 "use a model of template 't1'"]
-    need = ("model.onnx", "tokenizer.json") if runtime == "onnx" else ("config.json",)
-    missing = [name for name in need if not (path / name).is_file()]
-    if runtime == "torch" and not any(path.glob("*.safetensors")) and not any(
-            path.glob("*.bin")):
-        missing.append("model.safetensors")
+    missing = runtime_module(runtime).missing_files(path)
     if missing:
         return [f"{key}: {path} has a card but no {', '.join(missing)} (needed by the "
                 f"{runtime} runtime): save the model again, or copy the whole directory"]

@@ -26,7 +26,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,10 +37,13 @@ from slewguard.signal.explain import BaselineTracker, explain
 from slewguard.signal.features import FeatureTable
 from slewguard.signal.textify_evidence import explain as explain_evidence
 
+if TYPE_CHECKING:
+    from slewguard.models.runtimes import Classifier
+
 MAX_EVIDENCE_CHARS = 240
 
 
-def model_dir_of(classifier: Any) -> Path | None:
+def model_dir_of(classifier: Classifier) -> Path | None:
     """The directory a classifier was loaded from (holding card.json), or None.
 
     Example:
@@ -54,7 +57,7 @@ def model_dir_of(classifier: Any) -> Path | None:
     return None
 
 
-def load_trust(classifier: Any, model_dir: Path | None = None) -> Trust:
+def load_trust(classifier: Classifier, model_dir: Path | None = None) -> Trust:
     """The Trust stored with the model: temperature, OOD detector, kinematic thresholds.
 
     Reads both card layouts (``models.ood.fit_trust``'s top-level ``kinematic_min_db`` /

@@ -128,6 +128,10 @@ def test_unknown_key_in_a_list_entry_names_its_index():
     ({"model": {"path": "/models/x", "shipped": "fast"}}, "model: path='/models/x' and "
      "shipped='fast' both name a model"),
     ({"model": {"shipped": "tiny"}}, "model.shipped: Input should be 'default' or 'fast'"),
+    ({"model": {"runtime": "tflite"}}, "model.runtime: not a model runtime: pick one of onnx, "
+     "torch (got 'tflite')"),
+    ({"model": {"runtime": "onnx", "dtype": "bfloat16"}}, "model: runtime='onnx' runs float32 "
+     "on the CPU, not dtype='bfloat16' on device='cpu': set model.dtype float32"),
 ])
 def test_cross_field_and_value_errors(change, expected):
     errs = errors_of(minimal(**change))

@@ -1,5 +1,9 @@
 """The ONNX Runtime runtime: ``model.onnx`` plus the model's own ``tokenizer.json``, no torch.
 
+Float32 on the CPU only (what the exported graph computes): ``problem`` refuses other settings
+and a directory without ``model.onnx``, for ``ModelConfig`` (the settings) and
+``runtimes.choose_runtime`` (both; the default picks this runtime where it has no problem).
+
 Tokenization uses the ``tokenizers`` library directly, configured as transformers' fast tokenizer
 configures it per call (``padding=True, truncation=True, max_length=...``): the same ids, type
 ids and attention masks (tests/models/test_runtimes.py checks them against transformers). The
@@ -22,10 +26,41 @@ from typing import Any
 import numpy as np
 
 from slewguard.models.card import ModelCard
-from slewguard.models.runtimes import ONNX_FILE
 
+ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_LENGTH = 256  # FaultClassifier's, for cards without training.max_length
+
+
+def problem(model_dir: Path | None, device: str = "cpu", dtype: str = "float32") -> str | None:
+    """Why this runtime cannot run the model in ``model_dir`` on ``device`` in ``dtype``, or
+    None: float32 on the CPU only (``auto`` is the CPU here), and ``model.onnx`` in the
+    directory (not looked for when ``model_dir`` is None).
+
+    Example:
+        >>> problem(None, "cuda").split(":")[0]
+        "runtime='onnx' runs float32 on the CPU, not dtype='float32' on device='cuda'"
+        >>> problem(None, "auto") is None
+        True
+    """
+    if dtype != "float32" or device not in ("cpu", "auto"):
+        return (f"runtime='onnx' runs float32 on the CPU, not dtype={dtype!r} on "
+                f"device={device!r}: set model.dtype float32 and model.device cpu, or "
+                "model.runtime torch")
+    if model_dir is not None and not (Path(model_dir) / ONNX_FILE).is_file():
+        return (f"runtime='onnx' needs {Path(model_dir) / ONNX_FILE}: write it with "
+                f"`slewguard export {model_dir}`, or set model.runtime torch")
+    return None
+
+
+def missing_files(model_dir: Path) -> list[str]:
+    """The files ``load`` reads that ``model_dir`` lacks: the graph and the fast tokenizer.
+
+    Example:
+        >>> missing_files(Path("no/such/dir"))
+        ['model.onnx', 'tokenizer.json']
+    """
+    return [name for name in (ONNX_FILE, TOKENIZER_FILE) if not (Path(model_dir) / name).is_file()]
 
 
 def _token(value: Any) -> str | None:
@@ -172,10 +207,10 @@ def load(path: Path, card: ModelCard, device: str = "cpu", dtype: str = "float32
     """
     import onnxruntime as ort
 
-    if dtype != "float32" or device not in ("cpu", "auto"):
-        raise ValueError(f"the onnx runtime runs float32 on the CPU, not dtype={dtype!r} on "
-                         f"device={device!r}: set model.runtime torch for that")
-    file = _required(Path(path) / ONNX_FILE, f"write it with `slewguard export {path}`")
+    why = problem(path, device, dtype)
+    if why is not None:
+        raise ValueError(why)
+    file = Path(path) / ONNX_FILE
     config = _json_beside(path, "config.json")
     session = ort.InferenceSession(str(file), session_options(threads),
                                    providers=["CPUExecutionProvider"])

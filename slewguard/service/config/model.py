@@ -1,17 +1,27 @@
 """The ``model`` and ``inference`` sections: which classifier runs where, and its batching.
 
+``model.runtime`` is a key of ``models.runtimes.RUNTIMES``, looked up when the section is
+validated, and the runtime's own ``problem`` checks the device and dtype asked of it.
+
 Example:
     >>> InferenceConfig(max_batch=8).queue_size
     256
+    >>> ModelConfig(runtime="tflite")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig
+    runtime
+      Value error, not a model runtime: pick one of onnx, torch [type=value_error, ...
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from slewguard.models import runtimes
 from slewguard.models.shipped import SHIPPED_MODELS
 from slewguard.service.config.base import StrictModel
 
@@ -33,12 +43,13 @@ class ModelConfig(StrictModel):
                                                              "dtype for inference; bfloat16 "
                                                              "pays where the CPU has AVX-512 "
                                                              "BF16 or AMX.")
-    runtime: Literal["onnx", "torch"] | None = Field(None, description="Model runtime "
-                                                     "(models.runtimes): onnx (ONNX Runtime, "
-                                                     "no torch in the process) or torch; None: "
-                                                     "onnx where the model directory has "
-                                                     "model.onnx and dtype is float32 on the "
-                                                     "CPU, else torch.")
+    # a key of models.runtimes.RUNTIMES, looked up when validated (``_known_runtime``): a
+    # runtime added with ``runtimes.register`` before the config is loaded is accepted
+    runtime: str | None = Field(None, description="Model runtime, a key of models.runtimes: "
+                                "onnx (ONNX Runtime, no torch in the process), torch, or one "
+                                "added with `runtimes.register`; None: onnx where the model "
+                                "directory has model.onnx and dtype is float32 on the CPU, "
+                                "else torch.")
     onnx_threads: int | None = Field(1, ge=1, le=256, description="ONNX Runtime intra-op "
                                      "threads; None keeps its default (one per core). 1 for "
                                      "the reason torch_threads gives.")
@@ -48,15 +59,25 @@ class ModelConfig(StrictModel):
                                       "features thread, and torch's default pool spins against "
                                       "it on a small box (docs/benchmarks.md).")
 
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _known_runtime(cls, runtime: Any) -> Any:
+        """None or a key of the registry (``load_config`` adds the key path and the value)."""
+        if runtime is not None and (not isinstance(runtime, str)
+                                    or runtime not in runtimes.RUNTIMES):
+            raise ValueError(f"not a model runtime: pick one of {', '.join(runtimes.RUNTIMES)}")
+        return runtime
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
         if self.path is not None and self.shipped != "default":
             raise ValueError(f"path={str(self.path)!r} and shipped={self.shipped!r} both name a "
                              "model: set one of them")
-        if self.runtime == "onnx" and (self.dtype != "float32" or self.device == "cuda"):
-            raise ValueError(f"runtime='onnx' runs float32 on the CPU, not dtype={self.dtype!r}"
-                             f" on device={self.device!r}: set model.dtype float32 and "
-                             "model.device cpu, or model.runtime torch")
+        if self.runtime is not None:  # the runtime's own check of the settings, no directory
+            problem = runtimes.runtime_module(self.runtime).problem(None, self.device,
+                                                                    self.dtype)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 
