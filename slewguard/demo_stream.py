@@ -26,12 +26,15 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from slewguard.service.metrics import Metrics
 
 BROKERS = ("auto", "mosquitto", "amqtt")
 TRUTH_CLASSES = ("healthy", "inner_race", "outer_race", "rolling_element")
@@ -370,8 +373,11 @@ def percentile_ms(values_s: list[float], q: float) -> float:
     return float(np.percentile(values_s, q) * 1000.0) if values_s else float("nan")
 
 
-def summarise(fleet: Any, ledger: Ledger, metrics: Any) -> dict[str, Any]:
+def summarise(fleet: Any, ledger: Ledger, metrics: Metrics) -> dict[str, Any]:
     """Accuracy against the simulator's truth, throughput, latency, per-stage daemon times."""
+    from slewguard.service.metrics import histogram_totals
+    from slewguard.service.status import counter_total
+
     sensors = {s.sensor_id: s for s in fleet.sensors}
     with ledger.lock:
         published, stored = dict(ledger.published_s), dict(ledger.stored)
@@ -387,14 +393,10 @@ def summarise(fleet: Any, ledger: Ledger, metrics: Any) -> dict[str, Any]:
     span_s = (max(c for _, c in stored.values()) - min(published.values())) if stored else 0.0
     stage_ms = {}
     for stage in ("decode", "features", "inference", "outbox", "end_to_end"):
-        total = metrics.registry.get_sample_value("slewguard_stage_duration_seconds_sum",
-                                                  {"stage": stage})
-        count = metrics.registry.get_sample_value("slewguard_stage_duration_seconds_count",
-                                                  {"stage": stage})
+        total, count = histogram_totals(metrics.stage_seconds, stage=stage)
         if count:
             stage_ms[stage] = round(1000.0 * total / count, 1)
-    rejected = sum(s.value for m in metrics.windows_rejected_total.collect() for s in m.samples
-                   if s.name.endswith("_total"))
+    rejected = counter_total(metrics.windows_rejected_total)
     return {
         "published": len(published), "stored": len(stored), "rejected": int(rejected),
         "missing": sorted(f"{sid}#{k}" for sid, k in set(published) - set(stored)),

@@ -234,8 +234,12 @@ class App:
             return None if os.access(target, os.W_OK) else f"{target} is not writable"
 
         def pipeline() -> str | None:
-            alive = self.pipeline is not None and self.pipeline.alive()
-            return None if alive else "inference worker not running"
+            if self.pipeline is None:
+                return "pipeline not started"
+            stopped = self.pipeline.stopped_threads()  # e.g. ["pipeline-inference"]
+            if not stopped:
+                return None
+            return f"{' and '.join(stopped)} thread{'s' if len(stopped) > 1 else ''} not running"
 
         return {"broker": broker, "model": model, "outbox": outbox, "pipeline": pipeline}
 

@@ -18,7 +18,10 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slewguard.service.config import ServiceConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,7 +113,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     sim.set_defaults(func=_simulate)
 
 
-def load_config_file(path: Path) -> Any:
+def load_config_file(path: Path) -> ServiceConfig:
     """``config.load_config``, with a single error on one line (``FILE: key.path: message``)."""
     from slewguard.service.config import ConfigError, load_config
 
@@ -192,7 +195,7 @@ def _report_errors(path: Path, errors: list[str]) -> int:
     return 2
 
 
-def _summary(config: Any) -> str:
+def _summary(config: ServiceConfig) -> str:
     m = config.mqtt
     sinks = [f"{name} ({sink.summary()})" for name, sink in config.sinks.items() if sink]
     return (f"site {config.site}, {len(config.sensors)} sensor entr"

@@ -51,6 +51,7 @@ from slewguard.service.mqtt_client import (
 
 if TYPE_CHECKING:
     from slewguard.service.config.mqtt import MqttConfig
+    from slewguard.service.takeover import Takeovers
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class Ingest:
         self.subscribed = threading.Event()
         self.client.will_set(self.status_topic, status_payload("offline", self.client_id),
                              qos=1, retain=True)
-        self.takeovers: Any = None
+        self.takeovers: Takeovers | None = None
         if self.takes_over:
             from slewguard.service.takeover import Takeovers  # takeover.py builds on this module
 

@@ -127,3 +127,40 @@ class Metrics:
             True
         """
         return generate_latest(self.registry)
+
+
+def gauge_value(gauge: Gauge) -> float:
+    """The present value of an unlabelled ``gauge``, read from the gauge object itself.
+
+    Read it as ``gauge_value(metrics.queue_depth)``, not by its exported name through the
+    registry: a misspelt attribute is an AttributeError, a misspelt name a silent None.
+
+    Example:
+        >>> m = Metrics(); m.queue_depth.set(3)
+        >>> gauge_value(m.queue_depth), gauge_value(m.mqtt_connected)
+        (3.0, 0.0)
+    """
+    samples = [s for family in gauge.collect() for s in family.samples]
+    if len(samples) != 1 or samples[0].labels:
+        raise ValueError(f"gauge {gauge!r} has labels: read one series of it, not the gauge")
+    return samples[0].value
+
+
+def histogram_totals(histogram: Histogram, **labels: str) -> tuple[float, float]:
+    """(sum, count) of what ``histogram`` observed under ``labels``; (0.0, 0.0) before the
+    first observation. Like ``gauge_value``, it reads the histogram object, not a name.
+
+    Example:
+        >>> m = Metrics(); m.stage_seconds.labels(stage="inference").observe(0.02)
+        >>> histogram_totals(m.stage_seconds, stage="inference")
+        (0.02, 1.0)
+        >>> histogram_totals(m.stage_seconds, stage="decode")
+        (0.0, 0.0)
+    """
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for family in histogram.collect():
+        for s in family.samples:
+            suffix = s.name[len(family.name):]
+            if suffix in totals and s.labels == labels:
+                totals[suffix] = s.value
+    return totals["_sum"], totals["_count"]

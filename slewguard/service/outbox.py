@@ -42,9 +42,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slewguard.service.result import Result
+
+if TYPE_CHECKING:  # prometheus_client's, not collections.Counter (imported above)
+    from prometheus_client import Counter as PromCounter
+    from prometheus_client import Gauge
 
 PENDING, SENT, SET_ASIDE = 0, 1, 2
 WHEN_FULL = ("reject", "drop_oldest")
@@ -72,10 +76,10 @@ class OutboxMetrics(Protocol):
     """What the outbox sets (``service.metrics.Metrics`` has them): a misspelt name fails
     loudly instead of turning a metric off."""
 
-    outbox_dropped_total: Any  # Counter, label reason
-    outbox_depth: Any  # Gauge
-    outbox_oldest_age_seconds: Any  # Gauge
-    outbox_size_bytes: Any  # Gauge
+    outbox_dropped_total: PromCounter  # label reason
+    outbox_depth: Gauge
+    outbox_oldest_age_seconds: Gauge
+    outbox_size_bytes: Gauge
 
 
 class OutboxFullError(RuntimeError):

@@ -78,6 +78,7 @@ from slewguard.signal import features, numeric, templates, textify
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0
 OUTBOX_RETRY_MAX_S = 5.0
+FEATURES_THREAD, INFERENCE_THREAD = "pipeline-features", "pipeline-inference"  # thread names
 
 
 class ResultStore(Protocol):
@@ -190,14 +191,21 @@ class Pipeline:
         apply_torch_threads(self.torch_threads)
         numeric.set_threads(self.signal_threads)
         self._threads = [
-            threading.Thread(target=self._run_features, name="pipeline-features", daemon=True),
-            threading.Thread(target=self._run_inference, name="pipeline-inference", daemon=True)]
+            threading.Thread(target=self._run_features, name=FEATURES_THREAD, daemon=True),
+            threading.Thread(target=self._run_inference, name=INFERENCE_THREAD, daemon=True)]
         for thread in self._threads:
             thread.start()
 
     def alive(self) -> bool:
         """Whether both worker threads run."""
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return not self.stopped_threads()
+
+    def stopped_threads(self) -> list[str]:
+        """The names of the worker threads not running: both before ``start()``, after
+        ``stop()``, or those that died (the readiness check names them)."""
+        if not self._threads:
+            return [FEATURES_THREAD, INFERENCE_THREAD]
+        return [t.name for t in self._threads if not t.is_alive()]
 
     def submit(self, inbound: Inbound) -> bool:
         """Queue a message, blocking while the queue is full (``queue_size`` messages or

@@ -12,10 +12,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from slewguard.service.payload import Window
 from slewguard.signal.kinematics import BearingGeometry
+
+if TYPE_CHECKING:
+    from slewguard.service.config import ServiceConfig
 
 
 class WindowError(ValueError):
@@ -62,7 +65,7 @@ class SensorMap:
         'pump'
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: ServiceConfig) -> None:
         self.site = config.site
         self.sensors = list(config.sensors)
         self._geometry = [s.bearing.geometry() for s in self.sensors]  # parse presets once

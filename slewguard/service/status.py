@@ -26,12 +26,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
+
+from slewguard.service.metrics import gauge_value
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
+    from slewguard.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-def counter_total(counter: Any) -> float:
+def counter_total(counter: Counter) -> float:
     """Sum of a prometheus Counter over all its label values.
 
     Example:
@@ -44,11 +51,21 @@ def counter_total(counter: Any) -> float:
                if s.name.endswith("_total"))
 
 
-class StatusLine:
-    """Formats the status line from ``metrics`` and ``outbox`` (any object with ``depth()``
-    and ``oldest_age_s()``); each ``line()`` covers the time since the previous one."""
+class OutboxState(Protocol):
+    """What the status line reads of the outbox (``service.outbox.Outbox`` has both)."""
 
-    def __init__(self, metrics: Any, outbox: Any, queue_size: int,
+    def depth(self) -> int: ...
+
+    def oldest_age_s(self) -> float | None: ...
+
+
+class StatusLine:
+    """Formats the status line from ``metrics`` and ``outbox`` (any ``OutboxState``: an object
+    with ``depth()`` and ``oldest_age_s()``); each ``line()`` covers the time since the previous
+    one. The gauges are read as attributes of ``metrics`` (``metrics.gauge_value``), so a
+    misspelt metric fails loudly instead of reading "NOT connected" or an empty queue."""
+
+    def __init__(self, metrics: Metrics, outbox: OutboxState, queue_size: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics, self.outbox, self.queue_size, self.clock = metrics, outbox, queue_size, clock
         self._since = (clock(), *self._counts())
@@ -67,12 +84,11 @@ class StatusLine:
         done = processed - processed0
         depth, age = self.outbox.depth(), self.outbox.oldest_age_s()
         outbox = f"outbox {depth} pending (oldest {age or 0:.1f} s)" if depth else "outbox empty"
-        gauge = self.metrics.registry.get_sample_value
-        broker = "connected" if gauge("slewguard_mqtt_connected") else "NOT connected"
+        broker = "connected" if gauge_value(self.metrics.mqtt_connected) else "NOT connected"
+        queue = gauge_value(self.metrics.queue_depth)
         return (f"status: {done / span:.1f} windows/s ({done:.0f} in {span:.0f} s), "
-                f"{rejected - rejected0:.0f} rejected, queue "
-                f"{gauge('slewguard_queue_depth') or 0:.0f}/{self.queue_size}, {outbox}, "
-                f"dead letters {dead:.0f} (+{dead - dead0:.0f}), broker {broker}")
+                f"{rejected - rejected0:.0f} rejected, queue {queue:.0f}/{self.queue_size}, "
+                f"{outbox}, dead letters {dead:.0f} (+{dead - dead0:.0f}), broker {broker}")
 
 
 def log_status(status: StatusLine, interval_s: float, stop: threading.Event) -> None:

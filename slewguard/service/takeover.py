@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -41,6 +41,10 @@ from paho.mqtt.properties import Properties
 
 from slewguard.service.ingest import Inbound, subscription_topics
 from slewguard.service.mqtt_client import ConnectFailures, build_client, session_properties
+
+if TYPE_CHECKING:  # ingest.py imports this module when it takes over sessions
+    from slewguard.service.config.mqtt import MqttConfig
+    from slewguard.service.ingest import Ingest
 
 log = logging.getLogger(__name__)
 OUTCOMES = ("drained", "empty", "interrupted", "refused", "unreachable", "stopped")
@@ -56,7 +60,7 @@ class SessionTakeover:
     pipeline calls back, through ``Ingest.ack``.
     """
 
-    def __init__(self, config: Any, peer_id: str, deliver: Callable[[Inbound], object],
+    def __init__(self, config: MqttConfig, peer_id: str, deliver: Callable[[Inbound], object],
                  generation: int, on_done: Callable[[SessionTakeover], None],
                  quiet_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -207,7 +211,7 @@ class Takeovers:
     we are back) and a peer's "online" cancels its own.
     """
 
-    def __init__(self, ingest: Any) -> None:
+    def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
         self.grace_s = float(ingest.config.shared_takeover_grace_s)
         self._lock = threading.Lock()

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -504,3 +505,16 @@ def test_model_torch_threads_reaches_the_inference_thread(mosquitto, tmp_path, c
         torch.set_num_threads(before)
     assert app.pipeline.torch_threads == 1
     assert model.seen and set(model.seen) == {("pipeline-inference", 1)}
+
+
+def test_readiness_names_the_pipeline_thread_that_is_not_running(tmp_path):
+    app = App(config_from_dict(config_data(tmp_path, 1883), env={}))
+    check = app._checks()["pipeline"]
+    assert check() == "pipeline not started"
+    app.pipeline = SimpleNamespace(stopped_threads=lambda: ["pipeline-inference"])
+    assert check() == "pipeline-inference thread not running"
+    app.pipeline = SimpleNamespace(stopped_threads=lambda: ["pipeline-features",
+                                                            "pipeline-inference"])
+    assert check() == "pipeline-features and pipeline-inference threads not running"
+    app.pipeline = SimpleNamespace(stopped_threads=lambda: [])
+    assert check() is None

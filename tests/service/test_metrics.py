@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slewguard.service.config.alerts import AlertsConfig
 from slewguard.service.health import HealthServer, failed_checks
-from slewguard.service.metrics import STAGES, Metrics
+from slewguard.service.metrics import STAGES, Metrics, gauge_value, histogram_totals
 from slewguard.service.result import Result
 from slewguard.service.sinks.alerts import AlertSink
 from tests.service import services
@@ -160,3 +160,19 @@ def test_each_metrics_object_has_its_own_registry():
     a, b = Metrics(), Metrics()
     a.windows_received_total.inc()
     assert b"slewguard_windows_received_total 0.0" in b.exposition()
+
+
+def test_the_readers_take_the_metric_objects_and_match_the_registry():
+    m = Metrics()
+    m.queue_depth.set(4)
+    m.stage_seconds.labels(stage="decode").observe(0.5)
+    m.stage_seconds.labels(stage="decode").observe(0.25)
+    m.stage_seconds.labels(stage="inference").observe(2.0)
+    sample = m.registry.get_sample_value
+    assert gauge_value(m.queue_depth) == sample("slewguard_queue_depth") == 4.0
+    assert histogram_totals(m.stage_seconds, stage="decode") == (
+        sample("slewguard_stage_duration_seconds_sum", {"stage": "decode"}),
+        sample("slewguard_stage_duration_seconds_count", {"stage": "decode"})) == (0.75, 2.0)
+    assert histogram_totals(m.stage_seconds, stage="outbox") == (0.0, 0.0)  # none yet
+    with pytest.raises(ValueError, match="labels"):
+        gauge_value(m.last_window_timestamp_seconds)  # one series per bearing: read one

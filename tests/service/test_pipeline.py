@@ -3,11 +3,13 @@
 import json
 import threading
 import time
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
 from slewguard.service.config import config_from_dict
+from slewguard.service.config.model import InferenceConfig
 from slewguard.service.config.mqtt import MqttConfig
 from slewguard.service.deadletter import dead_letter_envelope
 from slewguard.service.ingest import Inbound, Ingest
@@ -370,3 +372,27 @@ def test_queue_bytes_comes_from_the_config():
     cfg = config_from_dict({"site": "y", "sensors": [{"sensor_id": "s", "bearing": "cwru-6205"}],
                             "inference": {"queue_bytes": 12345}}, env={})
     assert PipelineSettings.from_config(cfg.inference, cfg.model).queue_bytes == 12345
+
+
+def test_the_settings_defaults_are_the_config_sections_defaults():
+    # PipelineSettings() (programmatic use) and a config without an inference section must not
+    # drift apart; torch_threads is ModelConfig's and differs on purpose (None: torch left alone)
+    shared = {f.name for f in fields(PipelineSettings)} & set(InferenceConfig.model_fields)
+    assert {"max_batch", "max_wait_ms", "queue_size", "queue_bytes", "signal_threads"} <= shared
+    defaults = PipelineSettings()
+    config = InferenceConfig()
+    assert {name: getattr(defaults, name) for name in shared} == {
+        name: getattr(config, name) for name in shared}
+
+
+def test_stopped_threads_names_the_worker_that_is_not_running(tmp_path, classifier):
+    pipe, outbox, _, _ = make(tmp_path, classifier)
+    assert pipe.stopped_threads() == ["pipeline-features", "pipeline-inference"]  # not started
+    assert not pipe.alive()
+    pipe._run_inference = lambda: None  # the inference thread ends at once, as if it died
+    pipe.start()
+    pipe._threads[1].join(5)
+    assert pipe.stopped_threads() == ["pipeline-inference"] and not pipe.alive()
+    pipe.stop(timeout_s=5)
+    assert pipe.stopped_threads() == ["pipeline-features", "pipeline-inference"]
+    outbox.close()

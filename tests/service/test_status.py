@@ -38,6 +38,33 @@ def test_the_line_covers_the_interval_since_the_previous_one(tmp_path):
     outbox.close()
 
 
+def test_the_line_reads_the_queue_and_broker_gauges_not_their_neighbours(tmp_path):
+    metrics = Metrics()
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    status = StatusLine(metrics, outbox, 256, clock=lambda: 0.0)
+    # every other gauge holds a value the line would show if it read that one instead
+    metrics.model_loaded.set(1)
+    metrics.outbox_depth.set(11)
+    metrics.mqtt_inflight_messages.set(13)
+    metrics.queue_depth.set(5)
+    line = status.line()
+    assert "queue 5/256" in line and line.endswith("broker NOT connected")
+    metrics.mqtt_connected.set(1)
+    metrics.queue_depth.set(0)
+    line = status.line()
+    assert "queue 0/256" in line and line.endswith("broker connected")
+    outbox.close()
+
+
+def test_the_gauges_are_read_as_attributes_not_by_name(tmp_path):
+    metrics, outbox = Metrics(), Outbox(tmp_path / "o.sqlite3")
+    status = StatusLine(metrics, outbox, 256)
+    del metrics.mqtt_connected  # the series stays in the registry: a read by name would pass
+    with pytest.raises(AttributeError, match="mqtt_connected"):
+        status.line()
+    outbox.close()
+
+
 @pytest.mark.services
 def test_a_serving_daemon_logs_its_status_at_info(mosquitto, tmp_path, classifier, caplog):
     caplog.set_level("INFO", logger="slewguard.service.status")

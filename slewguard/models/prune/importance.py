@@ -81,7 +81,7 @@ class Importance:
 
     name: ClassVar[str] = ""
     needs_backward: ClassVar[bool] = False
-    granularity: str = Unit.LAYER
+    granularity: Unit = Unit.LAYER
     show_progress: bool = False
 
     def score(self, model: nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
@@ -147,7 +147,7 @@ class BlockInfluence(_LayerSimilarity):
         return 1.0 - nn.functional.cosine_similarity(h_in, h_out, dim=-1, eps=EPS)
 
 
-def _unit_scores(vectors: dict[str, torch.Tensor | None], granularity: str, surgeon: Surgeon,
+def _unit_scores(vectors: dict[str, torch.Tensor | None], granularity: Unit, surgeon: Surgeon,
                  model: nn.Module, layer: int) -> torch.Tensor:
     """Sum per-feature vectors (along each projection's unit axis) into per-unit scores."""
     if granularity == Unit.CHANNEL:
@@ -176,18 +176,19 @@ def _feature_vectors(elementwise: Callable[[str, torch.Tensor], torch.Tensor],
     return out
 
 
-def _names(granularity: str) -> tuple[str, ...]:
+def _names(granularity: Unit) -> tuple[str, ...]:
     if granularity == Unit.CHANNEL:
         return ("ffn_in", "ffn_gate", "ffn_out")
     return ("q", "k", "v", "o")
 
 
 class _UnitImportance(Importance):
-    def __init__(self, granularity: str = Unit.HEAD) -> None:
+    def __init__(self, granularity: Unit = Unit.HEAD) -> None:
+        # plain text ("head") is taken too, and stored as its Unit
         if granularity not in UNIT_GRANULARITIES:
             raise ValueError(f"granularity={granularity!r} is not one of {UNIT_GRANULARITIES} "
                              f"for importance {self.name!r}; layer scores come from 'lcr'")
-        self.granularity = granularity
+        self.granularity = Unit(granularity)
 
 
 class L1(_UnitImportance):
@@ -311,12 +312,14 @@ IMPORTANCES: dict[str, type[Importance]] = {
 }
 
 
-def importance(name: str, granularity: str | None = None) -> Importance:
-    """Build a registered criterion by name.
+def importance(name: str, granularity: Unit | None = None) -> Importance:
+    """Build a registered criterion by name; ``granularity`` is a ``Unit`` or its text.
 
     Example:
         >>> importance("taylor", "channel").needs_backward
         True
+        >>> importance("wanda", Unit.KV_GROUP).granularity, importance("lcr").granularity
+        (<Unit.KV_GROUP: 'kv_group'>, <Unit.LAYER: 'layer'>)
     """
     if name not in IMPORTANCES:
         raise ValueError(f"importance={name!r} is unknown; registered: {', '.join(IMPORTANCES)}")

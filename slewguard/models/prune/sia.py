@@ -26,6 +26,7 @@ import contextlib
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -124,7 +125,21 @@ def _layer_sites(model: torch.nn.Module, layer: int) -> _LayerSites:
                        value_width // head_dim)
 
 
-Component = tuple[str, int, int]  # (kind, layer, index); kind: head | gate | up | channel
+class Part(StrEnum):
+    """What the measured check removes, one at a time: a head (with its value projection), or
+    a gated FFN channel's gate or up half, or a plain FFN channel. Not ``kinds.Unit``: the
+    gate and the up half of one channel are separate parts here, the SIA's question.
+
+    Plain text ("head") works wherever a part is taken (``masked``).
+    """
+
+    HEAD = "head"
+    GATE = "gate"
+    UP = "up"
+    CHANNEL = "channel"
+
+
+Component = tuple[Part, int, int]  # (part, layer, index)
 
 
 def _zero_plan(model: torch.nn.Module, components: Sequence[Component]):
@@ -137,17 +152,17 @@ def _zero_plan(model: torch.nn.Module, components: Sequence[Component]):
     for kind, layer, index in components:
         sites = _layer_sites(model, layer)
         hd = sites.head_dim
-        if kind == "head":  # its output and its value projection (the whole KV group under GQA)
+        if kind == Part.HEAD:  # its output and its value projection (the whole KV group: GQA)
             group = index // (sites.heads // sites.kv_heads)
             add(sites.out_proj, "in", index * hd, (index + 1) * hd)
             add(sites.value, "out", sites.value_offset + group * hd,
                 sites.value_offset + (group + 1) * hd)
-        elif kind in ("gate", "channel"):
+        elif kind in (Part.GATE, Part.CHANNEL):
             add(sites.ffn_in[0], "out", index, index + 1)
-        elif kind == "up":
+        elif kind == Part.UP:
             add(sites.ffn_in[-1], "out", index, index + 1)
         else:
-            raise ValueError(f"component kind={kind!r} is not head/gate/up/channel")
+            raise ValueError(f"component kind={kind!r} is not {'/'.join(Part)}")
     return list(plan.values())
 
 
@@ -163,7 +178,7 @@ def masked(model: torch.nn.Module, components: Sequence[Component]) -> Iterator[
     """Temporarily remove ``components`` by zeroing their activations with hooks.
 
     Example:
-        >>> with masked(model, [("head", 2, 0), ("gate", 2, 17)]):   # doctest: +SKIP
+        >>> with masked(model, [(Part.HEAD, 2, 0), (Part.GATE, 2, 17)]):   # doctest: +SKIP
         ...     loss = calibration_loss(model, batches)
     """
     handles = []
@@ -236,18 +251,18 @@ def _pair_types(sites: _LayerSites, layer: int, n_channels: int, count: int,
         pairs["heads_other_kv_group"] = [(i, j) for i, j in all_pairs if i // group != j // group]
     else:
         pairs["heads_mha"] = all_pairs
-    out = {k: [(("head", layer, i), ("head", layer, j))
+    out = {k: [((Part.HEAD, layer, i), (Part.HEAD, layer, j))
                for i, j in rng.sample(v, min(count, len(v)))] for k, v in pairs.items() if v}
     channels = rng.sample(range(n_channels), min(2 * count, n_channels))
     half = len(channels) // 2
     if len(sites.ffn_in) == 2:
-        out["gate_up_same_channel"] = [(("gate", layer, c), ("up", layer, c))
+        out["gate_up_same_channel"] = [((Part.GATE, layer, c), (Part.UP, layer, c))
                                        for c in channels[:half]]
-        out["gate_up_other_channels"] = [(("gate", layer, a), ("up", layer, b))
+        out["gate_up_other_channels"] = [((Part.GATE, layer, a), (Part.UP, layer, b))
                                          for a, b in zip(channels[:half], channels[half:],
                                                          strict=False)]
     else:
-        out["channels"] = [(("channel", layer, a), ("channel", layer, b))
+        out["channels"] = [((Part.CHANNEL, layer, a), (Part.CHANNEL, layer, b))
                            for a, b in zip(channels[:half], channels[half:], strict=False)]
     return out
 
@@ -318,10 +333,10 @@ def measured_check(
     stats = {kind: _interaction(loss, pairs) for kind, pairs in pooled.items() if pairs}
     layer = layers[0]
     sites = _layer_sites(model, layer)
-    head_components = [("head", layer, i) for i in range(sites.heads)]
+    head_components = [(Part.HEAD, layer, i) for i in range(sites.heads)]
     channels = rng.sample(range(_width(sites.ffn_in[0])), min(16, _width(sites.ffn_in[0])))
-    kinds = ("gate", "up") if len(sites.ffn_in) == 2 else ("channel",)
-    ffn_components = [(k, layer, c) for c in channels for k in kinds]
+    parts = (Part.GATE, Part.UP) if len(sites.ffn_in) == 2 else (Part.CHANNEL,)
+    ffn_components = [(part, layer, c) for c in channels for part in parts]
     ranking = {}
     for name, components in (("heads", head_components), ("ffn", ffn_components)):
         if len(components) >= 4:

@@ -34,15 +34,22 @@ if TYPE_CHECKING:
     from slewguard.models.prune.cascade import CascadeConfig
 
 Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+_UNITS = frozenset(u.value for u in Unit)
 
 
 @dataclass
 class StageReport:
     """One stage: what was removed, the size after it, the accuracy after recovery, the time.
 
+    ``stage`` and ``granularity`` may be given as text (a report file's): they are stored as a
+    ``Stage`` and a ``Unit``, and ``as_dict`` writes them back as plain text. The one-shot
+    baselines remove two kinds in one stage; their granularity stays text, e.g. "head+channel".
+
     Example:
         >>> entry = StageReport("heads", "taylor", "head", [Removal(Unit.HEAD, 0, (1, 3))],
         ...                     900, 1.2, 0.5, 2)
+        >>> entry.stage, entry.granularity
+        (<Stage.HEADS: 'heads'>, <Unit.HEAD: 'head'>)
         >>> entry.indices(Unit.HEAD, 0), entry.indices(Unit.HEAD, 1)
         ((1, 3), ())
         >>> entry.as_dict()["removed"]
@@ -51,9 +58,9 @@ class StageReport:
         True
     """
 
-    stage: str
+    stage: Stage
     criterion: str
-    granularity: str
+    granularity: Unit | str  # str: the one-shot baselines' "<head unit>+channel"
     removed: list[Removal]
     body_parameters: int
     ratio: float
@@ -62,6 +69,11 @@ class StageReport:
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_before_recovery: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.stage = Stage(self.stage)
+        if self.granularity in _UNITS:
+            self.granularity = Unit(self.granularity)
+
     def indices(self, unit: Unit, layer: int | None = None) -> tuple[int, ...]:
         """The indices of the ``unit``s removed from ``layer`` (None: the whole layers removed),
         () when none went."""
@@ -69,8 +81,10 @@ class StageReport:
                      for i in r.indices)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, each removal as {"unit", "layer", "indices"}."""
-        return {**self.__dict__, "removed": [r.as_dict() for r in self.removed]}
+        """JSON-ready dict of plain values (the kinds as text, each removal as {"unit",
+        "layer", "indices"}), so JSON and YAML read as before."""
+        return {**self.__dict__, "stage": self.stage.value, "granularity": str(self.granularity),
+                "removed": [r.as_dict() for r in self.removed]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageReport:
@@ -214,7 +228,7 @@ def finish_stage(model: torch.nn.Module, report: CascadeReport, stage: Stage, cr
     surgeon = surgeon_for(model)
     unit = granularity(surgeon, stage, report.coupling_aware)
     body = measure.body_parameters(model)
-    entry = StageReport(Stage(stage).value, criterion, unit.value, list(removed), body,
+    entry = StageReport(Stage(stage), criterion, unit, list(removed), body,
                         report.dense_body_parameters / body, 0.0, 0)
     previous = report.stages[-1].metrics if report.stages else report.dense_metrics
     if removed:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slewguard.service.result import Result, diag_topic
 from slewguard.service.sinks import RetryableSinkError, Sink
 
 if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
     from slewguard.service.sinks.registry import SinkContext
 
 
@@ -36,7 +38,8 @@ class MqttResultSink:
 
     name = "mqtt"
 
-    def __init__(self, client: Any, prefix: str, qos: int = 1, timeout_s: float = 10.0) -> None:
+    def __init__(self, client: mqtt.Client, prefix: str, qos: int = 1,
+                 timeout_s: float = 10.0) -> None:
         if qos not in (1, 2):
             raise ValueError(f"qos={qos} must be 1 or 2: results must survive a lost packet")
         self.client, self.prefix, self.qos, self.timeout_s = client, prefix, qos, timeout_s

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from slewguard.models.prune.importance import IMPORTANCES, importance
+from slewguard.models.prune.kinds import Unit
 from slewguard.models.prune.surgery import surgeon_for
 from tests.models.prune import FAMILIES, batch, tiny_model
 
@@ -138,7 +139,8 @@ def test_unit_scores_follow_heterogeneous_widths(name):
 def test_registry_and_factory_errors():
     assert set(IMPORTANCES) == {"lcr", "block_influence", "l1", "wanda", "taylor"}
     assert not importance("wanda", "channel").needs_backward
-    assert importance("taylor").granularity == "head"
+    assert importance("taylor").granularity is Unit.HEAD
+    assert importance("l1", "kv_group").granularity is Unit.KV_GROUP  # text becomes the Unit
     with pytest.raises(ValueError, match="registered"):
         importance("fisher")
     with pytest.raises(ValueError, match="granularity='neuron'"):

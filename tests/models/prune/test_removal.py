@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from slewguard.models.prune.kinds import Removal, Unit
+from slewguard.models.prune.kinds import Removal, Stage, Unit
 from slewguard.models.prune.stages import CascadeReport, StageReport
 
 
@@ -69,3 +69,19 @@ def test_reports_written_before_removal_still_read() -> None:
     layers = {**old, "stage": "layers", "granularity": "layer", "removed": {"layers": [1, 2]}}
     assert StageReport.from_dict(layers).indices(Unit.LAYER) == (1, 2)
     assert StageReport.from_dict({**old, "removed": {}}).removed == []
+
+
+def test_a_stage_report_holds_its_kinds_as_enums_and_writes_them_as_text() -> None:
+    entry = stage("heads", "kv_group", [Removal(Unit.KV_GROUP, 0, (1,))])
+    assert entry.stage is Stage.HEADS and entry.granularity is Unit.KV_GROUP
+    data = entry.as_dict()
+    assert type(data["stage"]) is str and type(data["granularity"]) is str  # YAML-safe text
+    assert (data["stage"], data["granularity"]) == ("heads", "kv_group")
+    back = StageReport.from_dict(json.loads(json.dumps(data)))
+    assert back.stage is Stage.HEADS and back.granularity is Unit.KV_GROUP
+    # the one-shot baselines remove two kinds in one stage: their granularity stays text
+    both = stage("channels", "head+channel", [])
+    assert both.stage is Stage.CHANNELS and both.granularity == "head+channel"
+    assert both.as_dict()["granularity"] == "head+channel"
+    with pytest.raises(ValueError, match="vocab"):
+        stage("vocab", "layer", [])  # not a cascade stage

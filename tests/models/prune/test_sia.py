@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from slewguard.models.prune.sia import (
+    Part,
     calibration_loss,
     format_report,
     masked,
@@ -85,6 +86,18 @@ def test_masking_is_temporary_and_changes_the_output() -> None:
     with masked(model, [("head", 1, 0), ("head", 1, 1)]):
         both = calibration_loss(model, batches)
     assert one == pytest.approx(both, abs=1e-6)
+
+
+def test_parts_may_be_given_as_text_and_an_unknown_one_is_refused() -> None:
+    model, batches = tiny_gqa_swiglu(), toy_batches(1)
+    with masked(model, [(Part.HEAD, 1, 0), (Part.UP, 1, 3)]):
+        by_part = calibration_loss(model, batches)
+    with masked(model, [("head", 1, 0), ("up", 1, 3)]):
+        by_text = calibration_loss(model, batches)
+    assert by_part == by_text
+    neuron = [("neuron", 1, 0)]
+    with pytest.raises(ValueError, match="head/gate/up/channel"), masked(model, neuron):
+        pass
 
 
 def test_measured_gate_up_interaction_exceeds_independent_components() -> None:
