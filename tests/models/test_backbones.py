@@ -9,6 +9,7 @@ import torch
 
 from slewguard.models import backbones
 from slewguard.models.classifier import FaultClassifier
+from slewguard.models.families.llama import smollm2_cache
 
 # Stand-in for slewguard.signal.textify.vocabulary() so these tests do not depend on its wording.
 VOCABULARY = ["rms", "high", "low", "kurtosis", "bpfo", "bpfi", "ftf", "12", "3.5", "db"]
@@ -129,7 +130,7 @@ def test_smollm2_gguf_is_dequantised_once_into_an_fp32_cache(tmp_path):
     with torch.inference_mode():
         assert bb.model(**enc).logits.shape == (2, 3)
     stamp = (cache / "model.safetensors").stat().st_mtime_ns
-    assert backbones.smollm2_cache(cache) == cache
+    assert smollm2_cache(cache) == cache
     assert (cache / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
 
 

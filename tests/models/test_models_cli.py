@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -34,17 +35,36 @@ def test_sizes_parse_and_bad_ones_say_how():
         models_cli.parse_sizes(["n_layer"])
 
 
-def test_family_choices_are_the_registry_backbones():
-    from slewguard.models import backbones
+def test_family_choices_read_from_the_family_files_are_the_registry_backbones():
+    # The CLI reads the family files' source (family_names), backbones reads the registry.
+    import slewguard.models.families as package
+    from slewguard.models import backbones, family_names
     from slewguard.models.families import FAMILIES
 
-    assert {f"tiny-{name}" for name in FAMILIES} <= set(backbones.SUPPORTED_FAMILIES)
-    assert models_cli.FAMILY_CHOICES == backbones.SUPPORTED_FAMILIES, \
-        "copy backbones.SUPPORTED_FAMILIES into slewguard/models/cli.py FAMILY_CHOICES"
+    assert models_cli.FAMILY_CHOICES == backbones.SUPPORTED_FAMILIES
+    shipped = ("minilm", "bert", "llama", "smollm2", "gpt2", "qwen2",
+               "tiny-bert", "tiny-gpt2", "tiny-llama", "tiny-qwen2")
+    assert [name for name in models_cli.FAMILY_CHOICES if name in shipped] == list(shipped)
+    for model_type, family in FAMILIES.items():
+        source = Path(package.__path__[0]) / f"{model_type}.py"
+        assert family_names.read_family(source) == (model_type, family.backbones,
+                                                     family.pretrained is not None)
+
+
+def test_a_family_file_must_write_its_names_out(tmp_path):
+    from slewguard.models import family_names
+
+    helper = tmp_path / "helper.py"
+    helper.write_text("LAYOUT = dict(layers='model.layers')\n")
+    assert family_names.read_family(helper) is None  # no Family(...): not a family
+    computed = tmp_path / "computed.py"
+    computed.write_text("NAMES = ('x',)\nregister(Family(model_type='x', backbones=NAMES))\n")
+    with pytest.raises(ValueError, match="computed.py: write model_type=.* as literals"):
+        family_names.read_family(computed)
 
 
 def test_the_cli_parser_builds_without_torch():
-    # Why FAMILY_CHOICES is a copy: reading the registry would import torch on every --help.
+    # Why FAMILY_CHOICES is read from source: the registry would import torch on every --help.
     code = ("import sys; from slewguard.cli import build_parser; build_parser(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,4 +1,7 @@
-"""GPT-2 decoders: MHA over one fused q|k|v Conv1D (weights stored (in, out)), a plain FFN."""
+"""GPT-2 decoders: MHA over one fused q|k|v Conv1D (weights stored (in, out)), a plain FFN.
+
+Backbones: ``gpt2``, a random model of GPT-2 small geometry (no pretrained weights ship).
+"""
 
 from __future__ import annotations
 
@@ -13,41 +16,32 @@ from slewguard.models.prune.surgery import Surgeon, slice_projection
 
 
 class GPT2Surgeon(Surgeon):
-    family = "gpt2"
-
-    def layers(self, model: nn.Module) -> nn.ModuleList:
-        return model.transformer.h
-
-    def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
-        block = self.layers(model)[layer]
-        # q, k and v live in one fused Conv1D: output columns [q | k | v], each heads*hd wide
-        return {"q": block.attn.c_attn, "k": block.attn.c_attn, "v": block.attn.c_attn,
-                "o": block.attn.c_proj, "ffn_in": block.mlp.c_fc, "ffn_out": block.mlp.c_proj,
-                "layer": block, "attention": block.attn}
+    """GPT-2: q, k and v live in one fused Conv1D (the Family's query, key and value name it):
+    output columns [q | k | v], each heads*hd wide."""
 
     def projections(self, model: nn.Module, layer: int, attr: str = "weight"
                     ) -> dict[str, torch.Tensor | None]:
         views = super().projections(model, layer, attr)
         fused = views["q"]
         if fused is not None:
-            split = self.layers(model)[layer].attn.split_size
+            split = self.attention_module(model, layer).split_size
             views["q"], views["k"], views["v"] = fused.split(split, dim=0)
         return views
 
     def head_dim(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].attn.head_dim
+        return self.attention_module(model, layer).head_dim
 
     def attention_units(self, model: nn.Module, layer: int) -> int:
-        return self.layers(model)[layer].attn.num_heads
+        return self.attention_module(model, layer).num_heads
 
     def _slice_qkv(self, model: nn.Module, layer: int, q_rows: torch.Tensor,
                    kv_rows: torch.Tensor) -> None:
-        split = self.layers(model)[layer].attn.split_size
+        split = self.attention_module(model, layer).split_size
         index = torch.cat([q_rows, kv_rows + split, kv_rows + 2 * split])
         slice_projection(self.modules(model, layer)["q"], index, "out")
 
     def _set_heads(self, model: nn.Module, layer: int, n_heads: int, n_kv: int) -> None:
-        attn = self.layers(model)[layer].attn
+        attn = self.attention_module(model, layer)
         attn.num_heads = n_heads
         attn.split_size = n_heads * attn.head_dim
 
@@ -68,12 +62,14 @@ GPT2 = register(Family(
     # the paper's "GPT-2 88M".
     scratch_sizes=sizes(n_layer=12, n_embd=768, n_head=12, n_positions=512),
     layers="transformer.h",
-    attention=("attn.c_attn", "attn.c_proj"),
+    query="attn.c_attn",
+    key="attn.c_attn",
     value="attn.c_attn",
     out_proj="attn.c_proj",
     ffn_in=("mlp.c_fc",),
     ffn_out="mlp.c_proj",
     surgeon=GPT2Surgeon,
     head=("score",),
+    backbones=("gpt2",),
     conv1d=True,
 ))

@@ -253,8 +253,8 @@ def _sia_classifier(model: str, data: Path | None):
     if model not in backbones.SUPPORTED_FAMILIES:
         raise ValueError(f"model={model!r} is neither a directory nor a family; families: "
                          f"{', '.join(backbones.SUPPORTED_FAMILIES)}")
-    pretrained = backbones.check_family(model) in ("minilm", "llama")  # bring their tokenizers
-    vocabulary = None if pretrained else backbones.textify_vocabulary()
+    # shipped weights bring their tokenizer; random models get the word-level one
+    vocabulary = None if backbones.pretrained(model) else backbones.textify_vocabulary()
     backbone = backbones.build(model, len(classes), vocabulary=vocabulary)
     return FaultClassifier(backbone.model, backbone.tokenizer, classes,
                            current_template_version())

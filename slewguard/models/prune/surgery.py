@@ -1,8 +1,9 @@
 """Structural surgery: remove layers, attention heads, KV groups and FFN channels in place.
 
-The ``Surgeon`` base here does the cuts; each family's file in ``slewguard.models.families``
-subclasses it to name its modules and registers it in its ``Family``, which ``surgeon_for``
-finds by ``config.model_type``. Every cut slices the
+The ``Surgeon`` base here does the cuts and finds the modules through the module paths of its
+``Family``; each family's file in ``slewguard.models.families`` subclasses it for what the paths
+do not say (where the head counts live, fused projections) and registers it in its ``Family``,
+which ``surgeon_for`` finds by ``config.model_type``. Every cut slices the
 weights of the affected projections (nothing is masked) and keeps ``model.config`` in sync:
 the dense reference widths stay in the usual fields (``num_attention_heads``,
 ``num_key_value_heads``, ``intermediate_size``/``n_inner``) and the per-layer widths after
@@ -21,11 +22,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+if TYPE_CHECKING:  # the family files import this module
+    from slewguard.models.families import Family
 
 Axis = Literal["out", "in"]
 
@@ -89,7 +93,9 @@ def _rows(units: Sequence[int], size: int) -> torch.Tensor:
 
 
 class Surgeon:
-    """Cuts for one architecture family; subclasses name the modules, the base does the rest.
+    """Cuts for one architecture ``family`` (its ``Family``, whose module paths name the modules);
+    subclasses say where the head counts live (``head_dim``, ``attention_units``, ``_set_heads``),
+    the base does the rest.
 
     Indices are those of the current (already pruned) model. Every cut updates ``model.config``.
 
@@ -101,16 +107,38 @@ class Surgeon:
         >>> surgeon.remove_ffn_channels(model, 0, range(512))             # doctest: +SKIP
     """
 
-    family: ClassVar[str] = ""
-    gqa: ClassVar[bool] = False
+    def __init__(self, family: Family) -> None:
+        self.family = family
+
+    @property
+    def gqa(self) -> bool:
+        """True when query heads share K/V heads in groups (the family's ``gqa``)."""
+        return self.family.gqa
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         """The model's stack of transformer layers."""
-        raise NotImplementedError
+        return self.family.layer_stack(model)
 
     def modules(self, model: nn.Module, layer: int) -> dict[str, nn.Module]:
-        """Projections of a layer: q, k, v, o, ffn_in, ffn_out (+ ffn_gate), layer, attention."""
-        raise NotImplementedError
+        """Projections of a layer: q, k, v, o, ffn_in, (ffn_gate,) ffn_out, layer, attention.
+
+        From the family's paths: ``ffn_in`` is the last of its ``ffn_in`` (fc or up),
+        ``ffn_gate`` the first where the FFN is gated; ``attention`` holds the value projection.
+        """
+        family, block = self.family, self.layers(model)[layer]
+        ffn_in = [family.module(block, path) for path in family.ffn_in]
+        mods = {"q": family.module(block, family.query), "k": family.module(block, family.key),
+                "v": family.module(block, family.value),
+                "o": family.module(block, family.out_proj), "ffn_in": ffn_in[-1]}
+        if family.gated_ffn:
+            mods["ffn_gate"] = ffn_in[0]
+        return {**mods, "ffn_out": family.module(block, family.ffn_out), "layer": block,
+                "attention": self.attention_module(model, layer)}
+
+    def attention_module(self, model: nn.Module, layer: int) -> nn.Module:
+        """The attention module of a layer: the one holding the value projection."""
+        block = self.layers(model)[layer]
+        return self.family.module(block, self.family.value.rpartition(".")[0])
 
     def head_dim(self, model: nn.Module, layer: int) -> int:
         """Features per head (never changed by pruning)."""
@@ -274,4 +302,4 @@ def surgeon_for(model: nn.Module) -> Surgeon:
         raise ValueError(f"model.config.model_type={family!r} has no surgeon; supported: "
                          f"{', '.join(FAMILIES)} (add a family file with its Surgeon in "
                          "slewguard/models/families)")
-    return FAMILIES[family].surgeon()
+    return FAMILIES[family].surgeon(FAMILIES[family])
