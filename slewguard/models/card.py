@@ -97,7 +97,13 @@ def write(card: ModelCard, path: Path) -> None:
     """Write ``card.json`` and ``README.md`` into the directory ``path``.
 
     Example:
-        >>> write(card, Path("out/model"))  # doctest: +SKIP
+        >>> import tempfile
+        >>> card = ModelCard(classes=["healthy", "inner_race"], template_version="t1",
+        ...                  family="tiny-bert", base_model="random init (bert config)")
+        >>> with tempfile.TemporaryDirectory() as model_dir:
+        ...     write(card, Path(model_dir))
+        ...     print(sorted(p.name for p in Path(model_dir).iterdir()))
+        ['README.md', 'card.json']
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -109,8 +115,13 @@ def read(path: Path) -> ModelCard:
     """Read the card of the model directory ``path``; ValueError when missing or malformed.
 
     Example:
-        >>> read(Path("out/model")).classes  # doctest: +SKIP
-        ['healthy', 'inner_race', 'outer_race', 'rolling_element']
+        >>> import tempfile
+        >>> card = ModelCard(classes=["healthy", "inner_race"], template_version="t1",
+        ...                  family="tiny-bert", base_model="random init (bert config)")
+        >>> with tempfile.TemporaryDirectory() as model_dir:
+        ...     write(card, Path(model_dir))
+        ...     print(read(Path(model_dir)).classes)
+        ['healthy', 'inner_race']
     """
     file = Path(path) / CARD_FILE
     if not file.is_file():

@@ -1,10 +1,20 @@
 """FaultClassifier: feature text in, fault-class probabilities out; training, saving, loading.
 
+Real texts come from ``datasets.to_texts(split.train)`` and a pretrained family ("minilm");
+a tiny random model on four hand-written texts shows the calls.
+
 Example:
-    >>> texts = datasets.to_texts(split.train)  # doctest: +SKIP
-    >>> clf, history = train_classifier(texts, split.train.labels.tolist(),  # doctest: +SKIP
-    ...     test_texts, split.test.labels.tolist(), family="minilm", epochs=6, lr=2e-4)
-    >>> clf.save("out/model")                                               # doctest: +SKIP
+    >>> texts = ["outer 6 7 6", "outer 0 0 0", "outer 7 6 7", "outer 1 0 0"]
+    >>> labels = ["outer_race", "healthy", "outer_race", "healthy"]
+    >>> clf, history = train_classifier(texts, labels, texts, labels, family="tiny-bert",
+    ...                                 epochs=1, lr=1e-3, show_progress=False)
+    >>> clf.classes, len(history)
+    (['healthy', 'outer_race'], 1)
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as model_dir:
+    ...     clf.save(model_dir)
+    ...     print(load(model_dir).classes)
+    ['healthy', 'outer_race']
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ class FaultClassifier:
     """A sequence-classification language model over textify texts.
 
     Example:
-        >>> clf = load("out/model")                                # doctest: +SKIP
-        >>> clf.predict_proba(["outer 6 7 6 inner 5 2 0 kurt 0"]).shape  # doctest: +SKIP
+        >>> bb = backbones.build("tiny-bert", num_labels=4)
+        >>> clf = FaultClassifier(bb.model, bb.tokenizer,
+        ...                       ["healthy", "inner_race", "outer_race", "cage"], "t1")
+        >>> clf.predict_proba(["outer 6 7 6 inner 5 2 0 kurt 0"]).shape
         (1, 4)
     """
 
@@ -72,8 +84,11 @@ class FaultClassifier:
         """Class probabilities, float32 (B, C), rows sum to 1, columns in ``classes`` order.
 
         Example:
-            >>> clf.predict_proba(["outer 6 7 6", "outer 0 0 0"]).sum(axis=1)  # doctest: +SKIP
-            array([1., 1.], dtype=float32)
+            >>> bb = backbones.build("tiny-bert", num_labels=2)  # random, over textify's words
+            >>> clf = FaultClassifier(bb.model, bb.tokenizer, ["healthy", "outer_race"], "t1")
+            >>> proba = clf.predict_proba(["outer 6 7 6", "outer 0 0 0"])
+            >>> proba.shape, proba.dtype, bool(np.allclose(proba.sum(axis=1), 1.0))
+            ((2, 2), dtype('float32'), True)
         """
         self.model.eval()
         out = np.zeros((len(texts), len(self.classes)), dtype=np.float32)
@@ -91,7 +106,14 @@ class FaultClassifier:
         """Write weights (safetensors), tokenizer, ``card.json`` and ``README.md`` into ``path``.
 
         Example:
-            >>> clf.save("out/model")  # doctest: +SKIP
+            >>> bb = backbones.build("tiny-bert", num_labels=2)  # random, over textify's words
+            >>> clf = FaultClassifier(bb.model, bb.tokenizer, ["healthy", "outer_race"], "t1")
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as model_dir:
+            ...     clf.save(model_dir)
+            ...     saved = {p.name for p in Path(model_dir).iterdir()}
+            >>> {"card.json", "README.md", "model.safetensors", "tokenizer.json"} <= saved
+            True
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -140,7 +162,14 @@ def load(path: Path | str, template_version: str | None = None,
     (docs/benchmarks.md, bfloat16, has the measurement).
 
     Example:
-        >>> clf = load("out/model")  # doctest: +SKIP
+        >>> bb = backbones.build("tiny-bert", num_labels=2)  # random, over textify's words
+        >>> clf = FaultClassifier(bb.model, bb.tokenizer, ["healthy", "outer_race"], "t1")
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as model_dir:
+        ...     clf.save(model_dir)
+        ...     again = load(model_dir, dtype="bfloat16")
+        >>> again.classes, again.model.dtype, again.card["family"]
+        (['healthy', 'outer_race'], torch.bfloat16, 'bert')
     """
     path = Path(path)
     card = card or model_card.read_checked(path, template_version)
@@ -238,8 +267,11 @@ def train_classifier(train_texts: Sequence[str], train_labels: Sequence[str],
     the final metrics.
 
     Example:
-        >>> clf, history = train_classifier(  # doctest: +SKIP
-        ...     texts, labels, test_texts, test_labels, family="minilm", epochs=3, lr=5e-5)
+        >>> texts, labels = ["outer 6 7 6", "outer 0 0 0"], ["outer_race", "healthy"]
+        >>> clf, history = train_classifier(texts, labels, texts, labels, family="tiny-gpt2",
+        ...                                 epochs=1, show_progress=False)
+        >>> sorted(history[0]), sorted(clf.card["metrics"]["accuracy"])
+        (['epoch', 'test_accuracy', 'train_loss', 'train_seconds'], ['test', 'train'])
     """
     settings = (settings or TrainSettings()).model_copy(update=overrides)
     settings = TrainSettings.model_validate(settings.model_dump())

@@ -13,8 +13,15 @@ widths in the config it is exactly the stock class. Hence, after ``import slewgu
 ``AutoModelForSequenceClassification.from_pretrained(path)`` loads pruned dirs too.
 
 Example:
-    >>> save_pruned(model, "out/pruned", tokenizer)   # doctest: +SKIP
-    >>> model = load_model("out/pruned")              # doctest: +SKIP
+    >>> import tempfile
+    >>> from slewguard.models.backbones import tiny_config
+    >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))  # FFN 64 wide
+    >>> surgeon_for(model).remove_ffn_channels(model, 0, range(48))
+    >>> with tempfile.TemporaryDirectory() as path:
+    ...     save_pruned(model, path)
+    ...     again = load_model(path)
+    >>> [layer.mlp.down_proj.in_features for layer in again.model.layers]
+    [16, 64]
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ def apply_widths(model: nn.Module) -> None:
     weights are loaded afterwards. No-op when the config records no per-layer widths.
 
     Example:
-        >>> apply_widths(FAMILIES["bert"].model_class(pruned_config))   # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> config = tiny_config("bert")  # 2 layers of 4 heads, FFN 64
+        >>> config.slewguard_layer_heads = config.slewguard_layer_kv_heads = [4, 2]
+        >>> config.slewguard_layer_intermediate = [64, 16]
+        >>> model = FAMILIES["bert"].model_class(config)  # the stock class builds it dense
+        >>> apply_widths(model)
+        >>> surgeon_for(model).attention_units(model, 1), surgeon_for(model).ffn_channels(model, 1)
+        (2, 16)
     """
     config = model.config
     targets = [getattr(config, name, None) for name in WIDTH_FIELDS]
@@ -104,7 +118,15 @@ def save_pruned(model: PreTrainedModel, path: str | Path, tokenizer: Any = None)
     """Write the (pruned or dense) model, and the tokenizer if given, to directory ``path``.
 
     Example:
-        >>> save_pruned(model, "out/pruned", tokenizer)   # doctest: +SKIP
+        >>> import json, tempfile
+        >>> from slewguard.models.backbones import build
+        >>> bb = build("tiny-gpt2", num_labels=2, vocabulary=["rms", "high"])
+        >>> surgeon_for(bb.model).remove_heads(bb.model, 0, [1, 2])
+        >>> with tempfile.TemporaryDirectory() as path:
+        ...     save_pruned(bb.model, path, bb.tokenizer)
+        ...     config = json.loads((Path(path) / "config.json").read_text())
+        ...     print(config["slewguard_layer_heads"], (Path(path) / "tokenizer.json").is_file())
+        [2, 4] True
     """
     if not isinstance(model, PreTrainedModel):
         raise ValueError(f"model={type(model).__name__} is not a transformers PreTrainedModel: "
@@ -123,7 +145,14 @@ def load_model(path: str | Path, **kwargs: Any) -> PreTrainedModel:
     ``kwargs`` go to ``from_pretrained`` (e.g. ``dtype=torch.bfloat16``, ``device_map``).
 
     Example:
-        >>> model = load_model("out/pruned")   # doctest: +SKIP
+        >>> import tempfile, torch
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["qwen2"].model_class(tiny_config("qwen2"))
+        >>> with tempfile.TemporaryDirectory() as path:
+        ...     save_pruned(model, path)
+        ...     again = load_model(path, dtype=torch.bfloat16)
+        >>> type(again).__name__, again.dtype, again.training
+        ('Qwen2ForSequenceClassification', torch.bfloat16, False)
     """
     path = Path(path)
     if not (path / "config.json").is_file():

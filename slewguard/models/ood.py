@@ -18,9 +18,13 @@ Thresholds per class are a low percentile of each class's own training evidence
 (``fit_kinematic_thresholds``); the own line must also be the strongest impact line.
 
 Example:
-    >>> det = OodDetector().fit(train_table).calibrate(heldout_table)   # doctest: +SKIP
-    >>> decide("outer_race", row, detector=det, min_db=thresholds).verdict  # doctest: +SKIP
-    'outer_race'
+    >>> names = tuple(f"env_{ln}_h{k}_db" for ln in ("bpfi", "bpfo", "bsf2") for k in (1, 2, 3))
+    >>> rng = np.random.default_rng(0)
+    >>> train, heldout = (FeatureTable(names, rng.normal(5.0, 1.0, (100, 9))) for _ in range(2))
+    >>> det = OodDetector().fit(train).calibrate(heldout)
+    >>> row = dict.fromkeys(names, 5.0) | dict.fromkeys(names[3:6], 14.0)  # a strong BPFO line
+    >>> [decide(c, row, detector=det, min_db=8.0).verdict for c in ("outer_race", "inner_race")]
+    ['outer_race', 'unknown']
 """
 
 from __future__ import annotations
@@ -226,8 +230,10 @@ def fit_kinematic_thresholds(table: FeatureTable, labels: np.ndarray,
     So about ``quantile`` % of true faults would be called "unknown" for lack of evidence.
 
     Example:
-        >>> fit_kinematic_thresholds(train_table, train_labels)   # doctest: +SKIP
-        {'inner_race': 9.1, 'outer_race': 10.2, 'rolling_element': 7.3}
+        >>> names = tuple(f"env_{ln}_h{k}_db" for ln in ("bpfi", "bpfo", "bsf2") for k in (1, 2, 3))
+        >>> table = FeatureTable(names, np.arange(27.0).reshape(3, 9))  # BPFI 9-11, BPFO 21-23 dB
+        >>> fit_kinematic_thresholds(table, np.array(["healthy", "inner_race", "outer_race"]))
+        {'inner_race': 11.0, 'outer_race': 23.0}
     """
     labels = np.asarray(labels)
     if labels.shape != (len(table),):
@@ -287,7 +293,13 @@ def window_features(ws, progress: bool = False, batch_size: int = 32,
     """features.extract over a datasets.WindowSet, batched per bearing, rows in ws order.
 
     Example:
-        >>> table = window_features(split.train)                   # doctest: +SKIP
+        >>> from slewguard.signal.datasets import WindowSet
+        >>> ws = WindowSet(windows=np.random.default_rng(0).normal(size=(2, 6000)),
+        ...                labels=["healthy"] * 2, rpm=[1797.0] * 2, sample_rate_hz=12000.0,
+        ...                bearing="cwru-6205", recording=["a", "b"])
+        >>> table = window_features(ws)
+        >>> len(table), table.names[:3]
+        (2, ('rms', 'peak', 'crest_factor'))
     """
     from slewguard.signal.datasets import _track
     from slewguard.signal.features import FEATURE_NAMES, extract
@@ -316,9 +328,17 @@ def fit_trust(model_dir: Path, classes: list[str], train: FeatureTable, train_la
     ``heldout`` must not be the training split (a validation or test split). Returns
     ``{"calibration": ..., "ood": ..., "kinematic_min_db": ...}`` to merge into the card.
 
-    Example:
-        >>> card.update(fit_trust(path, clf.classes, train_t, y_train, val_t, clf.predict_proba(
-        ...     val_texts), y_val))                                     # doctest: +SKIP
+    Example (not run with the doctests: drawing reliability.png takes about a second):
+        >>> import tempfile
+        >>> names = tuple(f"env_{ln}_h{k}_db" for ln in ("bpfi", "bpfo", "bsf2") for k in (1, 2, 3))
+        >>> rng = np.random.default_rng(0)
+        >>> train, heldout = (FeatureTable(names, rng.normal(5.0, 1.0, (50, 9))) for _ in range(2))
+        >>> y = np.array(["healthy", "outer_race"] * 25)
+        >>> with tempfile.TemporaryDirectory() as model_dir:  # doctest: +SKIP
+        ...     card = fit_trust(Path(model_dir), ["healthy", "outer_race"], train, y, heldout,
+        ...                      np.tile([0.8, 0.2], (50, 1)), y)
+        ...     print(sorted(p.name for p in Path(model_dir).iterdir()), list(card))
+        ['ood.json', 'reliability.png'] ['calibration', 'ood', 'kinematic_min_db']
     """
     from slewguard.models.calibrate import calibration_record, reliability_diagram
 
@@ -344,9 +364,15 @@ class Trust:
     """What the daemon applies after predict_proba: temperature, OOD detector, line thresholds.
 
     Example:
-        >>> trust = Trust.load(path, clf.card)                              # doctest: +SKIP
-        >>> probs, decisions = trust.judge(clf.classes, proba, table, quality_verdicts)
-        ... # doctest: +SKIP
+        >>> names = tuple(f"env_{ln}_h{k}_db" for ln in ("bpfi", "bpfo", "bsf2") for k in (1, 2, 3))
+        >>> table = FeatureTable(names, np.array([[2.0] * 3 + [14.0] * 3 + [2.0] * 3] * 2))
+        >>> trust = Trust(temperature=2.0, min_db={"inner_race": 8.0, "outer_race": 8.0})
+        >>> proba = np.array([[0.9, 0.1], [0.2, 0.8]])
+        >>> probs, decisions = trust.judge(["inner_race", "outer_race"], proba, table)
+        >>> [d.verdict for d in decisions], probs.shape  # no BPFI line: inner race is unknown
+        (['unknown', 'outer_race'], (2, 2))
+        >>> Trust.load(Path("no-model-dir"), card={})  # nothing stored: every piece neutral
+        Trust(temperature=1.0, detector=None, min_db=None)
     """
 
     temperature: float = 1.0

@@ -3,8 +3,11 @@
 Needs only ``clf.classes`` and ``clf.predict_proba(texts)``, so it runs without torch.
 
 Example:
-    >>> evaluate(clf, ["outer 6 7 6"], ["outer_race"])["accuracy"]  # doctest: +SKIP
-    1.0
+    >>> from types import SimpleNamespace  # a stand-in that always says outer race
+    >>> clf = SimpleNamespace(classes=["healthy", "outer_race"],
+    ...                       predict_proba=lambda texts: np.tile([0.1, 0.9], (len(texts), 1)))
+    >>> evaluate(clf, ["outer 6 7 6", "outer 0 0 0"], ["outer_race", "healthy"])["accuracy"]
+    0.5
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ def evaluate(clf: Any, texts: Sequence[str], labels: Sequence[str]) -> dict:
     """Accuracy, per-class recall and confusion matrix (rows true, columns predicted).
 
     Example:
-        >>> evaluate(clf, ["outer 6 7 6"], ["outer_race"])["accuracy"]  # doctest: +SKIP
-        1.0
+        >>> from types import SimpleNamespace  # a stand-in that always says outer race
+        >>> clf = SimpleNamespace(classes=["healthy", "outer_race"],
+        ...                       predict_proba=lambda texts: np.tile([0.1, 0.9], (len(texts), 1)))
+        >>> scores = evaluate(clf, ["outer 6 7 6", "outer 0 0 0"], ["outer_race", "healthy"])
+        >>> scores["accuracy"], scores["per_class"], scores["confusion"]
+        (0.5, {'healthy': 0.0, 'outer_race': 1.0}, [[0, 1], [0, 1]])
     """
     index = {name: i for i, name in enumerate(clf.classes)}
     unknown = sorted(set(labels) - index.keys())

@@ -4,9 +4,14 @@ Batches are dicts of tensors as transformers' models take them (``input_ids``,
 ``attention_mask``, ``labels``); the model returns ``.loss`` when ``labels`` is present.
 
 Example:
-    >>> history = fit(model, batches, epochs=2, lr=5e-4)        # doctest: +SKIP
-    >>> history[-1]["train_loss"] < history[0]["train_loss"]   # doctest: +SKIP
-    True
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> _ = torch.manual_seed(0)
+    >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+    >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+    >>> history = fit(model, batches, epochs=2, lr=1e-2, show_progress=False)
+    >>> [r["epoch"] for r in history], history[-1]["train_loss"] < history[0]["train_loss"]
+    ([1, 2], True)
 """
 
 from __future__ import annotations

@@ -79,8 +79,15 @@ def model_result(item: WindowItem, row: dict, verdict: str, proba: np.ndarray, e
     fields and rule (whose verdict wins when ``rule_decides``, unless the verdict is unknown).
 
     Example:
-        >>> model_result(item, row, "healthy", proba, "rms 0.1 g", classes=["healthy"],
-        ...              model="m1", rule_decides=False)               # doctest: +SKIP
+        >>> from slewguard.signal.kinematics import preset
+        >>> place = Placement("site1", "crane3", "slew", "acc1", preset("cwru-6205"))
+        >>> window = Window("acc1", 0, 12000.0, 1797.0, 7, "g", np.zeros(12000, np.float32))
+        >>> item = WindowItem(Inbound("plant/acc1/vib", b"", 1, 1, 0.0, 0), window, place, 1797.0)
+        >>> result = model_result(item, {"rms": 0.1}, "healthy", np.array([0.75, 0.25]),
+        ...                       "rms 0.1 g", classes=["healthy", "outer_race"], model="m1",
+        ...                       rule_decides=False)
+        >>> result.predicted, result.confidence, result.probabilities, result.seq
+        ('healthy', 0.75, {'healthy': 0.75, 'outer_race': 0.25}, 7)
     """
     w, p = item.window, item.place
     found = {k: float(v) for k, v in row.items()}
@@ -104,8 +111,14 @@ def fault_result(item: WindowItem, verdict: QualityVerdict, row: dict, *, model:
     """A sensor-fault result: raw statistics, no model probabilities, never a bearing fault.
 
     Example:
-        >>> fault_result(item, verdict, stats, model="m1",
-        ...              evidence="flatline")                          # doctest: +SKIP
+        >>> from slewguard.signal.kinematics import preset
+        >>> place = Placement("site1", "crane3", "slew", "acc1", preset("cwru-6205"))
+        >>> window = Window("acc1", 0, 12000.0, 1797.0, 7, "g", np.zeros(12000, np.float32))
+        >>> item = WindowItem(Inbound("plant/acc1/vib", b"", 1, 1, 0.0, 0), window, place, 1797.0)
+        >>> verdict = QualityVerdict(False, ("flatline",), "the signal does not vary")
+        >>> result = fault_result(item, verdict, {"rms": 0.0}, model="m1", evidence="flatline")
+        >>> result.predicted, result.probabilities, result.quality
+        ('sensor_fault:flatline', {}, ('flatline',))
     """
     w, p = item.window, item.place
     return Result(

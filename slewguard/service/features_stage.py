@@ -35,7 +35,19 @@ def run_evidence(stage: EvidenceStage, items: list[WindowItem], warn: Callable[.
     cannot read keeps the model path; the others get ``item.evidence`` and its fitted rpm.
 
     Example:
-        >>> run_evidence(stage, items, log.warning)                     # doctest: +SKIP
+        >>> from slewguard.service.config.evidence import EvidenceConfig
+        >>> from slewguard.service.payload import Window
+        >>> from slewguard.service.placement import Placement
+        >>> from slewguard.signal.evidence import impact_train
+        >>> from slewguard.signal.kinematics import preset
+        >>> x = impact_train(12000.0, 2.0, 1797.0 / 60 * 3.5848)  # outer-race impacts, 2 s
+        >>> window = Window("acc1", 0, 12000.0, 1797.0, 0, "g", x)
+        >>> place = Placement("site1", "crane3", "slew", "acc1", preset("cwru-6205"))
+        >>> item = WindowItem(Inbound("plant/acc1/vib", b"", 1, 1, 0.0, 0), window, place, 1797.0)
+        >>> stage = EvidenceStage(EvidenceConfig(baseline_windows=1), None)
+        >>> run_evidence(stage, [item], print)
+        >>> item.evidence.verdict, item.rpm
+        ('outer_race', 1797.0)
     """
     def one(i: int) -> tuple[dict, tuple[float, float]] | str:
         w, p = items[i].window, items[i].place
@@ -58,7 +70,22 @@ def evidence_rows(items: list[WindowItem], reject: Reject) -> list[Found]:
     """A t3 model's input: each window's evidence row, no features to compute.
 
     Example:
-        >>> evidence_rows(items, pipeline_reject)                       # doctest: +SKIP
+        >>> from slewguard.service.evidence_stage import WindowEvidence
+        >>> from slewguard.service.payload import Window
+        >>> from slewguard.service.placement import Placement
+        >>> from slewguard.signal.kinematics import preset
+        >>> window = Window("acc1", 0, 12000.0, 1797.0, 0, "g", np.zeros(12000, np.float32))
+        >>> place = Placement("site1", "crane3", "slew", "acc1", preset("cwru-6205"))
+        >>> item = WindowItem(Inbound("plant/acc1/vib", b"", 1, 1, 0.0, 0), window, place, 1797.0)
+        >>> def reject(message, reason, detail):
+        ...     print(f"{reason}: {detail}")
+        >>> evidence_rows([item], reject)  # the evidence stage found nothing: rejected
+        evidence: the evidence stage could not read the window from plant/acc1/vib
+        []
+        >>> item.evidence = WindowEvidence({"bpfo_h1_db": 18.0, "rms_rel_db": 0.5}, 1797.0,
+        ...                                "outer_race", "BPFO line")
+        >>> [values for _, _, values in evidence_rows([item], reject)]
+        [array([18. ,  0.5], dtype=float32)]
     """
     found = []
     for item in items:
@@ -76,7 +103,17 @@ def feature_rows(items: list[WindowItem], method: str, reject: Reject) -> list[F
     like windows, in one call per group.
 
     Example:
-        >>> feature_rows(items, "tree", pipeline_reject)                 # doctest: +SKIP
+        >>> from slewguard.service.payload import Window
+        >>> from slewguard.service.placement import Placement
+        >>> from slewguard.signal.evidence import impact_train
+        >>> from slewguard.signal.kinematics import preset
+        >>> x = impact_train(12000.0, 2.0, 1797.0 / 60 * 3.5848)  # outer-race impacts, 2 s
+        >>> window = Window("acc1", 0, 12000.0, 1797.0, 0, "g", x)
+        >>> place = Placement("site1", "crane3", "slew", "acc1", preset("cwru-6205"))
+        >>> item = WindowItem(Inbound("plant/acc1/vib", b"", 1, 1, 0.0, 0), window, place, 1797.0)
+        >>> found = feature_rows([item, item], "tree", print)  # like windows: one extract call
+        >>> [(row["rpm"], values.dtype.name) for _, row, values in found]
+        [(1797.0, 'float32'), (1797.0, 'float32')]
     """
     groups: dict[tuple, list[WindowItem]] = defaultdict(list)
     for item in items:

@@ -167,6 +167,20 @@ class Publisher:
         Example:
             >>> Publisher(Fleet(FleetSpec()), connect("127.0.0.1", 1883)).run(3)  # doctest: +SKIP
             12
+
+            Without a broker, any object with paho's ``publish`` stands in for the client:
+
+            >>> from types import SimpleNamespace
+            >>> class Client:
+            ...     def publish(self, topic, payload, qos):
+            ...         return SimpleNamespace(wait_for_publish=lambda timeout: True)
+            >>> fleet = Fleet(FleetSpec(sensors=2, bearing="cwru-6205", rpm=1797.0,
+            ...                         sample_rate_hz=12000.0, window_seconds=0.5))
+            >>> Publisher(fleet, Client()).run(3, on_round=print)
+            2
+            4
+            6
+            6
         """
         if count < 1:
             raise ValueError(f"count={count} must be >= 1 (windows per sensor)")

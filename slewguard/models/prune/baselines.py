@@ -11,8 +11,13 @@ One-shot head+channel methods split the budget between attention and FFN in prop
 each could remove (the same fraction of both), and the channels solve for the exact target.
 
 Example:
-    >>> model, report = run_baseline("wanda", model, train, calib,
-    ...                              CascadeConfig(target_ratio=2.5))      # doctest: +SKIP
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))
+    >>> calib = [{"input_ids": torch.randint(4, 64, (8, 10))}]
+    >>> model, report = run_baseline("wanda", model, calib, calib, CascadeConfig(target_ratio=2.5))
+    >>> report.stages[0].granularity, round(report.final_ratio, 1)  # GQA: whole KV groups
+    ('kv_group+channel', 2.5)
 """
 
 from __future__ import annotations
@@ -66,8 +71,15 @@ def run_baseline(
     two stages.
 
     Example:
-        >>> model, report = run_baseline("shortgpt", model, train, calib,
-        ...                              CascadeConfig(target_ratio=2.0))   # doctest: +SKIP
+        >>> from slewguard.models.backbones import model_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(model_config(
+        ...     "tiny-bert", 64, 2, 0, sizes={"num_hidden_layers": 4}))
+        >>> calib = [{"input_ids": torch.randint(4, 64, (8, 10))}]
+        >>> model, report = run_baseline("shortgpt", model, calib, calib,
+        ...                              CascadeConfig(target_ratio=2.0))
+        >>> model.config.num_hidden_layers, report.final_ratio
+        (2, 2.0)
     """
     if method not in ONE_SHOT and method != "shortgpt":
         raise ValueError(f"method={method!r} is not a baseline; choose one of "

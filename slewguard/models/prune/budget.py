@@ -6,11 +6,17 @@ layer-normalised importance until the budget is spent, and ``check_reachable`` s
 whether a target ratio can be reached at all.
 
 Example:
-    >>> goal = check_reachable(surgeon, model, 2.0, coupled=False)              # doctest: +SKIP
-    >>> cut = prune_stage(surgeon, model, Stage.HEADS, "taylor", calib, goal, goal,
-    ...                   False)                                             # doctest: +SKIP
-    >>> [(r.unit.value, r.layer, r.indices) for r in cut]                    # doctest: +SKIP
-    [('head', 0, (1, 5)), ('head', 3, (2,))]
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers of 4 heads
+    >>> surgeon = FAMILIES["bert"].surgeon()
+    >>> calib = [{"input_ids": torch.randint(4, 64, (4, 8))}]
+    >>> goal = check_reachable(surgeon, model, 1.5, coupled=False)
+    >>> cut = prune_stage(surgeon, model, Stage.HEADS, "l1", calib, goal, goal, False)
+    >>> [r.unit.value for r in cut], sum(len(r.indices) for r in cut)  # 1,048 parameters each
+    (['head', 'head'], 5)
+    >>> goal, measure.body_parameters(model)  # within half a head of the goal
+    (11392, 11848)
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ def granularity(surgeon: Surgeon, stage: Stage, coupled: bool) -> Unit:
     """The unit a stage removes: layer, head, kv_group (GQA, coupling-aware) or channel.
 
     Example:
-        >>> granularity(surgeon_for(llama), Stage.HEADS, coupled=True)   # doctest: +SKIP
-        'kv_group'
+        >>> from slewguard.models.families import FAMILIES
+        >>> llama, bert = FAMILIES["llama"].surgeon(), FAMILIES["bert"].surgeon()
+        >>> granularity(llama, Stage.HEADS, coupled=True), granularity(bert, "heads", coupled=True)
+        (<Unit.KV_GROUP: 'kv_group'>, <Unit.HEAD: 'head'>)
     """
     try:  # plain text ("heads") is a Stage too; anything else gets a clear error
         stage = Stage(stage)
@@ -55,8 +63,12 @@ def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: Unit) 
     query head from every KV group).
 
     Example:
-        >>> unit_cost(surgeon, bert, 0, Unit.HEAD)   # doctest: +SKIP
-        4160
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers, body 17,088
+        >>> surgeon = FAMILIES["bert"].surgeon()
+        >>> [unit_cost(surgeon, model, 0, unit) for unit in (Unit.LAYER, Unit.HEAD, Unit.CHANNEL)]
+        [8544, 1048, 65]
     """
     if unit == Unit.LAYER:
         return sum(p.numel() for p in surgeon.layers(model)[layer].parameters())
@@ -97,8 +109,16 @@ def check_reachable(surgeon: Surgeon, model: torch.nn.Module, target_ratio: floa
     """The goal body size for ``target_ratio``; ValueError naming the maximum reachable ratio.
 
     Example:
-        >>> check_reachable(surgeon, model, 2.0, coupled=False)   # doctest: +SKIP
-        10641792
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers, body 17,088
+        >>> surgeon = FAMILIES["bert"].surgeon()
+        >>> check_reachable(surgeon, model, 2.0, coupled=False)
+        8544
+        >>> check_reachable(surgeon, model, 10.0, coupled=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: target_ratio=10 is unreachable: ... reaches at most 6.55x; ...
     """
     dense = measure.body_parameters(model)
     n = surgeon.num_layers(model)
@@ -195,8 +215,13 @@ def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: Stage, criterio
     went ([] when nothing did).
 
     Example:
-        >>> prune_stage(surgeon, model, Stage.LAYERS, "lcr", calib, goal, goal,
-        ...             coupled=False)                                    # doctest: +SKIP
+        >>> from slewguard.models.backbones import model_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(model_config(
+        ...     "tiny-bert", 64, 2, 0, sizes={"num_hidden_layers": 4}))  # body 34,176
+        >>> surgeon = FAMILIES["bert"].surgeon()
+        >>> calib = [{"input_ids": torch.randint(4, 64, (4, 8))}]
+        >>> prune_stage(surgeon, model, Stage.LAYERS, "lcr", calib, 17088, 17088, coupled=False)
         [Removal(unit=<Unit.LAYER: 'layer'>, layer=None, indices=(1, 2))]
     """
     body = measure.body_parameters(model)

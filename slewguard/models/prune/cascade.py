@@ -20,10 +20,14 @@ removed by whole KV groups with their query heads, and gated channels go as gate
 scored jointly.
 
 Example:
-    >>> config = CascadeConfig(target_ratio=2.5, epoch_scale=0.1)            # doctest: +SKIP
-    >>> model, report = run_cascade(model, tok, train, calib, config, evaluate)  # doctest: +SKIP
-    >>> round(report.final_ratio, 1)                                        # doctest: +SKIP
-    2.5
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))
+    >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+    >>> config = CascadeConfig(target_ratio=2.5, rounds=1, epoch_scale=0.05, show_progress=False)
+    >>> model, report = run_cascade(model, None, batches, batches, config)
+    >>> [str(entry.stage) for entry in report.stages], round(report.final_ratio, 1)
+    (['layers', 'heads', 'channels'], 2.5)
 """
 
 from __future__ import annotations
@@ -172,8 +176,15 @@ def run_cascade(
     Raises ValueError when the target exceeds what removing everything prunable reaches.
 
     Example:
-        >>> model, report = run_cascade(model, None, train, calib,
-        ...                             CascadeConfig(target_ratio=2.0))    # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+        >>> run_cascade(model, None, batches, batches, CascadeConfig(target_ratio=10.0))
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: target_ratio=10 is unreachable: ... reaches at most 6.55x; ...
     """
     surgeon = surgeon_for(model)
     dense = measure.body_parameters(model)

@@ -5,10 +5,13 @@ final norm, BERT's pooler and the classification head are excluded: they do not 
 structural pruning (vocabulary trimming is reported separately through ``total_parameters``).
 
 Example:
-    >>> dense = body_parameters(model)                       # doctest: +SKIP
-    >>> surgeon_for(model).remove_layers(model, [1, 2])      # doctest: +SKIP
-    >>> compression_ratio(dense, model)                      # doctest: +SKIP
-    1.5
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers
+    >>> dense = body_parameters(model)
+    >>> surgeon_for(model).remove_layers(model, [1])
+    >>> compression_ratio(dense, model)
+    2.0
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ def body_parameters(model: nn.Module) -> int:
     """Parameters in the transformer layers only.
 
     Example:
-        >>> body_parameters(bert_model)   # doctest: +SKIP
-        21283584
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> body_parameters(model)  # 2 layers: attention 4 x (32x32 + 32), FFN 32-64-32, norms
+        17088
     """
     return sum(p.numel() for p in surgeon_for(model).layers(model).parameters())
 
@@ -39,8 +45,11 @@ def total_parameters(model: nn.Module) -> int:
     """All parameters, tied ones counted once.
 
     Example:
-        >>> total_parameters(model) >= body_parameters(model)   # doctest: +SKIP
-        True
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert", vocab_size=64))
+        >>> total_parameters(model), body_parameters(model)  # embeddings, pooler and head on top
+        (28578, 17088)
     """
     return sum(p.numel() for p in model.parameters())
 
@@ -49,8 +58,11 @@ def compression_ratio(dense_body: int, model: nn.Module) -> float:
     """``dense_body / body_parameters(model)``: 2.0 means half the body is left.
 
     Example:
-        >>> compression_ratio(body_parameters(model), model)   # doctest: +SKIP
-        1.0
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> compression_ratio(body_parameters(model), model), compression_ratio(34176, model)
+        (1.0, 2.0)
     """
     if dense_body <= 0:
         raise ValueError(f"dense_body={dense_body} must be > 0: pass body_parameters(dense_model)")
@@ -61,8 +73,12 @@ def weight_bytes(path: str | Path) -> int:
     """Bytes of weight files: one file, or every weight file (safetensors, bin, pt, gguf) in a dir.
 
     Example:
-        >>> weight_bytes("runs/pruned")   # doctest: +SKIP
-        9175040
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as model_dir:
+        ...     for name in ("model.safetensors", "head.bin", "README.md"):
+        ...         _ = (Path(model_dir) / name).write_bytes(bytes(100))
+        ...     print(weight_bytes(model_dir), weight_bytes(Path(model_dir) / "README.md"))
+        200 100
     """
     path = Path(path)
     if path.is_file():

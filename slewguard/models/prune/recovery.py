@@ -10,9 +10,12 @@ logits once per training batch (eval mode, no gradient) and ``distillation_loss`
 temperature-softened KL to them with the labels' cross-entropy (Hinton et al. 2015).
 
 Example:
-    >>> model = recover(model, train_batches, epochs=10)          # doctest: +SKIP
-    >>> any("lora" in name for name, _ in model.named_parameters())  # doctest: +SKIP
-    False
+    >>> from slewguard.models.backbones import tiny_config
+    >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+    >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+    >>> model = recover(model, batches, epochs=1, show_progress=False)
+    >>> type(model).__name__, any("lora" in name for name, _ in model.named_parameters())
+    ('BertForSequenceClassification', False)
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ def lora_target_modules(model: torch.nn.Module, target: str = "attention") -> li
     A layer whose attention was removed entirely simply has no matching modules.
 
     Example:
-        >>> lora_target_modules(bert_model)                          # doctest: +SKIP
-        ['attention.self.query', 'attention.self.key', 'attention.self.value', ...]
+        >>> from slewguard.models.backbones import tiny_config
+        >>> llama = FAMILIES["llama"].model_class(tiny_config("llama"))
+        >>> lora_target_modules(llama)
+        ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj']
+        >>> lora_target_modules(llama, "attention+ffn")[4:]
+        ['mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']
     """
     family = _family(model)
     if target not in TARGETS:
@@ -71,7 +78,14 @@ def recover(
     (``distillation_loss``).
 
     Example:
-        >>> model = recover(model, batches, epochs=10, rank=4, alpha=16)   # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+        >>> history = []
+        >>> model = recover(model, batches, epochs=1, rank=4, alpha=16, history=history,
+        ...                 show_progress=False)
+        >>> [record["epoch"] for record in history], recover(model, batches, epochs=0) is model
+        ([1], True)
     """
     from peft import LoraConfig, get_peft_model
 
@@ -109,9 +123,12 @@ def teacher_logits(model: torch.nn.Module, batches: Sequence[Batch]) -> list[tor
     """``model``'s logits for every batch (eval mode, no gradient): the distillation targets.
 
     Example:
-        >>> targets = teacher_logits(dense_model, train_batches)    # doctest: +SKIP
-        >>> targets[0].shape                                       # doctest: +SKIP
-        torch.Size([16, 3])
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+        >>> targets = teacher_logits(model, batches)
+        >>> len(targets), targets[0].shape, targets[0].requires_grad
+        (1, torch.Size([8, 2]), False)
     """
     was_training = model.training
     model.eval()
@@ -127,12 +144,16 @@ def distillation_loss(targets: Sequence[torch.Tensor], weight: float = 0.5,
     """A ``fit`` loss: ``(1 - weight) * CE(labels) + weight * T^2 * KL(teacher_T || student_T)``.
 
     ``targets[i]`` are the teacher's logits for batch ``i`` (``teacher_logits``). ``weight`` 0
-    is plain cross-entropy, 1 ignores the labels.
+    is plain cross-entropy, 1 ignores the labels. Train with it through
+    ``recover(model, batches, epochs, loss_fn=loss_fn)``.
 
     Example:
-        >>> targets = teacher_logits(dense, batches)                    # doctest: +SKIP
-        >>> loss_fn = distillation_loss(targets, weight=0.5)            # doctest: +SKIP
-        >>> model = recover(model, batches, epochs=10, loss_fn=loss_fn)  # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+        >>> loss_fn = distillation_loss(teacher_logits(model, batches), weight=1.0)
+        >>> loss_fn(model.eval(), 0, batches[0]).item()  # the student is still its teacher
+        0.0
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"distillation weight={weight} must be in [0, 1] (0: labels only)")
@@ -163,7 +184,12 @@ def dense_teacher(model: torch.nn.Module, batches: Sequence[Batch], weight: floa
     anything is removed), or None (the labels' own loss) when ``weight`` is 0.
 
     Example:
-        >>> dense_teacher(dense, batches, weight=0.0) is None   # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))
+        >>> batches = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+        >>> dense_teacher(model, batches, weight=0.0) is None
+        True
+        >>> callable(dense_teacher(model, batches, weight=0.5))
         True
     """
     if not weight:

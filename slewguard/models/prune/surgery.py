@@ -14,9 +14,14 @@ Removing every head, KV group or FFN channel of a layer raises ValueError (the r
 the attention and GPT-2's Conv1D use ``-1`` and fail on empty tensors): remove the layer instead.
 
 Example:
-    >>> surgeon = surgeon_for(model)                      # doctest: +SKIP
-    >>> surgeon.remove_layers(model, [2])                 # doctest: +SKIP
-    >>> surgeon.remove_heads(model, layer=0, heads=[1])   # doctest: +SKIP
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers of 4 heads
+    >>> surgeon = surgeon_for(model)
+    >>> surgeon.remove_layers(model, [1])
+    >>> surgeon.remove_heads(model, layer=0, heads=[1])
+    >>> model.config.num_hidden_layers, model.config.slewguard_layer_heads
+    (1, [3])
 """
 
 from __future__ import annotations
@@ -53,7 +58,10 @@ def slice_projection(module: nn.Module, index: torch.Tensor, axis: Axis) -> None
     wrappers) and does not allocate and initialise a new dense layer first.
 
     Example:
-        >>> slice_projection(layer.mlp.up_proj, torch.tensor([0, 2]), "out")   # doctest: +SKIP
+        >>> up_proj = nn.Linear(4, 3)
+        >>> slice_projection(up_proj, torch.tensor([0, 2]), "out")
+        >>> up_proj.weight.shape, up_proj.bias.shape, up_proj.out_features
+        (torch.Size([2, 4]), torch.Size([2]), 2)
     """
     _check_sliceable([module])
     transposed = isinstance(module, Conv1D)
@@ -100,11 +108,18 @@ class Surgeon:
     Indices are those of the current (already pruned) model. Every cut updates ``model.config``.
 
     Example:
-        >>> surgeon = surgeon_for(model)                                  # doctest: +SKIP
-        >>> surgeon.attention_units(model, 0), surgeon.kv_groups(model, 0)  # doctest: +SKIP
-        (9, 3)
-        >>> surgeon.remove_heads(model, 0, [0, 3, 6])  # one per KV group  # doctest: +SKIP
-        >>> surgeon.remove_ffn_channels(model, 0, range(512))             # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))
+        >>> surgeon = surgeon_for(model)
+        >>> surgeon.attention_units(model, 0), surgeon.kv_groups(model, 0)
+        (4, 2)
+        >>> surgeon.remove_heads(model, 0, [0, 2])  # one per KV group
+        >>> surgeon.remove_ffn_channels(model, 0, range(48))
+        >>> surgeon.attention_units(model, 0), surgeon.kv_groups(model, 0)
+        (2, 2)
+        >>> surgeon.ffn_channels(model, 0), model.config.slewguard_layer_intermediate
+        (16, [16, 64])
     """
 
     def __init__(self, family: Family) -> None:
@@ -291,8 +306,11 @@ def surgeon_for(model: nn.Module) -> Surgeon:
     """The surgeon for a model's family (``config.model_type``), from ``slewguard.models.families``.
 
     Example:
-        >>> surgeon_for(model).num_layers(model)   # doctest: +SKIP
-        6
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["gpt2"].model_class(tiny_config("gpt2"))
+        >>> type(surgeon_for(model)).__name__, surgeon_for(model).num_layers(model)
+        ('GPT2Surgeon', 2)
     """
     # Imported here: the family files import Surgeon from this module.
     from slewguard.models.families import FAMILIES

@@ -15,7 +15,11 @@ to the unknown token): pass every text the model will see, e.g. the training tex
 template's vocabulary. The result is re-encoded and checked against the old ids before return.
 
 Example:
-    >>> model, tokenizer = trim_vocabulary(model, tokenizer, texts)   # doctest: +SKIP
+    >>> from slewguard.models.backbones import build
+    >>> bb = build("tiny-gpt2", num_labels=2, vocabulary=["rms", "high", "low", "bpfo", "ftf"])
+    >>> model, tokenizer = trim_vocabulary(bb.model, bb.tokenizer, ["rms high", "bpfo high"])
+    >>> tokenizer.vocab_size, model.get_input_embeddings().num_embeddings  # 4 special + 3 words
+    (7, 7)
 """
 
 from __future__ import annotations
@@ -38,9 +42,13 @@ def trim_vocabulary(model: PreTrainedModel, tokenizer: Any, texts: Sequence[str]
     """Slice ``model``'s embeddings (in place) to the tokens ``texts`` use; return both.
 
     Example:
-        >>> model, tok = trim_vocabulary(model, tok, ["rms 0.12 g", "bpfo high"])  # doctest: +SKIP
-        >>> model.config.vocab_size < 1000                                       # doctest: +SKIP
-        True
+        >>> from slewguard.models.backbones import build
+        >>> bb = build("tiny-bert", num_labels=2, vocabulary=["rms", "high", "low", "bpfo"])
+        >>> bb.tokenizer("bpfo high")["input_ids"]
+        [2, 7, 5, 3]
+        >>> model, tok = trim_vocabulary(bb.model, bb.tokenizer, ["rms high", "bpfo high"])
+        >>> model.config.vocab_size, tok("bpfo high")["input_ids"], tok("low")["input_ids"]
+        (7, [2, 6, 5, 3], [2, 1, 3])
     """
     if not texts:
         raise ValueError("texts=[]: pass the texts the model will see (training texts plus the "
