@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slewguard.models import family_names
+from slewguard.models.runtimes import RUNTIMES
 from slewguard.signal.features import METHODS
 
 # `slewguard train` defaults, chosen on a simulated set of another seed than the default one,
@@ -73,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--data", type=Path, required=True, help="data set directory")
     predict.add_argument("--split", default="test", choices=("train", "test"), help="which side")
     predict.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run")
-    predict.add_argument("--runtime", choices=("onnx", "torch"),
+    predict.add_argument("--runtime", choices=tuple(RUNTIMES),
                          help="model runtime (default: onnx where the model has model.onnx and "
                               "runs on the CPU, else torch); onnx imports no torch")
     predict.add_argument("--plot", type=Path, help="write the confusion matrix as a PNG here, "

@@ -9,7 +9,7 @@ Example:
     >>> from slewguard.models.backbones import tiny_config
     >>> from slewguard.models.families import FAMILIES
     >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers of 4 heads
-    >>> surgeon = FAMILIES["bert"].surgeon()
+    >>> surgeon = FAMILIES["bert"].surgeon(FAMILIES["bert"])
     >>> calib = [{"input_ids": torch.randint(4, 64, (4, 8))}]
     >>> goal = check_reachable(surgeon, model, 1.5, coupled=False)
     >>> cut = prune_stage(surgeon, model, Stage.HEADS, "l1", calib, goal, goal, False)
@@ -37,7 +37,7 @@ def granularity(surgeon: Surgeon, stage: Stage, coupled: bool) -> Unit:
 
     Example:
         >>> from slewguard.models.families import FAMILIES
-        >>> llama, bert = FAMILIES["llama"].surgeon(), FAMILIES["bert"].surgeon()
+        >>> llama, bert = (FAMILIES[k].surgeon(FAMILIES[k]) for k in ("llama", "bert"))
         >>> granularity(llama, Stage.HEADS, coupled=True), granularity(bert, "heads", coupled=True)
         (<Unit.KV_GROUP: 'kv_group'>, <Unit.HEAD: 'head'>)
     """
@@ -66,7 +66,7 @@ def unit_cost(surgeon: Surgeon, model: torch.nn.Module, layer: int, unit: Unit) 
         >>> from slewguard.models.backbones import tiny_config
         >>> from slewguard.models.families import FAMILIES
         >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers, body 17,088
-        >>> surgeon = FAMILIES["bert"].surgeon()
+        >>> surgeon = FAMILIES["bert"].surgeon(FAMILIES["bert"])
         >>> [unit_cost(surgeon, model, 0, unit) for unit in (Unit.LAYER, Unit.HEAD, Unit.CHANNEL)]
         [8544, 1048, 65]
     """
@@ -112,7 +112,7 @@ def check_reachable(surgeon: Surgeon, model: torch.nn.Module, target_ratio: floa
         >>> from slewguard.models.backbones import tiny_config
         >>> from slewguard.models.families import FAMILIES
         >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers, body 17,088
-        >>> surgeon = FAMILIES["bert"].surgeon()
+        >>> surgeon = FAMILIES["bert"].surgeon(FAMILIES["bert"])
         >>> check_reachable(surgeon, model, 2.0, coupled=False)
         8544
         >>> check_reachable(surgeon, model, 10.0, coupled=False)  # doctest: +ELLIPSIS
@@ -219,7 +219,7 @@ def prune_stage(surgeon: Surgeon, model: torch.nn.Module, stage: Stage, criterio
         >>> from slewguard.models.families import FAMILIES
         >>> model = FAMILIES["bert"].model_class(model_config(
         ...     "tiny-bert", 64, 2, 0, sizes={"num_hidden_layers": 4}))  # body 34,176
-        >>> surgeon = FAMILIES["bert"].surgeon()
+        >>> surgeon = FAMILIES["bert"].surgeon(FAMILIES["bert"])
         >>> calib = [{"input_ids": torch.randint(4, 64, (4, 8))}]
         >>> prune_stage(surgeon, model, Stage.LAYERS, "lcr", calib, 17088, 17088, coupled=False)
         [Removal(unit=<Unit.LAYER: 'layer'>, layer=None, indices=(1, 2))]
