@@ -64,8 +64,19 @@ def save_dense(clf: Any, data: BuildData, out: Path, extra: dict) -> None:
     model's; the temperature is its own.
 
     Example:
-        >>> save_dense(clf, data, Path("out/dense"), {"accuracy": {"test-sim": 0.88}})
-        ... # doctest: +SKIP
+        >>> import tempfile
+        >>> from slewguard.models import backbones, build_data, classifier
+        >>> from slewguard.signal.features import FEATURE_NAMES
+        >>> bb = backbones.build("tiny-bert", num_labels=2)  # random: saved all the same
+        >>> clf = classifier.FaultClassifier(bb.model, bb.tokenizer, ["healthy", "cage"], "t1")
+        >>> clf.card["metrics"] = {}  # a trained one's card has them
+        >>> split = build_data.Texts("sim", ["cage 2 0"] * 10, ["healthy"] * 10,
+        ...                          np.zeros((10, len(FEATURE_NAMES))))
+        >>> data = BuildData(split, split, [split])  # train, held-out, tests
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     save_dense(clf, data, Path(out), {"accuracy": {"sim": 1.0}})
+        ...     (Path(out) / "ood.json").is_file(), clf.card["metrics"]["accuracy"]
+        (True, {'sim': 1.0})
     """
     card = dict(clf.card, base_model=f"{extra.get('base_model', 'unknown')} (vocabulary "
                 "trimmed to textify's closed vocabulary before fine-tuning)",

@@ -138,7 +138,12 @@ def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: Path, n_bin
     """Write a reliability diagram (accuracy per confidence bin vs the diagonal) as a PNG.
 
     Example:
-        >>> reliability_diagram(p, y, Path("out/model/reliability.png"))  # doctest: +SKIP
+        >>> import tempfile
+        >>> probs, labels = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]), np.array([0, 1, 1])
+        >>> with tempfile.TemporaryDirectory() as out:  # missing folders are made
+        ...     png = reliability_diagram(probs, labels, Path(out) / "model" / "reliability.png")
+        ...     png.name, png.read_bytes()[1:4]
+        ('reliability.png', b'PNG')
     """
     import matplotlib
 

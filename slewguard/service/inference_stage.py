@@ -6,9 +6,23 @@ layer (service/trust.py) calibrates the probabilities and may overrule the verdi
 batch, not its messages: they stay unacknowledged (``inference_error`` is counted).
 
 Example:
-    >>> stage = InferenceStage(classifier, trust, metrics, model="m1", rule_decides=False,
-    ...                        reads_evidence=False)                     # doctest: +SKIP
-    >>> items, unknown_reasons, results = stage.diagnose(prepared)       # doctest: +SKIP
+    >>> from types import SimpleNamespace
+    >>> from slewguard.service.ingest import Inbound
+    >>> from slewguard.service.payload import Window
+    >>> from slewguard.service.placement import Placement
+    >>> from slewguard.signal.kinematics import preset
+    >>> place = Placement("site1", "crane3", "slew", "acc1", preset("cwru-6205"))
+    >>> window = Window("acc1", 0, 12000.0, 1797.0, 7, "g", np.zeros(12000, np.float32))
+    >>> item = WindowItem(Inbound("plant/acc1/vib", b"", 1, 1, 0.0, 0), window, place, 1797.0)
+    >>> prepared = PreparedBatch([item], [{"rms": 0.1}], ["rms 0.1"], np.array([[0.1]]),
+    ...                          ("rms",), [])
+    >>> classifier = SimpleNamespace(classes=["healthy", "cage"],  # any Classifier
+    ...                              predict_proba=lambda texts: [[0.75, 0.25]] * len(texts))
+    >>> stage = InferenceStage(classifier, TrustLayer(), Metrics(), model="m1",
+    ...                        rule_decides=False, reads_evidence=False)
+    >>> items, unknown_reasons, results = stage.diagnose(prepared)
+    >>> unknown_reasons, results[0].predicted, results[0].confidence, results[0].model
+    ([''], 'healthy', 0.75, 'm1')
 """
 
 from __future__ import annotations

@@ -15,8 +15,14 @@ Per micro-batch, around the model (see pipeline.py):
    fed only with windows judged healthy).
 
 Example:
-    >>> layer = TrustLayer(load_trust(classifier))                    # doctest: +SKIP
-    >>> verdicts = layer.quality(windows, 5000.0, expectations(5000.0, 6.0))  # doctest: +SKIP
+    >>> from types import SimpleNamespace
+    >>> classifier = SimpleNamespace(card={"calibration": {"temperature": 0.8}})  # no ood.json
+    >>> layer = TrustLayer(load_trust(classifier))
+    >>> layer.trust.temperature, layer.trust.detector
+    (0.8, None)
+    >>> windows = np.stack([np.random.default_rng(0).normal(size=5000), np.zeros(5000)])
+    >>> [v.faults for v in layer.quality(windows, 5000.0, expectations(5000.0, 6.0))]
+    [(), ('flat_line',)]
 """
 
 from __future__ import annotations

@@ -16,8 +16,14 @@ scale to multi-billion models on one device; ``taylor`` accumulates per-unit |w 
 batch and enables gradients on the scored projections only. Scores come back on the CPU in fp32.
 
 Example:
-    >>> lcr = IMPORTANCES["lcr"]().score(model, calib_batches)            # doctest: +SKIP
-    >>> heads = IMPORTANCES["wanda"]("head").score(model, calib_batches)   # doctest: +SKIP
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))  # 2 layers, 4 heads, 2 KV
+    >>> batches = [{"input_ids": torch.randint(4, 64, (4, 8))}]
+    >>> IMPORTANCES["lcr"]().score(model, batches).shape  # one score per layer
+    torch.Size([2])
+    >>> [len(s) for s in IMPORTANCES["wanda"]("kv_group").score(model, batches)]  # per layer
+    [2, 2]
 """
 
 from __future__ import annotations
@@ -74,9 +80,12 @@ class Importance:
     """Scores components of a model from calibration batches; lower is less important.
 
     Example:
-        >>> scores = IMPORTANCES["l1"]("channel").score(model, batches)   # doctest: +SKIP
-        >>> [len(s) for s in scores]          # one tensor per layer      # doctest: +SKIP
-        [1536, 1536, 1536, 1536, 1536, 1536]
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers of 64 channels
+        >>> scores = IMPORTANCES["l1"]("channel").score(model)  # weights only: no batches
+        >>> [len(s) for s in scores], scores[0].dtype  # one tensor per layer
+        ([64, 64], torch.float32)
     """
 
     name: ClassVar[str] = ""

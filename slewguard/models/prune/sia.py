@@ -15,9 +15,13 @@ Ranking stability: Spearman/Kendall of leave-one-out importance before and after
 top-k components.
 
 Example:
-    >>> static_check(model.config).satisfied          # doctest: +SKIP
+    >>> from slewguard.models.backbones import tiny_config
+    >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))  # GQA (D = 2), SwiGLU
+    >>> static_check(model.config).satisfied
     False
-    >>> measured_check(model, calib_batches).evidence  # doctest: +SKIP
+    >>> batches = [{"input_ids": torch.randint(4, 64, (4, 8)), "labels": torch.arange(4) % 2}]
+    >>> measured_check(model, batches, pairs_per_type=2).satisfied  # gate_j and up_j interact
+    False
 """
 
 from __future__ import annotations
@@ -178,8 +182,15 @@ def masked(model: torch.nn.Module, components: Sequence[Component]) -> Iterator[
     """Temporarily remove ``components`` by zeroing their activations with hooks.
 
     Example:
-        >>> with masked(model, [(Part.HEAD, 2, 0), (Part.GATE, 2, 17)]):   # doctest: +SKIP
-        ...     loss = calibration_loss(model, batches)
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))
+        >>> batches = [{"input_ids": torch.randint(4, 64, (4, 8)), "labels": torch.arange(4) % 2}]
+        >>> base = calibration_loss(model, batches)
+        >>> with masked(model, [(Part.HEAD, 1, 0), ("gate", 1, 17)]):  # head 0 takes KV group 0
+        ...     calibration_loss(model, batches) != base
+        True
+        >>> calibration_loss(model, batches) == base  # the hooks are gone, the weights never moved
+        True
     """
     handles = []
     for module, where, slices in _zero_plan(model, components):
@@ -200,8 +211,11 @@ def calibration_loss(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
     """Mean task loss of ``model`` over ``batches`` (each carries ``labels``).
 
     Example:
-        >>> calibration_loss(model, calib_batches)     # doctest: +SKIP
-        0.41
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # untrained, 2 classes
+        >>> batches = [{"input_ids": torch.randint(4, 64, (4, 8)), "labels": torch.arange(4) % 2}]
+        >>> round(calibration_loss(model, batches), 1)  # about ln 2: a coin toss
+        0.7
     """
     if not batches or "labels" not in batches[0]:
         raise ValueError("batches must be a non-empty list of dicts with 'labels' (the task loss)")
@@ -311,8 +325,13 @@ def measured_check(
     mean |Delta_ij| exceeds ``threshold`` times the mean single-removal effect |L(-i) - L|.
 
     Example:
-        >>> verdict = measured_check(model, calib_batches, pairs_per_type=8)   # doctest: +SKIP
-        >>> verdict.pair_stats["gate_up_same_channel"]["interaction_ratio"]   # doctest: +SKIP
+        >>> from slewguard.models.backbones import tiny_config
+        >>> model = FAMILIES["llama"].model_class(tiny_config("llama"))  # 4 heads, 2 KV groups
+        >>> batches = [{"input_ids": torch.randint(4, 64, (4, 8)), "labels": torch.arange(4) % 2}]
+        >>> verdict = measured_check(model, batches, pairs_per_type=4)
+        >>> print(*verdict.pair_stats)  # what ties each pair type, or does not
+        heads_same_kv_group heads_other_kv_group gate_up_same_channel gate_up_other_channels
+        >>> round(verdict.pair_stats["gate_up_same_channel"]["interaction_ratio"], 6)
         1.0
     """
     n_layers = int(model.config.num_hidden_layers)

@@ -7,11 +7,19 @@ appends a ``StageReport``. Choosing what to remove is the caller's (``budget.pru
 cascade, the one-shot scorers in ``baselines``).
 
 Example:
-    >>> report = CascadeReport("cascade", 2.5, 50_000, False, dense_metrics={})
+    >>> from slewguard.models.backbones import tiny_config
+    >>> from slewguard.models.families import FAMILIES
+    >>> from slewguard.models.prune.cascade import CascadeConfig
+    >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers, body 17,088
+    >>> report = CascadeReport("cascade", 2.5, measure.body_parameters(model), False, {})
     >>> report.final_ratio, report.final_metrics      # no stage finished yet: the dense model
     (1.0, {})
-    >>> model, entry = finish_stage(model, report, Stage.LAYERS, "lcr", removed, 1, train,
-    ...                             config, evaluate)                       # doctest: +SKIP
+    >>> surgeon_for(model).remove_layers(model, [1])  # the stage's removal, then its report
+    >>> cut = [Removal("layer", None, [1])]
+    >>> model, entry = finish_stage(model, report, Stage.LAYERS, "lcr", cut, 0, [],
+    ...                             CascadeConfig(target_ratio=2.5), None)  # 0 epochs: no LoRA
+    >>> len(report.stages), entry.body_parameters, report.final_ratio  # 17,088 / 8,544
+    (1, 8544, 2.0)
 """
 
 from __future__ import annotations
@@ -154,8 +162,13 @@ def resolve_coupling(model: torch.nn.Module, coupling_aware: bool | None) -> boo
     """``coupling_aware`` as given, or True when the static SIA check says violated.
 
     Example:
-        >>> resolve_coupling(llama_model, None)   # doctest: +SKIP
-        True
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> llama, bert = (FAMILIES[k].model_class(tiny_config(k)) for k in ("llama", "bert"))
+        >>> resolve_coupling(llama, None), resolve_coupling(bert, None)  # GQA + gated FFN: True
+        (True, False)
+        >>> resolve_coupling(llama, False)  # as given
+        False
     """
     return (not static_check(model.config).satisfied) if coupling_aware is None \
         else coupling_aware
@@ -220,10 +233,18 @@ def finish_stage(model: torch.nn.Module, report: CascadeReport, stage: Stage, cr
     ``seconds`` the caller fills in.
 
     Example:
-        >>> model, entry = finish_stage(model, report, Stage.HEADS, "taylor", removed, 5,
-        ...                             train, config, evaluate)            # doctest: +SKIP
-        >>> entry.recovery_epochs                                           # doctest: +SKIP
-        5
+        >>> from slewguard.models.backbones import tiny_config
+        >>> from slewguard.models.families import FAMILIES
+        >>> from slewguard.models.prune.cascade import CascadeConfig
+        >>> model = FAMILIES["bert"].model_class(tiny_config("bert"))  # 2 layers of 4 heads
+        >>> report = CascadeReport("cascade", 2.5, measure.body_parameters(model), False, {})
+        >>> surgeon_for(model).remove_heads(model, 0, [1, 3])
+        >>> train = [{"input_ids": torch.randint(4, 64, (8, 10)), "labels": torch.arange(8) % 2}]
+        >>> model, entry = finish_stage(model, report, Stage.HEADS, "taylor",
+        ...                             [Removal("head", 0, [1, 3])], 1, train,
+        ...                             CascadeConfig(target_ratio=2.5), lambda m: {"seen": 1})
+        >>> entry.granularity, entry.body_parameters, entry.recovery_epochs, entry.metrics
+        (<Unit.HEAD: 'head'>, 14992, 1, {'seen': 1.0})
     """
     surgeon = surgeon_for(model)
     unit = granularity(surgeon, stage, report.coupling_aware)
