@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 from slewguard.service.config import legacy
 from slewguard.service.config.base import ConfigError
 from slewguard.service.config.env import apply_env
-from slewguard.service.config.paths import annotation_at, is_union, model_in
+from slewguard.service.config.paths import annotation_at, is_union, model_at
 from slewguard.service.config.root import ServiceConfig
 from slewguard.service.redact import redact_urls
 
@@ -78,7 +78,7 @@ def _describe(error: Mapping[str, Any], from_env: dict[tuple, str], data: Any = 
     loc = tuple(str(p) for p in error["loc"])
     msg = redact_urls(str(error["msg"]).removeprefix("Value error, "))
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], data)
         if allowed:
             msg += f" (allowed: {', '.join(sorted(allowed))})"
     elif error["type"] != "missing" and not isinstance(error.get("input"), dict | list) and (
@@ -97,7 +97,7 @@ def _may_be_secret(loc: tuple[str, ...], data: Any = None) -> bool:
     return bool(set(loc) & {"password", "token", "headers"}) or SecretStr in args
 
 
-def _allowed_keys(loc: tuple[str, ...]) -> list[str]:
+def _allowed_keys(loc: tuple[str, ...], data: Any = None) -> list[str]:
     """Field names of the model found by walking ``loc`` down from ServiceConfig."""
-    model = model_in(annotation_at(loc))
+    model = model_at(loc, data)
     return list(model.model_fields) if model is not None else []

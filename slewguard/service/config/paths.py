@@ -50,6 +50,19 @@ def annotation_at(loc: tuple[str, ...], data: Any = None) -> Any:
     return annotation
 
 
+def model_at(loc: tuple[str, ...], data: Any = None) -> type[BaseModel] | None:
+    """The model of the section at ``loc`` (a ``sinks`` entry's by its ``type`` in ``data``).
+
+    Example:
+        >>> model_at(("sinks", "db"), {"sinks": {"db": {"type": "influx"}}}).__name__
+        'InfluxConfig'
+    """
+    node = data
+    for part in loc:
+        node = _child(node, part)
+    return _typed(model_in(annotation_at(loc, data)), node)
+
+
 def model_in(annotation: Any) -> type[BaseModel] | None:
     """The BaseModel class in ``annotation`` (itself, or inside Optional / Union)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
